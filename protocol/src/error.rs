@@ -1,0 +1,151 @@
+//! The error codes of `ERROR <code> [<detail>]`.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Why the server refused a request or is closing a connection.
+///
+/// The text forms are the contract's codes exactly; clients match on them, so
+/// they never change once published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The name breaks the naming rules.
+    BadName,
+    /// Someone connected already uses the name (compared case-insensitively).
+    NameTaken,
+    /// A frame other than `NAME` or `PING` arrived before login.
+    NotLoggedIn,
+    /// A second `NAME` on a logged-in connection.
+    AlreadyLoggedIn,
+    /// The verb is not one of the protocol's.
+    UnknownCommand,
+    /// `MSG` without text, or with spaces only.
+    EmptyMessage,
+    /// A control character (other than TAB) in a text or a name.
+    BadText,
+    /// The frame was longer than the line limit; the rest of it was discarded.
+    LineTooLong,
+    /// The frame was not UTF-8 and was discarded.
+    InvalidUtf8,
+    /// No successful login in time; the connection closes.
+    LoginTimeout,
+    /// A logged-in user was silent for too long; the connection closes.
+    IdleTimeout,
+    /// The server is at its connection limit; the connection closes.
+    ServerFull,
+    /// The server is stopping; the connection closes.
+    ShuttingDown,
+    /// Cluster mode: the node cannot reach the bus, so nothing was done.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// Every code, in the contract's order.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::BadName,
+        ErrorCode::NameTaken,
+        ErrorCode::NotLoggedIn,
+        ErrorCode::AlreadyLoggedIn,
+        ErrorCode::UnknownCommand,
+        ErrorCode::EmptyMessage,
+        ErrorCode::BadText,
+        ErrorCode::LineTooLong,
+        ErrorCode::InvalidUtf8,
+        ErrorCode::LoginTimeout,
+        ErrorCode::IdleTimeout,
+        ErrorCode::ServerFull,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Unavailable,
+    ];
+
+    /// The code as it travels on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadName => "bad-name",
+            ErrorCode::NameTaken => "name-taken",
+            ErrorCode::NotLoggedIn => "not-logged-in",
+            ErrorCode::AlreadyLoggedIn => "already-logged-in",
+            ErrorCode::UnknownCommand => "unknown-command",
+            ErrorCode::EmptyMessage => "empty-message",
+            ErrorCode::BadText => "bad-text",
+            ErrorCode::LineTooLong => "line-too-long",
+            ErrorCode::InvalidUtf8 => "invalid-utf8",
+            ErrorCode::LoginTimeout => "login-timeout",
+            ErrorCode::IdleTimeout => "idle-timeout",
+            ErrorCode::ServerFull => "server-full",
+            ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The text was not one of the contract's error codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownErrorCode(pub String);
+
+impl fmt::Display for UnknownErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown error code {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownErrorCode {}
+
+impl FromStr for ErrorCode {
+    type Err = UnknownErrorCode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == s)
+            .ok_or_else(|| UnknownErrorCode(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_through_its_text() {
+        for code in ErrorCode::ALL {
+            assert_eq!(code.as_str().parse::<ErrorCode>(), Ok(code));
+        }
+    }
+
+    #[test]
+    fn texts_are_the_contracts() {
+        let texts: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "bad-name",
+                "name-taken",
+                "not-logged-in",
+                "already-logged-in",
+                "unknown-command",
+                "empty-message",
+                "bad-text",
+                "line-too-long",
+                "invalid-utf8",
+                "login-timeout",
+                "idle-timeout",
+                "server-full",
+                "shutting-down",
+                "unavailable",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_codes_are_refused() {
+        assert!("Bad-Name".parse::<ErrorCode>().is_err());
+        assert!("".parse::<ErrorCode>().is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! What may appear in a name or a text.
+
+/// Longest name, in characters (names are ASCII, so also in bytes).
+pub const MAX_NAME_LEN: usize = 32;
+
+/// The first character of `s` that must never reach another user's terminal,
+/// if any.
+///
+/// These are the contract's control characters (C0 except TAB, DEL, C1) and,
+/// as a careful server's choice, the Unicode bidirectional embedding, override
+/// and isolate controls, which can make a line display as something other than
+/// what it says ("Trojan Source").
+pub fn forbidden_char(s: &str) -> Option<char> {
+    s.chars().find(|&c| is_forbidden(c))
+}
+
+fn is_forbidden(c: char) -> bool {
+    match c {
+        '\t' => false,
+        '\u{00}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => true,
+        _ => false,
+    }
+}
+
+/// Whether `name` follows the naming rules: 1 to 32 ASCII letters, digits,
+/// `_`, `-` or `.`, starting with a letter or digit.
+pub fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    match bytes.first() {
+        Some(first) if first.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    bytes.len() <= MAX_NAME_LEN
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The form under which names are compared and sorted: `Alice` and `alice`
+/// are the same user.
+pub fn name_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+/// Whether a text is empty for `MSG`: nothing, or spaces only.
+pub fn is_blank(text: &str) -> bool {
+    text.bytes().all(|b| b == b' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_rules() {
+        for good in ["a", "A", "7", "alice", "Bob_2", "x.y-z", "a__", &"a".repeat(32)] {
+            assert!(is_valid_name(good), "{good:?} should be valid");
+        }
+        for bad in [
+            "",
+            "_a",
+            "-a",
+            ".a",
+            "a b",
+            "a!",
+            "é",
+            "aé",
+            &"a".repeat(33),
+            "a\t",
+        ] {
+            assert!(!is_valid_name(bad), "{bad:?} should be invalid");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_forbidden_but_tab_is_not() {
+        assert_eq!(forbidden_char("hello\tworld"), None);
+        assert_eq!(forbidden_char("héllo wörld ✓"), None);
+        for c in ['\0', '\x07', '\x08', '\x1b', '\r', '\x7f', '\u{80}', '\u{9b}', '\u{9f}'] {
+            let s = format!("a{c}b");
+            assert_eq!(forbidden_char(&s), Some(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn bidi_controls_are_forbidden() {
+        for c in ['\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}'] {
+            assert_eq!(forbidden_char(&format!("x{c}")), Some(c));
+        }
+        assert_eq!(forbidden_char("\u{200f}"), None, "RLM is a mark, not an override");
+    }
+
+    #[test]
+    fn keys_fold_ascii_case() {
+        assert_eq!(name_key("AlIcE"), "alice");
+    }
+
+    #[test]
+    fn blank_means_spaces_only() {
+        assert!(is_blank(""));
+        assert!(is_blank("   "));
+        assert!(!is_blank(" \t"));
+        assert!(!is_blank(" x "));
+    }
+}
