@@ -1,1 +1,50 @@
-fn main() {}
+//! The `chat-server` binary: flags, logging, then the library's accept loop.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use chat_server::{server, shutdown, Config};
+use clap::Parser;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    // Each user is a file descriptor; allow as many as the hard limit does.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if (limit as usize) < config.max_clients + 64 => warn!(
+            limit,
+            max_clients = config.max_clients,
+            "the file-descriptor limit is below --max-clients"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not raise the file-descriptor limit"),
+    }
+    let listener = match server::bind(&config.addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("chat-server: cannot listen on {}: {e}", config.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = match shutdown::on_signal() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("chat-server: cannot watch for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    // Scripts and tests read this line to learn the port.
+    println!("listening on {addr}");
+    let _ = std::io::stdout().flush();
+    info!(%addr, "listening");
+    server::serve(listener, config, shutdown).await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,19 @@
+//! `chat-server`: a line-protocol chat server.
+//!
+//! The shape is the gopl chat server's, made robust:
+//! - [`server`]: the accept loop, which enforces `--max-clients` and drains
+//!   connections on shutdown;
+//! - [`hub`]: the broadcaster, the one task that owns the set of users;
+//! - [`session`]: one task per connection that reads the client's frames and
+//!   writes what is queued for it;
+//! - [`shutdown`]: signals turned into a cancellation token.
+//!
+//! The wire format lives in the `chat-protocol` crate.
+
+pub mod config;
+pub mod hub;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+
+pub use config::Config;

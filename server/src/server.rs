@@ -1,0 +1,102 @@
+//! The accept loop: limits, one session task per connection, and a drain on
+//! shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::session;
+
+/// Connections the kernel may queue before they are accepted; a login storm
+/// of thousands must not see refused connects.
+const LISTEN_BACKLOG: u32 = 4096;
+/// Refusals (`server-full`) in progress at once; beyond it excess connections
+/// are dropped without a word rather than costing memory.
+const MAX_REFUSALS: usize = 1024;
+/// Pause after a failed accept (for example out of file descriptors), so the
+/// loop neither spins nor gives up.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait for sessions to say goodbye after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Binds the listening socket.
+pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match listen(addr) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| io::Error::other("the address resolved to nothing")))
+}
+
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves `listener` until `shutdown` fires, then tells every connection
+/// `ERROR shutting-down` and waits (boundedly) for them to close.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) {
+    let config = Arc::new(config);
+    let hub = Hub::start(config.client_buffer, shutdown.clone());
+    let connections = Arc::new(Semaphore::new(config.max_clients));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let tasks = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                error!(error = %e, "accept failed; pausing");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        // Replies are batched per write already; Nagle would only add delay.
+        let _ = stream.set_nodelay(true);
+        match connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (hub, config, shutdown) = (hub.clone(), config.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    session::run(stream, hub, config, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                warn!(%peer, limit = config.max_clients, "server full; refusing");
+                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    tasks.spawn(async move {
+                        session::refuse_full(stream).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+    drop(listener);
+    tasks.close();
+    info!(connections = tasks.len(), "shutting down");
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait()).await.is_err() {
+        warn!(left = tasks.len(), "some connections did not close in time");
+    }
+}
