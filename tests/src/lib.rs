@@ -1,0 +1,251 @@
+//! The end-to-end test harness: real binaries, real sockets.
+//!
+//! [`Server`] starts the `chat-server` binary on a free loopback port and
+//! stops it when dropped; [`Client`] is a raw TCP line client that asserts
+//! exact frames. Waits are bounded by [`TIMEOUT`]; tests synchronise with
+//! `PING`/`PONG` ([`Client::barrier`]), never with sleeps.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// The longest any single expected event may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The path of a workspace binary, built first so tests never run a stale one.
+///
+/// `cargo test` only builds the binaries of the package under test, and these
+/// belong to other packages, so the harness asks cargo to build the one it
+/// needs into the same target directory and profile as the running test.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    // <target>/<profile>/deps/<test executable>
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in <target>/<profile>/deps");
+    let path = profile_dir.join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let profile = match profile_dir.file_name().and_then(|p| p.to_str()) {
+            Some("debug") | None => "dev",
+            Some(other) => other,
+        };
+        let target_dir = profile_dir.parent().expect("target directory");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--profile", profile, "--bin", name])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", target_dir)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+        built.push(name.to_owned());
+    }
+    path
+}
+
+/// A running `chat-server`, killed when dropped.
+pub struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts the server on a free loopback port with extra flags.
+    pub fn start(args: &[&str]) -> Server {
+        let mut command = Command::new(binary("chat-server"));
+        command
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        if std::env::var_os("CHAT_TEST_LOG").is_none() {
+            command.stderr(Stdio::null());
+        }
+        let mut child = command.spawn().expect("spawn chat-server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut first = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("read the server's first line");
+        let addr = first
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        Server { child, addr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal}) failed");
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Connects a raw client.
+    pub async fn connect(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// Connects and logs in as `name`, consuming `WELCOME` and `NAMES`;
+    /// returns the client and the names listed.
+    pub async fn login(&self, name: &str) -> (Client, Vec<String>) {
+        let mut client = self.connect().await;
+        client.send(&format!("NAME {name}")).await;
+        client.expect(&format!("WELCOME {name}")).await;
+        let names = client.recv().await;
+        let names = names
+            .strip_prefix("NAMES ")
+            .unwrap_or_else(|| panic!("expected NAMES, got {names:?}"))
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        (client, names)
+    }
+
+    /// Logs in as `name` and returns just the client.
+    pub async fn user(&self, name: &str) -> Client {
+        self.login(name).await.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw line client that asserts what the server sends.
+pub struct Client {
+    reader: AsyncBufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let (read, writer) = stream.into_split();
+        Client {
+            reader: AsyncBufReader::new(read),
+            writer,
+        }
+    }
+
+    /// Sends one line; the `\n` is added.
+    pub async fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes()).await;
+    }
+
+    /// Sends bytes exactly as given.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("send");
+    }
+
+    /// The next line, without its `\n`, or `None` at end of stream.
+    pub async fn try_recv(&mut self) -> Option<String> {
+        let mut line = Vec::new();
+        let n = tokio::time::timeout(TIMEOUT, self.reader.read_until(b'\n', &mut line))
+            .await
+            .expect("timed out waiting for a line")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        assert_eq!(line.pop(), Some(b'\n'), "line without \\n: {line:?}");
+        Some(String::from_utf8(line).expect("server lines are UTF-8"))
+    }
+
+    /// The next line; panics at end of stream.
+    pub async fn recv(&mut self) -> String {
+        self.try_recv().await.expect("connection closed, expected a line")
+    }
+
+    /// Asserts the next line.
+    pub async fn expect(&mut self, line: &str) {
+        assert_eq!(self.recv().await, line);
+    }
+
+    /// Asserts the next line starts with `prefix` (for `ERROR <code>` with any detail).
+    pub async fn expect_prefix(&mut self, prefix: &str) -> String {
+        let line = self.recv().await;
+        assert!(line.starts_with(prefix), "expected {prefix:?}…, got {line:?}");
+        line
+    }
+
+    /// Asserts an `ERROR <code>` frame comes next.
+    pub async fn expect_error(&mut self, code: &str) {
+        let line = self.recv().await;
+        let got = line.strip_prefix("ERROR ").and_then(|r| r.split(' ').next());
+        assert_eq!(got, Some(code), "expected ERROR {code}, got {line:?}");
+    }
+
+    /// Asserts the server closes the connection next.
+    pub async fn expect_closed(&mut self) {
+        if let Some(line) = self.try_recv().await {
+            panic!("expected the connection to close, got {line:?}");
+        }
+    }
+
+    /// Sends `PING <unique token>` and returns every line before its `PONG`:
+    /// what the server sent in answer to earlier frames.
+    pub async fn barrier(&mut self) -> Vec<String> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let token = format!("barrier-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        self.send(&format!("PING {token}")).await;
+        let pong = format!("PONG {token}");
+        let mut before = Vec::new();
+        loop {
+            let line = self.recv().await;
+            if line == pong {
+                return before;
+            }
+            before.push(line);
+        }
+    }
+
+    /// Asserts nothing arrived before a barrier.
+    pub async fn expect_quiet(&mut self) {
+        assert_eq!(self.barrier().await, Vec::<String>::new());
+    }
+
+    /// Closes the write side, as a client does at end of input.
+    pub async fn shutdown_write(&mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+}

@@ -1,0 +1,1 @@
+//! Placeholder until the client issue: the interactive client under tmux.
