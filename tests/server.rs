@@ -1,6 +1,10 @@
-//! The server against the contract, over real TCP.
+//! The server against the contract (`PROTOCOL.md`), over real TCP: every
+//! frame, every error code, the delivery rules, timeouts, limits, shutdown.
 
-use chat_tests::Server;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chat_tests::{Client, Server, TIMEOUT};
 
 #[tokio::test]
 async fn seed_session_two_users_greet_and_one_leaves() {
@@ -23,4 +27,540 @@ async fn seed_session_two_users_greet_and_one_leaves() {
     let (_carol, names) = server.login("carol").await;
     assert_eq!(names, ["bob", "carol"]);
     bob.expect("JOIN carol").await;
+    bob.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn names_lists_everyone_sorted_by_lower_cased_name() {
+    let server = Server::start(&[]);
+    let mut clients = Vec::new();
+    for name in ["Zed", "alice", "a_b", "Bob", "a.b", "a-b", "9lives"] {
+        clients.push(server.user(name).await);
+    }
+    let (mut last, names) = server.login("carol").await;
+    assert_eq!(
+        names,
+        ["9lives", "a-b", "a.b", "a_b", "alice", "Bob", "carol", "Zed"]
+    );
+    last.send("WHO").await;
+    last.expect("NAMES 9lives a-b a.b a_b alice Bob carol Zed")
+        .await;
+}
+
+#[tokio::test]
+async fn newcomer_sees_only_what_follows_its_welcome_and_not_its_own_join() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    alice.send("MSG before bob").await;
+    alice.expect("MSG alice before bob").await;
+    let mut bob = server.user("bob").await;
+    assert_eq!(bob.barrier().await, Vec::<String>::new());
+    alice.expect("JOIN bob").await;
+    alice.send("MSG after bob").await;
+    bob.expect("MSG alice after bob").await;
+}
+
+#[tokio::test]
+async fn name_taken_in_any_case_and_retry_on_the_same_connection() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("Alice").await;
+    let mut other = server.connect().await;
+    for attempt in ["alice", "ALICE", "Alice"] {
+        other.send(&format!("NAME {attempt}")).await;
+        other.expect_error("name-taken").await;
+    }
+    let names = other.login("alicia").await;
+    assert_eq!(names, ["Alice", "alicia"]);
+    alice.expect("JOIN alicia").await;
+}
+
+#[tokio::test]
+async fn name_rules_are_enforced_and_the_connection_stays_open() {
+    let server = Server::start(&[]);
+    let mut client = server.connect().await;
+    let too_long = format!("NAME {}", "a".repeat(33));
+    for bad in [
+        "NAME", "NAME ", "NAME _x", "NAME -x", "NAME a b", "NAME a!", "NAME é", &too_long,
+    ] {
+        client.send(bad).await;
+        client.expect_error("bad-name").await;
+    }
+    let longest = "b".repeat(32);
+    assert_eq!(client.login(&longest).await, [longest]);
+}
+
+#[tokio::test]
+async fn frames_other_than_name_and_ping_need_a_login() {
+    let server = Server::start(&[]);
+    let mut client = server.connect().await;
+    for frame in ["MSG hello", "WHO", "LEAVE", "LEAVE bye", "MSG"] {
+        client.send(frame).await;
+        client.expect_error("not-logged-in").await;
+    }
+    client.send("PING early").await;
+    client.expect("PONG early").await;
+    client.send("PING").await;
+    client.expect("PONG").await;
+    client.login("late").await;
+}
+
+#[tokio::test]
+async fn second_name_is_refused() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    alice.send("NAME bob").await;
+    alice.expect_error("already-logged-in").await;
+    alice.send("NAME alice").await;
+    alice.expect_error("already-logged-in").await;
+    alice.send("NAME !!").await;
+    alice.expect_error("already-logged-in").await;
+    alice.send("WHO").await;
+    alice.expect("NAMES alice").await;
+}
+
+#[tokio::test]
+async fn unknown_commands_are_refused_before_and_after_login() {
+    let server = Server::start(&[]);
+    let mut client = server.connect().await;
+    for frame in ["HELLO", "", "NAMES", "JOIN x", "MSGhi"] {
+        client.send(frame).await;
+        client.expect_error("unknown-command").await;
+    }
+    client.login("alice").await;
+    client.send("SHOUT hi").await;
+    client.expect_error("unknown-command").await;
+    client.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn verbs_are_case_insensitive_and_crlf_is_accepted() {
+    let server = Server::start(&[]);
+    let mut client = server.connect().await;
+    client.send_raw(b"name alice\r\n").await;
+    client.expect("WELCOME alice").await;
+    client.expect("NAMES alice").await;
+    client.send_raw(b"Msg hi there\r\nwho\r\nping x\r\n").await;
+    client.expect("MSG alice hi there").await;
+    client.expect("NAMES alice").await;
+    client.expect("PONG x").await;
+}
+
+#[tokio::test]
+async fn message_text_is_kept_exactly() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    for text in [
+        "  leading",
+        "inner   spaces",
+        "trailing  ",
+        "tab\there",
+        "ünïcödé ✓ 漢字 😀",
+    ] {
+        alice.send(&format!("MSG {text}")).await;
+        let expected = format!("MSG alice {text}");
+        alice.expect(&expected).await;
+        bob.expect(&expected).await;
+    }
+}
+
+#[tokio::test]
+async fn empty_messages_are_refused_and_not_broadcast() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    for frame in ["MSG", "MSG ", "MSG    "] {
+        alice.send(frame).await;
+        alice.expect_error("empty-message").await;
+    }
+    bob.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn control_characters_are_bad_text_and_nothing_is_broadcast() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    let frames: [&[u8]; 7] = [
+        b"MSG \x1b[2Jgotcha\n",
+        b"MSG bell\x07\n",
+        b"MSG back\x08space\n",
+        b"MSG nul\x00\n",
+        b"MSG del\x7f\n",
+        "MSG c1\u{9b}31m\n".as_bytes(),
+        "MSG \u{202e}txt.exe\n".as_bytes(),
+    ];
+    for frame in frames {
+        alice.send_raw(frame).await;
+        alice.expect_error("bad-text").await;
+    }
+    alice.send_raw(b"LEAVE bye\x1b]0;title\x07\n").await;
+    alice.expect_error("bad-text").await;
+    let mut eve = server.connect().await;
+    eve.send_raw(b"NAME ev\x1be\n").await;
+    eve.expect_error("bad-text").await;
+    bob.expect_quiet().await;
+    alice.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn over_long_lines_are_refused_and_the_rest_of_the_line_discarded() {
+    let server = Server::start(&["--max-line", "64"]);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    let exactly = format!("MSG {}", "x".repeat(60));
+    alice.send(&exactly).await;
+    alice.expect(&format!("MSG alice {}", "x".repeat(60))).await;
+    bob.expect(&format!("MSG alice {}", "x".repeat(60))).await;
+    // Over the limit by one byte, and far over it in several writes.
+    alice.send(&format!("MSG {}", "y".repeat(61))).await;
+    alice.expect_error("line-too-long").await;
+    alice
+        .send_raw(format!("MSG {}", "z".repeat(10_000)).as_bytes())
+        .await;
+    alice.send_raw("z".repeat(100_000).as_bytes()).await;
+    alice.send_raw(b"zzz\nMSG after\n").await;
+    alice.expect_error("line-too-long").await;
+    alice.expect("MSG alice after").await;
+    bob.expect("MSG alice after").await;
+}
+
+#[tokio::test]
+async fn default_limit_is_4096_bytes_without_the_line_ending() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    let text = "t".repeat(4096 - 4);
+    alice.send_raw(format!("MSG {text}\r\n").as_bytes()).await;
+    alice.expect(&format!("MSG alice {text}")).await;
+    alice.send(&format!("MSG {text}t")).await;
+    alice.expect_error("line-too-long").await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_refused_and_the_connection_goes_on() {
+    let server = Server::start(&[]);
+    let mut client = server.connect().await;
+    client.send_raw(b"NAME \xff\xfe\n").await;
+    client.expect_error("invalid-utf8").await;
+    client.login("alice").await;
+    client.send_raw(b"MSG caf\xe9\nMSG ok\n").await;
+    client.expect_error("invalid-utf8").await;
+    client.expect("MSG alice ok").await;
+}
+
+#[tokio::test]
+async fn leave_without_text_and_with_text() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    bob.send("LEAVE").await;
+    bob.expect("JOIN carol").await;
+    bob.expect("BYE").await;
+    bob.expect_closed().await;
+    carol.send("LEAVE  off  to bed ").await;
+    carol.expect("LEAVE bob").await;
+    carol.expect("BYE").await;
+    carol.expect_closed().await;
+    alice.expect("JOIN bob").await;
+    alice.expect("JOIN carol").await;
+    alice.expect("LEAVE bob").await;
+    alice.expect("LEAVE carol  off  to bed ").await;
+    alice.expect_quiet().await;
+    // The names are free again at once.
+    server.user("bob").await;
+    server.user("CAROL").await;
+}
+
+#[tokio::test]
+async fn frames_after_leave_are_ignored() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    bob.send_raw(b"LEAVE\nMSG ghost\n").await;
+    bob.expect("BYE").await;
+    bob.expect_closed().await;
+    alice.expect("LEAVE bob").await;
+    alice.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn abrupt_disconnects_are_announced_exactly_once() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    // A clean close mid-session, a reset, and a close in the middle of a line.
+    let bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    drop(bob);
+    alice.expect("LEAVE bob").await;
+    let carol = server.user("carol").await;
+    alice.expect("JOIN carol").await;
+    carol.reset();
+    alice.expect("LEAVE carol").await;
+    let mut dave = server.user("dave").await;
+    alice.expect("JOIN dave").await;
+    dave.send_raw(b"MSG half a li").await;
+    dave.shutdown_write().await;
+    // The cut-off last line still counts, then the user is gone.
+    alice.expect("MSG dave half a li").await;
+    alice.expect("LEAVE dave").await;
+    drop(dave);
+    alice.expect_quiet().await;
+    for name in ["bob", "carol", "dave"] {
+        server.user(name).await;
+    }
+}
+
+#[tokio::test]
+async fn ping_answers_after_earlier_frames_are_handled() {
+    let server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    alice.send_raw(b"MSG one\nMSG two\nWHO\nPING t\n").await;
+    alice.expect("MSG alice one").await;
+    alice.expect("MSG alice two").await;
+    alice.expect("NAMES alice").await;
+    alice.expect("PONG t").await;
+    alice.send("PING  spaced token ").await;
+    alice.expect("PONG  spaced token ").await;
+}
+
+#[tokio::test]
+async fn all_users_see_broadcasts_in_one_order() {
+    const SENDERS: usize = 4;
+    const EACH: usize = 300;
+    let server = Server::start(&[]);
+    let mut watcher = server.user("watcher").await;
+    let mut senders = Vec::new();
+    for i in 0..SENDERS {
+        senders.push(server.user(&format!("s{i}")).await);
+    }
+    let mut sends = Vec::new();
+    for (i, mut sender) in senders.into_iter().enumerate() {
+        sends.push(tokio::spawn(async move {
+            let mut burst = String::new();
+            for n in 0..EACH {
+                burst.push_str(&format!("MSG {n}\n"));
+            }
+            sender.send_raw(burst.as_bytes()).await;
+            // Read everything this sender receives: its own view of the order.
+            let mut seen = Vec::new();
+            while seen.len() < SENDERS * EACH {
+                let line = sender.recv().await;
+                if line.starts_with("MSG ") {
+                    seen.push(line);
+                }
+            }
+            (i, seen)
+        }));
+    }
+    let mut watched = Vec::new();
+    while watched.len() < SENDERS * EACH {
+        let line = watcher.recv().await;
+        if line.starts_with("MSG ") {
+            watched.push(line);
+        }
+    }
+    // Each sender's own messages arrive in the order sent...
+    let mut next: HashMap<String, usize> = HashMap::new();
+    for line in &watched {
+        let mut parts = line.split(' ');
+        let (from, n) = (parts.nth(1).unwrap(), parts.next().unwrap());
+        let expected = next.entry(from.to_owned()).or_default();
+        assert_eq!(n, expected.to_string(), "{from} out of order");
+        *expected += 1;
+    }
+    // ...and every user saw the very same interleaving.
+    for send in sends {
+        let (i, seen) = send.await.unwrap();
+        assert!(seen == watched, "sender s{i} saw another order");
+    }
+}
+
+#[tokio::test]
+async fn login_timeout_closes_connections_that_never_log_in() {
+    let server = Server::start(&["--login-timeout", "300ms"]);
+    let mut idle = server.connect().await;
+    let mut pinging = server.connect().await;
+    let mut failing = server.connect().await;
+    let start = Instant::now();
+    pinging.send("PING").await;
+    pinging.expect("PONG").await;
+    failing.send("NAME !").await;
+    failing.expect_error("bad-name").await;
+    for client in [&mut idle, &mut pinging, &mut failing] {
+        client.expect_error("login-timeout").await;
+        client.expect_closed().await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    // A login in time is not affected.
+    server.user("quick").await.expect_quiet().await;
+}
+
+#[tokio::test]
+async fn idle_users_are_disconnected_and_announced() {
+    let server = Server::start(&["--idle-timeout", "600ms"]);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    // Bob keeps pinging (activity); alice says nothing and is dropped.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut seen = Vec::new();
+    while !seen.contains(&"LEAVE alice".to_owned()) {
+        assert!(Instant::now() < deadline, "alice was never dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen.extend(bob.barrier().await);
+    }
+    assert_eq!(seen, ["LEAVE alice"]);
+    alice.expect_error("idle-timeout").await;
+    alice.expect_closed().await;
+    server.user("alice").await;
+}
+
+#[tokio::test]
+async fn server_full_refuses_extra_connections_until_one_leaves() {
+    let server = Server::start(&["--max-clients", "2"]);
+    let mut alice = server.user("alice").await;
+    let _waiting = server.connect().await;
+    let mut extra = server.connect().await;
+    extra.expect_error("server-full").await;
+    extra.expect_closed().await;
+    alice.send("LEAVE").await;
+    alice.expect("BYE").await;
+    alice.expect_closed().await;
+    drop(alice);
+    // The freed slot is given to the next connection.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut next = server.connect().await;
+        next.send("PING").await;
+        match next.recv().await.as_str() {
+            "PONG" => break,
+            refused => assert!(refused.starts_with("ERROR server-full")),
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_tells_everyone_and_exits_cleanly() {
+    shutdown_on(libc::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn sigint_tells_everyone_and_exits_cleanly() {
+    shutdown_on(libc::SIGINT).await;
+}
+
+async fn shutdown_on(signal: i32) {
+    let mut server = Server::start(&[]);
+    let mut alice = server.user("alice").await;
+    let mut bob = server.user("bob").await;
+    let mut anonymous = server.connect().await;
+    anonymous.expect_quiet().await;
+    alice.expect("JOIN bob").await;
+    // A reader that never reads does not hold the shutdown up.
+    let mut stuck = Client::connect_small_buffer(server.addr()).await;
+    stuck.login("stuck").await;
+    alice.expect("JOIN stuck").await;
+    bob.expect("JOIN stuck").await;
+    let start = Instant::now();
+    server.signal(signal);
+    for client in [&mut alice, &mut bob, &mut anonymous] {
+        client.expect_error("shutting-down").await;
+        client.expect_closed().await;
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("the server exits within 5 s");
+    assert!(status.success(), "exit status {status}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// One client stops reading while two others exchange 50 000 messages: they
+/// finish and lose nothing; the slow one later gets `DROPPED <n>` and then
+/// frames in order again, and what it got plus what it was told it missed
+/// adds up to everything that was broadcast.
+#[tokio::test]
+async fn a_slow_reader_holds_no_one_back_and_is_told_what_it_missed() {
+    const EACH: usize = 25_000;
+    let server = Server::start(&[]);
+    let mut slow = Client::connect_small_buffer(server.addr()).await;
+    slow.login("slow").await;
+    let mut alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    let padding = "p".repeat(200);
+    let talkers = [("alice", alice), ("bob", bob)].map(|(name, mut client)| {
+        let padding = padding.clone();
+        tokio::spawn(async move {
+            let mut burst = String::new();
+            for n in 0..EACH {
+                burst.push_str(&format!("MSG {n} {padding}\n"));
+            }
+            let lines = client.send_and_collect(burst.as_bytes(), 2 * EACH).await;
+            let mut next = HashMap::from([("alice", 0usize), ("bob", 0usize)]);
+            for line in lines {
+                let mut parts = line.splitn(4, ' ');
+                assert_eq!(parts.next(), Some("MSG"), "{name} got {line:.40}");
+                let from = parts.next().unwrap();
+                let n: usize = parts.next().unwrap().parse().unwrap();
+                let expected = next.get_mut(from).unwrap();
+                assert_eq!(n, *expected, "{name}: {from} out of order or lost");
+                *expected += 1;
+            }
+            client
+        })
+    });
+    let started = Instant::now();
+    let mut talkers_back = Vec::new();
+    for talker in talkers {
+        talkers_back.push(talker.await.expect("talkers keep up and lose nothing"));
+    }
+    let took = started.elapsed();
+    assert!(took < TIMEOUT, "the talkers were held back: {took:?}");
+    let mut alice = talkers_back.swap_remove(0);
+    alice.send("MSG done").await;
+    // The slow reader wakes up: frames in order, a DROPPED, in order again.
+    let mut received = 0usize;
+    let mut dropped = 0usize;
+    let mut next = HashMap::from([("alice", 0usize), ("bob", 0usize)]);
+    let mut joins = 0;
+    loop {
+        let line = slow.recv().await;
+        if let Some(n) = line.strip_prefix("DROPPED ") {
+            dropped += n.parse::<usize>().unwrap();
+            continue;
+        }
+        received += 1;
+        if line == "MSG alice done" {
+            break;
+        }
+        if line.starts_with("JOIN ") {
+            joins += 1;
+            continue;
+        }
+        let mut parts = line.splitn(4, ' ');
+        let from = parts.nth(1).unwrap();
+        let n: usize = parts.next().unwrap().parse().unwrap();
+        let expected = next.get_mut(from).unwrap();
+        assert!(n >= *expected, "{from} {n} arrived after {expected}");
+        *expected = n + 1;
+    }
+    assert!(
+        dropped > 0,
+        "the slow reader was never told it missed frames"
+    );
+    assert_eq!(joins, 2, "the JOINs came before the flood");
+    assert_eq!(
+        received + dropped,
+        2 + 2 * EACH + 1,
+        "frames unaccounted for"
+    );
+    slow.expect_quiet().await;
 }

@@ -183,8 +183,14 @@ mod tests {
 
     #[test]
     fn verbs_ignore_case() {
-        assert_eq!(ClientFrame::parse("msg hi"), Ok(ClientFrame::Msg("hi".into())));
-        assert_eq!(ClientFrame::parse("Name Bob"), Ok(ClientFrame::Name("Bob".into())));
+        assert_eq!(
+            ClientFrame::parse("msg hi"),
+            Ok(ClientFrame::Msg("hi".into()))
+        );
+        assert_eq!(
+            ClientFrame::parse("Name Bob"),
+            Ok(ClientFrame::Name("Bob".into()))
+        );
         assert_eq!(ClientFrame::parse("wHo"), Ok(ClientFrame::Who));
     }
 
@@ -213,7 +219,10 @@ mod tests {
         assert_eq!(code("NAME "), ErrorCode::BadName);
         assert_eq!(code("NAME al ice"), ErrorCode::BadName);
         assert_eq!(code("NAME _alice"), ErrorCode::BadName);
-        assert_eq!(code(&format!("NAME {}", "a".repeat(33))), ErrorCode::BadName);
+        assert_eq!(
+            code(&format!("NAME {}", "a".repeat(33))),
+            ErrorCode::BadName
+        );
     }
 
     #[test]
@@ -239,7 +248,10 @@ mod tests {
     #[test]
     fn rejections_name_the_verb_they_belong_to() {
         assert_eq!(ClientFrame::parse("msg").unwrap_err().verb, Some(Verb::Msg));
-        assert_eq!(ClientFrame::parse("NAME !").unwrap_err().verb, Some(Verb::Name));
+        assert_eq!(
+            ClientFrame::parse("NAME !").unwrap_err().verb,
+            Some(Verb::Name)
+        );
     }
 
     #[test]

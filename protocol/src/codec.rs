@@ -335,7 +335,10 @@ mod tests {
         let mut codec = LineCodec::new(8);
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&[b'x'; 20]);
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(Err(LineError::TooLong)));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Err(LineError::TooLong))
+        );
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
         assert!(buf.is_empty(), "the tail is not buffered");
         buf.extend_from_slice(&[b'y'; 1000]);

@@ -43,7 +43,11 @@ pub struct MalformedFrame {
 
 impl fmt::Display for MalformedFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed server frame ({}): {:?}", self.reason, self.line)
+        write!(
+            f,
+            "malformed server frame ({}): {:?}",
+            self.reason, self.line
+        )
     }
 }
 
@@ -111,7 +115,10 @@ impl ServerFrame {
         };
         let optional = |rest: Option<&str>| rest.filter(|r| !r.is_empty()).map(str::to_owned);
         match verb {
-            "WELCOME" => Ok(ServerFrame::Welcome(non_empty(rest, "WELCOME without a name")?)),
+            "WELCOME" => Ok(ServerFrame::Welcome(non_empty(
+                rest,
+                "WELCOME without a name",
+            )?)),
             "NAMES" => Ok(ServerFrame::Names(
                 rest.unwrap_or("")
                     .split(' ')
@@ -249,7 +256,15 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_reported() {
-        for line in ["", "HELLO", "WELCOME", "MSG alice", "DROPPED x", "ERROR nope", "ERROR"] {
+        for line in [
+            "",
+            "HELLO",
+            "WELCOME",
+            "MSG alice",
+            "DROPPED x",
+            "ERROR nope",
+            "ERROR",
+        ] {
             assert!(ServerFrame::parse(line).is_err(), "{line:?}");
         }
     }

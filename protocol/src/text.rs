@@ -54,7 +54,16 @@ mod tests {
 
     #[test]
     fn names_follow_the_rules() {
-        for good in ["a", "A", "7", "alice", "Bob_2", "x.y-z", "a__", &"a".repeat(32)] {
+        for good in [
+            "a",
+            "A",
+            "7",
+            "alice",
+            "Bob_2",
+            "x.y-z",
+            "a__",
+            &"a".repeat(32),
+        ] {
             assert!(is_valid_name(good), "{good:?} should be valid");
         }
         for bad in [
@@ -77,7 +86,9 @@ mod tests {
     fn control_characters_are_forbidden_but_tab_is_not() {
         assert_eq!(forbidden_char("hello\tworld"), None);
         assert_eq!(forbidden_char("héllo wörld ✓"), None);
-        for c in ['\0', '\x07', '\x08', '\x1b', '\r', '\x7f', '\u{80}', '\u{9b}', '\u{9f}'] {
+        for c in [
+            '\0', '\x07', '\x08', '\x1b', '\r', '\x7f', '\u{80}', '\u{9b}', '\u{9f}',
+        ] {
             let s = format!("a{c}b");
             assert_eq!(forbidden_char(&s), Some(c), "{c:?}");
         }
@@ -88,7 +99,11 @@ mod tests {
         for c in ['\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}'] {
             assert_eq!(forbidden_char(&format!("x{c}")), Some(c));
         }
-        assert_eq!(forbidden_char("\u{200f}"), None, "RLM is a mark, not an override");
+        assert_eq!(
+            forbidden_char("\u{200f}"),
+            None,
+            "RLM is a mark, not an override"
+        );
     }
 
     #[test]

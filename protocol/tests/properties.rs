@@ -31,11 +31,15 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
         proptest::collection::vec(name(), 0..20).prop_map(ServerFrame::Names),
         name().prop_map(ServerFrame::Join),
         (name(), "[ -~]{0,40}").prop_map(|(from, text)| ServerFrame::Msg { from, text }),
-        (name(), proptest::option::of(text())).prop_map(|(name, text)| ServerFrame::Leave { name, text }),
+        (name(), proptest::option::of(text()))
+            .prop_map(|(name, text)| ServerFrame::Leave { name, text }),
         any::<u64>().prop_map(ServerFrame::Dropped),
         proptest::option::of("[!-~][ -~]{0,20}").prop_map(ServerFrame::Pong),
         Just(ServerFrame::Bye),
-        (proptest::sample::select(ErrorCode::ALL.to_vec()), proptest::option::of("[!-~][ -~]{0,30}"))
+        (
+            proptest::sample::select(ErrorCode::ALL.to_vec()),
+            proptest::option::of("[!-~][ -~]{0,30}")
+        )
             .prop_map(|(code, detail)| ServerFrame::Error { code, detail }),
     ]
 }
@@ -53,11 +57,17 @@ where
     for to in points {
         buf.extend_from_slice(&input[from..to]);
         from = to;
-        while let Some(item) = codec.decode(&mut buf).expect("decoding never fails on bytes") {
+        while let Some(item) = codec
+            .decode(&mut buf)
+            .expect("decoding never fails on bytes")
+        {
             out.push(item);
         }
     }
-    while let Some(item) = codec.decode_eof(&mut buf).expect("decoding never fails on bytes") {
+    while let Some(item) = codec
+        .decode_eof(&mut buf)
+        .expect("decoding never fails on bytes")
+    {
         out.push(item);
     }
     out

@@ -40,7 +40,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     // Scripts and tests read this line to learn the port.
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();

@@ -96,7 +96,10 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
     drop(listener);
     tasks.close();
     info!(connections = tasks.len(), "shutting down");
-    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
         warn!(left = tasks.len(), "some connections did not close in time");
     }
 }

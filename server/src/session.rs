@@ -41,6 +41,10 @@ const READ_BUFFER_START: usize = 256;
 /// Buffers larger than this are released once empty, so an idle user
 /// costs little memory after a burst.
 const BUFFER_KEEP: usize = 4 * 1024;
+/// Frames handled back to back before the session lets other tasks run:
+/// frames already buffered need no I/O, so without this a flooding client
+/// could publish thousands of frames before any reader gets a turn.
+const FRAMES_PER_TURN: u32 = 32;
 /// Time allowed to deliver the last frames and see the client go before a
 /// closing connection is dropped regardless.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -63,18 +67,31 @@ struct LoggedIn {
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn run(mut stream: TcpStream, hub: Hub, config: Arc<Config>, shutdown: CancellationToken) {
+pub async fn run(
+    mut stream: TcpStream,
+    hub: Hub,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
     let peer = stream.peer_addr().ok();
     let (read, write) = stream.split();
     let mut session = Session {
-        input: FramedRead::with_capacity(read, ServerCodec::new(config.max_line), READ_BUFFER_START),
+        input: FramedRead::with_capacity(
+            read,
+            ServerCodec::new(config.max_line),
+            READ_BUFFER_START,
+        ),
         output: write,
         queue: BytesMut::new(),
         user: None,
         hub,
     };
     let end = session.serve(&config, &shutdown).await;
-    debug!(?peer, user = session.user.as_ref().map(|u| &*u.name), "connection ends");
+    debug!(
+        ?peer,
+        user = session.user.as_ref().map(|u| &*u.name),
+        "connection ends"
+    );
     session.finish(end).await;
 }
 
@@ -92,6 +109,7 @@ impl Session<'_> {
         // One timer, re-armed lazily: frames only note the time, and when the
         // timer fires it checks whether the user really was silent.
         let mut last_frame = Instant::now();
+        let mut frames_this_turn = 0;
         let timer = sleep_until(last_frame + config.login_timeout);
         tokio::pin!(timer);
         loop {
@@ -125,6 +143,11 @@ impl Session<'_> {
                         timer.as_mut().reset(last_frame + config.idle_timeout);
                     }
                     self.release_idle_read_buffer();
+                    frames_this_turn += 1;
+                    if frames_this_turn == FRAMES_PER_TURN {
+                        frames_this_turn = 0;
+                        tokio::task::yield_now().await;
+                    }
                 }
                 () = &mut timer => {
                     let Some(_) = &self.user else {
@@ -278,7 +301,12 @@ impl Session<'_> {
         }
         // Boxed: the closing steps are rare and would otherwise enlarge every
         // session's future.
-        Box::pin(close(self.input.get_mut(), &mut self.output, &mut self.queue)).await;
+        Box::pin(close(
+            self.input.get_mut(),
+            &mut self.output,
+            &mut self.queue,
+        ))
+        .await;
     }
 }
 

@@ -123,15 +123,7 @@ impl Server {
     /// returns the client and the names listed.
     pub async fn login(&self, name: &str) -> (Client, Vec<String>) {
         let mut client = self.connect().await;
-        client.send(&format!("NAME {name}")).await;
-        client.expect(&format!("WELCOME {name}")).await;
-        let names = client.recv().await;
-        let names = names
-            .strip_prefix("NAMES ")
-            .unwrap_or_else(|| panic!("expected NAMES, got {names:?}"))
-            .split(' ')
-            .map(str::to_owned)
-            .collect();
+        let names = client.login(name).await;
         (client, names)
     }
 
@@ -160,11 +152,41 @@ impl Client {
             .await
             .expect("connect timed out")
             .expect("connect");
+        Client::from_stream(stream)
+    }
+
+    /// Connects with a tiny receive buffer, so that a client that stops
+    /// reading backs up into the server at once instead of into the kernel.
+    pub async fn connect_small_buffer(addr: SocketAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(2048).expect("SO_RCVBUF");
+        let stream = tokio::time::timeout(TIMEOUT, socket.connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        Client::from_stream(stream)
+    }
+
+    fn from_stream(stream: TcpStream) -> Client {
         let (read, writer) = stream.into_split();
         Client {
             reader: AsyncBufReader::new(read),
             writer,
         }
+    }
+
+    /// Logs in on this connection, consuming `WELCOME` and `NAMES`; returns
+    /// the names listed.
+    pub async fn login(&mut self, name: &str) -> Vec<String> {
+        self.send(&format!("NAME {name}")).await;
+        self.expect(&format!("WELCOME {name}")).await;
+        let names = self.recv().await;
+        names
+            .strip_prefix("NAMES ")
+            .unwrap_or_else(|| panic!("expected NAMES, got {names:?}"))
+            .split(' ')
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Sends one line; the `\n` is added.
@@ -175,6 +197,30 @@ impl Client {
     /// Sends bytes exactly as given.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("send");
+    }
+
+    /// Sends `bytes` while reading, and returns the next `count` lines: a
+    /// client that reads while it writes, as any real one does.
+    pub async fn send_and_collect(&mut self, bytes: &[u8], count: usize) -> Vec<String> {
+        let writer = &mut self.writer;
+        let send = async move { writer.write_all(bytes).await.expect("send") };
+        let reader = &mut self.reader;
+        let collect = async move {
+            let mut lines = Vec::with_capacity(count);
+            let mut line = Vec::new();
+            while lines.len() < count {
+                line.clear();
+                let n = tokio::time::timeout(TIMEOUT, reader.read_until(b'\n', &mut line))
+                    .await
+                    .expect("timed out waiting for a line")
+                    .expect("read");
+                assert!(n > 0, "connection closed after {} lines", lines.len());
+                line.pop();
+                lines.push(String::from_utf8(line.clone()).expect("UTF-8"));
+            }
+            lines
+        };
+        tokio::join!(send, collect).1
     }
 
     /// The next line, without its `\n`, or `None` at end of stream.
@@ -193,7 +239,9 @@ impl Client {
 
     /// The next line; panics at end of stream.
     pub async fn recv(&mut self) -> String {
-        self.try_recv().await.expect("connection closed, expected a line")
+        self.try_recv()
+            .await
+            .expect("connection closed, expected a line")
     }
 
     /// Asserts the next line.
@@ -204,14 +252,19 @@ impl Client {
     /// Asserts the next line starts with `prefix` (for `ERROR <code>` with any detail).
     pub async fn expect_prefix(&mut self, prefix: &str) -> String {
         let line = self.recv().await;
-        assert!(line.starts_with(prefix), "expected {prefix:?}…, got {line:?}");
+        assert!(
+            line.starts_with(prefix),
+            "expected {prefix:?}…, got {line:?}"
+        );
         line
     }
 
     /// Asserts an `ERROR <code>` frame comes next.
     pub async fn expect_error(&mut self, code: &str) {
         let line = self.recv().await;
-        let got = line.strip_prefix("ERROR ").and_then(|r| r.split(' ').next());
+        let got = line
+            .strip_prefix("ERROR ")
+            .and_then(|r| r.split(' ').next());
         assert_eq!(got, Some(code), "expected ERROR {code}, got {line:?}");
     }
 
@@ -242,6 +295,27 @@ impl Client {
     /// Asserts nothing arrived before a barrier.
     pub async fn expect_quiet(&mut self) {
         assert_eq!(self.barrier().await, Vec::<String>::new());
+    }
+
+    /// Aborts the connection with a TCP reset instead of a clean close.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        let fd = self.writer.as_ref().as_raw_fd();
+        // SAFETY: setsockopt on a socket we own, with a correctly sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_LINGER failed");
     }
 
     /// Closes the write side, as a client does at end of input.
