@@ -1,0 +1,1 @@
+//! Placeholder until the hardening issue: fault and abuse cases.

@@ -1,0 +1,1 @@
+//! Placeholder until the hardening issue: the bounded soak runner.
