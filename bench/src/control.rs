@@ -1,0 +1,322 @@
+//! The control channel between the coordinating process and its workers:
+//! one command per line on the worker's stdin, one reply per command on its
+//! stdout. Text, so a stuck run can be debugged by reading it.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use crate::check::Counts;
+
+/// What a worker is told to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Connect and log in every user, at most `concurrency` logins in
+    /// flight; `start_ns` is when the coordinator said go.
+    Connect {
+        concurrency: usize,
+        start_ns: u64,
+        timeout_ms: u64,
+    },
+    /// Registration barrier round `round`: the worker that holds user 0
+    /// broadcasts it (`send`); all wait until each of their users saw it.
+    Sync {
+        round: u32,
+        send: bool,
+        timeout_ms: u64,
+    },
+    /// Users `0..senders` send `messages` each, at `rate` a second each
+    /// (0: as fast as `window` allows); everyone checks what arrives.
+    Run {
+        senders: u32,
+        messages: u64,
+        rate: f64,
+        window: u64,
+        timeout_ms: u64,
+    },
+    /// Send the tally.
+    Report,
+}
+
+impl Command {
+    pub fn to_line(&self) -> String {
+        match self {
+            Command::Connect {
+                concurrency,
+                start_ns,
+                timeout_ms,
+            } => format!("connect {concurrency} {start_ns} {timeout_ms}\n"),
+            Command::Sync {
+                round,
+                send,
+                timeout_ms,
+            } => format!("sync {round} {} {timeout_ms}\n", u8::from(*send)),
+            Command::Run {
+                senders,
+                messages,
+                rate,
+                window,
+                timeout_ms,
+            } => format!("run {senders} {messages} {rate} {window} {timeout_ms}\n"),
+            Command::Report => "report\n".to_owned(),
+        }
+    }
+
+    pub fn parse(line: &str) -> Option<Command> {
+        let mut words = line.split_whitespace();
+        let verb = words.next()?;
+        let mut next = || words.next();
+        Some(match verb {
+            "connect" => Command::Connect {
+                concurrency: next()?.parse().ok()?,
+                start_ns: next()?.parse().ok()?,
+                timeout_ms: next()?.parse().ok()?,
+            },
+            "sync" => Command::Sync {
+                round: next()?.parse().ok()?,
+                send: next()? == "1",
+                timeout_ms: next()?.parse().ok()?,
+            },
+            "run" => Command::Run {
+                senders: next()?.parse().ok()?,
+                messages: next()?.parse().ok()?,
+                rate: next()?.parse().ok()?,
+                window: next()?.parse().ok()?,
+                timeout_ms: next()?.parse().ok()?,
+            },
+            "report" => Command::Report,
+            _ => return None,
+        })
+    }
+}
+
+/// A latency or completion-time histogram in microseconds, up to an hour.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
+}
+
+/// Everything a worker measured, in a form that adds up across workers.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Users logged in, refused as `server-full`, or failed otherwise.
+    pub logged_in: u64,
+    pub full: u64,
+    pub failed: u64,
+    /// Users that did not see every message of the run before the timeout.
+    pub incomplete: u64,
+    pub counts: Counts,
+    /// When the first and the last bench message arrived.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Other users each user learned of (`NAMES` + `JOIN`, or arrivals).
+    pub known_sum: u64,
+    pub known_min: u64,
+    pub known_max: u64,
+    /// Send-to-receive time of every bench message, µs.
+    pub latency: Histogram<u64>,
+    /// Per user: connect start to the last arrival it saw, µs.
+    pub membership: Histogram<u64>,
+    /// The first few error lines, to show what went wrong.
+    pub errors: Vec<String>,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            logged_in: 0,
+            full: 0,
+            failed: 0,
+            incomplete: 0,
+            counts: Counts::default(),
+            first_ns: u64::MAX,
+            last_ns: 0,
+            known_sum: 0,
+            known_min: u64::MAX,
+            known_max: 0,
+            latency: histogram(),
+            membership: histogram(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Errors a tally carries at most: enough to diagnose, bounded.
+pub const MAX_ERRORS: usize = 5;
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        self.logged_in += other.logged_in;
+        self.full += other.full;
+        self.failed += other.failed;
+        self.incomplete += other.incomplete;
+        self.counts.add(&other.counts);
+        self.first_ns = self.first_ns.min(other.first_ns);
+        self.last_ns = self.last_ns.max(other.last_ns);
+        self.known_sum += other.known_sum;
+        self.known_min = self.known_min.min(other.known_min);
+        self.known_max = self.known_max.max(other.known_max);
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.membership.add(&other.membership);
+        for e in &other.errors {
+            if self.errors.len() < MAX_ERRORS {
+                self.errors.push(e.clone());
+            }
+        }
+    }
+
+    /// The tally as lines: `tally k=v …`, `lat`/`mem` buckets, `error`s, `end`.
+    pub fn to_lines(&self) -> String {
+        let c = &self.counts;
+        let mut out = format!(
+            "tally logged_in={} full={} failed={} incomplete={} received={} lost={} skipped={} \
+             duplicated={} reordered={} foreign={} dropped_frames={} first_ns={} last_ns={} \
+             known_sum={} known_min={} known_max={}\n",
+            self.logged_in,
+            self.full,
+            self.failed,
+            self.incomplete,
+            c.received,
+            c.lost,
+            c.skipped,
+            c.duplicated,
+            c.reordered,
+            c.foreign,
+            c.dropped_frames,
+            self.first_ns,
+            self.last_ns,
+            self.known_sum,
+            self.known_min,
+            self.known_max
+        );
+        for (tag, h) in [("lat", &self.latency), ("mem", &self.membership)] {
+            for v in h.iter_recorded() {
+                let _ = writeln!(
+                    out,
+                    "{tag} {} {}",
+                    v.value_iterated_to(),
+                    v.count_at_value()
+                );
+            }
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "error {}", e.replace('\n', " "));
+        }
+        out.push_str("end\n");
+        out
+    }
+
+    /// Reads one line of [`Tally::to_lines`]; `Ok(true)` at `end`.
+    pub fn read_line(&mut self, line: &str) -> Result<bool, String> {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "end" => return Ok(true),
+            "error" => self.errors.push(rest.to_owned()),
+            "lat" | "mem" => {
+                let (value, count) = rest
+                    .split_once(' ')
+                    .and_then(|(v, c)| Some((v.parse().ok()?, c.parse().ok()?)))
+                    .ok_or_else(|| format!("bad bucket line {line:?}"))?;
+                let h = if tag == "lat" {
+                    &mut self.latency
+                } else {
+                    &mut self.membership
+                };
+                h.saturating_record_n(value, count);
+            }
+            "tally" => {
+                let fields: HashMap<&str, u64> = rest
+                    .split_whitespace()
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        Some((k, v.parse().ok()?))
+                    })
+                    .collect();
+                let get = |k: &str| {
+                    fields
+                        .get(k)
+                        .copied()
+                        .ok_or_else(|| format!("tally without {k}"))
+                };
+                self.logged_in = get("logged_in")?;
+                self.full = get("full")?;
+                self.failed = get("failed")?;
+                self.incomplete = get("incomplete")?;
+                self.counts = Counts {
+                    received: get("received")?,
+                    lost: get("lost")?,
+                    skipped: get("skipped")?,
+                    duplicated: get("duplicated")?,
+                    reordered: get("reordered")?,
+                    foreign: get("foreign")?,
+                    dropped_frames: get("dropped_frames")?,
+                };
+                self.first_ns = get("first_ns")?;
+                self.last_ns = get("last_ns")?;
+                self.known_sum = get("known_sum")?;
+                self.known_min = get("known_min")?;
+                self.known_max = get("known_max")?;
+            }
+            _ => return Err(format!("unexpected line from a worker: {line:?}")),
+        }
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip() {
+        for command in [
+            Command::Connect {
+                concurrency: 10,
+                start_ns: 99,
+                timeout_ms: 5,
+            },
+            Command::Sync {
+                round: 2,
+                send: true,
+                timeout_ms: 7,
+            },
+            Command::Run {
+                senders: 10,
+                messages: 2000,
+                rate: 50.5,
+                window: 64,
+                timeout_ms: 1000,
+            },
+            Command::Report,
+        ] {
+            assert_eq!(Command::parse(&command.to_line()), Some(command));
+        }
+    }
+
+    #[test]
+    fn tallies_round_trip() {
+        let mut tally = Tally {
+            logged_in: 3,
+            first_ns: 10,
+            last_ns: 20,
+            known_sum: 6,
+            known_min: 2,
+            known_max: 2,
+            errors: vec!["ERROR name-taken".into()],
+            ..Tally::default()
+        };
+        tally.counts.received = 9;
+        tally.latency.record(150).unwrap();
+        tally.latency.record(150).unwrap();
+        tally.membership.record(7).unwrap();
+        let mut read = Tally::default();
+        for line in tally.to_lines().lines() {
+            if read.read_line(line).unwrap() {
+                break;
+            }
+        }
+        assert_eq!(read.to_lines(), tally.to_lines());
+        assert_eq!(read.latency.len(), 2);
+    }
+}

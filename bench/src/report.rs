@@ -1,0 +1,261 @@
+//! Results: what a scenario run measured, the human table, and one
+//! machine-readable JSON line per scenario with the ratios.
+
+use std::fmt::Write as _;
+
+use crate::control::Tally;
+
+/// Which way a number is good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+    /// Context only; no ratio.
+    Neither,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    /// Key in the JSON line.
+    pub key: &'static str,
+    /// Row label in the table.
+    pub label: &'static str,
+    pub value: f64,
+    pub better: Better,
+}
+
+/// One scenario run against one server.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub metrics: Vec<Metric>,
+    /// Everything that makes the run a failure (losses, refusals, timeouts).
+    pub problems: Vec<String>,
+    /// Counters worth seeing even when fine (`DROPPED`, errors).
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    pub fn metric(&mut self, key: &'static str, label: &'static str, value: f64, better: Better) {
+        self.metrics.push(Metric {
+            key,
+            label,
+            value,
+            better,
+        });
+    }
+
+    /// Turns the delivery checks of a tally into problems and notes.
+    pub fn check_deliveries(&mut self, tally: &Tally, strict: bool) {
+        let c = &tally.counts;
+        if c.faults() > 0 {
+            self.problems.push(format!(
+                "messages lost {}, duplicated {}, reordered {}, foreign {}",
+                c.lost, c.duplicated, c.reordered, c.foreign
+            ));
+        }
+        if tally.incomplete > 0 {
+            self.problems.push(format!(
+                "{} users did not see every message in time",
+                tally.incomplete
+            ));
+        }
+        if c.dropped_frames > 0 || c.skipped > 0 {
+            let note = format!(
+                "DROPPED: {} frames reported, {} bench messages skipped",
+                c.dropped_frames, c.skipped
+            );
+            if strict {
+                self.problems.push(note);
+            } else {
+                self.notes.push(note);
+            }
+        }
+        for e in &tally.errors {
+            self.notes.push(format!("error: {e}"));
+        }
+    }
+}
+
+/// All runs of one scenario: ours, and the peer's if comparing.
+pub struct Comparison<'a> {
+    pub scenario: &'a str,
+    pub params: String,
+    pub sides: Vec<(String, Vec<Outcome>)>,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// How many times better the first side is than the second on `better`.
+fn ratio(better: Better, ours: f64, peer: f64) -> Option<f64> {
+    let r = match better {
+        Better::Higher => ours / peer,
+        Better::Lower => peer / ours,
+        Better::Neither => return None,
+    };
+    r.is_finite().then_some(r)
+}
+
+fn show(value: f64) -> String {
+    if !value.is_finite() {
+        "-".to_owned()
+    } else if value.abs() >= 1000.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+impl Comparison<'_> {
+    /// Metric keys in first-seen order, with labels and direction.
+    fn rows(&self) -> Vec<(&'static str, &'static str, Better)> {
+        let mut rows: Vec<(&str, &str, Better)> = Vec::new();
+        for (_, outcomes) in &self.sides {
+            for m in outcomes.iter().flat_map(|o| &o.metrics) {
+                if !rows.iter().any(|r| r.0 == m.key) {
+                    rows.push((m.key, m.label, m.better));
+                }
+            }
+        }
+        rows
+    }
+
+    fn medians(&self, key: &str) -> Vec<f64> {
+        self.sides
+            .iter()
+            .map(|(_, outcomes)| {
+                let mut values: Vec<f64> = outcomes
+                    .iter()
+                    .flat_map(|o| &o.metrics)
+                    .filter(|m| m.key == key)
+                    .map(|m| m.value)
+                    .collect();
+                median(&mut values)
+            })
+            .collect()
+    }
+
+    /// The human table (medians over runs) and what went wrong, if anything.
+    pub fn table(&self) -> String {
+        let runs = self.sides.first().map_or(0, |s| s.1.len());
+        let mut out = format!(
+            "\n== {} ({}; median of {runs} run(s))\n",
+            self.scenario, self.params
+        );
+        let mut header = format!("{:<34}", "");
+        for (label, _) in &self.sides {
+            let _ = write!(header, "{label:>14}");
+        }
+        if self.sides.len() == 2 {
+            let _ = write!(header, "{:>12}", "ratio");
+        }
+        out.push_str(header.trim_end());
+        out.push('\n');
+        for (key, label, better) in self.rows() {
+            let values = self.medians(key);
+            let mut row = format!("{label:<34}");
+            for v in &values {
+                let _ = write!(row, "{:>14}", show(*v));
+            }
+            if let [ours, peer] = values[..] {
+                if let Some(r) = ratio(better, ours, peer) {
+                    let _ = write!(row, "{:>11.1}x", r);
+                }
+            }
+            out.push_str(&row);
+            out.push('\n');
+        }
+        for (label, outcomes) in &self.sides {
+            for (run, o) in outcomes.iter().enumerate() {
+                for p in &o.problems {
+                    let _ = writeln!(out, "FAIL {label} run {}: {p}", run + 1);
+                }
+                for n in &o.notes {
+                    let _ = writeln!(out, "note {label} run {}: {n}", run + 1);
+                }
+            }
+        }
+        out
+    }
+
+    /// One JSON line: parameters, each side's medians and problems, ratios.
+    pub fn json(&self) -> String {
+        let mut out = format!(
+            "{{\"scenario\":\"{}\",\"params\":\"{}\"",
+            self.scenario, self.params
+        );
+        let rows = self.rows();
+        let all: Vec<Vec<f64>> = rows.iter().map(|r| self.medians(r.0)).collect();
+        for (i, (label, outcomes)) in self.sides.iter().enumerate() {
+            let _ = write!(out, ",\"{label}\":{{\"runs\":{}", outcomes.len());
+            for (row, values) in rows.iter().zip(&all) {
+                if values[i].is_finite() {
+                    let _ = write!(out, ",\"{}\":{}", row.0, values[i]);
+                }
+            }
+            let problems: usize = outcomes.iter().map(|o| o.problems.len()).sum();
+            let _ = write!(out, ",\"problems\":{problems}}}");
+        }
+        if self.sides.len() == 2 {
+            out.push_str(",\"ratio\":{");
+            let mut first = true;
+            for (row, values) in rows.iter().zip(&all) {
+                if let Some(r) = ratio(row.2, values[0], values[1]) {
+                    let _ = write!(out, "{}\"{}\":{r:.3}", if first { "" } else { "," }, row.0);
+                    first = false;
+                }
+            }
+            out.push('}');
+        }
+        out.push('}');
+        out
+    }
+
+    pub fn failed(&self) -> bool {
+        self.sides
+            .iter()
+            .any(|(_, outcomes)| outcomes.iter().any(|o| !o.problems.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(value: f64) -> Outcome {
+        let mut o = Outcome::default();
+        o.metric("rate", "deliveries/s", value, Better::Higher);
+        o.metric("p99_ms", "p99 ms", 1000.0 / value, Better::Lower);
+        o
+    }
+
+    #[test]
+    fn ratios_favour_the_better_side_both_ways() {
+        let c = Comparison {
+            scenario: "throughput",
+            params: "users=2".into(),
+            sides: vec![
+                (
+                    "ours".into(),
+                    vec![outcome(100.0), outcome(300.0), outcome(200.0)],
+                ),
+                ("peer".into(), vec![outcome(10.0)]),
+            ],
+        };
+        let json = c.json();
+        assert!(
+            json.contains("\"ratio\":{\"rate\":20.000,\"p99_ms\":20.000}"),
+            "{json}"
+        );
+        assert!(c.table().contains("20.0x"));
+        assert!(!c.failed());
+    }
+}

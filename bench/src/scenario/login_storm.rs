@@ -1,0 +1,73 @@
+//! `login-storm`: every user connects and logs in at once; how long until
+//! each has seen every other one's arrival (in `NAMES` or a `JOIN`; for a
+//! raw server, an `<addr> has arrived` line, which only later arrivals get).
+
+use std::io;
+
+use clap::Args;
+
+use super::{populate, Options};
+use crate::dialect::Dialect;
+use crate::report::{Better, Outcome};
+use crate::server::Target;
+
+#[derive(Debug, Clone, Args)]
+pub struct Sizes {
+    /// Users that arrive together.
+    #[arg(long, default_value_t = 2000)]
+    pub users: u32,
+}
+
+impl Sizes {
+    pub fn params(&self) -> String {
+        format!("users={}", self.users)
+    }
+}
+
+pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let server = target.start(sizes.users).await?;
+    let concurrency = sizes.users as usize;
+    let mut room = populate(
+        &server,
+        target.dialect,
+        sizes.users,
+        concurrency,
+        options,
+        &mut outcome,
+    )
+    .await?;
+    // No messages: only the tally of who saw whom, and when.
+    let tally = room.fleet.tally().await?;
+    room.fleet.stop().await;
+    server.stop().await;
+    let n = u64::from(sizes.users);
+    let others = n.saturating_sub(1);
+    let complete = match target.dialect {
+        // Each user must know every other one.
+        Dialect::Chat => tally.known_min == others && tally.known_max == others,
+        // Of each pair, exactly the earlier one sees the later one arrive.
+        Dialect::Raw => tally.known_sum == n * others / 2,
+    };
+    if !complete {
+        outcome.problems.push(format!(
+            "arrivals seen: {} in all, {}..{} per user; expected every user to learn of {others}",
+            tally.known_sum, tally.known_min, tally.known_max
+        ));
+    }
+    let secs = |us: u64| us as f64 / 1e6;
+    outcome.metric(
+        "all_seen_s",
+        "all saw all arrivals (s)",
+        secs(tally.membership.max()),
+        Better::Lower,
+    );
+    outcome.metric(
+        "p50_user_s",
+        "p50 user saw all (s)",
+        secs(tally.membership.value_at_quantile(0.5)),
+        Better::Lower,
+    );
+    outcome.check_deliveries(&tally, options.strict);
+    Ok(outcome)
+}

@@ -1,0 +1,147 @@
+//! The scenarios, and the steps they share: start workers, log every user in,
+//! and hold a registration barrier so that a run starts only once every user
+//! is sure to receive it.
+
+pub mod capacity;
+pub mod fanout;
+pub mod latency;
+pub mod login_storm;
+pub mod throughput;
+
+use std::io;
+use std::time::Duration;
+
+use crate::clock::now_ns;
+use crate::control::Command;
+use crate::dialect::Dialect;
+use crate::fleet::Fleet;
+use crate::report::{Better, Outcome};
+use crate::server::Running;
+
+/// Settings every scenario shares.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker processes (0: one per 5 000 users).
+    pub workers: u32,
+    /// Bound on each phase (logging in, the barrier, the run).
+    pub timeout: Duration,
+    /// Whether a `DROPPED` fails the run (the smoke test) or is only noted.
+    pub strict: bool,
+}
+
+impl Options {
+    fn timeout_ms(&self) -> u64 {
+        self.timeout.as_millis() as u64
+    }
+}
+
+/// How long a barrier round waits before the next is sent. A server without
+/// login (raw) lets a connection in only some time after it connects, so an
+/// early round can miss it; a later one cannot.
+const SYNC_ROUND: Duration = Duration::from_secs(2);
+
+/// Users logged in and registered, ready for a run.
+pub struct Room {
+    pub fleet: Fleet,
+    pub logged_in: u64,
+}
+
+/// Starts the workers, logs `users` users in (at most `concurrency` logins
+/// in flight per worker), and waits until each has seen a barrier message.
+/// Refusals and failures are recorded in `outcome`.
+pub async fn populate(
+    server: &Running,
+    dialect: Dialect,
+    users: u32,
+    concurrency: usize,
+    options: &Options,
+    outcome: &mut Outcome,
+) -> io::Result<Room> {
+    // Unique names per run, so that leftovers of an earlier run on an
+    // attached server neither collide nor count.
+    let prefix = format!("b{}_", now_ns() % 1_000_000);
+    let mut fleet = Fleet::start(&server.addr, dialect, users, options.workers, &prefix)?;
+    let start_ns = now_ns();
+    let replies = fleet
+        .ask(&Command::Connect {
+            concurrency,
+            start_ns,
+            timeout_ms: options.timeout_ms(),
+        })
+        .await?;
+    let login_secs = (now_ns() - start_ns) as f64 / 1e9;
+    let [logged_in, full, failed] = replies.iter().fold([0; 3], |mut sum, r| {
+        for (s, v) in sum.iter_mut().zip(r) {
+            *s += v;
+        }
+        sum
+    });
+    if full > 0 {
+        outcome
+            .problems
+            .push(format!("{full} users refused with server-full"));
+    }
+    let unaccounted = u64::from(users).saturating_sub(logged_in + full + failed);
+    if failed + unaccounted > 0 {
+        outcome.problems.push(format!(
+            "{} users could not log in ({unaccounted} still waiting at the timeout)",
+            failed + unaccounted
+        ));
+    }
+    barrier(&mut fleet, dialect, options, outcome).await?;
+    outcome.metric("login_s", "all logged in (s)", login_secs, Better::Lower);
+    Ok(Room { fleet, logged_in })
+}
+
+/// Sends barrier rounds until one reaches every user. Raw servers get one
+/// more round after that: once every user has seen a round, all of them were
+/// in the room, and so everything broadcast before the last round (every
+/// arrival) has reached everyone.
+async fn barrier(
+    fleet: &mut Fleet,
+    dialect: Dialect,
+    options: &Options,
+    outcome: &mut Outcome,
+) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let mut round = 1;
+    loop {
+        let missing = fleet.sync(round, SYNC_ROUND.as_millis() as u64).await?;
+        if missing == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            outcome.problems.push(format!(
+                "{missing} users never saw the registration barrier"
+            ));
+            return Ok(());
+        }
+        round += 1;
+    }
+    if dialect == Dialect::Raw {
+        let missing = fleet.sync(round + 1, options.timeout_ms()).await?;
+        if missing > 0 {
+            outcome.problems.push(format!(
+                "{missing} users missed the final registration barrier"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Adds the p50/p99/max of a µs histogram as milliseconds.
+fn latency_metrics(
+    outcome: &mut Outcome,
+    h: &hdrhistogram::Histogram<u64>,
+    keys: [(&'static str, &'static str); 3],
+) {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let values = [
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max()),
+    ];
+    for ((key, label), value) in keys.into_iter().zip(values) {
+        outcome.metric(key, label, value, Better::Lower);
+    }
+}

@@ -1,0 +1,91 @@
+//! `throughput`: a few senders as fast as they can, everyone receiving;
+//! deliveries per second.
+//!
+//! "As fast as they can" is a closed loop: each sender keeps at most
+//! `window` of its messages on their way back to itself. Without it, senders
+//! outrun the receivers and a server that drops for slow readers (as ours
+//! may, by contract) would be measured on what it threw away.
+
+use std::io;
+
+use clap::Args;
+
+use super::{latency_metrics, populate, Options};
+use crate::clock::now_ns;
+use crate::control::Command;
+use crate::report::{Better, Outcome};
+use crate::server::Target;
+
+#[derive(Debug, Clone, Args)]
+pub struct Sizes {
+    /// Users in the room.
+    #[arg(long, default_value_t = 100)]
+    pub users: u32,
+    /// Users that send (the first ones).
+    #[arg(long, default_value_t = 10)]
+    pub senders: u32,
+    /// Messages each sender sends.
+    #[arg(long, default_value_t = 2000)]
+    pub messages: u64,
+    /// Messages a sender may have on their way back to itself (0: no limit).
+    #[arg(long, default_value_t = 64)]
+    pub window: u64,
+}
+
+impl Sizes {
+    pub fn params(&self) -> String {
+        format!(
+            "users={} senders={} messages={} window={}",
+            self.users, self.senders, self.messages, self.window
+        )
+    }
+}
+
+pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let server = target.start(sizes.users).await?;
+    let mut room = populate(
+        &server,
+        target.dialect,
+        sizes.users,
+        256,
+        options,
+        &mut outcome,
+    )
+    .await?;
+    let start_ns = now_ns();
+    room.fleet
+        .ask(&Command::Run {
+            senders: sizes.senders,
+            messages: sizes.messages,
+            rate: 0.0,
+            window: sizes.window,
+            timeout_ms: options.timeout.as_millis() as u64,
+        })
+        .await?;
+    let tally = room.fleet.tally().await?;
+    room.fleet.stop().await;
+    server.stop().await;
+    let secs = tally.last_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let deliveries = tally.counts.received as f64;
+    outcome.metrics.clear();
+    outcome.metric(
+        "deliveries_per_s",
+        "deliveries/s",
+        deliveries / secs,
+        Better::Higher,
+    );
+    outcome.metric("secs", "run time (s)", secs, Better::Lower);
+    outcome.metric("deliveries", "deliveries", deliveries, Better::Neither);
+    latency_metrics(
+        &mut outcome,
+        &tally.latency,
+        [
+            ("p50_ms", "latency p50 (ms)"),
+            ("p99_ms", "latency p99 (ms)"),
+            ("max_ms", "latency max (ms)"),
+        ],
+    );
+    outcome.check_deliveries(&tally, options.strict);
+    Ok(outcome)
+}

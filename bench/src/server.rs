@@ -1,0 +1,153 @@
+//! The servers under test: attached to by address, or started fresh for each
+//! run (our binary, or any command line such as the gopl peer's script), so
+//! that one run's leftovers (memory, departures) never skew the next.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::dialect::Dialect;
+
+/// Time a freshly started server has to start listening (the gopl peer's
+/// script may compile it first).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How to get a server to measure.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// Already running at this address; its pid, if given, is read for RSS.
+    Attach { addr: String, pid: Option<u32> },
+    /// `chat-server`, started on a free port; it prints `listening on <addr>`.
+    Binary { path: PathBuf, args: Vec<String> },
+    /// A command line whose `{addr}` is replaced by a free loopback address;
+    /// ready once that address accepts connections.
+    Command { line: String },
+}
+
+/// A server under test, with the name it has in the results.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub label: String,
+    pub dialect: Dialect,
+    pub launch: Launch,
+}
+
+/// A server that is up for one run.
+pub struct Running {
+    pub addr: String,
+    pub pid: Option<u32>,
+    child: Option<Child>,
+}
+
+impl Target {
+    /// Makes the server ready for a run of `users` users.
+    pub async fn start(&self, users: u32) -> io::Result<Running> {
+        match &self.launch {
+            Launch::Attach { addr, pid } => Ok(Running {
+                addr: addr.clone(),
+                pid: *pid,
+                child: None,
+            }),
+            Launch::Binary { path, args } => start_binary(path, args, users).await,
+            Launch::Command { line } => start_command(line).await,
+        }
+    }
+}
+
+async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result<Running> {
+    let max_clients = (users + 64).max(10_000);
+    let mut child = Command::new(path)
+        .args(["--addr", "127.0.0.1:0"])
+        .args(["--max-clients", &max_clients.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", path.display())))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let first = timeout(START_TIMEOUT, BufReader::new(stdout).lines().next_line())
+        .await
+        .map_err(|_| io::Error::other("the server did not say where it listens"))??
+        .unwrap_or_default();
+    let addr = first
+        .strip_prefix("listening on ")
+        .ok_or_else(|| io::Error::other(format!("unexpected first line {first:?}")))?
+        .to_owned();
+    Ok(Running {
+        addr,
+        pid: child.id(),
+        child: Some(child),
+    })
+}
+
+async fn start_command(line: &str) -> io::Result<Running> {
+    // Ask the kernel for a free port; the command binds it right after.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let line = line.replace("{addr}", &addr);
+    let mut words = line.split_whitespace();
+    let program = words
+        .next()
+        .ok_or_else(|| io::Error::other("empty --compare-cmd"))?;
+    let mut child = Command::new(program)
+        .args(words)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {program}: {e}")))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(io::Error::other(format!("{line:?} exited: {status}")));
+        }
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "{line:?} never listened on {addr}"
+            )));
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    // Let the probe's departure go through before the run starts.
+    sleep(Duration::from_millis(100)).await;
+    Ok(Running {
+        addr,
+        pid: child.id(),
+        child: Some(child),
+    })
+}
+
+impl Running {
+    /// The server's resident memory (`VmRSS`), KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Stops a server this bench started; leaves an attached one alone.
+    pub async fn stop(self) {
+        if let Some(mut child) = self.child {
+            let _ = child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! A worker process: holds a share of the users' connections and does what
+//! the coordinator says (see [`crate::control`]).
+//!
+//! One thread serves thousands of connections: the bench shares two cores
+//! with the server it measures, so it spends as little as it can. All
+//! connections read into one scratch buffer (a connection keeps bytes only
+//! for a line cut in two), each read takes the clock once for all the lines
+//! it brought, and no delivery allocates.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, Instant};
+
+use crate::check::Checker;
+use crate::clock::now_ns;
+use crate::control::{histogram, Command, Tally, MAX_ERRORS};
+use crate::dialect::{Dialect, Event, Payload};
+
+/// One read's worth of bytes; shared by every connection of the worker.
+const SCRATCH: usize = 256 * 1024;
+/// Messages a flat-out sender writes with one syscall at most.
+const SEND_BATCH: u64 = 32;
+
+/// Who this worker is: its users are `first..first + count`.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub addr: String,
+    pub dialect: Dialect,
+    pub first: u32,
+    pub count: u32,
+    /// Names are `<prefix><id>`; only those count as this run's users.
+    pub prefix: String,
+}
+
+/// Serves commands from stdin until it closes.
+pub fn main(assignment: Assignment) -> io::Result<()> {
+    // Each user is a file descriptor; allow as many as the hard limit does.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(assignment))
+}
+
+async fn serve(assignment: Assignment) -> io::Result<()> {
+    let shared = Rc::new(Shared::new(assignment));
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    let mut replies = tokio::io::stdout();
+    while let Some(line) = commands.next_line().await? {
+        let command = Command::parse(&line).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("bad command {line:?}"))
+        })?;
+        let reply = match command {
+            Command::Connect {
+                concurrency,
+                start_ns,
+                timeout_ms,
+            } => {
+                shared
+                    .connect(concurrency, start_ns, deadline(timeout_ms))
+                    .await
+            }
+            Command::Sync {
+                round,
+                send,
+                timeout_ms,
+            } => shared.sync(round, send, deadline(timeout_ms)).await,
+            Command::Run {
+                senders,
+                messages,
+                rate,
+                window,
+                timeout_ms,
+            } => {
+                let plan = Plan {
+                    senders,
+                    messages,
+                    rate,
+                    window,
+                };
+                shared.run(plan, deadline(timeout_ms)).await
+            }
+            Command::Report => shared.tally().to_lines(),
+        };
+        replies.write_all(reply.as_bytes()).await?;
+        replies.flush().await?;
+    }
+    Ok(())
+}
+
+fn deadline(timeout_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(timeout_ms)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Login {
+    Pending,
+    In,
+    Full,
+    Failed,
+}
+
+/// What one user has seen.
+struct Inbox {
+    login: Login,
+    /// Highest barrier round seen.
+    round: u32,
+    /// Other users of this run it learned of, and when it last did.
+    known: u64,
+    membership_ns: u64,
+    checker: Checker,
+    complete: bool,
+}
+
+/// How the current run sends.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    senders: u32,
+    messages: u64,
+    rate: f64,
+    window: u64,
+}
+
+struct Shared {
+    assignment: Assignment,
+    prefix: Vec<u8>,
+    scratch: RefCell<Vec<u8>>,
+    inboxes: RefCell<Vec<Inbox>>,
+    writers: RefCell<Vec<Option<OwnedWriteHalf>>>,
+    latency: RefCell<Histogram<u64>>,
+    first_ns: Cell<u64>,
+    last_ns: Cell<u64>,
+    start_ns: Cell<u64>,
+    errors: RefCell<Vec<String>>,
+    // Counters the coordinator's commands wait on.
+    logged_in: Cell<usize>,
+    full: Cell<usize>,
+    failed: Cell<usize>,
+    complete: Cell<usize>,
+    /// `at_least[r]`: users that have seen barrier round `r` or a later one.
+    at_least: RefCell<Vec<usize>>,
+    /// Woken when a counter above moves.
+    progress: Notify,
+    /// Woken when a sender saw one of its own messages come back.
+    echoes: Notify,
+}
+
+impl Shared {
+    fn new(assignment: Assignment) -> Shared {
+        let count = assignment.count as usize;
+        Shared {
+            prefix: assignment.prefix.clone().into_bytes(),
+            assignment,
+            scratch: RefCell::new(vec![0; SCRATCH]),
+            inboxes: RefCell::new(
+                (0..count)
+                    .map(|_| Inbox {
+                        login: Login::Pending,
+                        round: 0,
+                        known: 0,
+                        membership_ns: 0,
+                        checker: Checker::new(0, 0),
+                        complete: true,
+                    })
+                    .collect(),
+            ),
+            writers: RefCell::new((0..count).map(|_| None).collect()),
+            latency: RefCell::new(histogram()),
+            first_ns: Cell::new(u64::MAX),
+            last_ns: Cell::new(0),
+            start_ns: Cell::new(0),
+            errors: RefCell::new(Vec::new()),
+            logged_in: Cell::new(0),
+            full: Cell::new(0),
+            failed: Cell::new(0),
+            complete: Cell::new(0),
+            at_least: RefCell::new(vec![0]),
+            progress: Notify::new(),
+            echoes: Notify::new(),
+        }
+    }
+
+    /// Waits until `done()` or the deadline; returns whether it was done.
+    async fn wait(&self, deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+        loop {
+            if done() {
+                return true;
+            }
+            tokio::select! {
+                () = self.progress.notified() => {}
+                () = sleep_until(deadline) => return done(),
+            }
+        }
+    }
+
+    fn settled(&self) -> usize {
+        self.logged_in.get() + self.full.get() + self.failed.get()
+    }
+
+    fn error(&self, message: String) {
+        let mut errors = self.errors.borrow_mut();
+        if errors.len() < MAX_ERRORS {
+            errors.push(message);
+        }
+    }
+
+    async fn connect(
+        self: &Rc<Self>,
+        concurrency: usize,
+        start_ns: u64,
+        deadline: Instant,
+    ) -> String {
+        self.start_ns.set(start_ns);
+        let total = self.assignment.count as usize;
+        let mut started = 0;
+        let done = self
+            .wait(deadline, || {
+                while started < total && started - self.settled() < concurrency.max(1) {
+                    tokio::task::spawn_local(self.clone().user(started));
+                    started += 1;
+                }
+                self.settled() == total
+            })
+            .await;
+        if !done {
+            self.error(format!(
+                "connect: {} of {total} users not in before the timeout",
+                total - self.settled()
+            ));
+        }
+        format!(
+            "connected {} {} {}\n",
+            self.logged_in.get(),
+            self.full.get(),
+            self.failed.get()
+        )
+    }
+
+    /// One user's connection: connect, log in, then read until it closes.
+    async fn user(self: Rc<Self>, index: usize) {
+        let stream = match TcpStream::connect(&self.assignment.addr).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.error(format!("connect: {e}"));
+                self.set_login(index, Login::Failed);
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, mut write) = stream.into_split();
+        let id = self.assignment.first as usize + index;
+        let name = format!("{}{id}", self.assignment.prefix);
+        if let Some(login) = self.assignment.dialect.login(&name) {
+            if let Err(e) = write.write_all(login.as_bytes()).await {
+                self.error(format!("login: {e}"));
+                self.set_login(index, Login::Failed);
+                return;
+            }
+        }
+        self.writers.borrow_mut()[index] = Some(write);
+        self.read(index, read).await;
+    }
+
+    fn set_login(&self, index: usize, login: Login) {
+        let mut inboxes = self.inboxes.borrow_mut();
+        let inbox = &mut inboxes[index];
+        if inbox.login != Login::Pending {
+            return;
+        }
+        inbox.login = login;
+        let counter = match login {
+            Login::In => &self.logged_in,
+            Login::Full => &self.full,
+            Login::Failed | Login::Pending => &self.failed,
+        };
+        counter.set(counter.get() + 1);
+        self.progress.notify_waiters();
+    }
+
+    async fn read(&self, index: usize, stream: OwnedReadHalf) {
+        // The start of a line that the last read cut in two.
+        let mut tail = Vec::new();
+        loop {
+            if let Err(e) = stream.readable().await {
+                self.error(format!("read: {e}"));
+                break;
+            }
+            let mut scratch = self.scratch.borrow_mut();
+            match stream.try_read(&mut scratch) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let now = now_ns();
+                    if tail.is_empty() {
+                        let used = self.lines(index, &scratch[..n], now);
+                        tail.extend_from_slice(&scratch[used..n]);
+                    } else {
+                        tail.extend_from_slice(&scratch[..n]);
+                        drop(scratch);
+                        let used = self.lines(index, &tail, now);
+                        tail.drain(..used);
+                        if tail.is_empty() {
+                            tail = Vec::new();
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    self.error(format!("read: {e}"));
+                    break;
+                }
+            }
+        }
+        if self.inboxes.borrow()[index].login == Login::In {
+            self.error(format!("user {index}: the server closed the connection"));
+        }
+        // A connection that ends before it is in was not let in.
+        self.set_login(index, Login::Failed);
+    }
+
+    /// Handles the complete lines at the start of `data`; returns how many
+    /// bytes they took.
+    fn lines(&self, index: usize, data: &[u8], now: u64) -> usize {
+        let mut inboxes = self.inboxes.borrow_mut();
+        let mut latency = self.latency.borrow_mut();
+        let inbox = &mut inboxes[index];
+        let me = u64::from(self.assignment.first) + index as u64;
+        let dialect = self.assignment.dialect;
+        let (mut login, mut moved, mut echo) = (None, false, false);
+        let mut used = 0;
+        let mut last_message = false;
+        for end in memchr::memchr_iter(b'\n', data) {
+            let line = &data[used..end];
+            used = end + 1;
+            match dialect.parse(line) {
+                Event::Welcome => {
+                    login = Some(Login::In);
+                    inbox.membership_ns = now;
+                }
+                Event::Names(names) => {
+                    let ours = names
+                        .split(|&b| b == b' ')
+                        .filter(|n| n.starts_with(&self.prefix))
+                        .count() as u64;
+                    inbox.known += ours.saturating_sub(1);
+                    inbox.membership_ns = now;
+                }
+                Event::Join(who) => {
+                    if dialect == Dialect::Raw || who.starts_with(&self.prefix) {
+                        inbox.known += 1;
+                        inbox.membership_ns = now;
+                    }
+                }
+                Event::Text(text) => match Payload::parse(text) {
+                    Some(Payload::Message {
+                        sender,
+                        seq,
+                        sent_ns,
+                    }) => {
+                        inbox.checker.message(sender as usize, seq);
+                        latency.saturating_record(now.saturating_sub(sent_ns) / 1000);
+                        echo |= u64::from(sender) == me;
+                        last_message = true;
+                        if !inbox.complete && inbox.checker.is_complete() {
+                            inbox.complete = true;
+                            self.complete.set(self.complete.get() + 1);
+                            moved = true;
+                        }
+                    }
+                    Some(Payload::Sync(round)) if round > inbox.round => {
+                        let mut at_least = self.at_least.borrow_mut();
+                        if at_least.len() <= round as usize {
+                            at_least.resize(round as usize + 1, 0);
+                        }
+                        for r in inbox.round + 1..=round {
+                            at_least[r as usize] += 1;
+                        }
+                        inbox.round = round;
+                        moved = true;
+                    }
+                    Some(Payload::Sync(_)) | None => {}
+                },
+                Event::Dropped(n) => inbox.checker.dropped(n),
+                Event::Full => login = Some(Login::Full),
+                Event::Error(line) => {
+                    if inbox.login == Login::Pending {
+                        login = Some(Login::Failed);
+                    }
+                    self.error(String::from_utf8_lossy(line).into_owned());
+                }
+                Event::Other => {}
+            }
+        }
+        if last_message {
+            self.first_ns.set(self.first_ns.get().min(now));
+            self.last_ns.set(self.last_ns.get().max(now));
+        }
+        drop(latency);
+        drop(inboxes);
+        if let Some(login) = login {
+            self.set_login(index, login);
+        }
+        if moved {
+            self.progress.notify_waiters();
+        }
+        if echo {
+            self.echoes.notify_waiters();
+        }
+        used
+    }
+
+    async fn sync(&self, round: u32, send: bool, deadline: Instant) -> String {
+        if send {
+            let mut line = Vec::new();
+            self.assignment.dialect.write_sync(&mut line, round);
+            let writer = self.writers.borrow_mut()[0].take();
+            if let Some(mut writer) = writer {
+                if let Err(e) = writer.write_all(&line).await {
+                    self.error(format!("sync: {e}"));
+                }
+                self.writers.borrow_mut()[0] = Some(writer);
+            }
+        }
+        let seen = || {
+            self.at_least
+                .borrow()
+                .get(round as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        self.wait(deadline, || seen() >= self.logged_in.get()).await;
+        format!("synced {}\n", self.logged_in.get().saturating_sub(seen()))
+    }
+
+    async fn run(self: &Rc<Self>, plan: Plan, deadline: Instant) -> String {
+        let mut users_in = 0;
+        for inbox in self.inboxes.borrow_mut().iter_mut() {
+            inbox.checker = Checker::new(plan.senders as usize, plan.messages);
+            inbox.complete = inbox.checker.is_complete() || inbox.login != Login::In;
+            users_in += usize::from(inbox.login == Login::In);
+        }
+        self.complete.set(0);
+        self.latency.borrow_mut().reset();
+        self.first_ns.set(u64::MAX);
+        self.last_ns.set(0);
+        let first = self.assignment.first;
+        let start = Instant::now();
+        for index in 0..self.assignment.count {
+            let id = first + index;
+            if id >= plan.senders {
+                break;
+            }
+            let writer = self.writers.borrow_mut()[index as usize].take();
+            if let Some(writer) = writer {
+                let shared = self.clone();
+                tokio::task::spawn_local(async move {
+                    let writer = shared.send(index as usize, id, writer, plan, start).await;
+                    shared.writers.borrow_mut()[index as usize] = writer;
+                });
+            }
+        }
+        let done = self
+            .wait(deadline, || self.complete.get() >= users_in)
+            .await;
+        if !done {
+            self.error(format!(
+                "run: {} of {users_in} users did not see every message before the timeout",
+                users_in - self.complete.get()
+            ));
+        }
+        format!("ran {}\n", users_in - self.complete.get().min(users_in))
+    }
+
+    /// One sender: `plan.messages` messages, paced by the rate or by how
+    /// many of its own are still on their way back (the window).
+    async fn send(
+        &self,
+        index: usize,
+        id: u32,
+        mut writer: OwnedWriteHalf,
+        plan: Plan,
+        start: Instant,
+    ) -> Option<OwnedWriteHalf> {
+        let dialect = self.assignment.dialect;
+        let mut buf = Vec::with_capacity(64 * SEND_BATCH as usize);
+        let mut seq = 0;
+        while seq < plan.messages {
+            let mut batch = if plan.rate > 0.0 {
+                sleep_until(start + Duration::from_secs_f64(seq as f64 / plan.rate)).await;
+                1
+            } else {
+                SEND_BATCH
+            };
+            if plan.window > 0 {
+                loop {
+                    let back = self.inboxes.borrow()[index].checker.next(id as usize);
+                    let in_flight = seq - back.min(seq);
+                    if in_flight < plan.window {
+                        batch = batch.min(plan.window - in_flight);
+                        break;
+                    }
+                    self.echoes.notified().await;
+                }
+            }
+            batch = batch.min(plan.messages - seq);
+            buf.clear();
+            let now = now_ns();
+            for s in seq..seq + batch {
+                dialect.write_message(&mut buf, id, s, now);
+            }
+            if let Err(e) = writer.write_all(&buf).await {
+                self.error(format!("send: {e}"));
+                return None;
+            }
+            seq += batch;
+        }
+        Some(writer)
+    }
+
+    fn tally(&self) -> Tally {
+        let mut tally = Tally {
+            logged_in: self.logged_in.get() as u64,
+            full: self.full.get() as u64,
+            failed: self.failed.get() as u64,
+            first_ns: self.first_ns.get(),
+            last_ns: self.last_ns.get(),
+            latency: self.latency.borrow().clone(),
+            errors: self.errors.borrow().clone(),
+            ..Tally::default()
+        };
+        let start_ns = self.start_ns.get();
+        for inbox in self.inboxes.borrow().iter() {
+            if inbox.login != Login::In {
+                continue;
+            }
+            tally.counts.add(&inbox.checker.counts());
+            tally.incomplete += u64::from(!inbox.complete);
+            tally.known_sum += inbox.known;
+            tally.known_min = tally.known_min.min(inbox.known);
+            tally.known_max = tally.known_max.max(inbox.known);
+            tally
+                .membership
+                .saturating_record(inbox.membership_ns.saturating_sub(start_ns) / 1000);
+        }
+        tally
+    }
+}
