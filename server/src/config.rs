@@ -46,6 +46,37 @@ pub struct Config {
     #[arg(long, env = "CHAT_CLIENT_BUFFER", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
     pub client_buffer: usize,
+
+    /// Join a cluster: several servers pointed at one Redis form one room
+    /// (e.g. redis://127.0.0.1:6379). Without it the server needs nothing else.
+    #[arg(long, env = "CHAT_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// This server's id in the cluster (letters, digits, '_', '-', '.');
+    /// random when not given.
+    #[arg(long, env = "CHAT_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// Cluster mode: how long this server's users keep their names after it
+    /// stops renewing them (it renews every quarter lease while alive).
+    #[arg(long, env = "CHAT_LEASE", default_value = "10s", value_parser = parse_lease)]
+    pub lease: Duration,
+}
+
+fn parse_node_id(text: &str) -> Result<String, String> {
+    if chat_protocol::is_valid_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("use 1 to 32 letters, digits, '_', '-' or '.', starting with a letter or digit".into())
+    }
+}
+
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = parse_duration(text)?;
+    if lease < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(lease)
 }
 
 /// A duration such as `500ms`, `30s`, `5m` or `1h 30m`; a bare number is seconds.

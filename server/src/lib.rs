@@ -6,10 +6,12 @@
 //! - [`hub`]: the broadcaster, the one task that owns the set of users;
 //! - [`session`]: one task per connection that reads the client's frames and
 //!   writes what is queued for it;
-//! - [`shutdown`]: signals turned into a cancellation token.
+//! - [`shutdown`]: signals turned into a cancellation token;
+//! - [`cluster`]: the bus that makes several servers one room (`--cluster`).
 //!
 //! The wire format lives in the `chat-protocol` crate.
 
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod server;

@@ -40,6 +40,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let hub = match server::start_hub(&config, &shutdown) {
+        Ok(hub) => hub,
+        Err(e) => {
+            eprintln!("chat-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -48,6 +55,6 @@ async fn main() -> ExitCode {
     println!("listening on {addr}");
     let _ = std::io::stdout().flush();
     info!(%addr, "listening");
-    server::serve(listener, config, shutdown).await;
+    server::serve(listener, hub, config, shutdown).await;
     ExitCode::SUCCESS
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::cluster::{self, ClusterConfig};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::session;
@@ -51,11 +52,28 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Starts the room: the local one, or this node's share of a cluster.
+pub fn start_hub(config: &Config, shutdown: &CancellationToken) -> Result<Hub, String> {
+    match &config.cluster {
+        None => Ok(Hub::start_local(config.client_buffer, shutdown.clone())),
+        Some(url) => cluster::start(
+            &ClusterConfig {
+                url: url.clone(),
+                node_id: config
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(cluster::random_node_id),
+                lease: config.lease,
+            },
+            config.client_buffer,
+        ),
+    }
+}
+
 /// Serves `listener` until `shutdown` fires, then tells every connection
 /// `ERROR shutting-down` and waits (boundedly) for them to close.
-pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: CancellationToken) {
     let config = Arc::new(config);
-    let hub = Hub::start(config.client_buffer, shutdown.clone());
     let connections = Arc::new(Semaphore::new(config.max_clients));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let tasks = TaskTracker::new();

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Hub, Receipt};
 
 /// Output queued beyond this stops the session from taking more broadcasts
 /// or reading more input until the client catches up.
@@ -64,6 +64,8 @@ enum End {
 struct LoggedIn {
     name: Arc<str>,
     messages: broadcast::Receiver<Bytes>,
+    /// The last frame this user published, for `PING` to wait on.
+    published: Receipt,
 }
 
 /// Serves one accepted connection until it ends.
@@ -84,6 +86,7 @@ pub async fn run(
         output: write,
         queue: BytesMut::new(),
         user: None,
+        evicted: None,
         hub,
     };
     let end = session.serve(&config, &shutdown).await;
@@ -101,6 +104,8 @@ struct Session<'a> {
     /// Encoded frames waiting for the socket.
     queue: BytesMut,
     user: Option<LoggedIn>,
+    /// Fires when the room can no longer vouch for the user (set at login).
+    evicted: Option<CancellationToken>,
     hub: Hub,
 }
 
@@ -117,6 +122,7 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Closed(ErrorCode::ShuttingDown),
+                () = evicted(&self.evicted) => return End::Closed(ErrorCode::Unavailable),
                 written = self.output.write_buf(&mut self.queue), if !self.queue.is_empty() => {
                     if let Err(e) = written {
                         return End::Failed(e);
@@ -185,7 +191,10 @@ impl Session<'_> {
             }
         };
         match (frame, &self.user) {
-            (ClientFrame::Ping(token), _) => {
+            (ClientFrame::Ping(token), user) => {
+                if let Some(user) = user {
+                    self.hub.sync(user.published).await;
+                }
                 self.catch_up();
                 self.reply(&ServerFrame::Pong(token));
             }
@@ -194,9 +203,11 @@ impl Session<'_> {
                 Ok(welcome) => {
                     self.reply(&ServerFrame::Welcome(welcome.name.to_string()));
                     self.queue.extend_from_slice(&welcome.names);
+                    self.evicted = Some(welcome.evicted);
                     self.user = Some(LoggedIn {
                         name: welcome.name,
                         messages: welcome.messages,
+                        published: Receipt::default(),
                     });
                 }
                 Err(code) => self.refuse(code),
@@ -204,7 +215,18 @@ impl Session<'_> {
             (_, None) => self.refuse(ErrorCode::NotLoggedIn),
             (ClientFrame::Msg(text), Some(user)) => {
                 let from = user.name.to_string();
-                self.hub.publish(ServerFrame::Msg { from, text }.to_bytes());
+                match self
+                    .hub
+                    .publish(ServerFrame::Msg { from, text }.to_bytes())
+                    .await
+                {
+                    Ok(receipt) => {
+                        if let Some(user) = &mut self.user {
+                            user.published = receipt;
+                        }
+                    }
+                    Err(code) => self.refuse(code),
+                }
             }
             (ClientFrame::Who, Some(_)) => match self.hub.who().await {
                 Ok(names) => {
@@ -288,7 +310,7 @@ impl Session<'_> {
             End::Disconnected => {}
             End::Failed(e) => debug!(error = %e, "connection failed"),
         }
-        if let Some(LoggedIn { name, messages }) = user {
+        if let Some(LoggedIn { name, messages, .. }) = user {
             drop(messages);
             let text = match end {
                 End::Left(text) => text,
@@ -314,6 +336,14 @@ impl Session<'_> {
 async fn recv(user: &mut Option<LoggedIn>) -> Result<Bytes, broadcast::error::RecvError> {
     match user {
         Some(user) => user.messages.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fires when the room evicts the user; never before login.
+async fn evicted(token: &Option<CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
         None => std::future::pending().await,
     }
 }

@@ -1,0 +1,117 @@
+//! Cluster mode: several nodes, one room, over Redis.
+//!
+//! Every broadcast frame goes through one Redis stream, and each node
+//! delivers to its own users only what comes back from it, so all users of
+//! all nodes see one order. Names and presence live in Redis too, changed
+//! only by atomic scripts; each node holds its users' names on a lease it
+//! renews, and when a node stops renewing, whichever survivor notices first
+//! frees its names and announces each `LEAVE` once.
+//!
+//! Three tasks per node share the work:
+//! - the [`room`](room::ClusterRoom): the node's hub task, which owns its
+//!   users and a replica of the cluster's user list;
+//! - the [`driver`](driver::Driver): the only writer to Redis, batching
+//!   commands into pipelines and keeping the lease and the link;
+//! - the [`reader`](reader::run): follows the stream on its own connection.
+//!
+//! `docs/CLUSTER.md` describes the design and what it guarantees.
+
+mod driver;
+mod reader;
+mod room;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_protocol::ErrorCode;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::info;
+
+use crate::hub::{Hub, Receipt, REQUEST_QUEUE};
+use driver::{Command, Driver, LinkState};
+use room::{ClusterRoom, SyncRequest};
+
+/// Longest a `PING` waits for the sender's earlier messages to come back
+/// from the bus before it is answered anyway.
+const SYNC_LIMIT: Duration = Duration::from_secs(2);
+/// Longest a stopping node waits to free its users' names.
+const DEPART_LIMIT: Duration = Duration::from_secs(1);
+/// Commands queued for the driver before publishers wait.
+const COMMAND_QUEUE: usize = 4096;
+
+/// How a node joins the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// This node's name in Redis.
+    pub node_id: String,
+    /// How long the node's users keep their names after it stops renewing.
+    pub lease: Duration,
+}
+
+/// A session's way onto the bus: publishing and waiting for delivery.
+#[derive(Clone)]
+pub(crate) struct Bus {
+    commands: mpsc::Sender<Command>,
+    syncs: mpsc::Sender<SyncRequest>,
+}
+
+impl Bus {
+    pub(crate) async fn publish(&self, frame: Bytes) -> Result<Receipt, ErrorCode> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Publish { frame, reply })
+            .await
+            .map_err(|_| ErrorCode::ShuttingDown)?;
+        answer.await.map_err(|_| ErrorCode::Unavailable)?
+    }
+
+    pub(crate) async fn sync(&self, receipt: Receipt) {
+        let (reply, answer) = oneshot::channel();
+        if self.syncs.send((receipt, reply)).await.is_ok() {
+            let _ = tokio::time::timeout(SYNC_LIMIT, answer).await;
+        }
+    }
+
+    /// Frees every name this node still holds, announcing each `LEAVE`.
+    pub(crate) async fn depart(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Depart { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(DEPART_LIMIT, answer).await;
+        }
+    }
+}
+
+/// Starts this node's cluster tasks and returns the hub its sessions use.
+/// Fails only on a malformed URL: an unreachable Redis is an outage, served
+/// with `ERROR unavailable` until it ends.
+pub fn start(config: &ClusterConfig, backlog: usize) -> Result<Hub, String> {
+    let client = redis::Client::open(config.url.as_str())
+        .map_err(|e| format!("bad --cluster URL {:?}: {e}", config.url))?;
+    let node: Arc<str> = config.node_id.as_str().into();
+    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (syncs, syncs_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (deliveries, deliveries_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (state, link) = watch::channel(LinkState::default());
+    let bus = Bus {
+        commands: commands.clone(),
+        syncs,
+    };
+    let (hub, inbox) = Hub::channels(backlog, Some(bus));
+    let driver = Driver::new(client.clone(), node.clone(), config.lease, state);
+    let read_timeout = driver.command_timeout();
+    tokio::spawn(driver.run(commands_rx));
+    tokio::spawn(reader::run(client, deliveries, read_timeout));
+    let room = ClusterRoom::new(node, config.lease, hub.messages().clone(), commands, link);
+    tokio::spawn(room.run(inbox, syncs_rx, deliveries_rx));
+    info!(node = %config.node_id, lease = ?config.lease, "cluster mode");
+    Ok(hub)
+}
+
+/// A random node id, for when none is given.
+pub fn random_node_id() -> String {
+    format!("node-{:08x}", driver::rand_u64() as u32)
+}

@@ -1,0 +1,350 @@
+//! The cluster room: the hub task of a node in cluster mode.
+//!
+//! It owns the same things as the local room, and one more: a replica of
+//! the cluster's user list, kept by applying the stream's `JOIN` and
+//! `LEAVE` frames in stream order. Because the replica moves with the
+//! stream, the `NAMES` a newcomer gets describes the room at exactly the
+//! point from which it receives broadcasts: a login is completed when its
+//! own `JOIN` comes back from the stream, not when Redis answers the login.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_protocol::{name_key, ErrorCode, ServerFrame};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::driver::{Command, LinkState};
+use super::reader::{Delivery, Entry};
+use crate::hub::{Entering, Inbox, Leaving, Receipt, Welcome};
+
+/// How often stale logins are looked for.
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// A `PING` waiting for a published frame to come back.
+pub(crate) type SyncRequest = (Receipt, oneshot::Sender<()>);
+
+type LoginOutcome = Pin<Box<dyn Future<Output = (String, Result<(), ErrorCode>)> + Send>>;
+
+struct Pending {
+    name: Arc<str>,
+    reply: oneshot::Sender<Result<Welcome, ErrorCode>>,
+    since: Instant,
+}
+
+pub(crate) struct ClusterRoom {
+    node: Arc<str>,
+    lease: Duration,
+    /// Everyone in the cluster by lower-cased name, as of `delivered`.
+    replica: BTreeMap<String, Arc<str>>,
+    names: Option<Bytes>,
+    /// This node's users and what ends each session.
+    local: HashMap<String, CancellationToken>,
+    /// Logins waiting for their `JOIN` to come back, by token.
+    pending: HashMap<String, Pending>,
+    next_token: u64,
+    /// Whether the reader has told where the stream starts.
+    started: bool,
+    /// The number of the last entry put into the ring.
+    delivered: u64,
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    messages: broadcast::Sender<Bytes>,
+    /// Parent of every user's token; replaced when the lease is lost.
+    vouched: CancellationToken,
+    commands: mpsc::Sender<Command>,
+    link: watch::Receiver<LinkState>,
+    leases_lost: u64,
+    conflicts_seen: u64,
+}
+
+impl ClusterRoom {
+    pub(crate) fn new(
+        node: Arc<str>,
+        lease: Duration,
+        messages: broadcast::Sender<Bytes>,
+        commands: mpsc::Sender<Command>,
+        link: watch::Receiver<LinkState>,
+    ) -> ClusterRoom {
+        ClusterRoom {
+            node,
+            lease,
+            replica: BTreeMap::new(),
+            names: None,
+            local: HashMap::new(),
+            pending: HashMap::new(),
+            next_token: 0,
+            started: false,
+            delivered: 0,
+            waiters: BTreeMap::new(),
+            messages,
+            vouched: CancellationToken::new(),
+            commands,
+            link,
+            leases_lost: 0,
+            conflicts_seen: 0,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        inbox: Inbox,
+        mut syncs: mpsc::Receiver<SyncRequest>,
+        mut deliveries: mpsc::Receiver<Delivery>,
+    ) {
+        let Inbox {
+            mut entering,
+            mut leaving,
+            mut census,
+        } = inbox;
+        let mut logins: FuturesUnordered<LoginOutcome> = FuturesUnordered::new();
+        let mut sweep = tokio::time::interval(SWEEP);
+        loop {
+            tokio::select! {
+                biased;
+                Some(delivery) = deliveries.recv() => self.deliver(delivery),
+                Ok(()) = self.link.changed() => self.link_changed(),
+                Some((token, outcome)) = logins.next() => self.login_answered(token, outcome),
+                Some(gone) = leaving.recv() => self.leave(gone).await,
+                Some(newcomer) = entering.recv() => {
+                    if let Some(outcome) = self.enter(newcomer).await {
+                        logins.push(outcome);
+                    }
+                }
+                Some(reply) = census.recv() => {
+                    let names = if self.available() { Ok(self.names()) } else { Err(ErrorCode::Unavailable) };
+                    let _ = reply.send(names);
+                }
+                Some((receipt, reply)) = syncs.recv() => {
+                    if receipt.0 <= self.delivered {
+                        let _ = reply.send(());
+                    } else {
+                        self.waiters.entry(receipt.0).or_default().push(reply);
+                    }
+                }
+                _ = sweep.tick() => self.sweep().await,
+                else => break,
+            }
+        }
+    }
+
+    fn available(&self) -> bool {
+        self.started && self.link.borrow().up
+    }
+
+    async fn enter(&mut self, Entering { name, reply }: Entering) -> Option<LoginOutcome> {
+        if !self.available() {
+            let _ = reply.send(Err(ErrorCode::Unavailable));
+            return None;
+        }
+        let key = name_key(&name);
+        let pending_same = self.pending.values().any(|p| name_key(&p.name) == key);
+        if self.replica.contains_key(&key) || pending_same {
+            let _ = reply.send(Err(ErrorCode::NameTaken));
+            return None;
+        }
+        self.next_token += 1;
+        let token = format!("{}:{}", self.node, self.next_token);
+        let name: Arc<str> = name.into();
+        let (answer, outcome) = oneshot::channel();
+        let command = Command::Login {
+            name: name.clone(),
+            token: token.clone(),
+            reply: answer,
+        };
+        if self.commands.send(command).await.is_err() {
+            let _ = reply.send(Err(ErrorCode::ShuttingDown));
+            return None;
+        }
+        self.pending.insert(
+            token.clone(),
+            Pending {
+                name,
+                reply,
+                since: Instant::now(),
+            },
+        );
+        Some(Box::pin(async move {
+            (token, outcome.await.unwrap_or(Err(ErrorCode::Unavailable)))
+        }))
+    }
+
+    /// Redis answered a login. Success needs nothing more: the login
+    /// completes when its `JOIN` is delivered, which may already have been.
+    fn login_answered(&mut self, token: String, outcome: Result<(), ErrorCode>) {
+        if let Err(code) = outcome {
+            if let Some(pending) = self.pending.remove(&token) {
+                let _ = pending.reply.send(Err(code));
+            }
+        }
+    }
+
+    async fn leave(&mut self, Leaving { name, text }: Leaving) {
+        self.local.remove(&name_key(&name));
+        // The driver keeps leaves until the bus takes them.
+        let _ = self.commands.send(Command::Leave { name, text }).await;
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Snapshot { users, position } => {
+                self.replica = users.into_iter().map(|n| (name_key(&n), n)).collect();
+                self.names = None;
+                self.delivered = position;
+                self.started = true;
+                info!(users = self.replica.len(), "following the cluster stream");
+            }
+            Delivery::Restart => {
+                self.delivered = 0;
+                self.release_waiters(u64::MAX);
+            }
+            Delivery::Entries(entries) => {
+                for entry in entries {
+                    self.apply(entry);
+                }
+                self.release_waiters(self.delivered);
+            }
+        }
+    }
+
+    fn apply(&mut self, Entry { seq, frame, token }: Entry) {
+        if seq <= self.delivered {
+            return;
+        }
+        let missed = seq - self.delivered - 1;
+        if missed > 0 {
+            // The stream no longer holds what this node did not read in time.
+            let _ = self.messages.send(ServerFrame::Dropped(missed).to_bytes());
+        }
+        self.delivered = seq;
+        self.track(&frame);
+        let _ = self.messages.send(frame.clone());
+        let Some(token) = token else { return };
+        let Some(pending) = self.pending.remove(&token) else {
+            if token.starts_with(&format!("{}:", self.node)) {
+                // A login of ours that was already refused (its answer was
+                // lost with the link): give the name back.
+                self.free_orphan(&frame);
+            }
+            return;
+        };
+        // Subscribed after its own JOIN: the newcomer sees what follows.
+        let evicted = self.vouched.child_token();
+        let welcome = Welcome {
+            name: pending.name.clone(),
+            names: self.names(),
+            messages: self.messages.subscribe(),
+            evicted: evicted.clone(),
+        };
+        info!(user = %pending.name, users = self.replica.len(), "login");
+        if pending.reply.send(Ok(welcome)).is_ok() {
+            self.local.insert(name_key(&pending.name), evicted);
+        } else {
+            let leave = Command::Leave {
+                name: pending.name,
+                text: None,
+            };
+            if self.commands.try_send(leave).is_err() {
+                warn!("could not free the name of a login nobody waited for");
+            }
+        }
+    }
+
+    fn free_orphan(&mut self, join: &[u8]) {
+        let line = String::from_utf8_lossy(join);
+        if let Some(name) = line.trim_end().strip_prefix("JOIN ") {
+            let leave = Command::Leave {
+                name: Arc::from(name),
+                text: None,
+            };
+            if self.commands.try_send(leave).is_err() {
+                warn!("could not free the name of a refused login");
+            }
+        }
+    }
+
+    /// Keeps the replica in step with the `JOIN` and `LEAVE` frames.
+    fn track(&mut self, frame: &[u8]) {
+        let line = String::from_utf8_lossy(frame);
+        let line = line.trim_end_matches('\n');
+        if let Some(name) = line.strip_prefix("JOIN ") {
+            self.replica.insert(name_key(name), Arc::from(name));
+            self.names = None;
+        } else if let Some(rest) = line.strip_prefix("LEAVE ") {
+            let name = rest.split(' ').next().unwrap_or(rest);
+            self.replica.remove(&name_key(name));
+            self.names = None;
+        }
+    }
+
+    fn release_waiters(&mut self, upto: u64) {
+        while let Some(entry) = self.waiters.first_entry() {
+            if *entry.key() > upto {
+                break;
+            }
+            for waiter in entry.remove() {
+                let _ = waiter.send(());
+            }
+        }
+    }
+
+    fn link_changed(&mut self) {
+        let state = self.link.borrow_and_update().clone();
+        if state.leases_lost != self.leases_lost {
+            self.leases_lost = state.leases_lost;
+            warn!(
+                users = self.local.len(),
+                "lease lost; disconnecting this node's users"
+            );
+            self.vouched.cancel();
+            self.vouched = CancellationToken::new();
+            self.local.clear();
+        }
+        if state.conflicts_seen != self.conflicts_seen {
+            self.conflicts_seen = state.conflicts_seen;
+            for name in state.conflicts.iter() {
+                if let Some(user) = self.local.remove(&name_key(name)) {
+                    user.cancel();
+                }
+            }
+        }
+    }
+
+    /// A login whose `JOIN` never came back within a lease is refused.
+    async fn sweep(&mut self) {
+        let stale: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.since.elapsed() > self.lease)
+            .map(|(token, _)| token.clone())
+            .collect();
+        for token in stale {
+            if let Some(pending) = self.pending.remove(&token) {
+                let _ = pending.reply.send(Err(ErrorCode::Unavailable));
+                let _ = self
+                    .commands
+                    .send(Command::Leave {
+                        name: pending.name,
+                        text: None,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    fn names(&mut self) -> Bytes {
+        self.names
+            .get_or_insert_with(|| {
+                ServerFrame::Names(self.replica.values().map(|n| n.to_string()).collect())
+                    .to_bytes()
+            })
+            .clone()
+    }
+}
