@@ -1,1 +1,338 @@
-//! Placeholder until the client issue.
+//! `chat-client` in piped mode, end to end: real client processes against
+//! the real server, driven through their stdin and read from their stdout a
+//! line at a time. Each step waits for the line that proves the previous one
+//! happened, so the conversations are deterministic without sleeps.
+
+use std::net::TcpListener as StdListener;
+use std::process::{ExitStatus, Stdio};
+
+use chat_tests::{binary, Server, TIMEOUT};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpListener;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// A `chat-client` whose stdin and stdout are pipes held by the test.
+struct Piped {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Piped {
+    fn spawn(addr: impl ToString, args: &[&str]) -> Piped {
+        let mut child = Command::new(binary("chat-client"))
+            .arg("--addr")
+            .arg(addr.to_string())
+            .args(args)
+            .env_remove("CHAT_NAME")
+            .env_remove("CHAT_ADDR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn chat-client");
+        let stdout = child.stdout.take().expect("piped stdout");
+        Piped {
+            stdin: child.stdin.take(),
+            stdout: BufReader::new(stdout).lines(),
+            child,
+        }
+    }
+
+    fn named(server: &Server, name: &str) -> Piped {
+        Piped::spawn(server.addr(), &["--name", name])
+    }
+
+    /// Writes one line to the client's stdin.
+    async fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write to the client's stdin");
+    }
+
+    /// Asserts the next line the client prints.
+    async fn expect(&mut self, line: &str) {
+        let got = tokio::time::timeout(TIMEOUT, self.stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {line:?}"))
+            .expect("read the client's stdout");
+        assert_eq!(got.as_deref(), Some(line));
+    }
+
+    /// Closes stdin: the end of the script.
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the client to exit; returns how, with the rest of its
+    /// stdout and all of its stderr.
+    async fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
+        self.stdin = None;
+        let mut rest = Vec::new();
+        let mut stderr = String::new();
+        let mut err = self.child.stderr.take().expect("piped stderr");
+        let status = tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = self.stdout.next_line().await.expect("read stdout") {
+                rest.push(line);
+            }
+            err.read_to_string(&mut stderr).await.expect("read stderr");
+            self.child.wait().await.expect("wait for the client")
+        })
+        .await
+        .expect("the client did not exit in time");
+        (status, rest, stderr)
+    }
+
+    /// Like [`Piped::finish`], but the script's stdin stays open: the client
+    /// has to notice the server going away by itself.
+    async fn finish_with_stdin_open(mut self) -> (ExitStatus, Vec<String>, String) {
+        let stdin = self.stdin.take();
+        let finished = self.finish().await;
+        drop(stdin);
+        finished
+    }
+}
+
+/// The seed's session: two people log in, talk, and leave, and each sees
+/// the other come and go.
+#[tokio::test]
+async fn two_piped_clients_converse() {
+    let server = Server::start(&[]);
+    let mut alice = Piped::named(&server, "alice");
+    alice.expect("* logged in as alice").await;
+    alice.expect("* in the room: alice").await;
+
+    let mut bob = Piped::named(&server, "bob");
+    bob.expect("* logged in as bob").await;
+    bob.expect("* in the room: alice, bob").await;
+    alice.expect("* bob joined").await;
+
+    alice.say("hi bob").await;
+    alice.expect("alice: hi bob").await;
+    bob.expect("alice: hi bob").await;
+
+    bob.say("hi alice, bye").await;
+    bob.expect("bob: hi alice, bye").await;
+    alice.expect("bob: hi alice, bye").await;
+
+    bob.close_stdin();
+    bob.expect("* you left the room").await;
+    let (status, rest, stderr) = bob.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
+    );
+    alice.expect("* bob left").await;
+
+    alice.close_stdin();
+    alice.expect("* you left the room").await;
+    let (status, rest, stderr) = alice.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
+    );
+}
+
+/// Texts go out exactly as typed, blank lines are not sent, a `\r\n` line
+/// ending is one line ending, and the end of stdin is a `LEAVE`.
+#[tokio::test]
+async fn stdin_lines_become_messages_exactly() {
+    let server = Server::start(&[]);
+    let mut observer = server.user("observer").await;
+    let mut alice = Piped::named(&server, "alice");
+    alice.say("  two  spaces  ").await;
+    alice.say("").await;
+    alice.say("   ").await;
+    alice.say("crlf\r").await;
+    alice.say("/not a command").await;
+    alice.close_stdin();
+
+    observer.expect("JOIN alice").await;
+    observer.expect("MSG alice   two  spaces  ").await;
+    observer.expect("MSG alice crlf").await;
+    observer.expect("MSG alice /not a command").await;
+    observer.expect("LEAVE alice").await;
+
+    let (status, out, stderr) = alice.finish().await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(
+        out,
+        [
+            "* logged in as alice",
+            "* in the room: alice, observer",
+            "alice:   two  spaces  ",
+            "alice: crlf",
+            "alice: /not a command",
+            "* you left the room",
+        ]
+    );
+}
+
+/// What others do is rendered for people: parting texts, refusals.
+#[tokio::test]
+async fn others_are_rendered_for_people() {
+    let server = Server::start(&[]);
+    let mut alice = Piped::named(&server, "alice");
+    alice.expect("* logged in as alice").await;
+    alice.expect("* in the room: alice").await;
+
+    let mut carol = server.user("carol").await;
+    alice.expect("* carol joined").await;
+    carol.send("MSG  spaced\ttext ").await;
+    alice.expect("carol:  spaced\ttext ").await;
+    carol.send("LEAVE see you").await;
+    carol.expect_prefix("MSG carol").await;
+    carol.expect("BYE").await;
+    alice.expect("* carol left (see you)").await;
+
+    // A line the server refuses is reported where the room's lines are.
+    alice.say("bell\x07").await;
+    alice
+        .expect("! bad-text: control character U+0007 is not allowed")
+        .await;
+
+    let (status, rest, _) = alice.finish().await;
+    assert_eq!(
+        (status.code(), rest),
+        (Some(0), vec!["* you left the room".to_owned()])
+    );
+}
+
+/// `--raw` prints the frames exactly as the server sent them.
+#[tokio::test]
+async fn raw_prints_frames_as_received() {
+    let server = Server::start(&[]);
+    let mut alice = Piped::spawn(server.addr(), &["--name", "alice", "--raw"]);
+    alice.expect("WELCOME alice").await;
+    alice.expect("NAMES alice").await;
+    let mut bob = server.user("bob").await;
+    alice.expect("JOIN bob").await;
+    bob.send("MSG  hi ").await;
+    alice.expect("MSG bob  hi ").await;
+    alice.close_stdin();
+    alice.expect("BYE").await;
+    let (status, rest, stderr) = alice.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
+    );
+}
+
+/// A taken name (compared without case) is a login failure: exit code 2,
+/// the reason on stderr, nothing on stdout.
+#[tokio::test]
+async fn taken_name_exits_2() {
+    let server = Server::start(&[]);
+    let _alice = server.user("alice").await;
+    let client = Piped::spawn(server.addr(), &["--name", "ALICE"]);
+    let (status, out, stderr) = client.finish().await;
+    assert_eq!(status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        stderr,
+        "chat-client: cannot log in: the name ALICE is taken\n"
+    );
+}
+
+/// A name against the rules is refused before it reaches the wire, where
+/// a line break in it would have made a second frame.
+#[tokio::test]
+async fn invalid_name_exits_2() {
+    let server = Server::start(&[]);
+    let mut observer = server.user("observer").await;
+    let client = Piped::spawn(server.addr(), &["--name", "eve\nMSG pwned"]);
+    let (status, _, stderr) = client.finish().await;
+    assert_eq!(status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("cannot be a name"), "stderr: {stderr}");
+    observer.expect_quiet().await;
+}
+
+/// No server: exit code 1 with a plain message, no panic.
+#[tokio::test]
+async fn no_server_exits_1() {
+    let addr = {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind a free port");
+        listener.local_addr().expect("its address")
+    };
+    let client = Piped::spawn(addr, &["--name", "alice"]);
+    let (status, out, stderr) = client.finish().await;
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert!(
+        stderr.starts_with(&format!("chat-client: cannot connect to {addr}: ")),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+/// The server shutting down while the script still has input: the reason
+/// on stderr, exit code 3.
+#[tokio::test]
+async fn server_shutdown_exits_3_with_the_reason() {
+    let mut server = Server::start(&[]);
+    let mut alice = Piped::named(&server, "alice");
+    alice.expect("* logged in as alice").await;
+    alice.expect("* in the room: alice").await;
+    server.signal(libc::SIGTERM);
+    let (status, rest, stderr) = alice.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(3), "stderr: {stderr}");
+    assert_eq!(rest, Vec::<String>::new());
+    assert_eq!(
+        stderr,
+        "chat-client: connection closed by server (the server is shutting down)\n"
+    );
+    server.wait_exit(TIMEOUT).expect("the server stops");
+}
+
+/// Against a scripted server: `DROPPED` is explained, control characters
+/// never reach the terminal, and a server that never answers `LEAVE` with
+/// `BYE` does not keep the client: it exits 0 after a bounded wait.
+#[tokio::test]
+async fn scripted_server_frames_and_a_missing_bye() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let mut client = Piped::spawn(addr, &["--name", "alice"]);
+    let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    let (read, mut write) = stream.into_split();
+    let mut from_client = BufReader::new(read).lines();
+    assert_eq!(
+        next_line(&mut from_client).await.as_deref(),
+        Some("NAME alice")
+    );
+    write
+        .write_all(b"WELCOME alice\nNAMES alice\nDROPPED 12\nMSG eve \x1b[2Jhi\nNOT A FRAME\n")
+        .await
+        .expect("write");
+    client.expect("* logged in as alice").await;
+    client.expect("* in the room: alice").await;
+    client
+        .expect("* 12 messages were skipped because this terminal fell behind")
+        .await;
+    client.expect("eve: \u{fffd}[2Jhi").await;
+    client
+        .expect(r#"! unreadable line from the server (malformed server frame (unknown verb): "NOT A FRAME")"#)
+        .await;
+    client.close_stdin();
+    assert_eq!(next_line(&mut from_client).await.as_deref(), Some("LEAVE"));
+    // No BYE: the client gives up waiting by itself and exits 0.
+    let (status, rest, stderr) = client.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
+    );
+}
+
+/// The next line the client sent to the scripted server.
+async fn next_line(lines: &mut Lines<BufReader<OwnedReadHalf>>) -> Option<String> {
+    tokio::time::timeout(TIMEOUT, lines.next_line())
+        .await
+        .expect("a line from the client")
+        .expect("read from the client")
+}

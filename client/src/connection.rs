@@ -1,0 +1,204 @@
+//! One connection to the server: connecting, logging in, and then the two
+//! directions apart.
+//!
+//! After login the socket is split, as in the seed's netcat: what the user
+//! says is written by its own task ([`send_frames`]) while the conversation
+//! is read elsewhere ([`Incoming`]). Neither direction ever waits for the
+//! other, so a client that pastes a lot while the room is busy cannot wedge
+//! itself against a server that has stopped reading until it is read from.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use chat_protocol::{is_valid_name, ClientCodec, ClientFrame, ErrorCode, ServerFrame, NAME_RULES};
+use futures::{SinkExt as _, StreamExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// How long connecting may take before the client gives up: long enough for
+/// a slow network, short enough that a mistyped address does not look like a
+/// hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server's side of the conversation, frame by frame.
+pub type Incoming = FramedRead<OwnedReadHalf, ClientCodec>;
+
+/// The writing side of a connection, for [`send_frames`].
+pub type Outgoing = FramedWrite<OwnedWriteHalf, ClientCodec>;
+
+/// A connection, not yet split into its two directions.
+pub struct Connection {
+    incoming: Incoming,
+    outgoing: Outgoing,
+}
+
+/// Why no connection could be made.
+#[derive(Debug)]
+pub struct ConnectError {
+    addr: String,
+    error: io::Error,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot connect to {}: {}", self.addr, self.error)?;
+        if self.error.kind() == io::ErrorKind::ConnectionRefused {
+            write!(f, " (is chat-server running there?)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A successful login.
+#[derive(Debug)]
+pub struct LoggedIn {
+    /// The name the server welcomed.
+    pub name: String,
+    /// The frames that answered the login, `WELCOME` first, `NAMES` last,
+    /// to be shown like any others.
+    pub frames: Vec<ServerFrame>,
+}
+
+/// Why a login did not succeed.
+#[derive(Debug)]
+pub enum LoginError {
+    /// The name was refused; the connection stays open for another try.
+    Refused {
+        code: ErrorCode,
+        detail: Option<String>,
+    },
+    /// The server closed the connection, with its reason if it gave one.
+    Closed { reason: Option<String> },
+    /// The connection failed.
+    Broken(io::Error),
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`).
+    pub async fn connect(addr: &str) -> Result<Connection, ConnectError> {
+        let failed = |error| ConnectError {
+            addr: addr.to_owned(),
+            error,
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| failed(io::ErrorKind::TimedOut.into()))?
+            .map_err(failed)?;
+        // Chat lines are small and typed one at a time: send each at once.
+        stream.set_nodelay(true).map_err(failed)?;
+        let (read, write) = stream.into_split();
+        Ok(Connection {
+            incoming: FramedRead::new(read, ClientCodec::new()),
+            outgoing: FramedWrite::new(write, ClientCodec::new()),
+        })
+    }
+
+    /// Logs in as `name`; on success returns the name the server welcomed
+    /// and the frames that answered, `WELCOME` first and `NAMES` last.
+    ///
+    /// A name that breaks the rules is refused here, without asking the
+    /// server: it could hold a line break, which would smuggle a second
+    /// frame onto the wire.
+    pub async fn login(&mut self, name: &str) -> Result<LoggedIn, LoginError> {
+        if !is_valid_name(name) {
+            return Err(LoginError::Refused {
+                code: ErrorCode::BadName,
+                detail: Some(NAME_RULES.to_owned()),
+            });
+        }
+        let frame = ClientFrame::Name(name.to_owned());
+        self.outgoing
+            .send(&frame)
+            .await
+            .map_err(LoginError::Broken)?;
+        let mut reason = None;
+        let name = loop {
+            match self.next_frame(&mut reason).await? {
+                ServerFrame::Welcome(name) => break name,
+                ServerFrame::Error { code, detail } if closes(code) => {
+                    reason = Some(detail.unwrap_or_else(|| code.to_string()));
+                }
+                ServerFrame::Error { code, detail } => {
+                    return Err(LoginError::Refused { code, detail })
+                }
+                // Nothing else is due before WELCOME.
+                _ => {}
+            }
+        };
+        let mut frames = vec![ServerFrame::Welcome(name.clone())];
+        loop {
+            let frame = self.next_frame(&mut reason).await?;
+            let names = matches!(frame, ServerFrame::Names(_));
+            // The contract puts NAMES right after WELCOME; should anything
+            // come between, it is kept, not lost.
+            frames.push(frame);
+            if names {
+                return Ok(LoggedIn { name, frames });
+            }
+        }
+    }
+
+    /// The next frame during login, skipping lines that are not frames.
+    async fn next_frame(&mut self, reason: &mut Option<String>) -> Result<ServerFrame, LoginError> {
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(Ok(frame))) => return Ok(frame),
+                Some(Ok(Err(_))) => {}
+                Some(Err(e)) => return Err(LoginError::Broken(e)),
+                None => {
+                    return Err(LoginError::Closed {
+                        reason: reason.take(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Splits the logged-in connection into its two directions.
+    pub fn split(self) -> (Incoming, Outgoing) {
+        (self.incoming, self.outgoing)
+    }
+}
+
+/// Whether an `ERROR` with this code announces that the server closes the
+/// connection, so that it is the reason for the close rather than news.
+pub fn closes(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::LoginTimeout
+            | ErrorCode::IdleTimeout
+            | ErrorCode::ServerFull
+            | ErrorCode::ShuttingDown
+    )
+}
+
+/// How the writing side ended.
+#[derive(Debug)]
+pub enum Sent {
+    /// `LEAVE` went out; the server answers `BYE` and closes.
+    Leave,
+    /// Everyone who could send frames is gone, without a `LEAVE`.
+    Stopped,
+}
+
+/// Writes each frame from `frames` to the server, in order, until `LEAVE`
+/// has been sent (then closes the writing side, as the server expects) or
+/// there is nothing more to send.
+pub async fn send_frames(
+    mut outgoing: Outgoing,
+    mut frames: mpsc::Receiver<ClientFrame>,
+) -> io::Result<Sent> {
+    while let Some(frame) = frames.recv().await {
+        outgoing.send(&frame).await?;
+        if let ClientFrame::Leave(_) = frame {
+            outgoing.close().await?;
+            return Ok(Sent::Leave);
+        }
+    }
+    Ok(Sent::Stopped)
+}

@@ -1,0 +1,87 @@
+//! `chat-client`: the terminal client for the chat line protocol.
+//!
+//! Two ways of running share one connection layer:
+//!
+//! - **Interactive** ([`interactive`]), when stdin and stdout are terminals:
+//!   a line editor (rustyline) with history, where the room's lines appear
+//!   above the prompt without disturbing what the user is typing, commands
+//!   such as `/who` and `/quit`, colored names and `HH:MM` timestamps.
+//! - **Piped** ([`piped`]), otherwise: the seed's netcat behavior for scripts
+//!   and tests. Every stdin line is a message, the room's frames go to stdout
+//!   (rendered for people, or exactly as received with `--raw`), and the end
+//!   of stdin leaves the room.
+//!
+//! Both speak to the server only through `chat-protocol`: [`connection`]
+//! connects and logs in, [`session`] follows the conversation until it ends,
+//! [`render`] turns frames into lines for people.
+//!
+//! The exit code tells a script how things ended: see [`Exit`].
+
+pub mod color;
+pub mod commands;
+pub mod connection;
+pub mod interactive;
+pub mod options;
+pub mod piped;
+pub mod render;
+pub mod screen;
+pub mod session;
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+pub use options::Options;
+
+/// How a run ended. Each ending has its own exit code so that scripts can
+/// tell "the server is not there" from "that name is taken" from "the server
+/// went away".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The user left (`/quit`, Ctrl-D, end of stdin): exit code 0.
+    Left,
+    /// No connection could be made, or the client itself failed (its
+    /// terminal or stdout): exit code 1.
+    Failed,
+    /// Connected, but not logged in: the name was refused, or the server
+    /// closed the connection before accepting one: exit code 2.
+    NotLoggedIn,
+    /// The server closed the connection, or it broke, while logged in:
+    /// exit code 3.
+    Disconnected,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(match exit {
+            Exit::Left => 0,
+            Exit::Failed => 1,
+            Exit::NotLoggedIn => 2,
+            Exit::Disconnected => 3,
+        })
+    }
+}
+
+/// Runs the client as the terminal allows: interactive when a person is at
+/// the keyboard and screen, piped otherwise.
+pub fn run(options: Options) -> Exit {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chat-client: cannot start: {e}");
+            return Exit::Failed;
+        }
+    };
+    let exit = if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        interactive::run(&options, &runtime)
+    } else {
+        runtime.block_on(piped::run(&options))
+    };
+    // Whatever the runtime still runs (a writer stuck on a dead socket, the
+    // interactive mode's wake-up loop) must not hold the exit up.
+    runtime.shutdown_background();
+    exit
+}

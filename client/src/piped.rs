@@ -1,0 +1,160 @@
+//! The piped mode: the seed's netcat, for scripts and tests.
+//!
+//! Every stdin line is sent as a message; whatever the room says is printed
+//! on stdout, one line per frame, rendered without colors or times (or raw
+//! with `--raw`), so a script can match it. At the end of stdin the client
+//! leaves, prints what arrives until `BYE`, and exits 0. The client's own
+//! messages (refusals, the reason for a close) go to stderr, never among the
+//! room's lines.
+
+use std::io::{self, Read as _, Write as _};
+use std::thread;
+
+use bytes::BytesMut;
+use chat_protocol::{is_blank, ClientFrame, LineCodec, LineError, MAX_LINE};
+use tokio::sync::mpsc;
+use tokio_util::codec::Decoder as _;
+
+use crate::connection::{send_frames, Connection, LoginError};
+use crate::render::{login_refusal, Format, Style};
+use crate::session::{follow, Ending, Show};
+use crate::{Exit, Options};
+
+/// The longest text that fits in a `MSG` frame.
+const MAX_TEXT: usize = MAX_LINE - "MSG ".len();
+
+/// Stdin lines read ahead of the socket.
+const STDIN_BACKLOG: usize = 64;
+
+/// Runs the piped mode until stdin ends and the server says `BYE`, or the
+/// server goes away.
+pub async fn run(options: &Options) -> Exit {
+    let format = if options.raw {
+        Format::Raw
+    } else {
+        Format::Human(Style::PLAIN)
+    };
+    let mut connection = match Connection::connect(&options.addr).await {
+        Ok(connection) => connection,
+        Err(e) => {
+            eprintln!("chat-client: {e}");
+            return Exit::Failed;
+        }
+    };
+    let logged_in = match connection.login(&options.name).await {
+        Ok(logged_in) => logged_in,
+        Err(e) => {
+            let why = match e {
+                LoginError::Refused { code, detail } => {
+                    login_refusal(&options.name, code, detail.as_deref())
+                }
+                LoginError::Closed { reason } => describe(Ending::Closed { reason }),
+                LoginError::Broken(e) => describe(Ending::Broken(e)),
+            };
+            eprintln!("chat-client: cannot log in: {why}");
+            return Exit::NotLoggedIn;
+        }
+    };
+    let mut out = Stdout;
+    for line in logged_in.frames.iter().filter_map(|f| format.frame(f)) {
+        if let Err(e) = out.show(line).await {
+            return report(Ending::CannotShow(e));
+        }
+    }
+
+    let (mut incoming, outgoing) = connection.split();
+    let (frames, frames_rx) = mpsc::channel(STDIN_BACKLOG);
+    let mut writer = tokio::spawn(send_frames(outgoing, frames_rx));
+    // A thread of its own, never joined: a read from a terminal or a pipe
+    // that stays open cannot be cancelled, and must not keep the program
+    // from exiting when the server goes away.
+    if let Err(e) = thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || read_stdin(&frames))
+    {
+        eprintln!("chat-client: cannot read stdin: {e}");
+        return Exit::Failed;
+    }
+    let ending = follow(&mut incoming, format, &mut writer, &mut out).await;
+    report(ending)
+}
+
+fn describe(ending: Ending) -> String {
+    ending.describe().unwrap_or_default()
+}
+
+/// Tells stderr how the conversation ended, unless the user simply left.
+fn report(ending: Ending) -> Exit {
+    if let Some(text) = ending.describe() {
+        eprintln!("chat-client: {text}");
+    }
+    ending.exit()
+}
+
+/// Sends each stdin line as a message, then `LEAVE` at the end of stdin.
+///
+/// Lines are split by the protocol's own line codec, so they are bounded as
+/// the server bounds them: a line too long for a frame, or not UTF-8, is
+/// skipped with a warning instead of being refused by the server. Blank
+/// lines are skipped too; the server would refuse them.
+fn read_stdin(frames: &mpsc::Sender<ClientFrame>) {
+    let mut codec = LineCodec::new(MAX_TEXT);
+    let mut buffer = BytesMut::new();
+    let mut chunk = vec![0; 8192];
+    let mut stdin = io::stdin().lock();
+    loop {
+        let at_end = match stdin.read(&mut chunk) {
+            Ok(0) => true,
+            Ok(n) => {
+                buffer.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("chat-client: cannot read stdin: {e}");
+                true
+            }
+        };
+        loop {
+            let decoded = if at_end {
+                codec.decode_eof(&mut buffer)
+            } else {
+                codec.decode(&mut buffer)
+            };
+            // The line codec's errors are I/O errors, and it does no I/O.
+            let Ok(Some(line)) = decoded else { break };
+            let text = match line {
+                Ok(text) if is_blank(&text) => continue,
+                Ok(text) => text,
+                Err(LineError::TooLong) => {
+                    eprintln!("chat-client: a line longer than {MAX_TEXT} bytes was not sent");
+                    continue;
+                }
+                Err(LineError::InvalidUtf8) => {
+                    eprintln!("chat-client: a line that is not UTF-8 was not sent");
+                    continue;
+                }
+            };
+            if frames.blocking_send(ClientFrame::Msg(text)).is_err() {
+                // The conversation is over.
+                return;
+            }
+        }
+        if at_end {
+            let _ = frames.blocking_send(ClientFrame::Leave(None));
+            return;
+        }
+    }
+}
+
+/// Stdout, a line at a time, flushed so that a script reading the other end
+/// sees each line as it arrives.
+struct Stdout;
+
+impl Show for Stdout {
+    async fn show(&mut self, line: String) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()
+    }
+}

@@ -1,0 +1,165 @@
+//! Following a logged-in conversation until it ends: the part both modes
+//! share. Each frame that arrives is rendered and handed to the mode's
+//! [`Show`]; the ending says why it stopped and how to exit.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use chat_protocol::ServerFrame;
+use futures::StreamExt as _;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+
+use crate::connection::{closes, Incoming, Sent};
+use crate::render::Format;
+use crate::Exit;
+
+/// How long to wait for `BYE` after sending `LEAVE`. The server answers at
+/// once; the bound is for a server that is wedged, so that leaving always
+/// ends the program.
+pub const BYE_WAIT: Duration = Duration::from_secs(5);
+
+/// Where rendered lines go: stdout in pipes, above the prompt at a terminal.
+pub trait Show {
+    /// Shows one line (without a line ending). Waiting here is how a slow
+    /// terminal holds the conversation back, until the server skips frames
+    /// for it and says so with `DROPPED`.
+    fn show(&mut self, line: String) -> impl Future<Output = io::Result<()>>;
+}
+
+/// Why a conversation stopped.
+#[derive(Debug)]
+pub enum Ending {
+    /// The user left: `BYE` arrived, or did not within [`BYE_WAIT`].
+    Left,
+    /// The server closed the connection, with its reason if it gave one.
+    Closed { reason: Option<String> },
+    /// The connection broke.
+    Broken(io::Error),
+    /// What arrived could not be shown (stdout was closed, say).
+    CannotShow(io::Error),
+}
+
+impl Ending {
+    /// The exit that goes with this ending.
+    pub fn exit(&self) -> Exit {
+        match self {
+            Ending::Left => Exit::Left,
+            Ending::Closed { .. } | Ending::Broken(_) => Exit::Disconnected,
+            Ending::CannotShow(_) => Exit::Failed,
+        }
+    }
+
+    /// What to tell the user, unless they simply left.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Ending::Left => None,
+            Ending::Closed { reason: None } => Some("connection closed by server".to_owned()),
+            Ending::Closed {
+                reason: Some(reason),
+            } => Some(format!("connection closed by server ({reason})")),
+            Ending::Broken(e) => Some(format!("connection to the server broke: {e}")),
+            Ending::CannotShow(e) => Some(format!("cannot show what arrives: {e}")),
+        }
+    }
+}
+
+/// Shows what arrives on `incoming` until the conversation ends.
+///
+/// `writer` is the task sending the user's frames: once it has sent
+/// `LEAVE`, the conversation ends at `BYE`, or after [`BYE_WAIT`] without
+/// one. An `ERROR` that announces a close is kept as the reason for it
+/// rather than shown as news (except in raw format, which shows everything).
+pub async fn follow(
+    incoming: &mut Incoming,
+    format: Format,
+    writer: &mut JoinHandle<io::Result<Sent>>,
+    out: &mut impl Show,
+) -> Ending {
+    let mut reason = None;
+    let mut writing = true;
+    let mut bye_deadline = None;
+    loop {
+        tokio::select! {
+            arrival = incoming.next() => {
+                let frame = match arrival {
+                    None => return Ending::Closed { reason },
+                    Some(Err(e)) => return Ending::Broken(e),
+                    Some(Ok(Err(unreadable))) => {
+                        if let Some(line) = format.unreadable(&unreadable) {
+                            if let Err(e) = out.show(line).await {
+                                return Ending::CannotShow(e);
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Ok(Ok(frame))) => frame,
+                };
+                if let ServerFrame::Error { code, detail } = &frame {
+                    if closes(*code) {
+                        reason = Some(detail.clone().unwrap_or_else(|| code.to_string()));
+                        if format != Format::Raw {
+                            continue;
+                        }
+                    }
+                }
+                if let Some(line) = format.frame(&frame) {
+                    if let Err(e) = out.show(line).await {
+                        return Ending::CannotShow(e);
+                    }
+                }
+                if frame == ServerFrame::Bye {
+                    return Ending::Left;
+                }
+            }
+            sent = &mut *writer, if writing => {
+                writing = false;
+                // A failed write needs no handling here: the connection is
+                // gone, and reading says so next.
+                if let Ok(Ok(Sent::Leave)) = sent {
+                    bye_deadline = Some(Instant::now() + BYE_WAIT);
+                }
+            }
+            () = sleep_until(bye_deadline.unwrap_or_else(Instant::now)), if bye_deadline.is_some() => {
+                return Ending::Left;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endings_map_to_exit_codes() {
+        assert_eq!(Ending::Left.exit(), Exit::Left);
+        assert_eq!(Ending::Closed { reason: None }.exit(), Exit::Disconnected);
+        assert_eq!(
+            Ending::Broken(io::ErrorKind::ConnectionReset.into()).exit(),
+            Exit::Disconnected
+        );
+        assert_eq!(
+            Ending::CannotShow(io::ErrorKind::BrokenPipe.into()).exit(),
+            Exit::Failed
+        );
+    }
+
+    #[test]
+    fn closes_are_explained_with_the_servers_reason() {
+        assert_eq!(Ending::Left.describe(), None);
+        assert_eq!(
+            Ending::Closed { reason: None }.describe().as_deref(),
+            Some("connection closed by server")
+        );
+        assert_eq!(
+            Ending::Closed {
+                reason: Some("the server is shutting down".into())
+            }
+            .describe()
+            .as_deref(),
+            Some("connection closed by server (the server is shutting down)")
+        );
+    }
+}
