@@ -5,6 +5,8 @@
 //! exact frames. Waits are bounded by [`TIMEOUT`]; tests synchronise with
 //! `PING`/`PONG` ([`Client::barrier`]), never with sleeps.
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,12 @@ impl Server {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn pid(&self) -> u32 {

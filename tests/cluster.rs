@@ -1,0 +1,399 @@
+//! Cluster mode end to end: real `redis-server`, several real `chat-server`
+//! nodes, plain TCP clients. The contract's promises must hold across
+//! nodes, through a node's death, a Redis restart and a node cut off.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chat_tests::cluster::{redis_available, Proxy, Redis};
+use chat_tests::{Client, Server, TIMEOUT};
+
+const LEASE: Duration = Duration::from_secs(2);
+
+fn node(url: &str, id: &str) -> Server {
+    Server::start(&["--cluster", url, "--node-id", id, "--lease", "2s"])
+}
+
+/// Logs in on a node that may still be starting (not yet following the
+/// stream): `unavailable` answers are retried.
+async fn login(server: &Server, name: &str) -> (Client, Vec<String>) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut client = server.connect().await;
+    loop {
+        client.send(&format!("NAME {name}")).await;
+        let answer = client.recv().await;
+        if answer == format!("WELCOME {name}") {
+            let names = client.recv().await;
+            let names = names.strip_prefix("NAMES ").expect("NAMES after WELCOME");
+            return (client, names.split(' ').map(str::to_owned).collect());
+        }
+        assert!(answer.starts_with("ERROR unavailable"), "{answer}");
+        assert!(Instant::now() < deadline, "node never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn user(server: &Server, name: &str) -> Client {
+    login(server, name).await.0
+}
+
+fn nodes(redis: &Redis, ids: &[&str]) -> Vec<Server> {
+    ids.iter().map(|id| node(&redis.url(), id)).collect()
+}
+
+/// Reads lines until `wanted` (asserting the ones before it are expected
+/// noise) or the deadline.
+async fn recv_until(client: &mut Client, wanted: &str) -> Vec<String> {
+    let mut before = Vec::new();
+    loop {
+        let line = client.recv().await;
+        if line == wanted {
+            return before;
+        }
+        before.push(line);
+    }
+}
+
+#[tokio::test]
+async fn nodes_share_one_room_names_and_presence() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let servers = nodes(&redis, &["a", "b", "c"]);
+    let (mut alice, names) = login(&servers[0], "alice").await;
+    assert_eq!(names, ["alice"]);
+    let (mut bob, names) = login(&servers[1], "bob").await;
+    assert_eq!(names, ["alice", "bob"]);
+    let (mut carol, names) = login(&servers[2], "Carol").await;
+    assert_eq!(names, ["alice", "bob", "Carol"]);
+    alice.expect("JOIN bob").await;
+    alice.expect("JOIN Carol").await;
+    bob.expect("JOIN Carol").await;
+
+    bob.send("MSG hi  all ").await;
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.expect("MSG bob hi  all ").await;
+    }
+
+    // Names are unique across nodes, in any case.
+    let mut dave = servers[2].connect().await;
+    dave.send("NAME ALICE").await;
+    dave.expect_error("name-taken").await;
+    let mut eve = servers[0].connect().await;
+    eve.send("NAME carol").await;
+    eve.expect_error("name-taken").await;
+
+    carol.send("WHO").await;
+    carol.expect("NAMES alice bob Carol").await;
+
+    // A LEAVE on one node frees the name on another at once.
+    alice.send("LEAVE later").await;
+    alice.expect("BYE").await;
+    bob.expect("LEAVE alice later").await;
+    carol.expect("LEAVE alice later").await;
+    assert_eq!(dave.login("alice").await, ["alice", "bob", "Carol"]);
+    bob.expect("JOIN alice").await;
+    carol.expect("JOIN alice").await;
+    for client in [&mut bob, &mut carol, &mut dave] {
+        client.expect_quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn every_user_on_every_node_sees_one_order() {
+    if !redis_available() {
+        return;
+    }
+    const EACH: usize = 200;
+    let redis = Redis::start();
+    let servers = nodes(&redis, &["a", "b", "c"]);
+    let mut watchers = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        watchers.push(user(server, &format!("w{i}")).await);
+    }
+    let mut senders = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        senders.push(user(server, &format!("s{i}")).await);
+    }
+    // Let every JOIN reach every watcher before the race starts.
+    for (i, watcher) in watchers.iter_mut().enumerate() {
+        // Watcher i sees the JOINs of the watchers after it and of the senders.
+        let mut joins = 0;
+        while joins < 5 - i {
+            if watcher.recv().await.starts_with("JOIN ") {
+                joins += 1;
+            }
+        }
+    }
+    let total = EACH * senders.len();
+    let mut views = Vec::new();
+    let later_joins = senders.len() - 1;
+    for (i, mut sender) in senders.into_iter().enumerate() {
+        views.push(tokio::spawn(async move {
+            let burst: String = (0..EACH).map(|n| format!("MSG {n}\n")).collect();
+            // Besides the messages, a sender sees the JOINs of those after it.
+            let lines = sender
+                .send_and_collect(burst.as_bytes(), total + later_joins - i)
+                .await;
+            lines
+                .into_iter()
+                .filter(|l| l.starts_with("MSG "))
+                .take(total)
+                .collect::<Vec<_>>()
+        }));
+    }
+    for mut watcher in watchers {
+        views.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while seen.len() < total {
+                let line = watcher.recv().await;
+                if line.starts_with("MSG ") {
+                    seen.push(line);
+                }
+            }
+            seen
+        }));
+    }
+    let mut first: Option<Vec<String>> = None;
+    for view in views {
+        let seen = view.await.expect("a client failed");
+        assert_eq!(seen.len(), total);
+        match &first {
+            None => {
+                let mut next: HashMap<&str, usize> = HashMap::new();
+                for line in &seen {
+                    let mut parts = line.split(' ');
+                    let (from, n) = (parts.nth(1).unwrap(), parts.next().unwrap());
+                    let expected = next.entry(from).or_default();
+                    assert_eq!(n, expected.to_string(), "{from} out of order");
+                    *expected += 1;
+                }
+                first = Some(seen);
+            }
+            Some(order) => assert!(*order == seen, "two users saw different orders"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dead_nodes_users_are_announced_once_within_the_lease() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, &["a", "b", "c"]);
+    let mut alice = user(&servers[0], "alice").await;
+    let mut carol = user(&servers[2], "carol").await;
+    let _bob = user(&servers[1], "bob").await;
+    let _dave = user(&servers[1], "dave").await;
+    for client in [&mut alice, &mut carol] {
+        let _ = recv_until(client, "JOIN dave").await;
+    }
+    let killed = Instant::now();
+    servers[1].kill();
+    for client in [&mut alice, &mut carol] {
+        let mut gone = vec![client.recv().await, client.recv().await];
+        gone.sort();
+        assert_eq!(gone, ["LEAVE bob", "LEAVE dave"]);
+    }
+    let took = killed.elapsed();
+    assert!(took < LEASE + Duration::from_secs(1), "took {took:?}");
+    // Exactly once: nothing more arrives, and the names are free again.
+    tokio::time::sleep(LEASE / 2).await;
+    alice.expect_quiet().await;
+    carol.expect_quiet().await;
+    user(&servers[0], "bob").await;
+    user(&servers[2], "dave").await;
+}
+
+#[tokio::test]
+async fn a_stopping_node_frees_its_names_at_once() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, &["a", "b"]);
+    let mut alice = user(&servers[0], "alice").await;
+    let mut bob = user(&servers[1], "bob").await;
+    alice.expect("JOIN bob").await;
+    let stopped = Instant::now();
+    servers[1].signal(libc::SIGTERM);
+    bob.expect_error("shutting-down").await;
+    alice.expect("LEAVE bob").await;
+    assert!(stopped.elapsed() < LEASE, "waited for the lease instead");
+    assert!(servers[1]
+        .wait_exit(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+    user(&servers[0], "bob").await;
+}
+
+#[tokio::test]
+async fn a_redis_restart_costs_nobody_their_name_or_a_confirmed_message() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let servers = nodes(&redis, &["a", "b"]);
+    let mut alice = user(&servers[0], "alice").await;
+    let mut bob = user(&servers[1], "bob").await;
+    alice.expect("JOIN bob").await;
+
+    redis.kill();
+    // Until the bus is back, requests are refused, never silently lost.
+    let mut confirmed = Vec::new();
+    let mut n = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        n += 1;
+        alice.send(&format!("MSG during {n}")).await;
+        let answer = alice.recv().await;
+        if answer.starts_with("ERROR unavailable") {
+            break;
+        }
+        assert_eq!(answer, format!("MSG alice during {n}"));
+        confirmed.push(answer);
+        assert!(Instant::now() < deadline, "the outage was never noticed");
+    }
+    alice.send("WHO").await;
+    alice.expect_error("unavailable").await;
+    let mut newcomer = servers[1].connect().await;
+    newcomer.send("NAME carol").await;
+    newcomer.expect_error("unavailable").await;
+
+    redis.restart();
+    // Chat resumes without restarting any node.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        n += 1;
+        alice.send(&format!("MSG after {n}")).await;
+        let answer = alice.recv().await;
+        if answer == format!("MSG alice after {n}") {
+            confirmed.push(answer);
+            break;
+        }
+        assert!(answer.starts_with("ERROR unavailable"), "{answer}");
+        assert!(Instant::now() < deadline, "the bus never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Bob got every message alice was not refused, in order.
+    let mut got = Vec::new();
+    while got.len() < confirmed.len() {
+        let line = bob.recv().await;
+        if line.starts_with("MSG alice") {
+            got.push(line);
+        }
+    }
+    assert_eq!(got, confirmed);
+    // The users who stayed hold their names again: a node that starts now
+    // learns the room from Redis alone, and logins resume once they do.
+    let late = node(&redis.url(), "c");
+    let (_carol, names) = login(&late, "carol").await;
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    newcomer.send("NAME Alice").await;
+    newcomer.expect_error("name-taken").await;
+    alice.expect("JOIN carol").await;
+    bob.expect("JOIN carol").await;
+}
+
+#[tokio::test]
+async fn a_node_cut_off_briefly_catches_up_in_order() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.addr()).await;
+    let a = node(&redis.url(), "a");
+    let b = node(&proxy.url(), "b");
+    let mut alice = user(&a, "alice").await;
+    let mut bob = user(&b, "bob").await;
+    alice.expect("JOIN bob").await;
+
+    proxy.cut();
+    // Bob's node notices: its requests are refused meanwhile.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        bob.send("MSG ping").await;
+        let answer = bob.recv().await;
+        if answer.starts_with("ERROR unavailable") {
+            break;
+        }
+        assert_eq!(answer, "MSG bob ping");
+        assert!(Instant::now() < deadline, "the cut was never noticed");
+    }
+    let said: Vec<String> = (0..5).map(|n| format!("MSG alice meanwhile {n}")).collect();
+    for n in 0..5 {
+        alice.send(&format!("MSG meanwhile {n}")).await;
+    }
+    let mut echoed = Vec::new();
+    while echoed.len() < said.len() {
+        let line = alice.recv().await;
+        if line.starts_with("MSG alice meanwhile") {
+            echoed.push(line);
+        }
+    }
+    assert_eq!(echoed, said);
+    proxy.restore();
+    // Within the lease: bob is still in, and gets what was said, in order.
+    let mut got = Vec::new();
+    while got.len() < said.len() {
+        let line = bob.recv().await;
+        if line.starts_with("MSG alice") {
+            got.push(line);
+        } else {
+            assert!(
+                line.starts_with("MSG bob") || line.starts_with("ERROR unavailable"),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(got, said);
+    let seen = alice.barrier().await;
+    assert!(!seen.iter().any(|l| l.starts_with("LEAVE")), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_node_cut_off_past_the_lease_closes_its_users() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let proxy = Proxy::start(redis.addr()).await;
+    let a = node(&redis.url(), "a");
+    let b = node(&proxy.url(), "b");
+    let mut alice = user(&a, "alice").await;
+    let mut bob = user(&b, "bob").await;
+    alice.expect("JOIN bob").await;
+
+    let cut = Instant::now();
+    proxy.cut();
+    // The others announce bob gone within the lease (plus the reaping tick).
+    alice.expect("LEAVE bob").await;
+    assert!(cut.elapsed() < LEASE + Duration::from_secs(1));
+    // Bob's node closes his connection, since the room has let him go.
+    let lines = recv_until(
+        &mut bob,
+        "ERROR unavailable the room is unreachable; nothing was done",
+    )
+    .await;
+    assert!(
+        lines.iter().all(|l| l.starts_with("ERROR unavailable")),
+        "{lines:?}"
+    );
+    bob.expect_closed().await;
+    proxy.restore();
+    // The name is bob's to take again, on either node.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut again = b.connect().await;
+        again.send("NAME bob").await;
+        let answer = again.recv().await;
+        if answer == "WELCOME bob" {
+            break;
+        }
+        assert!(answer.starts_with("ERROR unavailable"), "{answer}");
+        assert!(Instant::now() < deadline, "node b never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alice.expect("JOIN bob").await;
+}
