@@ -371,15 +371,8 @@ async fn a_node_cut_off_past_the_lease_closes_its_users() {
     alice.expect("LEAVE bob").await;
     assert!(cut.elapsed() < LEASE + Duration::from_secs(1));
     // Bob's node closes his connection, since the room has let him go.
-    let lines = recv_until(
-        &mut bob,
-        "ERROR unavailable the room is unreachable; nothing was done",
-    )
-    .await;
-    assert!(
-        lines.iter().all(|l| l.starts_with("ERROR unavailable")),
-        "{lines:?}"
-    );
+    bob.expect("ERROR unavailable lost contact with the rest of the cluster; closing")
+        .await;
     bob.expect_closed().await;
     proxy.restore();
     // The name is bob's to take again, on either node.

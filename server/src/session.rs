@@ -59,6 +59,9 @@ enum End {
     Failed(io::Error),
     /// The server closes the connection and says why.
     Closed(ErrorCode),
+    /// The room no longer vouches for the user (cluster mode: this node
+    /// lost its lease, so the others have announced the user gone).
+    Evicted,
 }
 
 struct LoggedIn {
@@ -122,7 +125,7 @@ impl Session<'_> {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Closed(ErrorCode::ShuttingDown),
-                () = evicted(&self.evicted) => return End::Closed(ErrorCode::Unavailable),
+                () = evicted(&self.evicted) => return End::Evicted,
                 written = self.output.write_buf(&mut self.queue), if !self.queue.is_empty() => {
                     if let Err(e) = written {
                         return End::Failed(e);
@@ -307,6 +310,10 @@ impl Session<'_> {
         match &end {
             End::Left(_) => self.reply(&ServerFrame::Bye),
             End::Closed(code) => self.refuse(*code),
+            End::Evicted => self.reply(&ServerFrame::error(
+                ErrorCode::Unavailable,
+                "lost contact with the rest of the cluster; closing",
+            )),
             End::Disconnected => {}
             End::Failed(e) => debug!(error = %e, "connection failed"),
         }
