@@ -197,6 +197,10 @@ impl Session<'_> {
             (ClientFrame::Ping(token), user) => {
                 if let Some(user) = user {
                     self.hub.sync(user.published).await;
+                    if let Some(user) = &mut self.user {
+                        // Delivered now; later PINGs need not wait for it.
+                        user.published = Receipt::default();
+                    }
                 }
                 self.catch_up();
                 self.reply(&ServerFrame::Pong(token));
