@@ -494,7 +494,10 @@ impl Shared {
         let mut seq = 0;
         while seq < plan.messages {
             let mut batch = if plan.rate > 0.0 {
-                sleep_until(start + Duration::from_secs_f64(seq as f64 / plan.rate)).await;
+                // Senders take turns, so the offered load is even rather
+                // than every sender's message landing at the same instant.
+                let turn = f64::from(id) / f64::from(plan.senders);
+                sleep_until(start + Duration::from_secs_f64((seq as f64 + turn) / plan.rate)).await;
                 1
             } else {
                 SEND_BATCH

@@ -43,17 +43,28 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     server.stop().await;
     let n = u64::from(sizes.users);
     let others = n.saturating_sub(1);
-    let complete = match target.dialect {
+    match target.dialect {
         // Each user must know every other one.
-        Dialect::Chat => tally.known_min == others && tally.known_max == others,
-        // Of each pair, exactly the earlier one sees the later one arrive.
-        Dialect::Raw => tally.known_sum == n * others / 2,
-    };
-    if !complete {
-        outcome.problems.push(format!(
-            "arrivals seen: {} in all, {}..{} per user; expected every user to learn of {others}",
-            tally.known_sum, tally.known_min, tally.known_max
-        ));
+        Dialect::Chat if tally.known_min != others || tally.known_max != others => {
+            outcome.problems.push(format!(
+                "users learned of {}..{} others; expected {others} each",
+                tally.known_min, tally.known_max
+            ));
+        }
+        Dialect::Chat => {}
+        // Of each pair, the earlier user should see the later one arrive.
+        // The gopl server announces an arrival before it adds the newcomer
+        // to the room, so two users arriving together can both miss each
+        // other: that is the server's race, reported but not a bench fault.
+        Dialect::Raw => {
+            let pairs = n * others / 2;
+            if tally.known_sum != pairs {
+                outcome.notes.push(format!(
+                    "{} of {pairs} pairs never saw each other arrive",
+                    pairs.saturating_sub(tally.known_sum)
+                ));
+            }
+        }
     }
     let secs = |us: u64| us as f64 / 1e6;
     outcome.metric(

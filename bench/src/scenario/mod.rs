@@ -89,7 +89,8 @@ pub async fn populate(
         ));
     }
     barrier(&mut fleet, dialect, options, outcome).await?;
-    outcome.metric("login_s", "all logged in (s)", login_secs, Better::Lower);
+    // Context only: a raw server greets before it has let the user in.
+    outcome.metric("login_s", "all logged in (s)", login_secs, Better::Neither);
     Ok(Room { fleet, logged_in })
 }
 
