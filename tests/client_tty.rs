@@ -1,1 +1,306 @@
-//! Placeholder until the client issue: the interactive client under tmux.
+//! `chat-client` at a terminal, as a person uses it: the client runs in a
+//! tmux pane, keys are typed with `send-keys`, and the screen is read with
+//! `capture-pane`. Other users are raw protocol clients of the harness.
+//!
+//! Every wait polls the screen until what it looks for is there, bounded by
+//! [`TIMEOUT`]; nothing sleeps a fixed time and hopes. Where tmux is not
+//! installed the tests say so and pass (CI installs it).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_tests::{binary, Server, TIMEOUT};
+
+/// A tmux server of the test's own, on its own socket, with one pane
+/// running the client; killed when dropped.
+struct Pane {
+    dir: PathBuf,
+}
+
+impl Pane {
+    /// Starts `chat-client` with `args` in a 100×30 pane, or `None` (after
+    /// saying why) where tmux is not installed.
+    fn start(server: &Server, args: &[&str]) -> Option<Pane> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("SKIPPED: tmux is not installed (apt-get install -y tmux)");
+            return None;
+        }
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "chat-client-tty-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create the test's directory");
+        // The pane stays after the client exits, so that its last words can
+        // be read.
+        std::fs::write(dir.join("tmux.conf"), "set -g remain-on-exit on\n")
+            .expect("write tmux.conf");
+        let pane = Pane { dir };
+        let mut command = vec![quote(&binary("chat-client").to_string_lossy())];
+        command.extend(["--addr".to_owned(), server.addr().to_string()]);
+        command.extend(args.iter().map(|a| quote(a)));
+        // tmux does not always record a pane's exit status, so the shell
+        // that runs the client writes it down.
+        let status = pane.dir.join("status");
+        let command = format!(
+            "{}; echo $? > {}",
+            command.join(" "),
+            quote(&status.to_string_lossy())
+        );
+        let conf = pane.dir.join("tmux.conf");
+        pane.tmux(&[
+            "-f",
+            &conf.to_string_lossy(),
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &command,
+        ]);
+        Some(pane)
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        let output = Command::new("tmux")
+            .arg("-S")
+            .arg(self.dir.join("socket"))
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("run tmux");
+        assert!(
+            output.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Types text as it is, without pressing Enter.
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-l", text]);
+    }
+
+    /// Presses one key, in tmux's names (`Enter`, `C-c`).
+    fn press(&self, key: &str) {
+        self.tmux(&["send-keys", key]);
+    }
+
+    /// The screen's lines, without trailing spaces or empty lines at the end.
+    fn screen(&self) -> Vec<String> {
+        let output = self.tmux(&["capture-pane", "-p"]);
+        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+
+    /// Polls the screen until `ready` holds, and returns it; panics with the
+    /// screen after [`TIMEOUT`].
+    fn wait_for(&self, what: &str, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "timed out waiting for {what}; the screen:\n{}",
+                screen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the last line on screen is exactly `line` (the prompt
+    /// with what is typed so far, the cursor's line).
+    fn wait_for_last_line(&self, line: &str) -> Vec<String> {
+        self.wait_for(&format!("the last line to be {line:?}"), |screen| {
+            screen.last().map(String::as_str) == Some(line)
+        })
+    }
+
+    /// Waits until a line ending with `text` is on screen above a last line
+    /// that is exactly `last`.
+    fn wait_for_last_line_after(&self, text: &str, last: &str) -> Vec<String> {
+        self.wait_for(&format!("{text:?} above {last:?}"), |screen| {
+            let Some((cursor_line, above)) = screen.split_last() else {
+                return false;
+            };
+            cursor_line == last && above.iter().any(|l| l.ends_with(text))
+        })
+    }
+
+    /// Waits for the client to exit and returns its exit status.
+    fn wait_for_exit(&self) -> i32 {
+        let start = Instant::now();
+        loop {
+            let written = std::fs::read_to_string(self.dir.join("status")).unwrap_or_default();
+            if written.ends_with('\n') {
+                return written.trim().parse().expect("an exit status");
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "the client did not exit; the screen:\n{}",
+                self.screen().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(self.dir.join("socket"))
+            .arg("kill-server")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Quotes a word for the shell that tmux runs the command with.
+fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// Whether some line on screen ends with `text` (after its `HH:MM`).
+fn shows(screen: &[String], text: &str) -> bool {
+    screen.iter().any(|line| line.ends_with(text))
+}
+
+/// The heart of the issue: a message arriving while the user is halfway
+/// through a line appears above the prompt, and the half-typed line is
+/// intact and still editable. Then commands, Ctrl-C, the history file, and
+/// `/quit` with a parting text.
+#[tokio::test(flavor = "multi_thread")]
+async fn typing_is_never_garbled_by_incoming_messages() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let history_file =
+        std::env::temp_dir().join(format!("chat-client-tty-history-{}", std::process::id()));
+    let history = history_file.to_string_lossy().into_owned();
+    let Some(pane) = Pane::start(&server, &["--name", "alice", "--history", &history]) else {
+        return;
+    };
+    pane.wait_for("the room's names", |s| {
+        shows(s, "* in the room: alice, bob")
+    });
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+
+    pane.type_text("hello half");
+    pane.wait_for_last_line("alice> hello half");
+    bob.send("MSG are you there?").await;
+    let screen = pane.wait_for_last_line_after("bob: are you there?", "alice> hello half");
+    assert_eq!(
+        screen.iter().filter(|l| l.contains("hello half")).count(),
+        1,
+        "the half-typed line is drawn once:\n{}",
+        screen.join("\n")
+    );
+
+    // The half-typed line is still being edited: finish it and send it.
+    pane.type_text(" done");
+    pane.press("Enter");
+    bob.expect("MSG bob are you there?").await;
+    bob.expect("MSG alice hello half done").await;
+    let screen = pane.wait_for("the message to come back", |s| {
+        shows(s, "alice: hello half done") && s.last().map(String::as_str) == Some("alice>")
+    });
+    assert_eq!(
+        screen
+            .iter()
+            .filter(|l| l.contains("hello half done"))
+            .count(),
+        1,
+        "the user's own message is shown once:\n{}",
+        screen.join("\n")
+    );
+
+    // Unknown commands send nothing: the next frame bob gets is the next
+    // message.
+    pane.type_text("/nope");
+    pane.press("Enter");
+    pane.wait_for("the hint", |s| {
+        shows(
+            s,
+            "unknown command /nope: /help lists the commands, and // starts a message with /",
+        )
+    });
+    pane.type_text("//slash");
+    pane.press("Enter");
+    bob.expect("MSG alice /slash").await;
+
+    pane.type_text("/who");
+    pane.press("Enter");
+    pane.wait_for("the room's names again", |s| {
+        s.iter()
+            .filter(|l| l.ends_with("* in the room: alice, bob"))
+            .count()
+            == 2
+    });
+
+    // Ctrl-C clears the line.
+    pane.type_text("oops");
+    pane.wait_for_last_line("alice> oops");
+    pane.press("C-c");
+    pane.wait_for_last_line("alice>");
+
+    pane.type_text("/quit see you");
+    pane.press("Enter");
+    bob.expect("LEAVE alice see you").await;
+    assert_eq!(pane.wait_for_exit(), 0);
+    assert!(shows(&pane.screen(), "* you left the room"));
+
+    let kept = std::fs::read_to_string(&history_file).expect("the history file");
+    let _ = std::fs::remove_file(&history_file);
+    assert!(
+        kept.lines().any(|l| l == "hello half done"),
+        "history: {kept:?}"
+    );
+    assert!(
+        kept.lines().any(|l| l == "/quit see you"),
+        "history: {kept:?}"
+    );
+}
+
+/// A taken name is said plainly and another is asked for at the prompt;
+/// when the server goes away, the client says so and exits 3 by itself,
+/// although it was waiting for the user to type.
+#[tokio::test(flavor = "multi_thread")]
+async fn taken_name_then_server_goes_away() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "Bob", "--history", ""]) else {
+        return;
+    };
+    pane.wait_for("the refusal", |s| shows(s, "! the name Bob is taken"));
+    pane.wait_for_last_line("name>");
+    pane.type_text("carol");
+    pane.press("Enter");
+    pane.wait_for("the login", |s| shows(s, "* in the room: bob, carol"));
+    pane.wait_for_last_line("carol>");
+    bob.expect("JOIN carol").await;
+
+    pane.type_text("half");
+    server.signal(libc::SIGTERM);
+    pane.wait_for("the reason", |s| {
+        shows(
+            s,
+            "* connection closed by server (the server is shutting down)",
+        )
+    });
+    assert_eq!(pane.wait_for_exit(), 3);
+}
