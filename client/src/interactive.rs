@@ -307,10 +307,15 @@ impl Chat<'_> {
         ));
         let ending = self.talk(&format!("{}> ", logged_in.name), &typed, ending);
         noticed.cancel();
+        self.report(&ending);
+        ending.exit()
+    }
+
+    /// Tells the user how the conversation ended, unless they simply left.
+    fn report(&self, ending: &Ending) {
         if let Some(text) = ending.describe() {
             self.screen.print(self.style.notice(&text));
         }
-        ending.exit()
     }
 
     /// Logs in, asking for another name for as long as the server refuses
@@ -328,15 +333,11 @@ impl Chat<'_> {
                     name = self.ask_name()?;
                 }
                 Err(LoginError::Closed { reason }) => {
-                    let ending = Ending::Closed { reason };
-                    if let Some(text) = ending.describe() {
-                        self.screen.print(self.style.notice(&text));
-                    }
+                    self.report(&Ending::Closed { reason });
                     return None;
                 }
                 Err(LoginError::Broken(e)) => {
-                    self.screen
-                        .print(self.style.notice(&Ending::Broken(e).describe()?));
+                    self.report(&Ending::Broken(e));
                     return None;
                 }
             }
@@ -431,13 +432,15 @@ impl Chat<'_> {
         self.wait(ending)
     }
 
-    /// Waits for the conversation's ending; it never takes much longer than
-    /// [`BYE_WAIT`], but a wedged connection must not keep the user here.
+    /// Waits for the conversation's ending. It comes within [`BYE_WAIT`]
+    /// of a `LEAVE`, and at once when the connection is gone; the bound is
+    /// there so that nothing unforeseen can keep the user waiting.
     fn wait(&self, ending: oneshot::Receiver<Ending>) -> Ending {
         let limit = BYE_WAIT + Duration::from_secs(1);
         match self.runtime.block_on(tokio::time::timeout(limit, ending)) {
             Ok(Ok(ending)) => ending,
-            Ok(Err(_)) | Err(_) => Ending::Left,
+            Ok(Err(_)) => stopped(),
+            Err(_) => Ending::Left,
         }
     }
 
@@ -470,10 +473,14 @@ fn try_ending(ending: &mut oneshot::Receiver<Ending>) -> Option<Ending> {
     match ending.try_recv() {
         Ok(ending) => Some(ending),
         Err(TryRecvError::Empty) => None,
-        Err(TryRecvError::Closed) => Some(Ending::Broken(std::io::Error::other(
-            "the conversation stopped",
-        ))),
+        Err(TryRecvError::Closed) => Some(stopped()),
     }
+}
+
+/// The ending when the conversation stopped without saying how, which only
+/// a bug can cause.
+fn stopped() -> Ending {
+    Ending::Broken(std::io::Error::other("the conversation stopped"))
 }
 
 /// The network side: writes what the user typed, shows what arrives, and

@@ -39,10 +39,9 @@ pub struct Options {
     #[arg(long)]
     pub no_color: bool,
 
-    /// File that keeps typed lines across runs; '' keeps no history.
-    /// [default: <data dir>/chat-client/history]
-    #[arg(long, value_name = "FILE")]
-    pub history: Option<OsString>,
+    /// File that keeps typed lines across runs; '' keeps none.
+    #[arg(long, value_name = "FILE", default_value_os_t = default_history())]
+    pub history: OsString,
 
     /// Print the server's frames exactly as received instead of rendering
     /// them for people.
@@ -50,18 +49,21 @@ pub struct Options {
     pub raw: bool,
 }
 
+/// Where history is kept unless `--history` says otherwise: in the user's
+/// data directory (`~/.local/share` on Linux) or, where there is none, the
+/// home directory; nowhere if there is neither.
+fn default_history() -> OsString {
+    dirs::data_dir()
+        .map(|dir| dir.join("chat-client").join("history"))
+        .or_else(|| dirs::home_dir().map(|home| home.join(".chat-client-history")))
+        .map(PathBuf::into_os_string)
+        .unwrap_or_default()
+}
+
 impl Options {
-    /// The history file to use, if any: the `--history` flag, where `''`
-    /// turns history off, or a file in the user's data directory (or, where
-    /// there is none, the home directory).
+    /// The history file to use, if any: `--history ''` keeps none.
     pub fn history_file(&self) -> Option<PathBuf> {
-        match &self.history {
-            Some(path) if path.is_empty() => None,
-            Some(path) => Some(PathBuf::from(path)),
-            None => dirs::data_dir()
-                .map(|dir| dir.join("chat-client").join("history"))
-                .or_else(|| dirs::home_dir().map(|home| home.join(".chat-client-history"))),
-        }
+        (!self.history.is_empty()).then(|| PathBuf::from(&self.history))
     }
 
     /// Whether names may be colored: not with `--no-color`, nor when

@@ -67,7 +67,7 @@ impl Format {
 impl Style {
     /// A message from this program itself, such as a hint: `* text`.
     pub fn notice(&self, text: &str) -> String {
-        self.line_at(&format!("* {text}"), &now())
+        self.line_at(&format!("* {}", clean(text)), &now())
     }
 
     /// A problem this program reports itself: `! text`.
@@ -76,7 +76,7 @@ impl Style {
     }
 
     /// `name`, cleaned and colored as the style says.
-    pub fn name(&self, name: &str) -> String {
+    fn name(&self, name: &str) -> String {
         let name = clean(name);
         if self.colors {
             color::paint_name(&name)
@@ -138,7 +138,7 @@ impl Style {
 /// some, after the code that names the kind of problem.
 fn refusal(code: ErrorCode, detail: Option<&str>) -> String {
     match detail {
-        Some(detail) => format!("{code}: {detail}"),
+        Some(detail) => format!("{code}: {}", clean(detail)),
         None => code.to_string(),
     }
 }
@@ -160,7 +160,7 @@ fn now() -> String {
 }
 
 /// `text` with every character that could act on a terminal replaced.
-fn clean(text: &str) -> Cow<'_, str> {
+pub(crate) fn clean(text: &str) -> Cow<'_, str> {
     if forbidden_char(text).is_none() {
         return Cow::Borrowed(text);
     }

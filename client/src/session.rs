@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
 use crate::connection::{closes, Incoming, Sent};
-use crate::render::Format;
+use crate::render::{clean, Format};
 use crate::Exit;
 
 /// How long to wait for `BYE` after sending `LEAVE`. The server answers at
@@ -58,7 +58,7 @@ impl Ending {
             Ending::Closed { reason: None } => Some("connection closed by server".to_owned()),
             Ending::Closed {
                 reason: Some(reason),
-            } => Some(format!("connection closed by server ({reason})")),
+            } => Some(format!("connection closed by server ({})", clean(reason))),
             Ending::Broken(e) => Some(format!("connection to the server broke: {e}")),
             Ending::CannotShow(e) => Some(format!("cannot show what arrives: {e}")),
         }
