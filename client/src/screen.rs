@@ -19,6 +19,14 @@
 //! room's lines back, and prints them just after the erasure
 //! ([`Screen::release`]).
 //!
+//! One window remains, and it is rustyline's: a line handed to the editor in
+//! the same instant as the Enter key may still sit in the editor's channel
+//! when it returns. Usually the erasure is printed directly before the next
+//! prompt starts, and that line follows it, as it should. Only if the next
+//! prompt has already started does the line come out first, and the erasure
+//! then wipes it instead of the typed line. Closing that would take a way to
+//! ask rustyline whether its channel is empty, which it does not offer.
+//!
 //! # Why a thread
 //!
 //! rustyline's printer hands each line to the editor through a channel of one
