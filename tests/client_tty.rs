@@ -6,6 +6,7 @@
 //! [`TIMEOUT`]; nothing sleeps a fixed time and hopes. Where tmux is not
 //! installed the tests say so and pass (CI installs it).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,10 +22,16 @@ struct Pane {
 
 impl Pane {
     /// Starts `chat-client` with `args` in a 100×30 pane, or `None` (after
-    /// saying why) where tmux is not installed.
+    /// saying why) where tmux is not installed. Its history goes to a file
+    /// of the test's own ([`Pane::history`]).
     fn start(server: &Server, args: &[&str]) -> Option<Pane> {
         if Command::new("tmux").arg("-V").output().is_err() {
-            eprintln!("SKIPPED: tmux is not installed (apt-get install -y tmux)");
+            // Straight to stderr, which the test harness does not capture,
+            // so that the skip shows in a normal `cargo test` run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: tmux is not installed (apt-get install -y tmux)"
+            );
             return None;
         }
         static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -41,6 +48,10 @@ impl Pane {
         let pane = Pane { dir };
         let mut command = vec![quote(&binary("chat-client").to_string_lossy())];
         command.extend(["--addr".to_owned(), server.addr().to_string()]);
+        command.extend([
+            "--history".to_owned(),
+            quote(&pane.dir.join("history").to_string_lossy()),
+        ]);
         command.extend(args.iter().map(|a| quote(a)));
         // tmux does not always record a pane's exit status, so the shell
         // that runs the client writes it down.
@@ -63,6 +74,11 @@ impl Pane {
             &command,
         ]);
         Some(pane)
+    }
+
+    /// What the client's history file holds.
+    fn history(&self) -> String {
+        std::fs::read_to_string(self.dir.join("history")).expect("the history file")
     }
 
     fn tmux(&self, args: &[&str]) -> Output {
@@ -188,10 +204,7 @@ fn shows(screen: &[String], text: &str) -> bool {
 async fn typing_is_never_garbled_by_incoming_messages() {
     let server = Server::start(&[]);
     let mut bob = server.user("bob").await;
-    let history_file =
-        std::env::temp_dir().join(format!("chat-client-tty-history-{}", std::process::id()));
-    let history = history_file.to_string_lossy().into_owned();
-    let Some(pane) = Pane::start(&server, &["--name", "alice", "--history", &history]) else {
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
         return;
     };
     pane.wait_for("the room's names", |s| {
@@ -264,8 +277,7 @@ async fn typing_is_never_garbled_by_incoming_messages() {
     assert_eq!(pane.wait_for_exit(), 0);
     assert!(shows(&pane.screen(), "* you left the room"));
 
-    let kept = std::fs::read_to_string(&history_file).expect("the history file");
-    let _ = std::fs::remove_file(&history_file);
+    let kept = pane.history();
     assert!(
         kept.lines().any(|l| l == "hello half done"),
         "history: {kept:?}"
@@ -283,7 +295,7 @@ async fn typing_is_never_garbled_by_incoming_messages() {
 async fn taken_name_then_server_goes_away() {
     let server = Server::start(&[]);
     let mut bob = server.user("bob").await;
-    let Some(pane) = Pane::start(&server, &["--name", "Bob", "--history", ""]) else {
+    let Some(pane) = Pane::start(&server, &["--name", "Bob"]) else {
         return;
     };
     pane.wait_for("the refusal", |s| shows(s, "! the name Bob is taken"));
