@@ -275,13 +275,24 @@ impl Decoder for ClientCodec {
     }
 }
 
+/// Refuses a frame whose text holds a line break: written as is, it would
+/// put a second frame of the caller's choosing on the wire.
 impl Encoder<&ClientFrame> for ClientCodec {
     type Error = io::Error;
 
     fn encode(&mut self, frame: &ClientFrame, dst: &mut BytesMut) -> io::Result<()> {
         use std::fmt::Write as _;
+        let start = dst.len();
         // Writing into a BytesMut cannot fail.
-        let _ = writeln!(dst, "{frame}");
+        let _ = write!(dst, "{frame}");
+        if dst[start..].iter().any(|&b| b == b'\n' || b == b'\r') {
+            dst.truncate(start);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a frame cannot contain a line break",
+            ));
+        }
+        dst.put_u8(b'\n');
         Ok(())
     }
 }
@@ -378,6 +389,19 @@ mod tests {
                 Err(ErrorCode::UnknownCommand),
             ]
         );
+    }
+
+    #[test]
+    fn client_codec_refuses_line_breaks_inside_a_frame() {
+        let mut codec = ClientCodec::new();
+        let mut buf = BytesMut::from(&b"MSG earlier\n"[..]);
+        for text in ["hi\nLEAVE pwned", "x\r", "\r\n"] {
+            let err = codec
+                .encode(&ClientFrame::Msg(text.into()), &mut buf)
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        }
+        assert_eq!(&buf[..], b"MSG earlier\n", "nothing of a refused frame is written");
     }
 
     #[test]
