@@ -7,6 +7,11 @@
 
 pub mod cluster;
 
+pub mod probe;
+pub mod rng;
+pub mod wire;
+pub mod witness;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
