@@ -7,6 +7,8 @@
 
 pub mod cluster;
 
+pub mod cases;
+pub mod fuzz;
 pub mod probe;
 pub mod rng;
 pub mod wire;
