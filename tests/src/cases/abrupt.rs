@@ -17,8 +17,9 @@ use crate::witness::{Event, Witnesses};
 use crate::TIMEOUT;
 
 /// The ways a client goes away.
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "cutfin",
+    "cutclose",
     "cutrst",
     "reset",
     "halfclose",

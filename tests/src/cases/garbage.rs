@@ -32,13 +32,16 @@ const MAX_LINE: usize = 4096;
 pub async fn garbage(scale: &super::Scale, seed: u64) -> Row {
     let started = Instant::now();
     let server = server(&[]);
+    let scripts: Vec<Script> = (0..scale.garbage_connections)
+        .map(|i| script(i, scale.garbage_lines, seed.wrapping_add(i as u64)))
+        .collect();
     let witnesses = Witnesses::start(server.addr()).await;
     let mut connections = Vec::new();
-    for i in 0..scale.garbage_connections {
+    for (i, script) in scripts.into_iter().enumerate() {
         connections.push(tokio::spawn(garbage_connection(
             server.addr(),
             i,
-            scale.garbage_lines,
+            script,
             seed.wrapping_add(i as u64),
         )));
     }
@@ -160,37 +163,54 @@ fn random_ascii(
     })
 }
 
-/// Sends one connection's garbage, cut into random writes, while reading
-/// the answers; returns the bytes sent.
-async fn garbage_connection(addr: SocketAddr, i: usize, lines: usize, seed: u64) -> usize {
+/// One connection's garbage, made before the case starts (so that making it
+/// does not slow the witnesses down): the bytes cut into writes, and the
+/// answers they must get.
+struct Script {
+    chunks: Vec<Vec<u8>>,
+    expected: Vec<String>,
+    bytes: usize,
+}
+
+fn script(i: usize, lines: usize, seed: u64) -> Script {
     let mut rng = Rng::new(seed);
     let logged_in = i & 1 == 0;
+    let huge_at = rng.below(lines);
+    let mut bytes = Vec::new();
+    let mut expected = Vec::new();
+    for n in 0..lines {
+        let (line, code) = garbage_line(&mut rng, logged_in, n == huge_at);
+        bytes.extend(line);
+        expected.push(format!("ERROR {code}"));
+    }
+    bytes.extend(format!("PING end-{i}\n").as_bytes());
+    expected.push(format!("PONG end-{i}"));
+    let mut chunks = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rng.between(1, 65_536).min(rest.len()));
+        chunks.push(chunk.to_vec());
+        rest = tail;
+    }
+    Script {
+        chunks,
+        expected,
+        bytes: bytes.len(),
+    }
+}
+
+/// Sends one connection's garbage while reading the answers; returns the
+/// bytes sent.
+async fn garbage_connection(addr: SocketAddr, i: usize, script: Script, seed: u64) -> usize {
     let me = format!("g{i}");
-    let (mut reader, mut writer) = if logged_in {
+    let (mut reader, mut writer) = if i & 1 == 0 {
         wire::login(addr, &me).await
     } else {
         wire::connect(addr).await
     };
-    let huge_at = rng.below(lines);
-    let mut script = Vec::new();
-    let mut expected = Vec::new();
-    for n in 0..lines {
-        let (line, code) = garbage_line(&mut rng, logged_in, n == huge_at);
-        script.extend(line);
-        expected.push(format!("ERROR {code}"));
-    }
-    let token = format!("PONG end-{i}");
-    script.extend(format!("PING end-{i}\n").as_bytes());
-    expected.push(token.clone());
-    let mut chunks = Vec::new();
-    let mut rest = &script[..];
-    while !rest.is_empty() {
-        let (chunk, tail) = rest.split_at(rng.between(1, 65_536).min(rest.len()));
-        chunks.push(chunk);
-        rest = tail;
-    }
+    let token = script.expected.last().expect("a PONG at the end").clone();
     let send = async {
-        for chunk in chunks {
+        for chunk in &script.chunks {
             writer.write_all(chunk).await.expect("send garbage");
         }
     };
@@ -211,10 +231,10 @@ async fn garbage_connection(addr: SocketAddr, i: usize, lines: usize, seed: u64)
     let ((), answers) = tokio::join!(send, answers);
     assert_answers(
         &answers,
-        &expected,
+        &script.expected,
         &format!("garbage connection {i} (seed {seed})"),
     );
-    script.len()
+    script.bytes
 }
 
 /// Streams one line that never ends and returns the server's RSS (KiB) after
