@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::wire::{self, Batch, LineReader, Next};
@@ -235,15 +235,23 @@ impl Witnesses {
             let (reader, writer) = wire::login(addr, name).await;
             let view = witnesses.views[me].clone();
             let stopped = stopped.clone();
-            witnesses
-                .readers
-                .push(tokio::spawn(read(me, reader, view, epoch, stopped)));
-            halves.push(writer);
+            // The reader tells the writer when the server has closed, so
+            // the witness closes too, as any client would.
+            let closed = Arc::new(Notify::new());
+            witnesses.readers.push(tokio::spawn(read(
+                me,
+                reader,
+                view,
+                epoch,
+                stopped,
+                closed.clone(),
+            )));
+            halves.push((writer, closed));
         }
-        for writer in halves {
+        for (writer, closed) in halves {
             witnesses
                 .writers
-                .push(tokio::spawn(write(writer, epoch, stopped.clone())));
+                .push(tokio::spawn(write(writer, epoch, stopped.clone(), closed)));
         }
         witnesses
     }
@@ -393,6 +401,7 @@ async fn write(
     mut writer: OwnedWriteHalf,
     epoch: Instant,
     mut stopped: watch::Receiver<Option<Instant>>,
+    closed: Arc<Notify>,
 ) -> (OwnedWriteHalf, u64) {
     let mut pace = tokio::time::interval(PACE);
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -401,6 +410,10 @@ async fn write(
         tokio::select! {
             _ = pace.tick() => {}
             _ = stopped.changed() => {}
+            () = closed.notified() => {
+                let _ = writer.shutdown().await;
+                return (writer, n);
+            }
         }
         let stopping = stopped.borrow().is_some();
         let frame = if stopping {
@@ -425,6 +438,7 @@ async fn read(
     view: Arc<Mutex<View>>,
     epoch: Instant,
     stopped: watch::Receiver<Option<Instant>>,
+    closed: Arc<Notify>,
 ) -> LineReader {
     loop {
         // Lines are taken in batches, without copies: a witness must keep
@@ -445,8 +459,14 @@ async fn read(
         let ending = match batch {
             Batch::Lines if view.done == [true, true] => "finished".to_owned(),
             Batch::Lines => continue,
-            Batch::Closed => "closed by the server".to_owned(),
-            Batch::Failed(e) => format!("failed: {e}"),
+            Batch::Closed => {
+                closed.notify_one();
+                "closed by the server".to_owned()
+            }
+            Batch::Failed(e) => {
+                closed.notify_one();
+                format!("failed: {e}")
+            }
             Batch::TimedOut => match *stopped.borrow() {
                 Some(at) if at.elapsed() > TIMEOUT => {
                     "timed out waiting for the stop frames".to_owned()

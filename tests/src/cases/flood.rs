@@ -13,11 +13,12 @@ use crate::witness::{ms, Witnesses};
 use crate::TIMEOUT;
 
 /// The witnesses' p99 latency under a flood: the 50 ms in a
-/// release build (the soak run). A debug build on a shared two-core machine
-/// is several times slower and one scheduling stall moves its p99, so the
-/// fast run only checks that nobody is held back for long.
+/// release build (the soak run). A debug build is several times slower and
+/// shares two cores with everything else on the machine (a few ms alone,
+/// hundreds when others compile), so the fast run only checks that nobody
+/// is held back for long.
 pub const P99_LIMIT: Duration = if cfg!(debug_assertions) {
-    Duration::from_millis(250)
+    Duration::from_secs(1)
 } else {
     Duration::from_millis(50)
 };

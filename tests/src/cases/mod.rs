@@ -94,7 +94,7 @@ impl Scale {
             slow_readers: 200,
             slow_senders: 10,
             slow_chat: Duration::from_secs(2),
-            slow_pace: Duration::from_millis(2),
+            slow_pace: Duration::from_millis(10),
             max_clients: 100,
             storm_excess: 50,
             fd_excess: 60,
