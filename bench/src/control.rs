@@ -26,6 +26,10 @@ pub enum Command {
         send: bool,
         timeout_ms: u64,
     },
+    /// Get ready to check a run of `messages` from each of `senders`.
+    /// Every worker is armed before any sender starts: a worker that
+    /// learned of the run late would take its first messages for strays.
+    Arm { senders: u32, messages: u64 },
     /// Users `0..senders` send `messages` each, at `rate` a second each
     /// (0: as fast as `window` allows); everyone checks what arrives.
     Run {
@@ -52,6 +56,7 @@ impl Command {
                 send,
                 timeout_ms,
             } => format!("sync {round} {} {timeout_ms}\n", u8::from(*send)),
+            Command::Arm { senders, messages } => format!("arm {senders} {messages}\n"),
             Command::Run {
                 senders,
                 messages,
@@ -77,6 +82,10 @@ impl Command {
                 round: next()?.parse().ok()?,
                 send: next()? == "1",
                 timeout_ms: next()?.parse().ok()?,
+            },
+            "arm" => Command::Arm {
+                senders: next()?.parse().ok()?,
+                messages: next()?.parse().ok()?,
             },
             "run" => Command::Run {
                 senders: next()?.parse().ok()?,
@@ -280,6 +289,10 @@ mod tests {
                 round: 2,
                 send: true,
                 timeout_ms: 7,
+            },
+            Command::Arm {
+                senders: 3,
+                messages: 4,
             },
             Command::Run {
                 senders: 10,

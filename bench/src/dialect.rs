@@ -59,6 +59,14 @@ impl Dialect {
         }
     }
 
+    /// A barrier request, where the dialect has one.
+    pub fn ping(self) -> Option<String> {
+        match self {
+            Dialect::Chat => Some(proto::ping("probe")),
+            Dialect::Raw => None,
+        }
+    }
+
     /// Appends the line that broadcasts `text`.
     pub fn write_text(self, out: &mut Vec<u8>, text: std::fmt::Arguments<'_>) {
         if self == Dialect::Chat {

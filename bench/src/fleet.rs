@@ -12,6 +12,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 
+use crate::clock::now_ns;
 use crate::control::{Command, Tally};
 use crate::dialect::Dialect;
 
@@ -89,6 +90,21 @@ impl Fleet {
             );
         }
         Ok(replies)
+    }
+
+    /// Arms every worker for the run, then starts it; returns when every
+    /// worker has seen it through (or timed out). Returns when the senders
+    /// were told to start, on the shared clock.
+    pub async fn run(&mut self, run: Command) -> io::Result<u64> {
+        if let Command::Run {
+            senders, messages, ..
+        } = run
+        {
+            self.ask(&Command::Arm { senders, messages }).await?;
+        }
+        let start_ns = now_ns();
+        self.ask(&run).await?;
+        Ok(start_ns)
     }
 
     /// Sends `command` only to the worker holding user 0, and the rest of

@@ -15,6 +15,11 @@ pub fn login(name: &str) -> String {
     format!("{}\n", ClientFrame::Name(name.to_owned()))
 }
 
+/// The `PING` frame with its line ending.
+pub fn ping(token: &str) -> String {
+    format!("{}\n", ClientFrame::Ping(Some(token.to_owned())))
+}
+
 pub fn parse(line: &[u8]) -> Event<'_> {
     let (verb, rest) = match memchr::memchr(b' ', line) {
         Some(at) => (&line[..at], &line[at + 1..]),

@@ -28,6 +28,8 @@ use crate::dialect::{Dialect, Event, Payload};
 const SCRATCH: usize = 256 * 1024;
 /// Messages a flat-out sender writes with one syscall at most.
 const SEND_BATCH: u64 = 32;
+/// How long stuck users get to answer a probe.
+const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Who this worker is: its users are `first..first + count`.
 #[derive(Debug, Clone)]
@@ -74,6 +76,7 @@ async fn serve(assignment: Assignment) -> io::Result<()> {
                 send,
                 timeout_ms,
             } => shared.sync(round, send, deadline(timeout_ms)).await,
+            Command::Arm { senders, messages } => shared.arm(senders, messages),
             Command::Run {
                 senders,
                 messages,
@@ -440,17 +443,27 @@ impl Shared {
         format!("synced {}\n", self.logged_in.get().saturating_sub(seen()))
     }
 
-    async fn run(self: &Rc<Self>, plan: Plan, deadline: Instant) -> String {
-        let mut users_in = 0;
+    /// Resets every user's checker for a run of `messages` from each of
+    /// `senders`.
+    fn arm(&self, senders: u32, messages: u64) -> String {
         for inbox in self.inboxes.borrow_mut().iter_mut() {
-            inbox.checker = Checker::new(plan.senders as usize, plan.messages);
+            inbox.checker = Checker::new(senders as usize, messages);
             inbox.complete = inbox.checker.is_complete() || inbox.login != Login::In;
-            users_in += usize::from(inbox.login == Login::In);
         }
         self.complete.set(0);
         self.latency.borrow_mut().reset();
         self.first_ns.set(u64::MAX);
         self.last_ns.set(0);
+        "armed\n".to_owned()
+    }
+
+    async fn run(self: &Rc<Self>, plan: Plan, deadline: Instant) -> String {
+        let users_in = self
+            .inboxes
+            .borrow()
+            .iter()
+            .filter(|inbox| inbox.login == Login::In)
+            .count();
         let first = self.assignment.first;
         let start = Instant::now();
         for index in 0..self.assignment.count {
@@ -471,12 +484,46 @@ impl Shared {
             .wait(deadline, || self.complete.get() >= users_in)
             .await;
         if !done {
+            let missing = users_in - self.complete.get();
             self.error(format!(
-                "run: {} of {users_in} users did not see every message before the timeout",
-                users_in - self.complete.get()
+                "run: {missing} of {users_in} users did not see every message before the timeout"
             ));
+            self.probe_stuck().await;
         }
         format!("ran {}\n", users_in - self.complete.get().min(users_in))
+    }
+
+    /// Asks each user still missing messages for a `PONG`, which the server
+    /// sends only after everything broadcast before it. If the missing
+    /// messages come with it, the server had them but did not send them
+    /// until poked: it missed a wake-up.
+    async fn probe_stuck(&self) {
+        let Some(ping) = self.assignment.dialect.ping() else {
+            return;
+        };
+        let stuck: Vec<usize> = (self.inboxes.borrow().iter().enumerate())
+            .filter(|(_, inbox)| inbox.login == Login::In && !inbox.complete)
+            .map(|(index, _)| index)
+            .collect();
+        for &index in &stuck {
+            let writer = self.writers.borrow_mut()[index].take();
+            if let Some(mut writer) = writer {
+                let _ = writer.write_all(ping.as_bytes()).await;
+                self.writers.borrow_mut()[index] = Some(writer);
+            }
+        }
+        let before = self.complete.get();
+        let target = before + stuck.len();
+        self.wait(Instant::now() + PROBE_WAIT, || {
+            self.complete.get() >= target
+        })
+        .await;
+        let freed = self.complete.get() - before;
+        self.error(format!(
+            "probe: after a PING, {freed} of {} stuck users got their messages (first stuck user: {})",
+            stuck.len(),
+            stuck.first().map_or(0, |i| *i as u64 + u64::from(self.assignment.first))
+        ));
     }
 
     /// One sender: `plan.messages` messages, paced by the rate or by how

@@ -47,7 +47,7 @@ pub async fn fan_out(target: &Target, users: u32, options: &Options) -> io::Resu
     .await?;
     let full = server.rss_kib();
     room.fleet
-        .ask(&Command::Run {
+        .run(Command::Run {
             senders: 1,
             messages: 1,
             rate: 0.0,

@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{latency_metrics, populate, Options};
-use crate::clock::now_ns;
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -53,9 +52,9 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     )
     .await?;
     let messages = (sizes.rate * sizes.duration.as_secs_f64()).round().max(1.0) as u64;
-    let start_ns = now_ns();
-    room.fleet
-        .ask(&Command::Run {
+    let start_ns = room
+        .fleet
+        .run(Command::Run {
             senders: sizes.senders,
             messages,
             rate: sizes.rate,

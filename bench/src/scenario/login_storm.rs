@@ -47,8 +47,8 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
         // Each user must know every other one.
         Dialect::Chat if tally.known_min != others || tally.known_max != others => {
             outcome.problems.push(format!(
-                "users learned of {}..{} others; expected {others} each",
-                tally.known_min, tally.known_max
+                "users learned of {}..{} others; expected {others} each ({} frames DROPPED)",
+                tally.known_min, tally.known_max, tally.counts.dropped_frames
             ));
         }
         Dialect::Chat => {}

@@ -11,7 +11,6 @@ use std::io;
 use clap::Args;
 
 use super::{latency_metrics, populate, Options};
-use crate::clock::now_ns;
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -53,9 +52,9 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
         &mut outcome,
     )
     .await?;
-    let start_ns = now_ns();
-    room.fleet
-        .ask(&Command::Run {
+    let start_ns = room
+        .fleet
+        .run(Command::Run {
             senders: sizes.senders,
             messages: sizes.messages,
             rate: 0.0,
