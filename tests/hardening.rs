@@ -42,7 +42,6 @@ fn a_flood_holds_no_one_back_and_stays_in_order() {
 }
 
 #[test]
-#[ignore = "server bug: stuck readers' kernel send buffers (MiBs each) take the traffic, so they are told DROPPED late or never and the witnesses starve"]
 fn slow_readers_at_scale_cost_bounded_memory_and_are_told_what_they_missed() {
     run_exclusive(cases::slow_readers(&Scale::fast(), SEED));
 }
@@ -65,7 +64,6 @@ fn the_decoder_survives_fuzzing_and_agrees_with_a_model() {
 /// The minimal reproduction of a server bug found by the slow-readers case:
 /// see `chat_tests::cases::stuck_reader_backlog` and docs/RELIABILITY.md.
 #[test]
-#[ignore = "server bug: a stuck reader's backlog is its kernel send buffer (megabytes), not --client-buffer"]
 fn a_stuck_reader_is_told_dropped_once_past_its_backlog() {
     run_exclusive(cases::stuck_reader_backlog(&Scale::fast(), SEED));
 }

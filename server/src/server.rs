@@ -20,6 +20,12 @@ use crate::session;
 /// Connections the kernel may queue before they are accepted; a login storm
 /// of thousands must not see refused connects.
 const LISTEN_BACKLOG: u32 = 4096;
+/// Kernel send buffer of each connection. Left alone, Linux grows it to
+/// megabytes for a client that stops reading, and that buffer, not
+/// `--client-buffer`, would become the backlog: the client would be told
+/// `DROPPED` late or never, and the host's socket memory would go to readers
+/// that never read. Accepted sockets inherit it from the listener.
+const SEND_BUFFER: u32 = 64 * 1024;
 /// Refusals (`server-full`) in progress at once; beyond it excess connections
 /// are dropped without a word rather than costing memory.
 const MAX_REFUSALS: usize = 1024;
@@ -49,6 +55,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
