@@ -153,8 +153,8 @@ struct Shared {
     at_least: RefCell<Vec<usize>>,
     /// Woken when a counter above moves.
     progress: Notify,
-    /// Woken when a sender saw one of its own messages come back.
-    echoes: Notify,
+    /// Woken when users received bench messages (senders wait on it).
+    delivered: Notify,
 }
 
 impl Shared {
@@ -188,7 +188,7 @@ impl Shared {
             complete: Cell::new(0),
             at_least: RefCell::new(vec![0]),
             progress: Notify::new(),
-            echoes: Notify::new(),
+            delivered: Notify::new(),
         }
     }
 
@@ -335,9 +335,8 @@ impl Shared {
         let mut inboxes = self.inboxes.borrow_mut();
         let mut latency = self.latency.borrow_mut();
         let inbox = &mut inboxes[index];
-        let me = u64::from(self.assignment.first) + index as u64;
         let dialect = self.assignment.dialect;
-        let (mut login, mut moved, mut echo) = (None, false, false);
+        let (mut login, mut moved) = (None, false);
         let mut used = 0;
         let mut last_message = false;
         for end in memchr::memchr_iter(b'\n', data) {
@@ -370,7 +369,6 @@ impl Shared {
                     }) => {
                         inbox.checker.message(sender as usize, seq);
                         latency.saturating_record(now.saturating_sub(sent_ns) / 1000);
-                        echo |= u64::from(sender) == me;
                         last_message = true;
                         if !inbox.complete && inbox.checker.is_complete() {
                             inbox.complete = true;
@@ -414,8 +412,8 @@ impl Shared {
         if moved {
             self.progress.notify_waiters();
         }
-        if echo {
-            self.echoes.notify_waiters();
+        if last_message {
+            self.delivered.notify_waiters();
         }
         used
     }
@@ -475,7 +473,7 @@ impl Shared {
             if let Some(writer) = writer {
                 let shared = self.clone();
                 tokio::task::spawn_local(async move {
-                    let writer = shared.send(index as usize, id, writer, plan, start).await;
+                    let writer = shared.send(id, writer, plan, start).await;
                     shared.writers.borrow_mut()[index as usize] = writer;
                 });
             }
@@ -526,11 +524,21 @@ impl Shared {
         ));
     }
 
+    /// How far the slowest user of this worker got in `sender`'s messages.
+    fn slowest(&self, sender: u32) -> u64 {
+        self.inboxes
+            .borrow()
+            .iter()
+            .filter(|inbox| inbox.login == Login::In)
+            .map(|inbox| inbox.checker.next(sender as usize))
+            .min()
+            .unwrap_or(0)
+    }
+
     /// One sender: `plan.messages` messages, paced by the rate or by how
-    /// many of its own are still on their way back (the window).
+    /// many of them some user of this worker still waits for (the window).
     async fn send(
         &self,
-        index: usize,
         id: u32,
         mut writer: OwnedWriteHalf,
         plan: Plan,
@@ -551,13 +559,12 @@ impl Shared {
             };
             if plan.window > 0 {
                 loop {
-                    let back = self.inboxes.borrow()[index].checker.next(id as usize);
-                    let in_flight = seq - back.min(seq);
+                    let in_flight = seq - self.slowest(id).min(seq);
                     if in_flight < plan.window {
                         batch = batch.min(plan.window - in_flight);
                         break;
                     }
-                    self.echoes.notified().await;
+                    self.delivered.notified().await;
                 }
             }
             batch = batch.min(plan.messages - seq);

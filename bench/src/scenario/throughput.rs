@@ -2,9 +2,11 @@
 //! deliveries per second.
 //!
 //! "As fast as they can" is a closed loop: each sender keeps at most
-//! `window` of its messages on their way back to itself. Without it, senders
-//! outrun the receivers and a server that drops for slow readers (as ours
-//! may, by contract) would be measured on what it threw away.
+//! `window` of its messages on their way to the slowest receiver (of its
+//! worker process). Without it, senders outrun the receivers and a server
+//! that drops for slow readers (as ours may, by contract) would be measured
+//! on what it threw away. With `senders × window` below the server's
+//! backlog (ours: 1024 frames), nothing is dropped.
 
 use std::io;
 
@@ -26,7 +28,7 @@ pub struct Sizes {
     /// Messages each sender sends.
     #[arg(long, default_value_t = 2000)]
     pub messages: u64,
-    /// Messages a sender may have on their way back to itself (0: no limit).
+    /// Messages a sender may have that some receiver has not had yet (0: no limit).
     #[arg(long, default_value_t = 64)]
     pub window: u64,
 }
