@@ -144,6 +144,18 @@ impl Running {
             .ok()
     }
 
+    /// CPU time the server's threads have used so far, ns (the first field
+    /// of each thread's `schedstat`: nanosecond resolution, unlike `stat`).
+    pub fn cpu_ns(&self) -> Option<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid?)).ok()?;
+        let mut total = 0;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(total)
+    }
+
     /// Stops a server this bench started; leaves an attached one alone.
     pub async fn stop(self) {
         if let Some(mut child) = self.child {

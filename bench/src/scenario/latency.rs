@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{latency_metrics, populate, Options};
+use super::{cpu_metric, latency_metrics, populate, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -52,6 +52,9 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     )
     .await?;
     let messages = (sizes.rate * sizes.duration.as_secs_f64()).round().max(1.0) as u64;
+    // Logins are measured by the other scenarios; here only the run counts.
+    outcome.metrics.clear();
+    let cpu = server.cpu_ns();
     let start_ns = room
         .fleet
         .run(Command::Run {
@@ -63,9 +66,9 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
         })
         .await?;
     let tally = room.fleet.tally().await?;
+    cpu_metric(&mut outcome, &server, cpu, tally.counts.received);
     room.fleet.stop().await;
     server.stop().await;
-    outcome.metrics.clear();
     latency_metrics(
         &mut outcome,
         &tally.latency,

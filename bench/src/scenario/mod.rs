@@ -61,6 +61,7 @@ pub async fn populate(
     // attached server neither collide nor count.
     let prefix = format!("b{}_", now_ns() % 1_000_000);
     let mut fleet = Fleet::start(&server.addr, dialect, users, options.workers, &prefix)?;
+    let cpu_before = server.cpu_ns();
     let start_ns = now_ns();
     let replies = fleet
         .ask(&Command::Connect {
@@ -89,6 +90,14 @@ pub async fn populate(
         ));
     }
     barrier(&mut fleet, dialect, options, outcome).await?;
+    if let (Some(before), Some(after)) = (cpu_before, server.cpu_ns()) {
+        outcome.metric(
+            "login_cpu_us",
+            "server CPU per login (µs)",
+            after.saturating_sub(before) as f64 / 1e3 / f64::from(users.max(1)),
+            Better::Lower,
+        );
+    }
     // Context only: a raw server greets before it has let the user in.
     outcome.metric("login_s", "all logged in (s)", login_secs, Better::Neither);
     Ok(Room { fleet, logged_in })
@@ -128,6 +137,19 @@ async fn barrier(
         }
     }
     Ok(())
+}
+
+/// Adds the server's CPU time per delivery since `before` (from
+/// [`Running::cpu_ns`]), when its pid is known.
+fn cpu_metric(outcome: &mut Outcome, server: &Running, before: Option<u64>, deliveries: u64) {
+    if let (Some(before), Some(after)) = (before, server.cpu_ns()) {
+        outcome.metric(
+            "cpu_per_delivery_us",
+            "server CPU per delivery (µs)",
+            after.saturating_sub(before) as f64 / 1e3 / deliveries.max(1) as f64,
+            Better::Lower,
+        );
+    }
 }
 
 /// Adds the p50/p99/max of a µs histogram as milliseconds.

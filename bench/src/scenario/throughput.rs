@@ -12,7 +12,7 @@ use std::io;
 
 use clap::Args;
 
-use super::{latency_metrics, populate, Options};
+use super::{cpu_metric, latency_metrics, populate, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -54,6 +54,9 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
         &mut outcome,
     )
     .await?;
+    // Logins are measured by the other scenarios; here only the run counts.
+    outcome.metrics.clear();
+    let cpu = server.cpu_ns();
     let start_ns = room
         .fleet
         .run(Command::Run {
@@ -65,11 +68,11 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
         })
         .await?;
     let tally = room.fleet.tally().await?;
+    cpu_metric(&mut outcome, &server, cpu, tally.counts.received);
     room.fleet.stop().await;
     server.stop().await;
     let secs = tally.last_ns.saturating_sub(start_ns) as f64 / 1e9;
     let deliveries = tally.counts.received as f64;
-    outcome.metrics.clear();
     outcome.metric(
         "deliveries_per_s",
         "deliveries/s",
