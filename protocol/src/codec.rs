@@ -401,7 +401,11 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         }
-        assert_eq!(&buf[..], b"MSG earlier\n", "nothing of a refused frame is written");
+        assert_eq!(
+            &buf[..],
+            b"MSG earlier\n",
+            "nothing of a refused frame is written"
+        );
     }
 
     #[test]
