@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 
 use crate::check::Checker;
@@ -55,9 +55,9 @@ pub fn main(assignment: Assignment) -> io::Result<()> {
 
 async fn serve(assignment: Assignment) -> io::Result<()> {
     let shared = Rc::new(Shared::new(assignment));
-    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    let mut commands = commands();
     let mut replies = tokio::io::stdout();
-    while let Some(line) = commands.next_line().await? {
+    while let Some(line) = commands.recv().await {
         let command = Command::parse(&line).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("bad command {line:?}"))
         })?;
@@ -98,6 +98,24 @@ async fn serve(assignment: Assignment) -> io::Result<()> {
         replies.flush().await?;
     }
     Ok(())
+}
+
+/// The coordinator's commands, read apart from their handling: when the
+/// coordinator goes away (its end of stdin closes), the worker exits at
+/// once rather than holding thousands of connections until the deadline of
+/// the command in hand.
+fn commands() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::task::spawn_local(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+        std::process::exit(0);
+    });
+    rx
 }
 
 fn deadline(timeout_ms: u64) -> Instant {
@@ -323,7 +341,8 @@ impl Shared {
             }
         }
         if self.inboxes.borrow()[index].login == Login::In {
-            self.error(format!("user {index}: the server closed the connection"));
+            let id = self.assignment.first as usize + index;
+            self.error(format!("user {id}: the server closed the connection"));
         }
         // A connection that ends before it is in was not let in.
         self.set_login(index, Login::Failed);
