@@ -122,6 +122,7 @@ fn deadline(timeout_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(timeout_ms)
 }
 
+/// Where a user's login stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Login {
     Pending,
@@ -151,6 +152,8 @@ struct Plan {
     window: u64,
 }
 
+/// The worker's state, shared by its connection tasks. One thread, so
+/// `Rc`, `Cell` and `RefCell`; no borrow is held across an `.await`.
 struct Shared {
     assignment: Assignment,
     prefix: Vec<u8>,
@@ -162,6 +165,8 @@ struct Shared {
     last_ns: Cell<u64>,
     start_ns: Cell<u64>,
     errors: RefCell<Vec<String>>,
+    /// `DROPPED` counts seen before the current run (while logging in).
+    dropped_earlier: Cell<u64>,
     // Counters the coordinator's commands wait on.
     logged_in: Cell<usize>,
     full: Cell<usize>,
@@ -200,6 +205,7 @@ impl Shared {
             last_ns: Cell::new(0),
             start_ns: Cell::new(0),
             errors: RefCell::new(Vec::new()),
+            dropped_earlier: Cell::new(0),
             logged_in: Cell::new(0),
             full: Cell::new(0),
             failed: Cell::new(0),
@@ -464,6 +470,9 @@ impl Shared {
     /// `senders`.
     fn arm(&self, senders: u32, messages: u64) -> String {
         for inbox in self.inboxes.borrow_mut().iter_mut() {
+            let earlier = inbox.checker.counts().dropped_frames;
+            self.dropped_earlier
+                .set(self.dropped_earlier.get() + earlier);
             inbox.checker = Checker::new(senders as usize, messages);
             inbox.complete = inbox.checker.is_complete() || inbox.login != Login::In;
         }
@@ -612,6 +621,7 @@ impl Shared {
             errors: self.errors.borrow().clone(),
             ..Tally::default()
         };
+        tally.counts.dropped_frames = self.dropped_earlier.get();
         let start_ns = self.start_ns.get();
         for inbox in self.inboxes.borrow().iter() {
             if inbox.login != Login::In {
