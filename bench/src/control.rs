@@ -126,6 +126,9 @@ pub struct Tally {
     pub latency: Histogram<u64>,
     /// Per user: connect start to the last arrival it saw, µs.
     pub membership: Histogram<u64>,
+    /// CPU the workers spent since the run was armed, ns: what the bench
+    /// itself took from the cores it shares with the server.
+    pub bench_cpu_ns: u64,
     /// The first few error lines, to show what went wrong.
     pub errors: Vec<String>,
 }
@@ -145,6 +148,7 @@ impl Default for Tally {
             known_max: 0,
             latency: histogram(),
             membership: histogram(),
+            bench_cpu_ns: 0,
             errors: Vec::new(),
         }
     }
@@ -165,6 +169,7 @@ impl Tally {
         self.known_sum += other.known_sum;
         self.known_min = self.known_min.min(other.known_min);
         self.known_max = self.known_max.max(other.known_max);
+        self.bench_cpu_ns += other.bench_cpu_ns;
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
         let _ = self.membership.add(&other.membership);
@@ -181,7 +186,7 @@ impl Tally {
         let mut out = format!(
             "tally logged_in={} full={} failed={} incomplete={} received={} lost={} skipped={} \
              duplicated={} reordered={} foreign={} dropped_frames={} first_ns={} last_ns={} \
-             known_sum={} known_min={} known_max={}\n",
+             known_sum={} known_min={} known_max={} bench_cpu_ns={}\n",
             self.logged_in,
             self.full,
             self.failed,
@@ -197,7 +202,8 @@ impl Tally {
             self.last_ns,
             self.known_sum,
             self.known_min,
-            self.known_max
+            self.known_max,
+            self.bench_cpu_ns
         );
         for (tag, h) in [("lat", &self.latency), ("mem", &self.membership)] {
             for v in h.iter_recorded() {
@@ -266,6 +272,7 @@ impl Tally {
                 self.known_sum = get("known_sum")?;
                 self.known_min = get("known_min")?;
                 self.known_max = get("known_max")?;
+                self.bench_cpu_ns = get("bench_cpu_ns")?;
             }
             _ => return Err(format!("unexpected line from a worker: {line:?}")),
         }

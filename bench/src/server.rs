@@ -144,16 +144,9 @@ impl Running {
             .ok()
     }
 
-    /// CPU time the server's threads have used so far, ns (the first field
-    /// of each thread's `schedstat`: nanosecond resolution, unlike `stat`).
+    /// CPU time the server's threads have used so far, ns.
     pub fn cpu_ns(&self) -> Option<u64> {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid?)).ok()?;
-        let mut total = 0;
-        for task in tasks.flatten() {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-        }
-        Some(total)
+        cpu_ns(self.pid?)
     }
 
     /// Stops a server this bench started; leaves an attached one alone.
@@ -162,4 +155,16 @@ impl Running {
             let _ = child.kill().await;
         }
     }
+}
+
+/// CPU time process `pid`'s threads have used so far, ns: the first field of
+/// each thread's `schedstat` (nanosecond resolution, unlike `stat`'s ticks).
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }

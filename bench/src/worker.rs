@@ -118,6 +118,10 @@ fn commands() -> mpsc::UnboundedReceiver<String> {
     rx
 }
 
+fn own_cpu_ns() -> u64 {
+    crate::server::cpu_ns(std::process::id()).unwrap_or(0)
+}
+
 fn deadline(timeout_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(timeout_ms)
 }
@@ -167,6 +171,8 @@ struct Shared {
     errors: RefCell<Vec<String>>,
     /// `DROPPED` counts seen before the current run (while logging in).
     dropped_earlier: Cell<u64>,
+    /// This process's CPU time when the run was armed.
+    armed_cpu_ns: Cell<u64>,
     // Counters the coordinator's commands wait on.
     logged_in: Cell<usize>,
     full: Cell<usize>,
@@ -206,6 +212,7 @@ impl Shared {
             start_ns: Cell::new(0),
             errors: RefCell::new(Vec::new()),
             dropped_earlier: Cell::new(0),
+            armed_cpu_ns: Cell::new(0),
             logged_in: Cell::new(0),
             full: Cell::new(0),
             failed: Cell::new(0),
@@ -477,6 +484,7 @@ impl Shared {
             inbox.complete = inbox.checker.is_complete() || inbox.login != Login::In;
         }
         self.complete.set(0);
+        self.armed_cpu_ns.set(own_cpu_ns());
         self.latency.borrow_mut().reset();
         self.first_ns.set(u64::MAX);
         self.last_ns.set(0);
@@ -622,6 +630,7 @@ impl Shared {
             ..Tally::default()
         };
         tally.counts.dropped_frames = self.dropped_earlier.get();
+        tally.bench_cpu_ns = own_cpu_ns().saturating_sub(self.armed_cpu_ns.get());
         let start_ns = self.start_ns.get();
         for inbox in self.inboxes.borrow().iter() {
             if inbox.login != Login::In {

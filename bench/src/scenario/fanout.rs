@@ -5,7 +5,7 @@ use std::io;
 
 use clap::Args;
 
-use super::{cpu_metric, latency_metrics, populate, Options};
+use super::{cpu_metrics, latency_metrics, populate, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -57,7 +57,7 @@ pub async fn fan_out(target: &Target, users: u32, options: &Options) -> io::Resu
         })
         .await?;
     let tally = room.fleet.tally().await?;
-    cpu_metric(&mut outcome, &server, cpu, tally.counts.received);
+    cpu_metrics(&mut outcome, &server, cpu, &tally);
     room.fleet.stop().await;
     server.stop().await;
     latency_metrics(

@@ -12,7 +12,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::clock::now_ns;
-use crate::control::Command;
+use crate::control::{Command, Tally};
 use crate::dialect::Dialect;
 use crate::fleet::Fleet;
 use crate::report::{Better, Outcome};
@@ -141,15 +141,24 @@ async fn barrier(
 
 /// Adds the server's CPU time per delivery since `before` (from
 /// [`Running::cpu_ns`]), when its pid is known.
-fn cpu_metric(outcome: &mut Outcome, server: &Running, before: Option<u64>, deliveries: u64) {
+/// Also adds the bench's own CPU per delivery, for context: it shares the
+/// cores with the server.
+fn cpu_metrics(outcome: &mut Outcome, server: &Running, before: Option<u64>, tally: &Tally) {
+    let per_delivery = |ns: u64| ns as f64 / 1e3 / tally.counts.received.max(1) as f64;
     if let (Some(before), Some(after)) = (before, server.cpu_ns()) {
         outcome.metric(
             "cpu_per_delivery_us",
             "server CPU per delivery (µs)",
-            after.saturating_sub(before) as f64 / 1e3 / deliveries.max(1) as f64,
+            per_delivery(after.saturating_sub(before)),
             Better::Lower,
         );
     }
+    outcome.metric(
+        "bench_cpu_per_delivery_us",
+        "bench CPU per delivery (µs)",
+        per_delivery(tally.bench_cpu_ns),
+        Better::Neither,
+    );
 }
 
 /// Adds the p50/p99/max of a µs histogram as milliseconds.

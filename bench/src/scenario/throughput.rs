@@ -12,7 +12,7 @@ use std::io;
 
 use clap::Args;
 
-use super::{cpu_metric, latency_metrics, populate, Options};
+use super::{cpu_metrics, latency_metrics, populate, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -68,7 +68,7 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
         })
         .await?;
     let tally = room.fleet.tally().await?;
-    cpu_metric(&mut outcome, &server, cpu, tally.counts.received);
+    cpu_metrics(&mut outcome, &server, cpu, &tally);
     room.fleet.stop().await;
     server.stop().await;
     let secs = tally.last_ns.saturating_sub(start_ns) as f64 / 1e9;
