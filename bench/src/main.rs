@@ -55,7 +55,7 @@ struct Servers {
     /// Address of a running server to measure.
     #[arg(long, global = true, conflicts_with = "server_bin")]
     addr: Option<String>,
-    /// Its pid, to read its memory from /proc.
+    /// Its pid, to read its memory and CPU time from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
     /// A `chat-server` binary to start fresh for each run.
@@ -70,7 +70,7 @@ struct Servers {
     /// Address of a second server to measure alternately, for ratios.
     #[arg(long, global = true, conflicts_with = "compare_cmd")]
     compare: Option<String>,
-    /// The second server's pid, for its memory.
+    /// The second server's pid, for its memory and CPU time.
     #[arg(long, global = true)]
     compare_pid: Option<u32>,
     /// A command line that starts the second server on `{addr}`, run fresh

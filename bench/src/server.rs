@@ -78,7 +78,13 @@ async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result
         .unwrap_or_default();
     let addr = first
         .strip_prefix("listening on ")
-        .ok_or_else(|| io::Error::other(format!("unexpected first line {first:?}")))?
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "{} did not say where it listens (first line {first:?}); \
+                 run it by hand to see its errors",
+                path.display()
+            ))
+        })?
         .to_owned();
     Ok(Running {
         addr,
