@@ -91,6 +91,24 @@ impl ServerFrame {
         buf.freeze()
     }
 
+    /// The `NAMES` frame for a list of names, encoded straight into one
+    /// buffer: a room of thousands needs no `String` per name for it.
+    pub fn names_bytes<'a>(names: impl IntoIterator<Item = &'a str> + Clone) -> Bytes {
+        let len = names
+            .clone()
+            .into_iter()
+            .map(|n| n.len() + 1)
+            .sum::<usize>();
+        let mut buf = BytesMut::with_capacity(6 + len + 1);
+        buf.extend_from_slice(b"NAMES");
+        for name in names {
+            buf.extend_from_slice(b" ");
+            buf.extend_from_slice(name.as_bytes());
+        }
+        buf.extend_from_slice(b"\n");
+        buf.freeze()
+    }
+
     fn encoded_len_hint(&self) -> usize {
         match self {
             ServerFrame::Msg { from, text } => 6 + from.len() + text.len(),
@@ -252,6 +270,14 @@ mod tests {
             assert_eq!(ServerFrame::parse(line), Ok(frame.clone()), "{line}");
             assert_eq!(frame.to_bytes(), format!("{line}\n").as_bytes());
         }
+    }
+
+    #[test]
+    fn names_bytes_match_the_names_frame() {
+        let names = ["alice", "Bob", "c.d"];
+        let frame = ServerFrame::Names(names.iter().map(|n| n.to_string()).collect());
+        assert_eq!(ServerFrame::names_bytes(names), frame.to_bytes());
+        assert_eq!(ServerFrame::names_bytes([]), "NAMES\n".as_bytes());
     }
 
     #[test]

@@ -38,9 +38,12 @@ use crate::hub::{Hub, Receipt};
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// Read buffer a connection starts with; it grows for long lines.
 const READ_BUFFER_START: usize = 256;
-/// Buffers larger than this are released once empty, so an idle user
-/// costs little memory after a burst.
-const BUFFER_KEEP: usize = 4 * 1024;
+/// An empty output queue larger than this is released: after a login
+/// storm (a `NAMES` of the whole room, a `JOIN` from everyone) an idle user
+/// should not keep its burst's buffer, which is most of its memory.
+const OUTPUT_KEEP: usize = 512;
+/// An empty read buffer larger than this is released, after a long line.
+const READ_KEEP: usize = 4 * 1024;
 /// Frames handled back to back before the session lets other tasks run:
 /// frames already buffered need no I/O, so without this a flooding client
 /// could publish thousands of frames before any reader gets a turn.
@@ -130,7 +133,7 @@ impl Session<'_> {
                     if let Err(e) = written {
                         return End::Failed(e);
                     }
-                    if self.queue.is_empty() && self.queue.capacity() > BUFFER_KEEP {
+                    if self.queue.is_empty() && self.queue.capacity() > OUTPUT_KEEP {
                         self.queue = BytesMut::new();
                     }
                 }
@@ -300,7 +303,7 @@ impl Session<'_> {
 
     fn release_idle_read_buffer(&mut self) {
         let buffer = self.input.read_buffer_mut();
-        if buffer.is_empty() && buffer.capacity() > BUFFER_KEEP {
+        if buffer.is_empty() && buffer.capacity() > READ_KEEP {
             *buffer = BytesMut::with_capacity(READ_BUFFER_START);
         }
     }

@@ -341,10 +341,7 @@ impl ClusterRoom {
 
     fn names(&mut self) -> Bytes {
         self.names
-            .get_or_insert_with(|| {
-                ServerFrame::Names(self.replica.values().map(|n| n.to_string()).collect())
-                    .to_bytes()
-            })
+            .get_or_insert_with(|| ServerFrame::names_bytes(self.replica.values().map(|n| &**n)))
             .clone()
     }
 }

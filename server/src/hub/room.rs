@@ -97,9 +97,7 @@ impl Room {
 
     fn names(&mut self) -> Bytes {
         self.names
-            .get_or_insert_with(|| {
-                ServerFrame::Names(self.users.values().map(|n| n.to_string()).collect()).to_bytes()
-            })
+            .get_or_insert_with(|| ServerFrame::names_bytes(self.users.values().map(|n| &**n)))
             .clone()
     }
 
