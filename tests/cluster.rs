@@ -41,6 +41,37 @@ fn nodes(redis: &Redis, ids: &[&str]) -> Vec<Server> {
     ids.iter().map(|id| node(&redis.url(), id)).collect()
 }
 
+/// Two nodes, `b` reaching Redis through a proxy that can cut it off,
+/// with alice logged in on `a` and bob on `b`.
+struct Pair {
+    _redis: Redis,
+    proxy: Proxy,
+    _a: Server,
+    b: Server,
+    alice: Client,
+    bob: Client,
+}
+
+impl Pair {
+    async fn start() -> Pair {
+        let redis = Redis::start();
+        let proxy = Proxy::start(redis.addr()).await;
+        let a = node(&redis.url(), "a");
+        let b = node(&proxy.url(), "b");
+        let mut alice = user(&a, "alice").await;
+        let bob = user(&b, "bob").await;
+        alice.expect("JOIN bob").await;
+        Pair {
+            _redis: redis,
+            proxy,
+            _a: a,
+            b,
+            alice,
+            bob,
+        }
+    }
+}
+
 /// Reads lines until `wanted` (asserting the ones before it are expected
 /// noise) or the deadline.
 async fn recv_until(client: &mut Client, wanted: &str) -> Vec<String> {
@@ -301,13 +332,15 @@ async fn a_node_cut_off_briefly_catches_up_in_order() {
     if !redis_available() {
         return;
     }
-    let redis = Redis::start();
-    let proxy = Proxy::start(redis.addr()).await;
-    let a = node(&redis.url(), "a");
-    let b = node(&proxy.url(), "b");
-    let mut alice = user(&a, "alice").await;
-    let mut bob = user(&b, "bob").await;
-    alice.expect("JOIN bob").await;
+    // Named bindings keep Redis and both nodes alive to the end.
+    let Pair {
+        _redis,
+        proxy,
+        _a,
+        b: _b,
+        mut alice,
+        mut bob,
+    } = Pair::start().await;
 
     proxy.cut();
     // Bob's node notices: its requests are refused meanwhile.
@@ -357,13 +390,15 @@ async fn a_node_cut_off_past_the_lease_closes_its_users() {
     if !redis_available() {
         return;
     }
-    let redis = Redis::start();
-    let proxy = Proxy::start(redis.addr()).await;
-    let a = node(&redis.url(), "a");
-    let b = node(&proxy.url(), "b");
-    let mut alice = user(&a, "alice").await;
-    let mut bob = user(&b, "bob").await;
-    alice.expect("JOIN bob").await;
+    // Named bindings keep Redis and both nodes alive to the end.
+    let Pair {
+        _redis,
+        proxy,
+        _a,
+        b,
+        mut alice,
+        mut bob,
+    } = Pair::start().await;
 
     let cut = Instant::now();
     proxy.cut();

@@ -263,39 +263,37 @@ impl Session<'_> {
     /// Queues one broadcast frame and whatever else the ring already holds,
     /// so one write carries them all.
     fn take_broadcast(&mut self, first: Result<Bytes, broadcast::error::RecvError>) {
-        let mut skipped = 0;
-        match first {
-            Ok(frame) => self.queue.extend_from_slice(&frame),
-            Err(broadcast::error::RecvError::Lagged(n)) => skipped += n,
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-        let Some(user) = &mut self.user else { return };
-        while self.queue.len() < OUTPUT_HIGH_WATER {
-            match user.messages.try_recv() {
-                Ok(frame) => {
-                    flush_dropped(&mut self.queue, &mut skipped);
-                    self.queue.extend_from_slice(&frame);
-                }
-                Err(TryRecvError::Lagged(n)) => skipped += n,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        let skipped = match first {
+            Ok(frame) => {
+                self.queue.extend_from_slice(&frame);
+                0
             }
-        }
-        flush_dropped(&mut self.queue, &mut skipped);
+            Err(broadcast::error::RecvError::Lagged(n)) => n,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        self.drain_ring(skipped, OUTPUT_HIGH_WATER);
     }
 
     /// Queues everything already broadcast, however long the queue gets
     /// (at most one ring's worth), ahead of a reply that must follow it.
     fn catch_up(&mut self) {
-        let Some(user) = &mut self.user else { return };
-        let mut skipped = 0;
-        loop {
-            match user.messages.try_recv() {
-                Ok(frame) => {
-                    flush_dropped(&mut self.queue, &mut skipped);
-                    self.queue.extend_from_slice(&frame);
+        self.drain_ring(0, usize::MAX);
+    }
+
+    /// Moves frames from the ring to the queue until the ring is empty or
+    /// the queue reaches `limit`; frames the ring no longer had (`skipped`
+    /// so far, and any found now) become one `DROPPED` in their place.
+    fn drain_ring(&mut self, mut skipped: u64, limit: usize) {
+        if let Some(user) = &mut self.user {
+            while self.queue.len() < limit {
+                match user.messages.try_recv() {
+                    Ok(frame) => {
+                        flush_dropped(&mut self.queue, &mut skipped);
+                        self.queue.extend_from_slice(&frame);
+                    }
+                    Err(TryRecvError::Lagged(n)) => skipped += n,
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                 }
-                Err(TryRecvError::Lagged(n)) => skipped += n,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
         flush_dropped(&mut self.queue, &mut skipped);
