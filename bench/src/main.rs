@@ -39,7 +39,9 @@ use crate::server::{Launch, Target};
         chat-bench smoke                                   # tiny sizes, our server, fails on any fault\n  \
         chat-bench throughput --server-bin target/release/chat-server \\\n      \
         --compare-cmd '../shared/peers/gopl-chat/run {addr}' --runs 3\n  \
-        chat-bench fanout --addr 127.0.0.1:8000 --server-pid 1234 --users 10000"
+        chat-bench fanout --addr 127.0.0.1:8000 --server-pid 1234 --users 10000\n  \
+        chat-bench cluster --server-bin target/release/chat-server   # 1 node vs 3 on one Redis\n  \
+        chat-bench throughput --nodes 3                     # any scenario on a 3-node cluster"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,6 +63,15 @@ struct Servers {
     /// A `chat-server` binary to start fresh for each run.
     #[arg(long, global = true)]
     server_bin: Option<PathBuf>,
+    /// Start a cluster instead: a `redis-server` and this many
+    /// `chat-server --cluster` nodes on it, users spread round-robin over
+    /// the nodes (0: one plain server). `--addr` also takes a
+    /// comma-separated list of nodes.
+    #[arg(long, global = true, default_value_t = 0, conflicts_with = "addr")]
+    nodes: u32,
+    /// The `redis-server` binary that `--nodes` and `cluster` start.
+    #[arg(long, global = true, default_value = "redis-server")]
+    redis_bin: PathBuf,
     /// Extra flag for the started server (repeatable), e.g. --server-arg=--client-buffer=4096.
     #[arg(long = "server-arg", global = true, allow_hyphen_values = true)]
     server_args: Vec<String>,
@@ -106,6 +117,9 @@ enum Scenario {
     Fanout(fanout::Sizes),
     /// As many users as descriptors allow, none refused, one broadcast.
     Capacity(capacity::Sizes),
+    /// Throughput and latency on one plain server and on a cluster of
+    /// `--nodes` nodes (default 3) on one Redis, same users.
+    Cluster(ClusterSizes),
     /// Every scenario at its default size.
     All,
     /// Every scenario at tiny sizes; fails on any lost, duplicated,
@@ -125,6 +139,51 @@ enum Scenario {
         #[arg(long)]
         prefix: String,
     },
+}
+
+/// The sizes of the `cluster` comparison.
+#[derive(Debug, Clone, Args)]
+struct ClusterSizes {
+    /// Users in the throughput run.
+    #[arg(long, default_value_t = 100)]
+    throughput_users: u32,
+    /// Senders in the throughput run.
+    #[arg(long, default_value_t = 10)]
+    throughput_senders: u32,
+    /// Messages per sender in the throughput run.
+    #[arg(long, default_value_t = 2000)]
+    throughput_messages: u64,
+    /// Users in the latency run.
+    #[arg(long, default_value_t = 300)]
+    latency_users: u32,
+    /// Senders in the latency run.
+    #[arg(long, default_value_t = 2)]
+    latency_senders: u32,
+    /// Messages a second per sender in the latency run.
+    #[arg(long, default_value_t = 50.0)]
+    latency_rate: f64,
+    /// How long the latency run's senders send.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    latency_duration: Duration,
+}
+
+impl ClusterSizes {
+    fn jobs(&self) -> Vec<Job> {
+        vec![
+            Job::Throughput(throughput::Sizes {
+                users: self.throughput_users,
+                senders: self.throughput_senders,
+                messages: self.throughput_messages,
+                window: 64,
+            }),
+            Job::Latency(latency::Sizes {
+                users: self.latency_users,
+                senders: self.latency_senders,
+                rate: self.latency_rate,
+                duration: self.latency_duration,
+            }),
+        ]
+    }
 }
 
 /// One scenario at one size.
@@ -210,6 +269,7 @@ impl Job {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let strict = matches!(cli.scenario, Scenario::Smoke);
+    let cluster = matches!(cli.scenario, Scenario::Cluster(_));
     let jobs = match cli.scenario {
         Scenario::Worker {
             addr,
@@ -238,10 +298,15 @@ fn main() -> ExitCode {
         Scenario::LoginStorm(s) => vec![Job::LoginStorm(s)],
         Scenario::Fanout(s) => vec![Job::Fanout(s)],
         Scenario::Capacity(s) => vec![Job::Capacity(s)],
+        Scenario::Cluster(s) => s.jobs(),
         Scenario::All => Job::all(),
         Scenario::Smoke => Job::smoke(),
     };
-    let targets = match targets(&cli.servers) {
+    let targets = match if cluster {
+        cluster_targets(&cli.servers)
+    } else {
+        targets(&cli.servers)
+    } {
         Ok(targets) => targets,
         Err(e) => {
             eprintln!("chat-bench: {e}");
@@ -308,29 +373,69 @@ async fn bench(jobs: &[Job], targets: &[Target], runs: u32, options: &Options) -
     Ok(passed)
 }
 
+/// The `chat-server` binary to start: `--server-bin`, or the one next to
+/// this binary.
+fn server_bin(servers: &Servers) -> io::Result<PathBuf> {
+    if let Some(path) = &servers.server_bin {
+        return Ok(path.clone());
+    }
+    let beside = std::env::current_exe()?.with_file_name("chat-server");
+    if !beside.exists() {
+        return Err(io::Error::other(
+            "no server: give --addr or --server-bin (or build chat-server next to chat-bench)",
+        ));
+    }
+    Ok(beside)
+}
+
+/// A cluster of `nodes` nodes of `path` on a fresh Redis.
+fn cluster_launch(servers: &Servers, path: PathBuf, nodes: u32) -> Launch {
+    Launch::Cluster {
+        path,
+        args: servers.server_args.clone(),
+        nodes,
+        redis: servers.redis_bin.clone(),
+    }
+}
+
+/// For `cluster`: one plain server, then a cluster with as many users.
+fn cluster_targets(servers: &Servers) -> io::Result<Vec<Target>> {
+    if servers.addr.is_some() || servers.compare.is_some() || servers.compare_cmd.is_some() {
+        return Err(io::Error::other(
+            "cluster starts its own servers: give --server-bin (or none), not --addr or --compare",
+        ));
+    }
+    let path = server_bin(servers)?;
+    let nodes = if servers.nodes == 0 { 3 } else { servers.nodes };
+    Ok(vec![
+        Target {
+            label: "1 node".into(),
+            dialect: servers.proto,
+            launch: Launch::Binary {
+                path: path.clone(),
+                args: servers.server_args.clone(),
+            },
+        },
+        Target {
+            label: format!("{nodes} nodes"),
+            dialect: servers.proto,
+            launch: cluster_launch(servers, path, nodes),
+        },
+    ])
+}
+
 /// The servers to measure, ours first.
 fn targets(servers: &Servers) -> io::Result<Vec<Target>> {
-    let ours = match (&servers.addr, &servers.server_bin) {
-        (Some(addr), _) => Launch::Attach {
+    let ours = match &servers.addr {
+        Some(addr) => Launch::Attach {
             addr: addr.clone(),
             pid: servers.server_pid,
         },
-        (None, Some(path)) => Launch::Binary {
-            path: path.clone(),
+        None if servers.nodes > 0 => cluster_launch(servers, server_bin(servers)?, servers.nodes),
+        None => Launch::Binary {
+            path: server_bin(servers)?,
             args: servers.server_args.clone(),
         },
-        (None, None) => {
-            let beside = std::env::current_exe()?.with_file_name("chat-server");
-            if !beside.exists() {
-                return Err(io::Error::other(
-                    "no server: give --addr or --server-bin (or build chat-server next to chat-bench)",
-                ));
-            }
-            Launch::Binary {
-                path: beside,
-                args: servers.server_args.clone(),
-            }
-        }
     };
     let mut targets = vec![Target {
         label: "ours".into(),

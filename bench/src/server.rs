@@ -27,6 +27,14 @@ pub enum Launch {
     /// A command line whose `{addr}` is replaced by a free loopback address;
     /// ready once that address accepts connections.
     Command { line: String },
+    /// A `redis-server` on a free loopback port and `nodes` `chat-server`s
+    /// in cluster mode on it; users are spread round-robin over the nodes.
+    Cluster {
+        path: PathBuf,
+        args: Vec<String>,
+        nodes: u32,
+        redis: PathBuf,
+    },
 }
 
 /// A server under test, with the name it has in the results.
@@ -37,11 +45,15 @@ pub struct Target {
     pub launch: Launch,
 }
 
-/// A server that is up for one run.
+/// A server (or a cluster's nodes) up for one run.
 pub struct Running {
+    /// Its address; a cluster's node addresses separated by commas.
     pub addr: String,
-    pub pid: Option<u32>,
-    child: Option<Child>,
+    /// The server's pid, or every node's: their CPU and memory add up.
+    pub pids: Vec<u32>,
+    /// A cluster's `redis-server`, measured apart.
+    pub redis_pid: Option<u32>,
+    children: Vec<Child>,
 }
 
 impl Target {
@@ -50,11 +62,18 @@ impl Target {
         match &self.launch {
             Launch::Attach { addr, pid } => Ok(Running {
                 addr: addr.clone(),
-                pid: *pid,
-                child: None,
+                pids: pid.iter().copied().collect(),
+                redis_pid: None,
+                children: Vec::new(),
             }),
             Launch::Binary { path, args } => start_binary(path, args, users).await,
             Launch::Command { line } => start_command(line).await,
+            Launch::Cluster {
+                path,
+                args,
+                nodes,
+                redis,
+            } => start_cluster(path, args, *nodes, redis, users).await,
         }
     }
 }
@@ -88,9 +107,103 @@ async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result
         .to_owned();
     Ok(Running {
         addr,
-        pid: child.id(),
-        child: Some(child),
+        pids: child.id().into_iter().collect(),
+        redis_pid: None,
+        children: vec![child],
     })
+}
+
+/// Starts `redis-server` on a free loopback port, then `nodes` cluster nodes
+/// on it, and waits until every node lets users in (a node answers
+/// `ERROR unavailable` until it has joined).
+async fn start_cluster(
+    path: &PathBuf,
+    args: &[String],
+    nodes: u32,
+    redis: &PathBuf,
+    users: u32,
+) -> io::Result<Running> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let redis_child = Command::new(redis)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", redis.display())))?;
+    let redis_addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&redis_addr).await.is_err() {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "{} never listened on {redis_addr}",
+                redis.display()
+            )));
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    let mut running = Running {
+        addr: String::new(),
+        pids: Vec::new(),
+        redis_pid: redis_child.id(),
+        children: vec![redis_child],
+    };
+    let mut addrs = Vec::new();
+    for n in 1..=nodes.max(1) {
+        let mut node_args = vec![
+            "--cluster".to_owned(),
+            format!("redis://{redis_addr}"),
+            "--node-id".to_owned(),
+            format!("n{n}"),
+        ];
+        node_args.extend(args.iter().cloned());
+        let node = start_binary(path, &node_args, users).await?;
+        addrs.push(node.addr.clone());
+        running.pids.extend(node.pids.iter().copied());
+        running.children.extend(node.children);
+    }
+    for addr in &addrs {
+        wait_joined(addr).await?;
+    }
+    running.addr = addrs.join(",");
+    Ok(running)
+}
+
+/// Logs a probe user in until the node stops answering `ERROR unavailable`.
+async fn wait_joined(addr: &str) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for attempt in 0u32.. {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(
+                crate::proto::login(&format!("ready{attempt}_{}", std::process::id())).as_bytes(),
+            )
+            .await?;
+        let line = timeout(
+            Duration::from_secs(2),
+            BufReader::new(read).lines().next_line(),
+        )
+        .await
+        .map_err(|_| io::Error::other(format!("{addr} did not answer a login")))??
+        .unwrap_or_default();
+        if !line.contains("unavailable") {
+            // Let the probe's departure go through before the run starts.
+            drop(write);
+            sleep(Duration::from_millis(50)).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    Err(io::Error::other(format!("{addr} never joined its cluster")))
 }
 
 async fn start_command(line: &str) -> io::Result<Running> {
@@ -131,36 +244,54 @@ async fn start_command(line: &str) -> io::Result<Running> {
     sleep(Duration::from_millis(100)).await;
     Ok(Running {
         addr,
-        pid: child.id(),
-        child: Some(child),
+        pids: child.id().into_iter().collect(),
+        redis_pid: None,
+        children: vec![child],
     })
 }
 
 impl Running {
-    /// The server's resident memory (`VmRSS`), KiB.
+    /// The server's resident memory (`VmRSS`), KiB; summed over a
+    /// cluster's nodes.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|&pid| rss_kib(pid)).sum()
     }
 
-    /// CPU time the server's threads have used so far, ns.
+    /// CPU time the server's threads have used so far, ns; summed over a
+    /// cluster's nodes.
     pub fn cpu_ns(&self) -> Option<u64> {
-        cpu_ns(self.pid?)
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|&pid| cpu_ns(pid)).sum()
+    }
+
+    /// CPU time a cluster's `redis-server` has used so far, ns.
+    pub fn redis_cpu_ns(&self) -> Option<u64> {
+        cpu_ns(self.redis_pid?)
     }
 
     /// Stops a server this bench started; leaves an attached one alone.
     pub async fn stop(self) {
-        if let Some(mut child) = self.child {
+        for mut child in self.children {
             let _ = child.kill().await;
         }
     }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// CPU time process `pid`'s threads have used so far, ns: the first field of

@@ -281,7 +281,13 @@ impl Shared {
 
     /// One user's connection: connect, log in, then read until it closes.
     async fn user(self: Rc<Self>, index: usize) {
-        let stream = match TcpStream::connect(&self.assignment.addr).await {
+        let id = self.assignment.first as usize + index;
+        // Several addresses (a cluster's nodes): users round-robin over them.
+        let addr = {
+            let addrs: Vec<&str> = self.assignment.addr.split(',').collect();
+            addrs[id % addrs.len()].to_owned()
+        };
+        let stream = match TcpStream::connect(&addr).await {
             Ok(stream) => stream,
             Err(e) => {
                 self.error(format!("connect: {e}"));
@@ -291,7 +297,6 @@ impl Shared {
         };
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
-        let id = self.assignment.first as usize + index;
         let name = format!("{}{id}", self.assignment.prefix);
         if let Some(login) = self.assignment.dialect.login(&name) {
             if let Err(e) = write.write_all(login.as_bytes()).await {

@@ -5,7 +5,7 @@ use std::io;
 
 use clap::Args;
 
-use super::{cpu_metrics, latency_metrics, populate, Options};
+use super::{cpu_metrics, latency_metrics, populate, CpuMark, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -46,7 +46,7 @@ pub async fn fan_out(target: &Target, users: u32, options: &Options) -> io::Resu
     )
     .await?;
     let full = server.rss_kib();
-    let cpu = server.cpu_ns();
+    let cpu = CpuMark::now(&server);
     room.fleet
         .run(Command::Run {
             senders: 1,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{cpu_metrics, latency_metrics, populate, Options};
+use super::{cpu_metrics, latency_metrics, populate, CpuMark, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -54,7 +54,7 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     let messages = (sizes.rate * sizes.duration.as_secs_f64()).round().max(1.0) as u64;
     // Logins are measured by the other scenarios; here only the run counts.
     outcome.metrics.clear();
-    let cpu = server.cpu_ns();
+    let cpu = CpuMark::now(&server);
     let start_ns = room
         .fleet
         .run(Command::Run {

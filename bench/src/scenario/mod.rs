@@ -139,18 +139,73 @@ async fn barrier(
     Ok(())
 }
 
-/// Adds the server's CPU time per delivery since `before` (from
-/// [`Running::cpu_ns`]), when its pid is known.
+/// CPU times (server, a cluster's Redis) and the clock at a point of a run.
+pub struct CpuMark {
+    server: Option<u64>,
+    redis: Option<u64>,
+    at_ns: u64,
+}
+
+impl CpuMark {
+    pub fn now(server: &Running) -> CpuMark {
+        CpuMark {
+            server: server.cpu_ns(),
+            redis: server.redis_cpu_ns(),
+            at_ns: now_ns(),
+        }
+    }
+}
+
+/// Adds the server's CPU time per delivery since `before` (summed over a
+/// cluster's nodes), when its pid is known, and the cores it kept busy.
+/// For a cluster, also Redis's CPU per delivery, the cores it kept busy and
+/// its share of the server-side CPU (nodes + Redis).
 /// Also adds the bench's own CPU per delivery, for context: it shares the
 /// cores with the server.
-fn cpu_metrics(outcome: &mut Outcome, server: &Running, before: Option<u64>, tally: &Tally) {
+fn cpu_metrics(outcome: &mut Outcome, server: &Running, before: CpuMark, tally: &Tally) {
     let per_delivery = |ns: u64| ns as f64 / 1e3 / tally.counts.received.max(1) as f64;
-    if let (Some(before), Some(after)) = (before, server.cpu_ns()) {
+    let wall_ns = now_ns().saturating_sub(before.at_ns).max(1) as f64;
+    let nodes = before
+        .server
+        .zip(server.cpu_ns())
+        .map(|(b, a)| a.saturating_sub(b));
+    if let Some(ns) = nodes {
         outcome.metric(
             "cpu_per_delivery_us",
             "server CPU per delivery (µs)",
-            per_delivery(after.saturating_sub(before)),
+            per_delivery(ns),
             Better::Lower,
+        );
+        outcome.metric(
+            "server_cores",
+            "server cores busy",
+            ns as f64 / wall_ns,
+            Better::Neither,
+        );
+    }
+    let redis = before
+        .redis
+        .zip(server.redis_cpu_ns())
+        .map(|(b, a)| a.saturating_sub(b));
+    if let Some(ns) = redis {
+        outcome.metric(
+            "redis_cpu_per_delivery_us",
+            "Redis CPU per delivery (µs)",
+            per_delivery(ns),
+            Better::Lower,
+        );
+        outcome.metric(
+            "redis_cores",
+            "Redis cores busy",
+            ns as f64 / wall_ns,
+            Better::Neither,
+        );
+        let total = ns + nodes.unwrap_or(0);
+        outcome.metric(
+            "redis_share_pct",
+            "Redis share of server CPU (%)",
+            100.0 * ns as f64 / total.max(1) as f64,
+            Better::Neither,
         );
     }
     outcome.metric(

@@ -12,7 +12,7 @@ use std::io;
 
 use clap::Args;
 
-use super::{cpu_metrics, latency_metrics, populate, Options};
+use super::{cpu_metrics, latency_metrics, populate, CpuMark, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -56,7 +56,7 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     .await?;
     // Logins are measured by the other scenarios; here only the run counts.
     outcome.metrics.clear();
-    let cpu = server.cpu_ns();
+    let cpu = CpuMark::now(&server);
     let start_ns = room
         .fleet
         .run(Command::Run {
