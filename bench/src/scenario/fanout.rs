@@ -5,7 +5,7 @@ use std::io;
 
 use clap::Args;
 
-use super::{cpu_metrics, latency_metrics, populate, CpuMark, Options};
+use super::{latency_metrics, populate, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -36,7 +36,7 @@ pub async fn fan_out(target: &Target, users: u32, options: &Options) -> io::Resu
     let mut outcome = Outcome::default();
     let server = target.start(users).await?;
     let empty = server.rss_kib();
-    let mut room = populate(
+    let room = populate(
         &server,
         target.dialect,
         users,
@@ -46,20 +46,20 @@ pub async fn fan_out(target: &Target, users: u32, options: &Options) -> io::Resu
     )
     .await?;
     let full = server.rss_kib();
-    let cpu = CpuMark::now(&server);
-    room.fleet
-        .run(Command::Run {
-            senders: 1,
-            messages: 1,
-            rate: 0.0,
-            window: 0,
-            timeout_ms: options.timeout.as_millis() as u64,
-        })
+    let logged_in = room.logged_in;
+    let (_, tally) = room
+        .measure(
+            server,
+            Command::Run {
+                senders: 1,
+                messages: 1,
+                rate: 0.0,
+                window: 0,
+                timeout_ms: options.timeout.as_millis() as u64,
+            },
+            &mut outcome,
+        )
         .await?;
-    let tally = room.fleet.tally().await?;
-    cpu_metrics(&mut outcome, &server, cpu, &tally);
-    room.fleet.stop().await;
-    server.stop().await;
     latency_metrics(
         &mut outcome,
         &tally.latency,
@@ -72,11 +72,11 @@ pub async fn fan_out(target: &Target, users: u32, options: &Options) -> io::Resu
     outcome.metric(
         "users",
         "users logged in",
-        room.logged_in as f64,
+        logged_in as f64,
         Better::Neither,
     );
     if let (Some(empty), Some(full)) = (empty, full) {
-        let per_user = |kib: u64| kib as f64 / room.logged_in.max(1) as f64;
+        let per_user = |kib: u64| kib as f64 / logged_in.max(1) as f64;
         outcome.metric(
             "rss_per_user_kib",
             "server RSS per user (KiB)",

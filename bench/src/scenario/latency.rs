@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{cpu_metrics, latency_metrics, populate, CpuMark, Options};
+use super::{latency_metrics, populate, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -42,7 +42,7 @@ impl Sizes {
 pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Result<Outcome> {
     let mut outcome = Outcome::default();
     let server = target.start(sizes.users).await?;
-    let mut room = populate(
+    let room = populate(
         &server,
         target.dialect,
         sizes.users,
@@ -54,21 +54,19 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     let messages = (sizes.rate * sizes.duration.as_secs_f64()).round().max(1.0) as u64;
     // Logins are measured by the other scenarios; here only the run counts.
     outcome.metrics.clear();
-    let cpu = CpuMark::now(&server);
-    let start_ns = room
-        .fleet
-        .run(Command::Run {
-            senders: sizes.senders,
-            messages,
-            rate: sizes.rate,
-            window: 0,
-            timeout_ms: (sizes.duration + options.timeout).as_millis() as u64,
-        })
+    let (start_ns, tally) = room
+        .measure(
+            server,
+            Command::Run {
+                senders: sizes.senders,
+                messages,
+                rate: sizes.rate,
+                window: 0,
+                timeout_ms: (sizes.duration + options.timeout).as_millis() as u64,
+            },
+            &mut outcome,
+        )
         .await?;
-    let tally = room.fleet.tally().await?;
-    cpu_metrics(&mut outcome, &server, cpu, &tally);
-    room.fleet.stop().await;
-    server.stop().await;
     latency_metrics(
         &mut outcome,
         &tally.latency,

@@ -46,6 +46,26 @@ pub struct Room {
     pub logged_in: u64,
 }
 
+impl Room {
+    /// Carries out one run with the server's CPU measured over it, then
+    /// stops the workers and the server. Returns when the run started and
+    /// what the receivers counted.
+    pub async fn measure(
+        mut self,
+        server: Running,
+        run: Command,
+        outcome: &mut Outcome,
+    ) -> io::Result<(u64, Tally)> {
+        let cpu = CpuMark::now(&server);
+        let start_ns = self.fleet.run(run).await?;
+        let tally = self.fleet.tally().await?;
+        cpu_metrics(outcome, &server, cpu, &tally);
+        self.fleet.stop().await;
+        server.stop().await;
+        Ok((start_ns, tally))
+    }
+}
+
 /// Starts the workers, logs `users` users in (at most `concurrency` logins
 /// in flight per worker), and waits until each has seen a barrier message.
 /// Refusals and failures are recorded in `outcome`.
@@ -140,14 +160,14 @@ async fn barrier(
 }
 
 /// CPU times (server, a cluster's Redis) and the clock at a point of a run.
-pub struct CpuMark {
+struct CpuMark {
     server: Option<u64>,
     redis: Option<u64>,
     at_ns: u64,
 }
 
 impl CpuMark {
-    pub fn now(server: &Running) -> CpuMark {
+    fn now(server: &Running) -> CpuMark {
         CpuMark {
             server: server.cpu_ns(),
             redis: server.redis_cpu_ns(),

@@ -12,7 +12,7 @@ use std::io;
 
 use clap::Args;
 
-use super::{cpu_metrics, latency_metrics, populate, CpuMark, Options};
+use super::{latency_metrics, populate, Options};
 use crate::control::Command;
 use crate::report::{Better, Outcome};
 use crate::server::Target;
@@ -45,7 +45,7 @@ impl Sizes {
 pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Result<Outcome> {
     let mut outcome = Outcome::default();
     let server = target.start(sizes.users).await?;
-    let mut room = populate(
+    let room = populate(
         &server,
         target.dialect,
         sizes.users,
@@ -56,21 +56,19 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     .await?;
     // Logins are measured by the other scenarios; here only the run counts.
     outcome.metrics.clear();
-    let cpu = CpuMark::now(&server);
-    let start_ns = room
-        .fleet
-        .run(Command::Run {
-            senders: sizes.senders,
-            messages: sizes.messages,
-            rate: 0.0,
-            window: sizes.window,
-            timeout_ms: options.timeout.as_millis() as u64,
-        })
+    let (start_ns, tally) = room
+        .measure(
+            server,
+            Command::Run {
+                senders: sizes.senders,
+                messages: sizes.messages,
+                rate: 0.0,
+                window: sizes.window,
+                timeout_ms: options.timeout.as_millis() as u64,
+            },
+            &mut outcome,
+        )
         .await?;
-    let tally = room.fleet.tally().await?;
-    cpu_metrics(&mut outcome, &server, cpu, &tally);
-    room.fleet.stop().await;
-    server.stop().await;
     let secs = tally.last_ns.saturating_sub(start_ns) as f64 / 1e9;
     let deliveries = tally.counts.received as f64;
     outcome.metric(
