@@ -72,19 +72,6 @@ impl Pair {
     }
 }
 
-/// Reads lines until `wanted` (asserting the ones before it are expected
-/// noise) or the deadline.
-async fn recv_until(client: &mut Client, wanted: &str) -> Vec<String> {
-    let mut before = Vec::new();
-    loop {
-        let line = client.recv().await;
-        if line == wanted {
-            return before;
-        }
-        before.push(line);
-    }
-}
-
 #[tokio::test]
 async fn nodes_share_one_room_names_and_presence() {
     if !redis_available() {
@@ -219,7 +206,7 @@ async fn a_dead_nodes_users_are_announced_once_within_the_lease() {
     let _bob = user(&servers[1], "bob").await;
     let _dave = user(&servers[1], "dave").await;
     for client in [&mut alice, &mut carol] {
-        let _ = recv_until(client, "JOIN dave").await;
+        let _ = client.recv_until("JOIN dave").await;
     }
     let killed = Instant::now();
     servers[1].kill();
@@ -332,22 +319,14 @@ async fn a_node_cut_off_briefly_catches_up_in_order() {
     if !redis_available() {
         return;
     }
-    // Named bindings keep Redis and both nodes alive to the end.
-    let Pair {
-        _redis,
-        proxy,
-        _a,
-        b: _b,
-        mut alice,
-        mut bob,
-    } = Pair::start().await;
+    let mut pair = Pair::start().await;
 
-    proxy.cut();
+    pair.proxy.cut();
     // Bob's node notices: its requests are refused meanwhile.
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        bob.send("MSG ping").await;
-        let answer = bob.recv().await;
+        pair.bob.send("MSG ping").await;
+        let answer = pair.bob.recv().await;
         if answer.starts_with("ERROR unavailable") {
             break;
         }
@@ -356,21 +335,21 @@ async fn a_node_cut_off_briefly_catches_up_in_order() {
     }
     let said: Vec<String> = (0..5).map(|n| format!("MSG alice meanwhile {n}")).collect();
     for n in 0..5 {
-        alice.send(&format!("MSG meanwhile {n}")).await;
+        pair.alice.send(&format!("MSG meanwhile {n}")).await;
     }
     let mut echoed = Vec::new();
     while echoed.len() < said.len() {
-        let line = alice.recv().await;
+        let line = pair.alice.recv().await;
         if line.starts_with("MSG alice meanwhile") {
             echoed.push(line);
         }
     }
     assert_eq!(echoed, said);
-    proxy.restore();
+    pair.proxy.restore();
     // Within the lease: bob is still in, and gets what was said, in order.
     let mut got = Vec::new();
     while got.len() < said.len() {
-        let line = bob.recv().await;
+        let line = pair.bob.recv().await;
         if line.starts_with("MSG alice") {
             got.push(line);
         } else {
@@ -381,7 +360,7 @@ async fn a_node_cut_off_briefly_catches_up_in_order() {
         }
     }
     assert_eq!(got, said);
-    let seen = alice.barrier().await;
+    let seen = pair.alice.barrier().await;
     assert!(!seen.iter().any(|l| l.starts_with("LEAVE")), "{seen:?}");
 }
 
@@ -390,30 +369,23 @@ async fn a_node_cut_off_past_the_lease_closes_its_users() {
     if !redis_available() {
         return;
     }
-    // Named bindings keep Redis and both nodes alive to the end.
-    let Pair {
-        _redis,
-        proxy,
-        _a,
-        b,
-        mut alice,
-        mut bob,
-    } = Pair::start().await;
+    let mut pair = Pair::start().await;
 
     let cut = Instant::now();
-    proxy.cut();
+    pair.proxy.cut();
     // The others announce bob gone within the lease (plus the reaping tick).
-    alice.expect("LEAVE bob").await;
+    pair.alice.expect("LEAVE bob").await;
     assert!(cut.elapsed() < LEASE + Duration::from_secs(1));
     // Bob's node closes his connection, since the room has let him go.
-    bob.expect("ERROR unavailable lost contact with the rest of the cluster; closing")
+    pair.bob
+        .expect("ERROR unavailable lost contact with the rest of the cluster; closing")
         .await;
-    bob.expect_closed().await;
-    proxy.restore();
+    pair.bob.expect_closed().await;
+    pair.proxy.restore();
     // The name is bob's to take again, on either node.
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let mut again = b.connect().await;
+        let mut again = pair.b.connect().await;
         again.send("NAME bob").await;
         let answer = again.recv().await;
         if answer == "WELCOME bob" {
@@ -423,5 +395,5 @@ async fn a_node_cut_off_past_the_lease_closes_its_users() {
         assert!(Instant::now() < deadline, "node b never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    alice.expect("JOIN bob").await;
+    pair.alice.expect("JOIN bob").await;
 }

@@ -58,11 +58,7 @@ fn attempt(name: &'static str, case: impl FnOnce() -> Row) -> (Row, bool) {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)) {
         Ok(row) => (row, true),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message = chat_tests::panic_message(&*panic);
             let mut short: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
             if short.chars().count() > 400 {
                 short = short.chars().take(400).collect::<String>() + " …";

@@ -52,11 +52,7 @@ pub fn run(seed: u64, max_cases: u64, max_time: Duration) -> Stats {
                 stats.refused += items.iter().filter(|i| i.is_err()).count() as u64;
             }
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let message = crate::panic_message(&*panic);
                 panic!(
                     "fuzz case {case_seed} (max line {max_line}) failed: {message}\ninput: {:?}",
                     String::from_utf8_lossy(&input)

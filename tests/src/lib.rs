@@ -64,6 +64,15 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The text a caught panic carried, for reports that go on after it.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 /// A running `chat-server`, killed when dropped.
 pub struct Server {
     child: Child,
@@ -296,11 +305,15 @@ impl Client {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let token = format!("barrier-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         self.send(&format!("PING {token}")).await;
-        let pong = format!("PONG {token}");
+        self.recv_until(&format!("PONG {token}")).await
+    }
+
+    /// Reads lines until one equals `wanted`; returns the lines before it.
+    pub async fn recv_until(&mut self, wanted: &str) -> Vec<String> {
         let mut before = Vec::new();
         loop {
             let line = self.recv().await;
-            if line == pong {
+            if line == wanted {
                 return before;
             }
             before.push(line);
