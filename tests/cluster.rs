@@ -320,6 +320,9 @@ async fn a_node_cut_off_briefly_catches_up_in_order() {
         return;
     }
     let mut pair = Pair::start().await;
+    let mut carol = user(&pair.b, "carol").await;
+    pair.alice.expect("JOIN carol").await;
+    pair.bob.expect("JOIN carol").await;
 
     pair.proxy.cut();
     // Bob's node notices: its requests are refused meanwhile.
@@ -345,6 +348,10 @@ async fn a_node_cut_off_briefly_catches_up_in_order() {
         }
     }
     assert_eq!(echoed, said);
+    // Leaving still works during the outage; the others hear of it later.
+    carol.send("LEAVE off").await;
+    carol.expect("BYE").await;
+    carol.expect_closed().await;
     pair.proxy.restore();
     // Within the lease: bob is still in, and gets what was said, in order.
     let mut got = Vec::new();
@@ -360,8 +367,11 @@ async fn a_node_cut_off_briefly_catches_up_in_order() {
         }
     }
     assert_eq!(got, said);
+    pair.bob.expect("LEAVE carol off").await;
+    let before = pair.alice.recv_until("LEAVE carol off").await;
+    assert!(before.iter().all(|l| l.starts_with("MSG ")), "{before:?}");
     let seen = pair.alice.barrier().await;
-    assert!(!seen.iter().any(|l| l.starts_with("LEAVE")), "{seen:?}");
+    assert!(seen.is_empty(), "bob was never announced gone: {seen:?}");
 }
 
 #[tokio::test]
