@@ -63,7 +63,7 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Starts the room: the local one, or this node's share of a cluster.
 pub fn start_hub(config: &Config, shutdown: &CancellationToken) -> Result<Hub, String> {
     match &config.cluster {
-        None => Ok(Hub::start_local(config.client_buffer, shutdown.clone())),
+        None => Ok(Hub::start_local(config.client_buffer, shutdown.clone()).0),
         Some(url) => cluster::start(
             &ClusterConfig {
                 url: url.clone(),

@@ -10,28 +10,38 @@
 //!
 //! The output queue is bounded twice over. Broadcasts are taken from the
 //! hub's ring only while the queue is short, so a client that stops reading
-//! leaves them in the ring, where the oldest are overwritten and later
-//! reported as `DROPPED <n>`. And input is read only while the queue is short,
-//! so a client that sends without reading is slowed down, not buffered for.
+//! leaves them in the ring, where publishers wait for it until its socket
+//! has taken nothing for a while, then skip it and later report
+//! `DROPPED <n>`. And input is read only while the queue is short, so a
+//! client that sends without reading is slowed down, not buffered for.
+//!
+//! The session never waits inside a frame's handling: a request to the hub
+//! (a login, `WHO`, a publish that must wait for slow readers) becomes the
+//! `pending` arm of the loop, and input stops until it completes, while the
+//! arms that write to the client go on. Publishers may be waiting for this
+//! very session to drain; a session that stopped writing while it waited
+//! for them would stall the room.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use chat_protocol::{ClientFrame, ErrorCode, Rejection, ServerCodec, ServerFrame, Verb};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::Config;
-use crate::hub::{Hub, Receipt};
+use crate::hub::{Hub, Next, Reader, Receipt, Socket, Welcome};
 
 /// Output queued beyond this stops the session from taking more broadcasts
 /// or reading more input until the client catches up.
@@ -67,11 +77,39 @@ enum End {
     Evicted,
 }
 
+impl End {
+    /// Why the user went, in a word or two, for the log.
+    fn cause(&self) -> &'static str {
+        match self {
+            End::Left(_) => "left",
+            End::Disconnected => "closed",
+            End::Failed(_) => "reset",
+            End::Closed(ErrorCode::IdleTimeout) => "idle",
+            End::Closed(ErrorCode::LoginTimeout) => "login timeout",
+            End::Closed(ErrorCode::ShuttingDown) => "shutting down",
+            End::Closed(_) => "closed by the server",
+            End::Evicted => "evicted",
+        }
+    }
+}
+
 struct LoggedIn {
     name: Arc<str>,
-    messages: broadcast::Receiver<Bytes>,
+    messages: Reader,
     /// The last frame this user published, for `PING` to wait on.
     published: Receipt,
+}
+
+/// A request to the hub in flight; input waits until it completes.
+type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+/// What a request to the hub came back with.
+enum Done {
+    Entered(Result<Welcome, ErrorCode>),
+    Published(Result<Receipt, ErrorCode>),
+    Counted(Result<Bytes, ErrorCode>),
+    /// Everything this user published has reached the ring: answer `PING`.
+    Synced(Option<String>),
 }
 
 /// Serves one accepted connection until it ends.
@@ -93,6 +131,8 @@ pub async fn run(
         queue: BytesMut::new(),
         user: None,
         evicted: None,
+        pending: None,
+        socket: None,
         hub,
     };
     let end = session.serve(&config, &shutdown).await;
@@ -112,6 +152,10 @@ struct Session<'a> {
     user: Option<LoggedIn>,
     /// Fires when the room can no longer vouch for the user (set at login).
     evicted: Option<CancellationToken>,
+    /// A request to the hub in flight.
+    pending: Option<Pending>,
+    /// Where the writer reports whether the client's socket takes bytes.
+    socket: Option<Socket>,
     hub: Hub,
 }
 
@@ -129,7 +173,7 @@ impl Session<'_> {
                 biased;
                 _ = shutdown.cancelled() => return End::Closed(ErrorCode::ShuttingDown),
                 () = evicted(&self.evicted) => return End::Evicted,
-                written = self.output.write_buf(&mut self.queue), if !self.queue.is_empty() => {
+                written = write(&mut self.output, &mut self.queue, &self.socket), if !self.queue.is_empty() => {
                     if let Err(e) = written {
                         return End::Failed(e);
                     }
@@ -140,19 +184,23 @@ impl Session<'_> {
                 received = recv(&mut self.user), if has_room => {
                     self.take_broadcast(received);
                 }
-                item = self.input.next(), if has_room => {
+                done = pending(&mut self.pending), if self.pending.is_some() => {
+                    self.pending = None;
+                    let was_logged_in = self.user.is_some();
+                    self.complete(done);
+                    if !was_logged_in && self.user.is_some() {
+                        timer.as_mut().reset(last_frame + config.idle_timeout);
+                    }
+                }
+                item = self.input.next(), if has_room && self.pending.is_none() => {
                     last_frame = Instant::now();
                     let frame = match item {
                         None => return End::Disconnected,
                         Some(Err(e)) => return End::Failed(e),
                         Some(Ok(frame)) => frame,
                     };
-                    let was_logged_in = self.user.is_some();
-                    if let Some(end) = self.handle(frame).await {
+                    if let Some(end) = self.handle(frame) {
                         return end;
-                    }
-                    if !was_logged_in && self.user.is_some() {
-                        timer.as_mut().reset(last_frame + config.idle_timeout);
                     }
                     self.release_idle_read_buffer();
                     frames_this_turn += 1;
@@ -165,6 +213,10 @@ impl Session<'_> {
                     let Some(_) = &self.user else {
                         return End::Closed(ErrorCode::LoginTimeout);
                     };
+                    // Frames held back by a pending request are activity.
+                    if self.pending.is_some() {
+                        last_frame = Instant::now();
+                    }
                     let deadline = last_frame + config.idle_timeout;
                     if deadline <= Instant::now() {
                         return End::Closed(ErrorCode::IdleTimeout);
@@ -176,7 +228,8 @@ impl Session<'_> {
     }
 
     /// Acts on one decoded line; returns how the session ends, if it does.
-    async fn handle(&mut self, frame: Result<ClientFrame, Rejection>) -> Option<End> {
+    /// Anything that must wait for the hub is left in `pending`.
+    fn handle(&mut self, frame: Result<ClientFrame, Rejection>) -> Option<End> {
         let logged_in = self.user.is_some();
         let frame = match frame {
             Ok(frame) => frame,
@@ -197,59 +250,91 @@ impl Session<'_> {
             }
         };
         match (frame, &self.user) {
-            (ClientFrame::Ping(token), user) => {
-                if let Some(user) = user {
-                    self.hub.sync(user.published).await;
-                    if let Some(user) = &mut self.user {
-                        // Delivered now; later PINGs need not wait for it.
-                        user.published = Receipt::default();
-                    }
-                }
-                self.catch_up();
-                self.reply(&ServerFrame::Pong(token));
+            (ClientFrame::Ping(token), Some(user)) if self.hub.needs_sync(user.published) => {
+                let synced = self.hub.sync(user.published);
+                self.wait(async move {
+                    synced.await;
+                    Done::Synced(token)
+                });
             }
+            (ClientFrame::Ping(token), _) => self.pong(token),
             (ClientFrame::Name(_), Some(_)) => self.refuse(ErrorCode::AlreadyLoggedIn),
-            (ClientFrame::Name(name), None) => match self.hub.enter(name).await {
-                Ok(welcome) => {
-                    self.reply(&ServerFrame::Welcome(welcome.name.to_string()));
-                    self.queue.extend_from_slice(&welcome.names);
-                    self.evicted = Some(welcome.evicted);
-                    self.user = Some(LoggedIn {
-                        name: welcome.name,
-                        messages: welcome.messages,
-                        published: Receipt::default(),
-                    });
-                }
-                Err(code) => self.refuse(code),
-            },
+            (ClientFrame::Name(name), None) => {
+                let entered = self.hub.enter(name);
+                self.wait(async move { Done::Entered(entered.await) });
+            }
             (_, None) => self.refuse(ErrorCode::NotLoggedIn),
             (ClientFrame::Msg(text), Some(user)) => {
                 let from = user.name.to_string();
-                match self
-                    .hub
-                    .publish(ServerFrame::Msg { from, text }.to_bytes())
-                    .await
-                {
-                    Ok(receipt) => {
-                        if let Some(user) = &mut self.user {
-                            user.published = receipt;
-                        }
+                let frame = ServerFrame::Msg { from, text }.to_bytes();
+                match self.hub.try_publish(frame) {
+                    Ok(receipt) => self.published(Ok(receipt)),
+                    Err(frame) => {
+                        let published = self.hub.publish(frame);
+                        self.wait(async move { Done::Published(published.await) });
                     }
-                    Err(code) => self.refuse(code),
                 }
             }
-            (ClientFrame::Who, Some(_)) => match self.hub.who().await {
-                Ok(names) => {
-                    // Whatever the hub had broadcast when it counted goes
-                    // first, so the list never runs ahead of the JOINs.
-                    self.catch_up();
-                    self.queue.extend_from_slice(&names);
-                }
-                Err(code) => self.refuse(code),
-            },
+            (ClientFrame::Who, Some(_)) => {
+                let counted = self.hub.who();
+                self.wait(async move { Done::Counted(counted.await) });
+            }
             (ClientFrame::Leave(text), Some(_)) => return Some(End::Left(text)),
         }
         None
+    }
+
+    fn wait(&mut self, request: impl Future<Output = Done> + Send + 'static) {
+        self.pending = Some(Box::pin(request));
+    }
+
+    /// Acts on what the hub answered.
+    fn complete(&mut self, done: Done) {
+        match done {
+            Done::Entered(Ok(welcome)) => {
+                self.reply(&ServerFrame::Welcome(welcome.name.to_string()));
+                self.queue.extend_from_slice(&welcome.names);
+                self.evicted = Some(welcome.evicted);
+                self.socket = Some(welcome.messages.socket());
+                self.user = Some(LoggedIn {
+                    name: welcome.name,
+                    messages: welcome.messages,
+                    published: Receipt::default(),
+                });
+            }
+            Done::Published(published) => self.published(published),
+            Done::Counted(Ok(names)) => {
+                // Whatever the hub had broadcast when it counted goes
+                // first, so the list never runs ahead of the JOINs.
+                self.catch_up();
+                self.queue.extend_from_slice(&names);
+            }
+            Done::Synced(token) => {
+                if let Some(user) = &mut self.user {
+                    // Delivered now; later PINGs need not wait for it.
+                    user.published = Receipt::default();
+                }
+                self.pong(token);
+            }
+            Done::Entered(Err(code)) | Done::Counted(Err(code)) => self.refuse(code),
+        }
+    }
+
+    fn published(&mut self, published: Result<Receipt, ErrorCode>) {
+        match published {
+            Ok(receipt) => {
+                if let Some(user) = &mut self.user {
+                    user.published = receipt;
+                }
+            }
+            Err(code) => self.refuse(code),
+        }
+    }
+
+    /// Answers `PING` after everything already broadcast to this user.
+    fn pong(&mut self, token: Option<String>) {
+        self.catch_up();
+        self.reply(&ServerFrame::Pong(token));
     }
 
     fn reply(&mut self, frame: &ServerFrame) {
@@ -262,14 +347,14 @@ impl Session<'_> {
 
     /// Queues one broadcast frame and whatever else the ring already holds,
     /// so one write carries them all.
-    fn take_broadcast(&mut self, first: Result<Bytes, broadcast::error::RecvError>) {
+    fn take_broadcast(&mut self, first: Option<Next>) {
         let skipped = match first {
-            Ok(frame) => {
+            Some(Next::Frame(frame)) => {
                 self.queue.extend_from_slice(&frame);
                 0
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => n,
-            Err(broadcast::error::RecvError::Closed) => return,
+            Some(Next::Lost(n)) => n,
+            Some(Next::Empty) | None => 0,
         };
         self.drain_ring(skipped, OUTPUT_HIGH_WATER);
     }
@@ -287,14 +372,15 @@ impl Session<'_> {
         if let Some(user) = &mut self.user {
             while self.queue.len() < limit {
                 match user.messages.try_recv() {
-                    Ok(frame) => {
+                    Next::Frame(frame) => {
                         flush_dropped(&mut self.queue, &mut skipped);
                         self.queue.extend_from_slice(&frame);
                     }
-                    Err(TryRecvError::Lagged(n)) => skipped += n,
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                    Next::Lost(n) => skipped += n,
+                    Next::Empty => break,
                 }
             }
+            user.messages.advance();
         }
         flush_dropped(&mut self.queue, &mut skipped);
     }
@@ -311,6 +397,7 @@ impl Session<'_> {
         // Stop taking broadcasts before the hub announces this user's
         // LEAVE: the leaver does not need to hear of itself.
         let user = self.user.take();
+        self.socket = None;
         let failed = matches!(end, End::Failed(_));
         match &end {
             End::Left(_) => self.reply(&ServerFrame::Bye),
@@ -323,12 +410,14 @@ impl Session<'_> {
             End::Failed(e) => debug!(error = %e, "connection failed"),
         }
         if let Some(LoggedIn { name, messages, .. }) = user {
+            // Publishers must not wait for a reader that is going.
             drop(messages);
+            let cause = end.cause();
             let text = match end {
                 End::Left(text) => text,
                 _ => None,
             };
-            self.hub.leave(name, text).await;
+            self.hub.leave(name, text, cause).await;
         }
         if failed {
             return;
@@ -345,11 +434,45 @@ impl Session<'_> {
 }
 
 /// Waits for the next broadcast, or forever before login.
-async fn recv(user: &mut Option<LoggedIn>) -> Result<Bytes, broadcast::error::RecvError> {
+async fn recv(user: &mut Option<LoggedIn>) -> Option<Next> {
     match user {
         Some(user) => user.messages.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// The hub's answer to the request in flight.
+async fn pending(request: &mut Option<Pending>) -> Done {
+    match request {
+        Some(request) => request.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes what is queued, telling the user's ring reader whether the
+/// client's socket takes bytes: publishers skip a reader only once its
+/// socket has taken nothing for a while.
+async fn write<W: AsyncWrite + Unpin>(
+    output: &mut W,
+    queue: &mut BytesMut,
+    socket: &Option<Socket>,
+) -> io::Result<()> {
+    std::future::poll_fn(|cx| {
+        let polled = Pin::new(&mut *output).poll_write(cx, queue);
+        if let Some(socket) = socket {
+            socket.flowing(polled.is_ready());
+        }
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                queue.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    })
+    .await
 }
 
 /// Fires when the room evicts the user; never before login.

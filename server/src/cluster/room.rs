@@ -17,14 +17,14 @@ use bytes::Bytes;
 use chat_protocol::{name_key, ErrorCode, ServerFrame};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::driver::{Command, LinkState};
 use super::reader::{Delivery, Entry};
-use crate::hub::{Entering, Inbox, Leaving, Receipt, Welcome};
+use crate::hub::{Entering, Inbox, Leaving, Receipt, Ring, Welcome};
 
 /// How often stale logins are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -56,7 +56,7 @@ pub(crate) struct ClusterRoom {
     /// The number of the last entry put into the ring.
     delivered: u64,
     waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
-    messages: broadcast::Sender<Bytes>,
+    messages: Arc<Ring>,
     /// Parent of every user's token; replaced when the lease is lost.
     vouched: CancellationToken,
     commands: mpsc::Sender<Command>,
@@ -69,7 +69,7 @@ impl ClusterRoom {
     pub(crate) fn new(
         node: Arc<str>,
         lease: Duration,
-        messages: broadcast::Sender<Bytes>,
+        messages: Arc<Ring>,
         commands: mpsc::Sender<Command>,
         link: watch::Receiver<LinkState>,
     ) -> ClusterRoom {
@@ -109,7 +109,7 @@ impl ClusterRoom {
         loop {
             tokio::select! {
                 biased;
-                Some(delivery) = deliveries.recv() => self.deliver(delivery),
+                Some(delivery) = deliveries.recv() => self.deliver(delivery).await,
                 Ok(()) = self.link.changed() => self.link_changed(),
                 Some((token, outcome)) = logins.next() => self.login_answered(token, outcome),
                 Some(gone) = leaving.recv() => self.leave(gone).await,
@@ -186,13 +186,17 @@ impl ClusterRoom {
         }
     }
 
-    async fn leave(&mut self, Leaving { name, text }: Leaving) {
+    async fn leave(&mut self, Leaving { name, text, cause }: Leaving) {
         self.local.remove(&name_key(&name));
+        info!(user = %name, cause, "leave");
         // The driver keeps leaves until the bus takes them.
         let _ = self.commands.send(Command::Leave { name, text }).await;
     }
 
-    fn deliver(&mut self, delivery: Delivery) {
+    /// Puts what the stream delivered into the ring, waiting (and so
+    /// reading the stream more slowly) while this node's users that read
+    /// are a whole backlog behind.
+    async fn deliver(&mut self, delivery: Delivery) {
         match delivery {
             Delivery::Snapshot { users, position } => {
                 self.replica = users.into_iter().map(|n| (name_key(&n), n)).collect();
@@ -207,40 +211,42 @@ impl ClusterRoom {
             }
             Delivery::Entries(entries) => {
                 for entry in entries {
-                    self.apply(entry);
+                    self.apply(entry).await;
                 }
                 self.release_waiters(self.delivered);
             }
         }
     }
 
-    fn apply(&mut self, Entry { seq, frame, token }: Entry) {
+    async fn apply(&mut self, Entry { seq, frame, token }: Entry) {
         if seq <= self.delivered {
             return;
         }
         let missed = seq - self.delivered - 1;
         if missed > 0 {
             // The stream no longer holds what this node did not read in time.
-            let _ = self.messages.send(ServerFrame::Dropped(missed).to_bytes());
+            let dropped = ServerFrame::Dropped(missed).to_bytes();
+            self.messages.publish(dropped).await;
         }
         self.delivered = seq;
         self.track(&frame);
-        let _ = self.messages.send(frame.clone());
-        let Some(token) = token else { return };
-        let Some(pending) = self.pending.remove(&token) else {
-            if token.starts_with(&format!("{}:", self.node)) {
+        let pending = token.as_ref().and_then(|token| self.pending.remove(token));
+        let Some(pending) = pending else {
+            self.messages.publish(frame.clone()).await;
+            if token.is_some_and(|t| t.starts_with(&format!("{}:", self.node))) {
                 // A login of ours that was already refused (its answer was
                 // lost with the link): give the name back.
                 self.free_orphan(&frame);
             }
             return;
         };
-        // Subscribed after its own JOIN: the newcomer sees what follows.
+        // Subscribed right after its own JOIN: the newcomer sees what follows.
+        let messages = self.messages.publish_and_subscribe(frame).await;
         let evicted = self.vouched.child_token();
         let welcome = Welcome {
             name: pending.name.clone(),
             names: self.names(),
-            messages: self.messages.subscribe(),
+            messages,
             evicted: evicted.clone(),
         };
         info!(user = %pending.name, users = self.replica.len(), "login");

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chat_protocol::{name_key, ErrorCode, ServerFrame};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::{Entering, Inbox, Leaving, Welcome};
+use super::{Entering, Inbox, Leaving, Ring, Welcome};
 
 /// The state the hub task owns.
 pub(crate) struct Room {
@@ -17,14 +16,14 @@ pub(crate) struct Room {
     users: BTreeMap<String, Arc<str>>,
     /// The encoded `NAMES` frame, kept until the user set changes.
     names: Option<Bytes>,
-    messages: broadcast::Sender<Bytes>,
+    messages: Arc<Ring>,
     shutdown: CancellationToken,
     /// Never cancelled: a single process always vouches for its users.
     evicted: CancellationToken,
 }
 
 impl Room {
-    pub(crate) fn new(messages: broadcast::Sender<Bytes>, shutdown: CancellationToken) -> Room {
+    pub(crate) fn new(messages: Arc<Ring>, shutdown: CancellationToken) -> Room {
         Room {
             users: BTreeMap::new(),
             names: None,
@@ -45,8 +44,8 @@ impl Room {
                 // Leaves first: a name freed by a disconnect is free for the
                 // next login.
                 biased;
-                Some(gone) = leaving.recv() => self.leave(gone),
-                Some(newcomer) = entering.recv() => self.enter(newcomer),
+                Some(gone) = leaving.recv() => self.leave(gone).await,
+                Some(newcomer) = entering.recv() => self.enter(newcomer).await,
                 Some(reply) = census.recv() => {
                     let _ = reply.send(Ok(self.names()));
                 }
@@ -55,16 +54,20 @@ impl Room {
         }
     }
 
-    fn enter(&mut self, Entering { name, reply }: Entering) {
+    async fn enter(&mut self, Entering { name, reply }: Entering) {
         let key = name_key(&name);
         if self.users.contains_key(&key) {
             let _ = reply.send(Err(ErrorCode::NameTaken));
             return;
         }
+        if reply.is_closed() {
+            // The session vanished while waiting: nobody to log in.
+            return;
+        }
         let name: Arc<str> = name.into();
-        self.broadcast(ServerFrame::Join(name.to_string()));
-        // Subscribed after its own JOIN: a newcomer sees only what follows.
-        let messages = self.messages.subscribe();
+        let join = ServerFrame::Join(name.to_string()).to_bytes();
+        // Subscribed right after its own JOIN: it sees only what follows.
+        let messages = self.messages.publish_and_subscribe(join).await;
         self.users.insert(key, name.clone());
         self.names = None;
         let welcome = Welcome {
@@ -75,23 +78,29 @@ impl Room {
         };
         info!(user = %name, users = self.users.len(), "login");
         if reply.send(Ok(welcome)).is_err() {
-            // The session vanished while waiting; undo the login so the name
+            // The session vanished meanwhile; undo the login so the name
             // is not held by nobody.
-            self.leave(Leaving { name, text: None });
+            let gone = Leaving {
+                name,
+                text: None,
+                cause: "closed during login",
+            };
+            self.leave(gone).await;
         }
     }
 
-    fn leave(&mut self, Leaving { name, text }: Leaving) {
+    async fn leave(&mut self, Leaving { name, text, cause }: Leaving) {
         if self.users.remove(&name_key(&name)).is_none() {
             return;
         }
         self.names = None;
-        info!(user = %name, users = self.users.len(), "leave");
+        info!(user = %name, cause, users = self.users.len(), "leave");
         if !self.shutdown.is_cancelled() {
-            self.broadcast(ServerFrame::Leave {
+            let leave = ServerFrame::Leave {
                 name: name.to_string(),
                 text,
-            });
+            };
+            self.messages.publish(leave.to_bytes()).await;
         }
     }
 
@@ -99,9 +108,5 @@ impl Room {
         self.names
             .get_or_insert_with(|| ServerFrame::names_bytes(self.users.values().map(|n| &**n)))
             .clone()
-    }
-
-    fn broadcast(&self, frame: ServerFrame) {
-        let _ = self.messages.send(frame.to_bytes());
     }
 }
