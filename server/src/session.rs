@@ -120,6 +120,10 @@ impl Session<'_> {
         // One timer, re-armed lazily: frames only note the time, and when the
         // timer fires it checks whether the user really was silent.
         let mut last_frame = Instant::now();
+        // No idle timeout (`None`): a deadline a century away never comes.
+        let idle_timeout = config
+            .idle_timeout
+            .unwrap_or(Duration::from_secs(100 * 365 * 86_400));
         let mut frames_this_turn = 0;
         let timer = sleep_until(last_frame + config.login_timeout);
         tokio::pin!(timer);
@@ -152,7 +156,7 @@ impl Session<'_> {
                         return end;
                     }
                     if !was_logged_in && self.user.is_some() {
-                        timer.as_mut().reset(last_frame + config.idle_timeout);
+                        timer.as_mut().reset(last_frame + idle_timeout);
                     }
                     self.release_idle_read_buffer();
                     frames_this_turn += 1;
@@ -165,7 +169,7 @@ impl Session<'_> {
                     let Some(_) = &self.user else {
                         return End::Closed(ErrorCode::LoginTimeout);
                     };
-                    let deadline = last_frame + config.idle_timeout;
+                    let deadline = last_frame + idle_timeout;
                     if deadline <= Instant::now() {
                         return End::Closed(ErrorCode::IdleTimeout);
                     }
