@@ -583,3 +583,118 @@ async fn a_slow_reader_holds_no_one_back_and_is_told_what_it_missed() {
     );
     slow.expect_quiet().await;
 }
+
+/// A `chat-server` started by hand, for the tests that need its standard
+/// streams or environment arranged otherwise than [`Server`] does; killed
+/// when dropped.
+struct Spawned {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Spawned {
+    /// Starts the server on a free port, lets `arrange` set up its streams
+    /// and environment, and reads its output up to `listening on
+    /// <address>`: from `output` if given, else from its piped stdout.
+    fn start(
+        args: &[&str],
+        arrange: impl FnOnce(&mut std::process::Command),
+        output: Option<&mut dyn std::io::BufRead>,
+    ) -> Spawned {
+        let mut command = std::process::Command::new(chat_tests::binary("chat-server"));
+        command
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        arrange(&mut command);
+        let mut child = command.spawn().expect("spawn chat-server");
+        // The command holds copies of the pipe ends given to the child.
+        drop(command);
+        let mut piped;
+        let output = match output {
+            Some(output) => output,
+            None => {
+                piped = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+                &mut piped as &mut dyn std::io::BufRead
+            }
+        };
+        let mut spawned = Spawned {
+            child,
+            addr: ([0, 0, 0, 0], 0).into(),
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = output
+                .read_line(&mut line)
+                .expect("read the server's output");
+            assert!(n > 0, "the server ended before listening");
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                spawned.addr = addr.parse().expect("an address");
+                return spawned;
+            }
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `chat-server 2>&1 | tee log`, then `tee` goes away: every log line now
+/// fails with EPIPE. The server must go on serving (a lost log line is the
+/// only cost) and still stop on SIGTERM.
+#[tokio::test]
+async fn a_server_whose_output_pipe_is_gone_keeps_serving_and_stops_on_sigterm() {
+    let (output, pipe) = std::io::pipe().expect("a pipe");
+    let mut output = std::io::BufReader::new(output);
+    let mut server = Spawned::start(
+        &[],
+        |command| {
+            let copy = pipe.try_clone().expect("clone the pipe");
+            command.stdout(copy).stderr(pipe);
+        },
+        Some(&mut output),
+    );
+    // The reader goes, as `tee` does at Ctrl-C.
+    drop(output);
+    let mut alice = Client::connect(server.addr).await;
+    alice.login("alice").await;
+    let mut bob = Client::connect(server.addr).await;
+    assert_eq!(bob.login("bob").await, ["alice", "bob"]);
+    alice.expect("JOIN bob").await;
+    alice.send("MSG still here").await;
+    for client in [&mut alice, &mut bob] {
+        client.expect("MSG alice still here").await;
+    }
+    bob.send("LEAVE").await;
+    bob.expect("BYE").await;
+    alice.expect("LEAVE bob").await;
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
+    alice.expect_error("shutting-down").await;
+    alice.expect_closed().await;
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("the server exits within 5 s");
+    assert!(status.success(), "exit status {status}");
+}

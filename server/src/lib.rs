@@ -7,6 +7,7 @@
 //! - [`session`]: one task per connection that reads the client's frames and
 //!   writes what is queued for it;
 //! - [`shutdown`]: signals turned into a cancellation token;
+//! - [`logging`]: logs on stderr that never fail, even when stderr is gone;
 //! - [`cluster`]: the bus that makes several servers one room (`--cluster`).
 //!
 //! The wire format lives in the `chat-protocol` crate.
@@ -14,6 +15,7 @@
 pub mod cluster;
 pub mod config;
 pub mod hub;
+pub mod logging;
 pub mod server;
 pub mod session;
 pub mod shutdown;

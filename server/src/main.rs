@@ -1,12 +1,11 @@
 //! The `chat-server` binary: flags, logging, then the library's accept loop.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 
-use chat_server::{server, shutdown, Config};
+use chat_server::{logging, server, shutdown, Config};
 use clap::Parser;
 use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc (its v2 line) keeps far less memory than glibc's allocator
 /// after the many short-lived buffers of a login storm: an idle user costs
@@ -17,11 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logging::init();
     // Each user is a file descriptor; allow as many as the hard limit does.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if (limit as usize) < config.max_clients + 64 => warn!(
@@ -35,21 +30,21 @@ async fn main() -> ExitCode {
     let listener = match server::bind(&config.addr).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("chat-server: cannot listen on {}: {e}", config.addr);
+            logging::say(format_args!("cannot listen on {}: {e}", config.addr));
             return ExitCode::FAILURE;
         }
     };
     let shutdown = match shutdown::on_signal() {
         Ok(token) => token,
         Err(e) => {
-            eprintln!("chat-server: cannot watch for signals: {e}");
+            logging::say(format_args!("cannot watch for signals: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let hub = match server::start_hub(&config, &shutdown) {
         Ok(hub) => hub,
         Err(e) => {
-            eprintln!("chat-server: {e}");
+            logging::say(format_args!("{e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -57,9 +52,11 @@ async fn main() -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    // Scripts and tests read this line to learn the port.
-    println!("listening on {addr}");
-    let _ = std::io::stdout().flush();
+    // Scripts and tests read this line to learn the port. Like the logs,
+    // it must not panic if stdout is already gone.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "listening on {addr}");
+    let _ = stdout.flush();
     info!(%addr, "listening");
     server::serve(listener, hub, config, shutdown).await;
     ExitCode::SUCCESS
