@@ -698,3 +698,49 @@ async fn a_server_whose_output_pipe_is_gone_keeps_serving_and_stops_on_sigterm()
         .expect("the server exits within 5 s");
     assert!(status.success(), "exit status {status}");
 }
+
+/// A hub that panics (here by a test hook that only debug builds have)
+/// must not leave a server that accepts connections it cannot serve: the
+/// process ends, with a failure status and a message saying why.
+#[tokio::test]
+async fn a_panic_in_the_hub_ends_the_process_with_a_failure() {
+    if !cfg!(debug_assertions) {
+        eprintln!("SKIPPED: the hub panic hook exists only in debug builds");
+        return;
+    }
+    let mut server = Spawned::start(
+        &[],
+        |command| {
+            command
+                .env("CHAT_TEST_PANIC_HUB", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+        },
+        None,
+    );
+    let mut alice = Client::connect(server.addr).await;
+    alice.send("NAME alice").await;
+    // Whatever alice is told, it is `shutting-down`, and the connection
+    // closes: it does not stay open on a server that cannot log anyone in.
+    while let Some(line) = alice.try_recv().await {
+        assert!(line.starts_with("ERROR shutting-down"), "{line:?}");
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits");
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        status.code().is_some(),
+        "killed instead of exiting: {status}"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        server.child.stderr.as_mut().expect("piped stderr"),
+        &mut stderr,
+    )
+    .expect("read stderr");
+    assert!(
+        stderr.contains("the hub task panicked: injected by CHAT_TEST_PANIC_HUB"),
+        "{stderr}"
+    );
+}

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use chat_server::essential::Essentials;
 use chat_server::{logging, server, shutdown, Config};
 use clap::Parser;
 use tracing::{info, warn};
@@ -27,26 +28,24 @@ async fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not raise the file-descriptor limit"),
     }
-    let listener = match server::bind(&config.addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            logging::say(format_args!("cannot listen on {}: {e}", config.addr));
-            return ExitCode::FAILURE;
-        }
-    };
+    let mut essentials = Essentials::new();
     let shutdown = match shutdown::on_signal() {
-        Ok(token) => token,
-        Err(e) => {
-            logging::say(format_args!("cannot watch for signals: {e}"));
-            return ExitCode::FAILURE;
+        Ok((token, watcher)) => {
+            essentials.watch([("signal watcher", watcher)]);
+            token
         }
+        Err(e) => return fail(format_args!("cannot watch for signals: {e}")),
     };
     let hub = match server::start_hub(&config, &shutdown) {
-        Ok(hub) => hub,
-        Err(e) => {
-            logging::say(format_args!("{e}"));
-            return ExitCode::FAILURE;
+        Ok((hub, tasks)) => {
+            essentials.watch(tasks);
+            hub
         }
+        Err(e) => return fail(format_args!("{e}")),
+    };
+    let listener = match server::bind(&config.addr).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(format_args!("cannot listen on {}: {e}", config.addr)),
     };
     let addr = listener
         .local_addr()
@@ -58,6 +57,15 @@ async fn main() -> ExitCode {
     let _ = writeln!(stdout, "listening on {addr}");
     let _ = stdout.flush();
     info!(%addr, "listening");
-    server::serve(listener, hub, config, shutdown).await;
-    ExitCode::SUCCESS
+    match server::run(listener, hub, config, shutdown, essentials).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => fail(format_args!("{failure}; exiting")),
+    }
+}
+
+/// Reports why the server cannot go on, on stderr if it still can, and
+/// the exit status that says so.
+fn fail(reason: std::fmt::Arguments<'_>) -> ExitCode {
+    logging::say(reason);
+    ExitCode::FAILURE
 }

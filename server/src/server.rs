@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::cluster::{self, ClusterConfig};
 use crate::config::Config;
+use crate::essential::{self, Essential, Essentials};
 use crate::hub::Hub;
 use crate::session;
 
@@ -60,10 +61,17 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Starts the room: the local one, or this node's share of a cluster.
-pub fn start_hub(config: &Config, shutdown: &CancellationToken) -> Result<Hub, String> {
+/// Starts the room: the local one, or this node's share of a cluster. The
+/// room's tasks come back with it, to be watched as [`Essential`]s.
+pub fn start_hub(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(Hub, Vec<Essential>), String> {
     match &config.cluster {
-        None => Ok(Hub::start_local(config.client_buffer, shutdown.clone())),
+        None => {
+            let (hub, task) = Hub::start_local(config.client_buffer, shutdown.clone());
+            Ok((hub, vec![("hub", task)]))
+        }
         Some(url) => cluster::start(
             &ClusterConfig {
                 url: url.clone(),
@@ -78,9 +86,40 @@ pub fn start_hub(config: &Config, shutdown: &CancellationToken) -> Result<Hub, S
     }
 }
 
-/// Serves `listener` until `shutdown` fires, then tells every connection
-/// `ERROR shutting-down` and waits (boundedly) for them to close.
-pub async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: CancellationToken) {
+/// Serves `listener` until `shutdown` fires, then drains the connections.
+/// If an essential task (or the accept loop itself)
+/// fails first, stops the same way and returns what went wrong: the
+/// server must exit rather than keep accepting connections it cannot
+/// serve.
+pub async fn run(
+    listener: TcpListener,
+    hub: Hub,
+    config: Config,
+    shutdown: CancellationToken,
+    mut essentials: Essentials,
+) -> Result<(), String> {
+    let mut serving = tokio::spawn(serve(listener, hub, config, shutdown.clone()));
+    let failure = tokio::select! {
+        served = &mut serving => {
+            return match served {
+                Ok(()) => essentials.panicked().map_or(Ok(()), Err),
+                Err(e) => Err(essential::describe("accept loop", Err(e))),
+            };
+        }
+        failure = essentials.failure(&shutdown) => failure,
+    };
+    error!(%failure, "an essential task failed; stopping");
+    // Everyone hears `shutting-down` and the drain is bounded, as on a
+    // signal; then the process exits non-zero.
+    shutdown.cancel();
+    let _ = tokio::time::timeout(2 * DRAIN_TIMEOUT, serving).await;
+    Err(failure)
+}
+
+/// The accept loop: serves `listener` until `shutdown` fires, then tells
+/// every connection `ERROR shutting-down`, waits (boundedly) for them to
+/// close.
+async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: CancellationToken) {
     let config = Arc::new(config);
     let connections = Arc::new(Semaphore::new(config.max_clients));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));

@@ -86,10 +86,13 @@ impl Hub {
     /// Starts the single-process room. `backlog` is the number of broadcast
     /// frames a session may fall behind. Once `shutdown` fires, users who go
     /// are no longer announced: everyone is being told `shutting-down`.
-    pub fn start_local(backlog: usize, shutdown: CancellationToken) -> Hub {
+    pub fn start_local(
+        backlog: usize,
+        shutdown: CancellationToken,
+    ) -> (Hub, tokio::task::JoinHandle<()>) {
         let (hub, inbox) = Hub::channels(backlog, None);
-        tokio::spawn(room::Room::new(hub.messages.clone(), shutdown).run(inbox));
-        hub
+        let task = tokio::spawn(room::Room::new(hub.messages.clone(), shutdown).run(inbox));
+        (hub, task)
     }
 
     /// The handle and the inbox of a new room; the caller starts its task.
