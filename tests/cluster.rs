@@ -407,3 +407,24 @@ async fn a_node_cut_off_past_the_lease_closes_its_users() {
     }
     pair.alice.expect("JOIN bob").await;
 }
+
+/// A node says `listening on` only once it can serve: a login the moment
+/// the last of three nodes prints its address succeeds on every node,
+/// without one `ERROR unavailable`.
+#[tokio::test]
+async fn a_node_listens_only_once_it_can_log_users_in() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let servers = nodes(&redis, &["a", "b", "c"]);
+    let mut clients = Vec::new();
+    for (server, name) in servers.iter().zip(["ann", "ben", "cat"]) {
+        let mut client = server.connect().await;
+        client.send(&format!("NAME {name}")).await;
+        clients.push((client, name));
+    }
+    for (client, name) in &mut clients {
+        client.expect(&format!("WELCOME {name}")).await;
+    }
+}

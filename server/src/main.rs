@@ -43,6 +43,25 @@ async fn main() -> ExitCode {
         }
         Err(e) => return fail(format_args!("{e}")),
     };
+    // Say nothing of listening until the room can serve (cluster mode:
+    // until this node follows the bus), or clearly give up waiting.
+    tokio::select! {
+        ready = server::until_ready(&hub, &config) => if !ready {
+            warn!(
+                url = config.cluster.as_deref().unwrap_or_default(),
+                waited = %humantime::format_duration(config.lease),
+                "cannot reach the cluster bus; serving anyway: NAME, MSG and WHO \
+                 get ERROR unavailable until it is reachable"
+            );
+        },
+        failure = essentials.failure(&shutdown) => {
+            return fail(format_args!("{failure}; exiting"));
+        }
+        () = shutdown.cancelled() => {
+            hub.close().await;
+            return ExitCode::SUCCESS;
+        }
+    }
     let listener = match server::bind(&config.addr).await {
         Ok(listener) => listener,
         Err(e) => return fail(format_args!("cannot listen on {}: {e}", config.addr)),

@@ -1,5 +1,5 @@
 //! The accept loop: limits, one session task per connection, and a drain on
-//! shutdown.
+//! shutdown; and the wait, in cluster mode, until the node can serve at all.
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,6 +36,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait for sessions to say goodbye after a shutdown signal; with
 /// a cluster's final second to free names, the process ends within 5 s.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a starting node asks its room whether it can serve yet.
+const READY_POLL: Duration = Duration::from_millis(10);
 
 /// Binds the listening socket.
 pub async fn bind(addr: &str) -> io::Result<TcpListener> {
@@ -86,11 +88,33 @@ pub fn start_hub(
     }
 }
 
+/// Waits until the room can log someone in, so that a server never says
+/// it listens before it can serve: at once for the local room; in cluster
+/// mode once the node has reached the bus and follows its stream (`WHO`
+/// is answered then, not `unavailable`). Gives up after one lease, the
+/// longest the cluster's settling after a Redis restart lasts, and returns
+/// whether the room is ready.
+pub async fn until_ready(hub: &Hub, config: &Config) -> bool {
+    let limit = match config.cluster {
+        Some(_) => config.lease,
+        None => Duration::ZERO,
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if hub.who().await.is_ok() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
 /// Serves `listener` until `shutdown` fires, then drains the connections.
-/// If an essential task (or the accept loop itself)
-/// fails first, stops the same way and returns what went wrong: the
-/// server must exit rather than keep accepting connections it cannot
-/// serve.
+/// If an essential task (or the accept loop itself) fails first, stops the
+/// same way and returns what went wrong: the server must exit rather than
+/// keep accepting connections it cannot serve.
 pub async fn run(
     listener: TcpListener,
     hub: Hub,
