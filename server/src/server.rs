@@ -34,7 +34,8 @@ const MAX_REFUSALS: usize = 1024;
 /// loop neither spins nor gives up.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait for sessions to say goodbye after a shutdown signal; with
-/// a cluster's final second to free names, the process ends within 5 s.
+/// a cluster's final second to free names ([`Hub::close`]), the process
+/// ends within 5 s.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often a starting node asks its room whether it can serve yet.
 const READY_POLL: Duration = Duration::from_millis(10);
@@ -111,10 +112,10 @@ pub async fn until_ready(hub: &Hub, config: &Config) -> bool {
     }
 }
 
-/// Serves `listener` until `shutdown` fires, then drains the connections.
-/// If an essential task (or the accept loop itself) fails first, stops the
-/// same way and returns what went wrong: the server must exit rather than
-/// keep accepting connections it cannot serve.
+/// Serves `listener` until `shutdown` fires, then drains the connections
+/// and lets the room go. If an essential task (or the accept loop itself)
+/// fails first, stops the same way and returns what went wrong: the server
+/// must exit rather than keep accepting connections it cannot serve.
 pub async fn run(
     listener: TcpListener,
     hub: Hub,
@@ -142,7 +143,7 @@ pub async fn run(
 
 /// The accept loop: serves `listener` until `shutdown` fires, then tells
 /// every connection `ERROR shutting-down`, waits (boundedly) for them to
-/// close.
+/// close, and closes the room (in cluster mode: frees this node's names).
 async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: CancellationToken) {
     let config = Arc::new(config);
     let connections = Arc::new(Semaphore::new(config.max_clients));
@@ -191,4 +192,8 @@ async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: Cancel
     {
         warn!(left = tasks.len(), "some connections did not close in time");
     }
+    // Sessions told the room of their users' leaves as they ended; in a
+    // cluster those may still be queued, so the node frees whatever names
+    // it holds in one step, and the others announce them at once.
+    hub.close().await;
 }
