@@ -27,9 +27,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::essential::Essential;
 use crate::hub::{Hub, Receipt, REQUEST_QUEUE};
 use driver::{Command, Driver, LinkState};
 use room::{ClusterRoom, SyncRequest};
@@ -90,10 +90,7 @@ impl Bus {
 /// with the tasks themselves: the node cannot serve without any of them.
 /// Fails only on a malformed URL: an unreachable Redis is an outage, served
 /// with `ERROR unavailable` until it ends.
-pub fn start(
-    config: &ClusterConfig,
-    backlog: usize,
-) -> Result<(Hub, Vec<(&'static str, JoinHandle<()>)>), String> {
+pub fn start(config: &ClusterConfig, backlog: usize) -> Result<(Hub, Vec<Essential>), String> {
     let client = redis::Client::open(config.url.as_str())
         .map_err(|e| format!("bad --cluster URL {:?}: {e}", config.url))?;
     let node: Arc<str> = config.node_id.as_str().into();
