@@ -407,3 +407,95 @@ async fn a_node_cut_off_past_the_lease_closes_its_users() {
     }
     pair.alice.expect("JOIN bob").await;
 }
+
+/// A node says `listening on` only once it can serve: a login the moment
+/// the last of three nodes prints its address succeeds on every node,
+/// without one `ERROR unavailable`.
+#[tokio::test]
+async fn a_node_listens_only_once_it_can_log_users_in() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let servers = nodes(&redis, &["a", "b", "c"]);
+    let mut clients = Vec::new();
+    for (server, name) in servers.iter().zip(["ann", "ben", "cat"]) {
+        let mut client = server.connect().await;
+        client.send(&format!("NAME {name}")).await;
+        clients.push((client, name));
+    }
+    for (client, name) in &mut clients {
+        client.expect(&format!("WELCOME {name}")).await;
+    }
+}
+
+/// A node stopped with SIGTERM frees its users' names itself, in one step,
+/// after its connections are drained: the other nodes announce each of them
+/// at once, not after the lease, even when its clients hang up the moment
+/// they hear `shutting-down` (so no close grace keeps the stopping node
+/// alive), and the node leaves nothing of itself behind in Redis.
+#[tokio::test]
+async fn a_stopping_node_departs_even_when_its_clients_hang_up_at_once() {
+    if !redis_available() {
+        return;
+    }
+    let lease = Duration::from_secs(10);
+    let redis = Redis::start();
+    let url = redis.url();
+    let start = |id| Server::start(&["--cluster", &url, "--node-id", id, "--lease", "10s"]);
+    let (a, mut b) = (start("a"), start("b"));
+    let mut alice = user(&a, "alice").await;
+    let mut leaving = Vec::new();
+    for name in ["bob", "dave", "erin"] {
+        leaving.push(user(&b, name).await);
+        alice.expect(&format!("JOIN {name}")).await;
+    }
+    let stopped = Instant::now();
+    b.signal(libc::SIGTERM);
+    for mut client in leaving {
+        // Past the JOINs of those who logged in after it.
+        let mut line = client.recv().await;
+        while line.starts_with("JOIN ") {
+            line = client.recv().await;
+        }
+        assert!(line.starts_with("ERROR shutting-down"), "{line:?}");
+        drop(client);
+    }
+    let mut gone = vec![alice.recv().await, alice.recv().await, alice.recv().await];
+    gone.sort();
+    assert_eq!(gone, ["LEAVE bob", "LEAVE dave", "LEAVE erin"]);
+    let took = stopped.elapsed();
+    assert!(took < lease / 4, "took {took:?}: waited for the lease");
+    let status = b
+        .wait_exit(Duration::from_secs(5))
+        .expect("b exits within 5 s");
+    assert!(status.success(), "exit status {status}");
+    // Announced once, and the names are free at once.
+    alice.expect_quiet().await;
+    for name in ["bob", "dave", "erin"] {
+        a.login(name).await;
+    }
+    // It was b's own departure, not the lease or a survivor's reaping: b
+    // took its heartbeat and its membership with it (docs/CLUSTER.md).
+    assert_eq!(redis_integer(&redis, "EXISTS chat:node:b"), 0);
+    assert_eq!(redis_integer(&redis, "SISMEMBER chat:nodes b"), 0);
+    assert_eq!(redis_integer(&redis, "SISMEMBER chat:nodes a"), 1);
+}
+
+/// Asks Redis one inline command whose answer is an integer.
+fn redis_integer(redis: &Redis, command: &str) -> i64 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = std::net::TcpStream::connect(redis.addr()).expect("connect to Redis");
+    conn.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
+    conn.write_all(format!("{command}\r\n").as_bytes())
+        .expect("send to Redis");
+    let mut reply = String::new();
+    BufReader::new(conn)
+        .read_line(&mut reply)
+        .expect("Redis answers");
+    reply
+        .trim_end()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{command}: not an integer reply: {reply:?}"))
+}

@@ -56,18 +56,27 @@ async fn two_pipelining_senders_reach_two_readers_whole_with_a_small_backlog() {
     let mut idle_writers = Vec::new();
     for name in ["r1", "r2"] {
         let (reader, writer) = wire::login(server.addr(), name).await;
-        reading.push((name, tokio::spawn(read_messages(name.into(), reader, 2 * EACH))));
+        reading.push((
+            name,
+            tokio::spawn(read_messages(name.into(), reader, 2 * EACH)),
+        ));
         idle_writers.push(writer);
     }
     let mut senders = Vec::new();
     for name in ["s1", "s2"] {
         let (reader, writer) = wire::login(server.addr(), name).await;
-        reading.push((name, tokio::spawn(read_messages(name.into(), reader, 2 * EACH))));
+        reading.push((
+            name,
+            tokio::spawn(read_messages(name.into(), reader, 2 * EACH)),
+        ));
         senders.push(writer);
     }
     let sending = senders.into_iter().map(|mut writer| {
         tokio::spawn(async move {
-            writer.write_all(burst(EACH).as_bytes()).await.expect("send");
+            writer
+                .write_all(burst(EACH).as_bytes())
+                .await
+                .expect("send");
             writer
         })
     });
@@ -136,4 +145,24 @@ async fn bursts_larger_than_the_backlog_lose_nothing_for_a_reader_within_them() 
     }
     assert_each_senders_order("reader", &received);
     echoed.await.expect("the sender's echoes");
+}
+
+#[tokio::test]
+async fn a_leaver_gets_everything_broadcast_before_its_own_leave() {
+    let server = Server::start(&[]);
+    for round in 0..20 {
+        let (mut bob, mut bob_out) = wire::login(server.addr(), &format!("bob{round}")).await;
+        let (mut carol, mut carol_out) = wire::login(server.addr(), &format!("carol{round}")).await;
+        bob.until(&format!("JOIN carol{round}")).await;
+        wire::send(&mut bob_out, "LEAVE\n").await;
+        assert_eq!(bob.line().await, "BYE");
+        // Bob has his BYE, so his LEAVE comes before carol's in the one
+        // order: she must hear of it before her own BYE.
+        wire::send(&mut carol_out, "LEAVE\n").await;
+        let seen = carol.until("BYE").await;
+        assert!(
+            seen.contains(&format!("LEAVE bob{round}")),
+            "round {round}: carol left without hearing bob go: {seen:?}"
+        );
+    }
 }

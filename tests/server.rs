@@ -583,3 +583,164 @@ async fn a_slow_reader_holds_no_one_back_and_is_told_what_it_missed() {
     );
     slow.expect_quiet().await;
 }
+
+/// A `chat-server` started by hand, for the tests that need its standard
+/// streams or environment arranged otherwise than [`Server`] does; killed
+/// when dropped.
+struct Spawned {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Spawned {
+    /// Starts the server on a free port, lets `arrange` set up its streams
+    /// and environment, and reads its output up to `listening on
+    /// <address>`: from `output` if given, else from its piped stdout.
+    fn start(
+        args: &[&str],
+        arrange: impl FnOnce(&mut std::process::Command),
+        output: Option<&mut dyn std::io::BufRead>,
+    ) -> Spawned {
+        let mut command = std::process::Command::new(chat_tests::binary("chat-server"));
+        command
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null());
+        arrange(&mut command);
+        let mut child = command.spawn().expect("spawn chat-server");
+        // The command holds copies of the pipe ends given to the child.
+        drop(command);
+        let mut piped;
+        let output = match output {
+            Some(output) => output,
+            None => {
+                piped = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+                &mut piped as &mut dyn std::io::BufRead
+            }
+        };
+        let mut spawned = Spawned {
+            child,
+            addr: ([0, 0, 0, 0], 0).into(),
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = output
+                .read_line(&mut line)
+                .expect("read the server's output");
+            assert!(n > 0, "the server ended before listening");
+            if let Some(addr) = line.trim().strip_prefix("listening on ") {
+                spawned.addr = addr.parse().expect("an address");
+                return spawned;
+            }
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `chat-server 2>&1 | tee log`, then `tee` goes away: every log line now
+/// fails with EPIPE. The server must go on serving (a lost log line is the
+/// only cost) and still stop on SIGTERM.
+#[tokio::test]
+async fn a_server_whose_output_pipe_is_gone_keeps_serving_and_stops_on_sigterm() {
+    let (output, pipe) = std::io::pipe().expect("a pipe");
+    let mut output = std::io::BufReader::new(output);
+    let mut server = Spawned::start(
+        &[],
+        |command| {
+            let copy = pipe.try_clone().expect("clone the pipe");
+            command.stdout(copy).stderr(pipe);
+        },
+        Some(&mut output),
+    );
+    // The reader goes, as `tee` does at Ctrl-C.
+    drop(output);
+    let mut alice = Client::connect(server.addr).await;
+    alice.login("alice").await;
+    let mut bob = Client::connect(server.addr).await;
+    assert_eq!(bob.login("bob").await, ["alice", "bob"]);
+    alice.expect("JOIN bob").await;
+    alice.send("MSG still here").await;
+    for client in [&mut alice, &mut bob] {
+        client.expect("MSG alice still here").await;
+    }
+    bob.send("LEAVE").await;
+    bob.expect("BYE").await;
+    alice.expect("LEAVE bob").await;
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGTERM) }, 0);
+    alice.expect_error("shutting-down").await;
+    alice.expect_closed().await;
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("the server exits within 5 s");
+    assert!(status.success(), "exit status {status}");
+}
+
+/// A hub that panics (here by a test hook that only debug builds have)
+/// must not leave a server that accepts connections it cannot serve: the
+/// process ends, with a failure status and a message saying why.
+#[tokio::test]
+async fn a_panic_in_the_hub_ends_the_process_with_a_failure() {
+    if !cfg!(debug_assertions) {
+        eprintln!("SKIPPED: the hub panic hook exists only in debug builds");
+        return;
+    }
+    let mut server = Spawned::start(
+        &[],
+        |command| {
+            command
+                .env("CHAT_TEST_PANIC_HUB", "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+        },
+        None,
+    );
+    let mut alice = Client::connect(server.addr).await;
+    alice.send("NAME alice").await;
+    // Whatever alice is told, it is `shutting-down`, and the connection
+    // closes: it does not stay open on a server that cannot log anyone in.
+    while let Some(line) = alice.try_recv().await {
+        assert!(line.starts_with("ERROR shutting-down"), "{line:?}");
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits");
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        status.code().is_some(),
+        "killed instead of exiting: {status}"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        server.child.stderr.as_mut().expect("piped stderr"),
+        &mut stderr,
+    )
+    .expect("read stderr");
+    assert!(
+        stderr.contains("the hub task panicked: injected by CHAT_TEST_PANIC_HUB"),
+        "{stderr}"
+    );
+}

@@ -7,13 +7,18 @@
 //! - [`session`]: one task per connection that reads the client's frames and
 //!   writes what is queued for it;
 //! - [`shutdown`]: signals turned into a cancellation token;
+//! - [`essential`]: the tasks the server cannot live without, watched so
+//!   that losing one stops the server instead of leaving it half-alive;
+//! - [`logging`]: logs on stderr that never fail, even when stderr is gone;
 //! - [`cluster`]: the bus that makes several servers one room (`--cluster`).
 //!
 //! The wire format lives in the `chat-protocol` crate.
 
 pub mod cluster;
 pub mod config;
+pub mod essential;
 pub mod hub;
+pub mod logging;
 pub mod server;
 pub mod session;
 pub mod shutdown;

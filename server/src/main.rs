@@ -1,12 +1,12 @@
 //! The `chat-server` binary: flags, logging, then the library's accept loop.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 
-use chat_server::{server, shutdown, Config};
+use chat_server::essential::Essentials;
+use chat_server::{logging, server, shutdown, Config};
 use clap::Parser;
 use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc (its v2 line) keeps far less memory than glibc's allocator
 /// after the many short-lived buffers of a login storm: an idle user costs
@@ -17,11 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logging::init();
     // Each user is a file descriptor; allow as many as the hard limit does.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if (limit as usize) < config.max_clients + 64 => warn!(
@@ -32,35 +28,63 @@ async fn main() -> ExitCode {
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not raise the file-descriptor limit"),
     }
-    let listener = match server::bind(&config.addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("chat-server: cannot listen on {}: {e}", config.addr);
-            return ExitCode::FAILURE;
-        }
-    };
+    let mut essentials = Essentials::new();
     let shutdown = match shutdown::on_signal() {
-        Ok(token) => token,
-        Err(e) => {
-            eprintln!("chat-server: cannot watch for signals: {e}");
-            return ExitCode::FAILURE;
+        Ok((token, watcher)) => {
+            essentials.watch([("signal watcher", watcher)]);
+            token
         }
+        Err(e) => return fail(format_args!("cannot watch for signals: {e}")),
     };
     let hub = match server::start_hub(&config, &shutdown) {
-        Ok(hub) => hub,
-        Err(e) => {
-            eprintln!("chat-server: {e}");
-            return ExitCode::FAILURE;
+        Ok((hub, tasks)) => {
+            essentials.watch(tasks);
+            hub
         }
+        Err(e) => return fail(format_args!("{e}")),
+    };
+    // Say nothing of listening until the room can serve (cluster mode:
+    // until this node follows the bus), or clearly give up waiting.
+    tokio::select! {
+        ready = server::until_ready(&hub, &config) => if !ready {
+            warn!(
+                url = config.cluster.as_deref().unwrap_or_default(),
+                waited = %humantime::format_duration(config.lease),
+                "cannot reach the cluster bus; serving anyway: NAME, MSG and WHO \
+                 get ERROR unavailable until it is reachable"
+            );
+        },
+        failure = essentials.failure(&shutdown) => {
+            return fail(format_args!("{failure}; exiting"));
+        }
+        () = shutdown.cancelled() => {
+            hub.close().await;
+            return ExitCode::SUCCESS;
+        }
+    }
+    let listener = match server::bind(&config.addr).await {
+        Ok(listener) => listener,
+        Err(e) => return fail(format_args!("cannot listen on {}: {e}", config.addr)),
     };
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    // Scripts and tests read this line to learn the port.
-    println!("listening on {addr}");
-    let _ = std::io::stdout().flush();
+    // Scripts and tests read this line to learn the port. Like the logs,
+    // it must not panic if stdout is already gone.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "listening on {addr}");
+    let _ = stdout.flush();
     info!(%addr, "listening");
-    server::serve(listener, hub, config, shutdown).await;
-    ExitCode::SUCCESS
+    match server::run(listener, hub, config, shutdown, essentials).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => fail(format_args!("{failure}; exiting")),
+    }
+}
+
+/// Reports why the server cannot go on, on stderr if it still can, and
+/// the exit status that says so.
+fn fail(reason: std::fmt::Arguments<'_>) -> ExitCode {
+    logging::say(reason);
+    ExitCode::FAILURE
 }

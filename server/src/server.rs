@@ -1,5 +1,5 @@
 //! The accept loop: limits, one session task per connection, and a drain on
-//! shutdown.
+//! shutdown; and the wait, in cluster mode, until the node can serve at all.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::cluster::{self, ClusterConfig};
 use crate::config::Config;
+use crate::essential::{self, Essential, Essentials};
 use crate::hub::Hub;
 use crate::session;
 
@@ -33,8 +34,11 @@ const MAX_REFUSALS: usize = 1024;
 /// loop neither spins nor gives up.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait for sessions to say goodbye after a shutdown signal; with
-/// a cluster's final second to free names, the process ends within 5 s.
+/// a cluster's final second to free names ([`Hub::close`]), the process
+/// ends within 5 s.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a starting node asks its room whether it can serve yet.
+const READY_POLL: Duration = Duration::from_millis(10);
 
 /// Binds the listening socket.
 pub async fn bind(addr: &str) -> io::Result<TcpListener> {
@@ -60,10 +64,17 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Starts the room: the local one, or this node's share of a cluster.
-pub fn start_hub(config: &Config, shutdown: &CancellationToken) -> Result<Hub, String> {
+/// Starts the room: the local one, or this node's share of a cluster. The
+/// room's tasks come back with it, to be watched as [`Essential`]s.
+pub fn start_hub(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(Hub, Vec<Essential>), String> {
     match &config.cluster {
-        None => Ok(Hub::start_local(config.client_buffer, shutdown.clone()).0),
+        None => {
+            let (hub, task) = Hub::start_local(config.client_buffer, shutdown.clone());
+            Ok((hub, vec![("hub", task)]))
+        }
         Some(url) => cluster::start(
             &ClusterConfig {
                 url: url.clone(),
@@ -78,9 +89,62 @@ pub fn start_hub(config: &Config, shutdown: &CancellationToken) -> Result<Hub, S
     }
 }
 
-/// Serves `listener` until `shutdown` fires, then tells every connection
-/// `ERROR shutting-down` and waits (boundedly) for them to close.
-pub async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: CancellationToken) {
+/// Waits until the room can log someone in, so that a server never says
+/// it listens before it can serve: at once for the local room; in cluster
+/// mode once the node has reached the bus and follows its stream (`WHO`
+/// is answered then, not `unavailable`). Gives up after one lease, the
+/// longest the cluster's settling after a Redis restart lasts, and returns
+/// whether the room is ready.
+pub async fn until_ready(hub: &Hub, config: &Config) -> bool {
+    let limit = match config.cluster {
+        Some(_) => config.lease,
+        None => Duration::ZERO,
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if hub.who().await.is_ok() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// Serves `listener` until `shutdown` fires, then drains the connections
+/// and lets the room go. If an essential task (or the accept loop itself)
+/// fails first, stops the same way and returns what went wrong: the server
+/// must exit rather than keep accepting connections it cannot serve.
+pub async fn run(
+    listener: TcpListener,
+    hub: Hub,
+    config: Config,
+    shutdown: CancellationToken,
+    mut essentials: Essentials,
+) -> Result<(), String> {
+    let mut serving = tokio::spawn(serve(listener, hub, config, shutdown.clone()));
+    let failure = tokio::select! {
+        served = &mut serving => {
+            return match served {
+                Ok(()) => essentials.panicked().map_or(Ok(()), Err),
+                Err(e) => Err(essential::describe("accept loop", Err(e))),
+            };
+        }
+        failure = essentials.failure(&shutdown) => failure,
+    };
+    error!(%failure, "an essential task failed; stopping");
+    // Everyone hears `shutting-down` and the drain is bounded, as on a
+    // signal; then the process exits non-zero.
+    shutdown.cancel();
+    let _ = tokio::time::timeout(2 * DRAIN_TIMEOUT, serving).await;
+    Err(failure)
+}
+
+/// The accept loop: serves `listener` until `shutdown` fires, then tells
+/// every connection `ERROR shutting-down`, waits (boundedly) for them to
+/// close, and closes the room (in cluster mode: frees this node's names).
+async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: CancellationToken) {
     let config = Arc::new(config);
     let connections = Arc::new(Semaphore::new(config.max_clients));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
@@ -128,4 +192,8 @@ pub async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: Ca
     {
         warn!(left = tasks.len(), "some connections did not close in time");
     }
+    // Sessions told the room of their users' leaves as they ended; in a
+    // cluster those may still be queued, so the node frees whatever names
+    // it holds in one step, and the others announce them at once.
+    hub.close().await;
 }

@@ -110,6 +110,20 @@ enum Done {
     Counted(Result<Bytes, ErrorCode>),
     /// Everything this user published has reached the ring: answer `PING`.
     Synced(Option<String>),
+    /// The hub has taken this user's `LEAVE`; `true` when the `LEAVE`
+    /// frame comes through the ring, where this user's broadcasts end.
+    Left(bool),
+}
+
+/// A user who sent `LEAVE` gets what was broadcast before it, then `BYE`.
+struct Farewell {
+    /// The user's own `LEAVE` frame, as the ring will carry it.
+    frame: Bytes,
+    text: Option<String>,
+    /// It has come through the ring: nothing more is owed.
+    reached: bool,
+    /// The hub's answer has come.
+    answered: bool,
 }
 
 /// Serves one accepted connection until it ends.
@@ -132,6 +146,7 @@ pub async fn run(
         user: None,
         evicted: None,
         pending: None,
+        farewell: None,
         socket: None,
         hub,
     };
@@ -154,6 +169,8 @@ struct Session<'a> {
     evicted: Option<CancellationToken>,
     /// A request to the hub in flight.
     pending: Option<Pending>,
+    /// Set once the user sent `LEAVE`.
+    farewell: Option<Farewell>,
     /// Where the writer reports whether the client's socket takes bytes.
     socket: Option<Socket>,
     hub: Hub,
@@ -181,18 +198,25 @@ impl Session<'_> {
                         self.queue = BytesMut::new();
                     }
                 }
-                received = recv(&mut self.user), if has_room => {
-                    self.take_broadcast(received);
-                }
+                // Before the ring: a leaver must stop at its own LEAVE.
                 done = pending(&mut self.pending), if self.pending.is_some() => {
                     self.pending = None;
                     let was_logged_in = self.user.is_some();
-                    self.complete(done);
-                    if !was_logged_in && self.user.is_some() {
-                        timer.as_mut().reset(last_frame + config.idle_timeout);
+                    if let Some(end) = self.complete(done) {
+                        return end;
+                    }
+                    if let (false, Some(_), Some(idle)) = (was_logged_in, &self.user, config.idle_timeout) {
+                        timer.as_mut().reset(last_frame + idle);
                     }
                 }
-                item = self.input.next(), if has_room && self.pending.is_none() => {
+                received = recv(&mut self.user), if has_room && !self.farewell_reached() => {
+                    self.take_broadcast(received);
+                    if let Some(end) = self.farewell_done() {
+                        return end;
+                    }
+                }
+                // Nothing is read after LEAVE.
+                item = self.input.next(), if has_room && self.pending.is_none() && self.farewell.is_none() => {
                     last_frame = Instant::now();
                     let frame = match item {
                         None => return End::Disconnected,
@@ -209,15 +233,16 @@ impl Session<'_> {
                         tokio::task::yield_now().await;
                     }
                 }
-                () = &mut timer => {
-                    let Some(_) = &self.user else {
+                // After login the timer is the idle timeout, if there is one.
+                () = &mut timer, if self.user.is_none() || config.idle_timeout.is_some() => {
+                    let (Some(_), Some(idle_timeout)) = (&self.user, config.idle_timeout) else {
                         return End::Closed(ErrorCode::LoginTimeout);
                     };
                     // Frames held back by a pending request are activity.
                     if self.pending.is_some() {
                         last_frame = Instant::now();
                     }
-                    let deadline = last_frame + config.idle_timeout;
+                    let deadline = last_frame + idle_timeout;
                     if deadline <= Instant::now() {
                         return End::Closed(ErrorCode::IdleTimeout);
                     }
@@ -268,7 +293,7 @@ impl Session<'_> {
                 let from = user.name.to_string();
                 let frame = ServerFrame::Msg { from, text }.to_bytes();
                 match self.hub.try_publish(frame) {
-                    Ok(receipt) => self.published(Ok(receipt)),
+                    Ok(receipt) => return self.published(Ok(receipt)),
                     Err(frame) => {
                         let published = self.hub.publish(frame);
                         self.wait(async move { Done::Published(published.await) });
@@ -279,7 +304,22 @@ impl Session<'_> {
                 let counted = self.hub.who();
                 self.wait(async move { Done::Counted(counted.await) });
             }
-            (ClientFrame::Leave(text), Some(_)) => return Some(End::Left(text)),
+            (ClientFrame::Leave(text), Some(user)) => {
+                // Everything broadcast before this user's LEAVE still
+                // reaches it, then BYE.
+                let frame = ServerFrame::Leave {
+                    name: user.name.to_string(),
+                    text: text.clone(),
+                };
+                let left = self.hub.leave_in_order(user.name.clone(), text.clone());
+                self.farewell = Some(Farewell {
+                    frame: frame.to_bytes(),
+                    text,
+                    reached: false,
+                    answered: false,
+                });
+                self.wait(async move { Done::Left(left.await) });
+            }
         }
         None
     }
@@ -288,8 +328,9 @@ impl Session<'_> {
         self.pending = Some(Box::pin(request));
     }
 
-    /// Acts on what the hub answered.
-    fn complete(&mut self, done: Done) {
+    /// Acts on what the hub answered; returns how the session ends, if it
+    /// does.
+    fn complete(&mut self, done: Done) -> Option<End> {
         match done {
             Done::Entered(Ok(welcome)) => {
                 self.reply(&ServerFrame::Welcome(welcome.name.to_string()));
@@ -302,7 +343,7 @@ impl Session<'_> {
                     published: Receipt::default(),
                 });
             }
-            Done::Published(published) => self.published(published),
+            Done::Published(published) => return self.published(published),
             Done::Counted(Ok(names)) => {
                 // Whatever the hub had broadcast when it counted goes
                 // first, so the list never runs ahead of the JOINs.
@@ -316,18 +357,52 @@ impl Session<'_> {
                 }
                 self.pong(token);
             }
-            Done::Entered(Err(code)) | Done::Counted(Err(code)) => self.refuse(code),
+            Done::Left(in_ring) => {
+                if let Some(farewell) = &mut self.farewell {
+                    farewell.answered = true;
+                    // Without a LEAVE in the ring there is nothing to wait for.
+                    farewell.reached |= !in_ring;
+                }
+                return self.farewell_done();
+            }
+            Done::Entered(Err(code)) | Done::Counted(Err(code)) => return self.refused(code),
         }
+        None
     }
 
-    fn published(&mut self, published: Result<Receipt, ErrorCode>) {
+    fn farewell_reached(&self) -> bool {
+        self.farewell.as_ref().is_some_and(|f| f.reached)
+    }
+
+    /// Ends the session once a leaver has been given everything before its
+    /// own `LEAVE` and the hub has answered.
+    fn farewell_done(&mut self) -> Option<End> {
+        let farewell = self.farewell.as_mut()?;
+        if !(farewell.reached && farewell.answered) {
+            return None;
+        }
+        Some(End::Left(farewell.text.take()))
+    }
+
+    /// A request the hub refused: `shutting-down` ends the session, as the
+    /// contract says; anything else is only an `ERROR`.
+    fn refused(&mut self, code: ErrorCode) -> Option<End> {
+        if code == ErrorCode::ShuttingDown {
+            return Some(End::Closed(code));
+        }
+        self.refuse(code);
+        None
+    }
+
+    fn published(&mut self, published: Result<Receipt, ErrorCode>) -> Option<End> {
         match published {
             Ok(receipt) => {
                 if let Some(user) = &mut self.user {
                     user.published = receipt;
                 }
+                None
             }
-            Err(code) => self.refuse(code),
+            Err(code) => self.refused(code),
         }
     }
 
@@ -348,40 +423,45 @@ impl Session<'_> {
     /// Queues one broadcast frame and whatever else the ring already holds,
     /// so one write carries them all.
     fn take_broadcast(&mut self, first: Option<Next>) {
-        let skipped = match first {
-            Some(Next::Frame(frame)) => {
-                self.queue.extend_from_slice(&frame);
-                0
-            }
-            Some(Next::Lost(n)) => n,
-            Some(Next::Empty) | None => 0,
-        };
-        self.drain_ring(skipped, OUTPUT_HIGH_WATER);
+        self.drain_ring(first, OUTPUT_HIGH_WATER);
     }
 
     /// Queues everything already broadcast, however long the queue gets
     /// (at most one ring's worth), ahead of a reply that must follow it.
     fn catch_up(&mut self) {
-        self.drain_ring(0, usize::MAX);
+        self.drain_ring(None, usize::MAX);
     }
 
-    /// Moves frames from the ring to the queue until the ring is empty or
-    /// the queue reaches `limit`; frames the ring no longer had (`skipped`
-    /// so far, and any found now) become one `DROPPED` in their place.
-    fn drain_ring(&mut self, mut skipped: u64, limit: usize) {
-        if let Some(user) = &mut self.user {
-            while self.queue.len() < limit {
-                match user.messages.try_recv() {
-                    Next::Frame(frame) => {
-                        flush_dropped(&mut self.queue, &mut skipped);
-                        self.queue.extend_from_slice(&frame);
+    /// Moves `first` and then frames from the ring to the queue until the
+    /// ring is empty, the queue reaches `limit` bytes or a leaver reaches
+    /// its own `LEAVE`; frames the ring no longer had become one `DROPPED`
+    /// in their place.
+    fn drain_ring(&mut self, first: Option<Next>, limit: usize) {
+        let Some(user) = &mut self.user else { return };
+        let mut skipped = 0;
+        let mut next = first;
+        loop {
+            match next {
+                Some(Next::Frame(frame)) => {
+                    if let Some(farewell) = &mut self.farewell {
+                        if frame == farewell.frame {
+                            farewell.reached = true;
+                            break;
+                        }
                     }
-                    Next::Lost(n) => skipped += n,
-                    Next::Empty => break,
+                    flush_dropped(&mut self.queue, &mut skipped);
+                    self.queue.extend_from_slice(&frame);
                 }
+                Some(Next::Lost(n)) => skipped += n,
+                Some(Next::Empty) => break,
+                None => {}
             }
-            user.messages.advance();
+            if self.queue.len() >= limit {
+                break;
+            }
+            next = Some(user.messages.try_recv());
         }
+        user.messages.advance();
         flush_dropped(&mut self.queue, &mut skipped);
     }
 
@@ -417,7 +497,10 @@ impl Session<'_> {
                 End::Left(text) => text,
                 _ => None,
             };
-            self.hub.leave(name, text, cause).await;
+            // After its own LEAVE the hub knows already.
+            if self.farewell.is_none() {
+                self.hub.leave(name, text, cause).await;
+            }
         }
         if failed {
             return;

@@ -29,6 +29,7 @@ use chat_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
+use crate::essential::Essential;
 use crate::hub::{Hub, Receipt, REQUEST_QUEUE};
 use driver::{Command, Driver, LinkState};
 use room::{ClusterRoom, SyncRequest};
@@ -85,10 +86,11 @@ impl Bus {
     }
 }
 
-/// Starts this node's cluster tasks and returns the hub its sessions use.
+/// Starts this node's cluster tasks and returns the hub its sessions use,
+/// with the tasks themselves: the node cannot serve without any of them.
 /// Fails only on a malformed URL: an unreachable Redis is an outage, served
 /// with `ERROR unavailable` until it ends.
-pub fn start(config: &ClusterConfig, backlog: usize) -> Result<Hub, String> {
+pub fn start(config: &ClusterConfig, backlog: usize) -> Result<(Hub, Vec<Essential>), String> {
     let client = redis::Client::open(config.url.as_str())
         .map_err(|e| format!("bad --cluster URL {:?}: {e}", config.url))?;
     let node: Arc<str> = config.node_id.as_str().into();
@@ -103,12 +105,17 @@ pub fn start(config: &ClusterConfig, backlog: usize) -> Result<Hub, String> {
     let (hub, inbox) = Hub::channels(backlog, Some(bus));
     let driver = Driver::new(client.clone(), node.clone(), config.lease, state);
     let read_timeout = driver.command_timeout();
-    tokio::spawn(driver.run(commands_rx));
-    tokio::spawn(reader::run(client, deliveries, read_timeout));
+    let driver = tokio::spawn(driver.run(commands_rx));
+    let reader = tokio::spawn(reader::run(client, deliveries, read_timeout));
     let room = ClusterRoom::new(node, config.lease, hub.messages().clone(), commands, link);
-    tokio::spawn(room.run(inbox, syncs_rx, deliveries_rx));
+    let room = tokio::spawn(room.run(inbox, syncs_rx, deliveries_rx));
     info!(node = %config.node_id, lease = ?config.lease, "cluster mode");
-    Ok(hub)
+    let tasks = vec![
+        ("cluster room", room),
+        ("cluster driver", driver),
+        ("cluster reader", reader),
+    ];
+    Ok((hub, tasks))
 }
 
 /// A random node id, for when none is given.

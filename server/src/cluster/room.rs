@@ -186,7 +186,18 @@ impl ClusterRoom {
         }
     }
 
-    async fn leave(&mut self, Leaving { name, text, cause }: Leaving) {
+    async fn leave(&mut self, gone: Leaving) {
+        let Leaving {
+            name,
+            text,
+            cause,
+            placed,
+        } = gone;
+        // The LEAVE comes back from the stream later (or, in an outage,
+        // much later): the leaver gets its BYE now.
+        if let Some(placed) = placed {
+            let _ = placed.send(false);
+        }
         self.local.remove(&name_key(&name));
         info!(user = %name, cause, "leave");
         // The driver keeps leaves until the bus takes them.

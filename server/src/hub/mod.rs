@@ -71,6 +71,10 @@ pub(crate) struct Leaving {
     pub text: Option<String>,
     /// Why the user went, for the log.
     pub cause: &'static str,
+    /// For a user who sent `LEAVE`: told whether the user's own `LEAVE`
+    /// is coming through the ring, so that its session delivers everything
+    /// broadcast before it, and stops there.
+    pub placed: Option<oneshot::Sender<bool>>,
 }
 
 pub(crate) type Census = oneshot::Sender<Result<Bytes, ErrorCode>>;
@@ -148,8 +152,34 @@ impl Hub {
     /// Frees the name and tells everyone else the user is gone; `cause`
     /// says why, for the log.
     pub async fn leave(&self, name: Arc<str>, text: Option<String>, cause: &'static str) {
+        let gone = Leaving {
+            name,
+            text,
+            cause,
+            placed: None,
+        };
         // Fails only when the hub has stopped, and then nobody is left to tell.
-        let _ = self.leaving.send(Leaving { name, text, cause }).await;
+        let _ = self.leaving.send(gone).await;
+    }
+
+    /// Leaves on the user's own `LEAVE`; resolves to whether that `LEAVE`
+    /// is coming through the ring, where the leaver's session stops.
+    pub fn leave_in_order(
+        &self,
+        name: Arc<str>,
+        text: Option<String>,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let leaving = self.leaving.clone();
+        async move {
+            let (placed, answer) = oneshot::channel();
+            let gone = Leaving {
+                name,
+                text,
+                cause: "left",
+                placed: Some(placed),
+            };
+            leaving.send(gone).await.is_ok() && answer.await.unwrap_or(false)
+        }
     }
 
     /// The encoded `NAMES` frame for the room as it is now.

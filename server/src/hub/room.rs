@@ -84,18 +84,30 @@ impl Room {
                 name,
                 text: None,
                 cause: "closed during login",
+                placed: None,
             };
             self.leave(gone).await;
         }
     }
 
-    async fn leave(&mut self, Leaving { name, text, cause }: Leaving) {
-        if self.users.remove(&name_key(&name)).is_none() {
+    async fn leave(&mut self, gone: Leaving) {
+        let Leaving {
+            name,
+            text,
+            cause,
+            placed,
+        } = gone;
+        let removed = self.users.remove(&name_key(&name)).is_some();
+        let announced = removed && !self.shutdown.is_cancelled();
+        if let Some(placed) = placed {
+            let _ = placed.send(announced);
+        }
+        if !removed {
             return;
         }
         self.names = None;
         info!(user = %name, cause, users = self.users.len(), "leave");
-        if !self.shutdown.is_cancelled() {
+        if announced {
             let leave = ServerFrame::Leave {
                 name: name.to_string(),
                 text,
