@@ -4,7 +4,9 @@
 //!
 //! Every wait polls the screen until what it looks for is there, bounded by
 //! [`TIMEOUT`]; nothing sleeps a fixed time and hopes. Where tmux is not
-//! installed the tests say so and pass (CI installs it).
+//! installed the tests say so and pass, except in CI (`CI` set), where a
+//! missing tmux fails them: `.ci/run` installs it, so its absence is a
+//! broken runner, not a reason to skip.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ impl Pane {
     /// of the test's own ([`Pane::history`]).
     fn start(server: &Server, args: &[&str]) -> Option<Pane> {
         if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(std::env::var_os("CI").is_none(), "tmux is missing in CI");
             // Straight to stderr, which the test harness does not capture,
             // so that the skip shows in a normal `cargo test` run.
             let _ = writeln!(
