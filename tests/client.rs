@@ -329,6 +329,50 @@ async fn scripted_server_frames_and_a_missing_bye() {
     );
 }
 
+/// A person who only reads stays connected: the client's keepalive `PING`s
+/// count as activity for the server's idle timeout, and their `PONG`s are
+/// not printed, even with `--raw`. A silent raw connection that logged in
+/// later is timed out meanwhile, which shows the timeout did strike.
+#[tokio::test]
+async fn keepalive_keeps_a_quiet_reader_connected() {
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    let mut alice = Piped::spawn(
+        server.addr(),
+        &["--name", "alice", "--raw", "--keepalive", "200ms"],
+    );
+    alice.expect("WELCOME alice").await;
+    alice.expect("NAMES alice").await;
+    let mut quiet = server.user("quiet").await;
+    alice.expect("JOIN quiet").await;
+    quiet.expect_error("idle-timeout").await;
+    quiet.expect_closed().await;
+    alice.expect("LEAVE quiet").await;
+    alice.say("still here").await;
+    alice.expect("MSG alice still here").await;
+    alice.close_stdin();
+    alice.expect("BYE").await;
+    let (status, rest, stderr) = alice.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
+    );
+}
+
+/// Without a keepalive the quiet reader is what the issue reported: timed
+/// out like anyone silent.
+#[tokio::test]
+async fn without_keepalive_a_quiet_reader_is_timed_out() {
+    let server = Server::start(&["--idle-timeout", "500ms"]);
+    let alice = Piped::spawn(server.addr(), &["--name", "alice", "--keepalive", "off"]);
+    let (status, rest, stderr) = alice.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(3), "stderr: {stderr}");
+    assert_eq!(rest, ["* logged in as alice", "* in the room: alice"]);
+    assert!(
+        stderr.starts_with("chat-client: connection closed by server ("),
+        "stderr: {stderr}"
+    );
+}
+
 /// The next line the client sent to the scripted server.
 async fn next_line(lines: &mut Lines<BufReader<OwnedReadHalf>>) -> Option<String> {
     tokio::time::timeout(TIMEOUT, lines.next_line())

@@ -16,6 +16,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// How long connecting may take before the client gives up: long enough for
@@ -186,19 +187,44 @@ pub enum Sent {
     Stopped,
 }
 
+/// The token of the client's own keepalive `PING`s: their `PONG`s are
+/// known by it, and not shown.
+pub const KEEPALIVE_TOKEN: &str = "keepalive";
+
+/// Whether `frame` answers one of the client's own keepalive `PING`s.
+pub fn is_keepalive_pong(frame: &ServerFrame) -> bool {
+    matches!(frame, ServerFrame::Pong(Some(token)) if token == KEEPALIVE_TOKEN)
+}
+
 /// Writes each frame from `frames` to the server, in order, until `LEAVE`
 /// has been sent (then closes the writing side, as the server expects) or
 /// there is nothing more to send.
+///
+/// With a `keepalive`, a `PING` goes out whenever that long has passed
+/// without a frame: the server disconnects a user who sends nothing for its
+/// idle timeout, and a person who only reads is still there.
 pub async fn send_frames(
     mut outgoing: Outgoing,
     mut frames: mpsc::Receiver<ClientFrame>,
+    keepalive: Option<Duration>,
 ) -> io::Result<Sent> {
-    while let Some(frame) = frames.recv().await {
+    let next_ping = || keepalive.map(|interval| Instant::now() + interval);
+    let mut ping_at = next_ping();
+    loop {
+        let frame = tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => return Ok(Sent::Stopped),
+            },
+            () = sleep_until(ping_at.unwrap_or_else(Instant::now)), if ping_at.is_some() => {
+                ClientFrame::Ping(Some(KEEPALIVE_TOKEN.to_owned()))
+            }
+        };
         outgoing.send(&frame).await?;
         if let ClientFrame::Leave(_) = frame {
             outgoing.close().await?;
             return Ok(Sent::Leave);
         }
+        ping_at = next_ping();
     }
-    Ok(Sent::Stopped)
 }

@@ -24,10 +24,11 @@ use rustyline::{
 };
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, Command, HELP};
-use crate::connection::{send_frames, Connection, Incoming, LoggedIn, LoginError, Outgoing};
+use crate::connection::{send_frames, Connection, Incoming, LoggedIn, LoginError, Sent};
 use crate::render::{login_refusal, Format, Style};
 use crate::screen::{rows_taken, Screen};
 use crate::session::{follow, Ending, BYE_WAIT};
@@ -115,7 +116,7 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
                 history,
                 runtime,
             };
-            chat.log_in_and_talk(connection, &options.name, options.raw)
+            chat.log_in_and_talk(connection, options)
         }
     };
     screen.flush(runtime.handle(), FLUSH_LIMIT);
@@ -273,13 +274,14 @@ struct Chat<'r> {
 }
 
 impl Chat<'_> {
-    fn log_in_and_talk(&mut self, mut connection: Connection, name: &str, raw: bool) -> Exit {
+    fn log_in_and_talk(&mut self, mut connection: Connection, options: &Options) -> Exit {
+        let raw = options.raw;
         let format = if raw {
             Format::Raw
         } else {
             Format::Human(self.style)
         };
-        let Some(logged_in) = self.log_in(&mut connection, name) else {
+        let Some(logged_in) = self.log_in(&mut connection, &options.name) else {
             return Exit::NotLoggedIn;
         };
         for line in logged_in.frames.iter().filter_map(|f| format.frame(f)) {
@@ -296,10 +298,12 @@ impl Chat<'_> {
         let (typed, typed_rx) = mpsc::channel(TYPED_BACKLOG);
         let (ended, ending) = oneshot::channel();
         let noticed = CancellationToken::new();
+        let writer = self
+            .runtime
+            .spawn(send_frames(outgoing, typed_rx, options.keepalive()));
         self.runtime.spawn(converse(
             incoming,
-            outgoing,
-            typed_rx,
+            writer,
             format,
             self.screen.clone(),
             ended,
@@ -483,20 +487,18 @@ fn stopped() -> Ending {
     Ending::Broken(std::io::Error::other("the conversation stopped"))
 }
 
-/// The network side: writes what the user typed, shows what arrives, and
-/// once the conversation ends, reports how and interrupts the editor until
-/// the program has `noticed`.
+/// The network side: shows what arrives while `writer` sends what the user
+/// typed, and once the conversation ends, reports how and interrupts the
+/// editor until the program has `noticed`.
 async fn converse(
     mut incoming: Incoming,
-    outgoing: Outgoing,
-    typed: mpsc::Receiver<ClientFrame>,
+    mut writer: JoinHandle<std::io::Result<Sent>>,
     format: Format,
     screen: Screen,
     ended: oneshot::Sender<Ending>,
     noticed: CancellationToken,
 ) {
     let mut lines = screen.lines();
-    let mut writer = tokio::spawn(send_frames(outgoing, typed));
     let ending = follow(&mut incoming, format, &mut writer, &mut lines).await;
     writer.abort();
     lines.barrier().await;

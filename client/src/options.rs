@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use chat_protocol::DEFAULT_ADDR;
 use clap::Parser;
@@ -47,6 +48,29 @@ pub struct Options {
     /// them for people.
     #[arg(long)]
     pub raw: bool,
+
+    /// Send a PING after this long without sending anything, so that the
+    /// server's idle timeout (300s by default) does not disconnect someone
+    /// who only reads; 0 or 'off' sends none.
+    #[arg(long, env = "CHAT_KEEPALIVE", value_name = "DURATION", default_value = "60s", value_parser = parse_keepalive)]
+    pub keepalive: Duration,
+}
+
+/// A duration as the server's flags take them: `500ms`, `30s`, `5m`, or
+/// plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    }
+}
+
+/// A keepalive interval; `off` is zero, which turns it off.
+fn parse_keepalive(text: &str) -> Result<Duration, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
 }
 
 /// Where history is kept unless `--history` says otherwise: in the user's
@@ -64,6 +88,12 @@ impl Options {
     /// The history file to use, if any: `--history ''` keeps none.
     pub fn history_file(&self) -> Option<PathBuf> {
         (!self.history.is_empty()).then(|| PathBuf::from(&self.history))
+    }
+
+    /// How long the client may send nothing before it sends a `PING`, if
+    /// it keeps the connection alive at all.
+    pub fn keepalive(&self) -> Option<Duration> {
+        (!self.keepalive.is_zero()).then_some(self.keepalive)
     }
 
     /// Whether names may be colored: not with `--no-color`, nor when
@@ -97,6 +127,33 @@ mod tests {
     #[test]
     fn address_defaults_to_the_protocols() {
         assert_eq!(parse(&["--name", "a"]).addr, DEFAULT_ADDR);
+    }
+
+    #[test]
+    fn keepalive_defaults_to_a_minute_and_can_be_turned_off() {
+        assert_eq!(
+            parse(&["--name", "a"]).keepalive(),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--keepalive", "250ms"]).keepalive(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--keepalive", "90"]).keepalive(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--keepalive", "0"]).keepalive(),
+            None
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--keepalive", "off"]).keepalive(),
+            None
+        );
+        assert!(
+            Options::try_parse_from(["chat-client", "--name", "a", "--keepalive", "soon"]).is_err()
+        );
     }
 
     #[test]

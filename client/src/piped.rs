@@ -64,7 +64,7 @@ pub async fn run(options: &Options) -> Exit {
 
     let (mut incoming, outgoing) = connection.split();
     let (frames, frames_rx) = mpsc::channel(STDIN_BACKLOG);
-    let mut writer = tokio::spawn(send_frames(outgoing, frames_rx));
+    let mut writer = tokio::spawn(send_frames(outgoing, frames_rx, options.keepalive()));
     // A thread of its own, never joined: a read from a terminal or a pipe
     // that stays open cannot be cancelled, and must not keep the program
     // from exiting when the server goes away.

@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use crate::connection::{closes, Incoming, Sent};
+use crate::connection::{closes, is_keepalive_pong, Incoming, Sent};
 use crate::render::{clean, Format};
 use crate::Exit;
 
@@ -94,6 +94,9 @@ pub async fn follow(
                         }
                         continue;
                     }
+                    // The answers to the client's own keepalive are not
+                    // the room's business, even in raw format.
+                    Some(Ok(Ok(frame))) if is_keepalive_pong(&frame) => continue,
                     Some(Ok(Ok(frame))) => frame,
                 };
                 if let ServerFrame::Error { code, detail } = &frame {
