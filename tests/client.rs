@@ -269,6 +269,55 @@ async fn no_server_exits_1() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
 
+/// Something that accepts connections but never answers is not taken for a
+/// chat server that is slow: after the login timeout (5 s by default) the
+/// client says so and exits 1, although stdin is still open.
+#[tokio::test]
+async fn silent_listener_is_no_chat_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let client = Piped::spawn(addr, &["--name", "alice"]);
+    let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    drop(stream);
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        stderr,
+        format!("chat-client: no chat server at {addr} (no answer to NAME within 5s)\n")
+    );
+}
+
+/// Something that answers with lines that are not frames (an SSH server's
+/// banner, say) is not a chat server either: said at once, exit code 1.
+#[tokio::test]
+async fn listener_answering_garbage_is_no_chat_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let client = Piped::spawn(addr, &["--name", "alice", "--login-timeout", "1m"]);
+    let (mut stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    stream
+        .write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+        .await
+        .expect("write");
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        stderr,
+        format!(
+            "chat-client: no chat server at {addr} \
+             (it sent \"SSH-2.0-OpenSSH_9.2p1\" instead of WELCOME)\n"
+        )
+    );
+}
+
 /// The server shutting down while the script still has input: the reason
 /// on stderr, exit code 3.
 #[tokio::test]

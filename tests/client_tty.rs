@@ -8,7 +8,8 @@
 //! missing tmux fails them: `.ci/run` installs it, so its absence is a
 //! broken runner, not a reason to skip.
 
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -23,10 +24,15 @@ struct Pane {
 }
 
 impl Pane {
-    /// Starts `chat-client` with `args` in a 100×30 pane, or `None` (after
-    /// saying why) where tmux is not installed. Its history goes to a file
-    /// of the test's own ([`Pane::history`]).
+    /// Starts `chat-client` for `server`, see [`Pane::start_at`].
     fn start(server: &Server, args: &[&str]) -> Option<Pane> {
+        Pane::start_at(server.addr(), args)
+    }
+
+    /// Starts `chat-client --addr addr` with `args` in a 100×30 pane, or
+    /// `None` (after saying why) where tmux is not installed. Its history
+    /// goes to a file of the test's own ([`Pane::history`]).
+    fn start_at(addr: SocketAddr, args: &[&str]) -> Option<Pane> {
         if Command::new("tmux").arg("-V").output().is_err() {
             assert!(std::env::var_os("CI").is_none(), "tmux is missing in CI");
             // Straight to stderr, which the test harness does not capture,
@@ -50,7 +56,7 @@ impl Pane {
             .expect("write tmux.conf");
         let pane = Pane { dir };
         let mut command = vec![quote(&binary("chat-client").to_string_lossy())];
-        command.extend(["--addr".to_owned(), server.addr().to_string()]);
+        command.extend(["--addr".to_owned(), addr.to_string()]);
         command.extend([
             "--history".to_owned(),
             quote(&pane.dir.join("history").to_string_lossy()),
@@ -121,6 +127,17 @@ impl Pane {
             lines.pop();
         }
         lines
+    }
+
+    /// Every line the pane has shown, the scrolled-off ones too. Read this
+    /// after the client has exited: tmux scrolls a dead pane up a row to
+    /// say so, and a short session's first line goes off the screen.
+    fn transcript(&self) -> Vec<String> {
+        let output = self.tmux(&["capture-pane", "-p", "-S", "-"]);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .collect()
     }
 
     /// Polls the screen until `ready` holds, and returns it; panics with the
@@ -318,4 +335,63 @@ async fn taken_name_then_server_goes_away() {
         )
     });
     assert_eq!(pane.wait_for_exit(), 3);
+}
+
+/// Ctrl-C leaves while the client waits for the login's answer, where the
+/// terminal is not the editor's and Ctrl-C used to do nothing but echo.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_leaves_while_logging_in() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let Some(pane) = Pane::start_at(addr, &["--name", "alice", "--login-timeout", "1m"]) else {
+        return;
+    };
+    let (stream, _) = listener.accept().expect("the client connects");
+    let mut login = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut login)
+        .expect("read the login");
+    assert_eq!(login, "NAME alice\n");
+    pane.press("C-c");
+    assert_eq!(pane.wait_for_exit(), 2);
+    assert!(shows(&pane.transcript(), "* gave up logging in"));
+}
+
+/// Whatever listens at the address but never answers is said not to be a
+/// chat server once the login timeout has passed: exit code 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_listener_is_no_chat_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let Some(pane) = Pane::start_at(addr, &["--name", "alice", "--login-timeout", "1s"]) else {
+        return;
+    };
+    assert_eq!(pane.wait_for_exit(), 1);
+    let screen = pane.transcript();
+    assert!(
+        shows(
+            &screen,
+            &format!("! no chat server at {addr} (no answer to NAME within 1s)")
+        ),
+        "the screen:\n{}",
+        screen.join("\n")
+    );
+    drop(listener);
+}
+
+/// At the `name>` prompt, with no conversation to stay in yet, Ctrl-C
+/// gives up like Ctrl-D instead of only clearing the line.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_at_the_name_prompt_gives_up() {
+    let server = Server::start(&[]);
+    let _bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "bob"]) else {
+        return;
+    };
+    pane.wait_for("the refusal", |s| shows(s, "! the name bob is taken"));
+    pane.wait_for_last_line("name>");
+    pane.type_text("car");
+    pane.wait_for_last_line("name> car");
+    pane.press("C-c");
+    assert_eq!(pane.wait_for_exit(), 2);
 }

@@ -11,12 +11,16 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use chat_protocol::{is_valid_name, ClientCodec, ClientFrame, ErrorCode, ServerFrame, NAME_RULES};
+use chat_protocol::{
+    is_valid_name, ClientCodec, ClientDecodeError, ClientFrame, ErrorCode, LineError, ServerFrame,
+    NAME_RULES,
+};
 use futures::{SinkExt as _, StreamExt as _};
+use humantime::format_duration;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// How long connecting may take before the client gives up: long enough for
@@ -32,6 +36,8 @@ pub type Outgoing = FramedWrite<OwnedWriteHalf, ClientCodec>;
 
 /// A connection, not yet split into its two directions.
 pub struct Connection {
+    /// Where it goes, as the user gave it, to say so in messages.
+    addr: String,
     incoming: Incoming,
     outgoing: Outgoing,
 }
@@ -77,6 +83,10 @@ pub enum LoginError {
     Closed { reason: Option<String> },
     /// The connection failed.
     Broken(io::Error),
+    /// Whatever answered is not a chat server: it said something that is
+    /// not a frame, or nothing at all within the login timeout. The text
+    /// says so, with the address.
+    NoChatServer(String),
 }
 
 impl Connection {
@@ -94,6 +104,7 @@ impl Connection {
         stream.set_nodelay(true).map_err(failed)?;
         let (read, write) = stream.into_split();
         Ok(Connection {
+            addr: addr.to_owned(),
             incoming: FramedRead::new(read, ClientCodec::new()),
             outgoing: FramedWrite::new(write, ClientCodec::new()),
         })
@@ -105,7 +116,11 @@ impl Connection {
     /// A name that breaks the rules is refused here, without asking the
     /// server: it could hold a line break, which would smuggle a second
     /// frame onto the wire.
-    pub async fn login(&mut self, name: &str) -> Result<LoggedIn, LoginError> {
+    ///
+    /// The whole answer must come within `limit`, and be made of frames: a
+    /// port where something else listens (a silent service, a web or SSH
+    /// server) is [`LoginError::NoChatServer`], not a wait without end.
+    pub async fn login(&mut self, name: &str, limit: Duration) -> Result<LoggedIn, LoginError> {
         if !is_valid_name(name) {
             return Err(LoginError::Refused {
                 code: ErrorCode::BadName,
@@ -117,9 +132,11 @@ impl Connection {
             .send(&frame)
             .await
             .map_err(LoginError::Broken)?;
+        let deadline = Instant::now() + limit;
         let mut reason = None;
         let name = loop {
-            match self.next_frame(&mut reason).await? {
+            let waiting = || format!("no answer to NAME within {}", format_duration(limit));
+            match self.next_frame(&mut reason, deadline, waiting).await? {
                 ServerFrame::Welcome(name) => break name,
                 ServerFrame::Error { code, detail } if closes(code) => {
                     reason = Some(detail.unwrap_or_else(|| code.to_string()));
@@ -133,7 +150,8 @@ impl Connection {
         };
         let mut frames = vec![ServerFrame::Welcome(name.clone())];
         loop {
-            let frame = self.next_frame(&mut reason).await?;
+            let waiting = || format!("no NAMES after WELCOME within {}", format_duration(limit));
+            let frame = self.next_frame(&mut reason, deadline, waiting).await?;
             let names = matches!(frame, ServerFrame::Names(_));
             // The contract puts NAMES right after WELCOME; should anything
             // come between, it is kept, not lost.
@@ -144,25 +162,58 @@ impl Connection {
         }
     }
 
-    /// The next frame during login, skipping lines that are not frames.
-    async fn next_frame(&mut self, reason: &mut Option<String>) -> Result<ServerFrame, LoginError> {
-        loop {
-            match self.incoming.next().await {
-                Some(Ok(Ok(frame))) => return Ok(frame),
-                Some(Ok(Err(_))) => {}
-                Some(Err(e)) => return Err(LoginError::Broken(e)),
-                None => {
-                    return Err(LoginError::Closed {
-                        reason: reason.take(),
-                    })
-                }
-            }
+    /// The next frame during login, by `deadline`; `waiting` says what was
+    /// awaited in vain if it passes.
+    async fn next_frame(
+        &mut self,
+        reason: &mut Option<String>,
+        deadline: Instant,
+        waiting: impl FnOnce() -> String,
+    ) -> Result<ServerFrame, LoginError> {
+        let arrival = timeout_at(deadline, self.incoming.next())
+            .await
+            .map_err(|_| self.no_chat_server(&waiting()))?;
+        match arrival {
+            Some(Ok(Ok(frame))) => Ok(frame),
+            Some(Ok(Err(unreadable))) => Err(self.no_chat_server(&not_a_frame(&unreadable))),
+            Some(Err(e)) => Err(LoginError::Broken(e)),
+            None => Err(LoginError::Closed {
+                reason: reason.take(),
+            }),
         }
+    }
+
+    fn no_chat_server(&self, why: &str) -> LoginError {
+        LoginError::NoChatServer(format!("no chat server at {} ({why})", self.addr))
     }
 
     /// Splits the logged-in connection into its two directions.
     pub fn split(self) -> (Incoming, Outgoing) {
         (self.incoming, self.outgoing)
+    }
+}
+
+/// What a line that is not a frame says about the peer, for
+/// [`LoginError::NoChatServer`]: the start of the line, quoted and escaped
+/// so that nothing in it acts on the terminal.
+fn not_a_frame(unreadable: &ClientDecodeError) -> String {
+    /// Enough of a line to recognise the service that sent it.
+    const SHOWN: usize = 60;
+    match unreadable {
+        ClientDecodeError::Malformed(malformed) => {
+            let line = &malformed.line;
+            let mut start: String = line.chars().take(SHOWN).collect();
+            if start.len() < line.len() {
+                start.push('…');
+            }
+            format!("it sent {start:?} instead of WELCOME")
+        }
+        ClientDecodeError::Line(LineError::InvalidUtf8) => {
+            "it sent a line that is not UTF-8 instead of WELCOME".to_owned()
+        }
+        ClientDecodeError::Line(LineError::TooLong) => {
+            "it sent a line far too long for a frame instead of WELCOME".to_owned()
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! prompts tokio's handler absorbs the signal instead of the default action,
 //! which would kill the process.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -51,15 +52,6 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 /// Runs the interactive mode until the user leaves or the server goes away.
 pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     let _in_runtime = runtime.enter();
-    #[cfg(unix)]
-    let mut interrupts =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
-            Ok(interrupts) => interrupts,
-            Err(e) => {
-                eprintln!("chat-client: cannot handle SIGINT: {e}");
-                return Exit::Failed;
-            }
-        };
     let config = editor_config();
     let layout = Layout {
         widths: config.grapheme_cluster_mode(),
@@ -73,9 +65,16 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
         }
     };
     // A terminal rustyline cannot drive (TERM=dumb, say) still works the
-    // netcat way.
+    // netcat way, where Ctrl-C keeps its default action.
     let Ok(printer) = editor.create_external_printer() else {
         return runtime.block_on(piped::run(options));
+    };
+    let mut interrupts = match Interrupts::listen() {
+        Ok(interrupts) => interrupts,
+        Err(e) => {
+            eprintln!("chat-client: cannot handle SIGINT: {e}");
+            return Exit::Failed;
+        }
     };
     let screen = match Screen::start(printer, runtime.handle().clone()) {
         Ok(screen) => screen,
@@ -91,18 +90,13 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     bind_keys(&mut editor, &screen, style);
     let history = History::open(&mut editor, options.history_file(), &screen, style);
 
-    let connecting = Connection::connect(&options.addr);
-    #[cfg(unix)]
-    let connected = runtime.block_on(async {
-        tokio::select! {
-            connected = connecting => Some(connected),
-            _ = interrupts.recv() => None,
-        }
-    });
-    #[cfg(not(unix))]
-    let connected = Some(runtime.block_on(connecting));
+    let connected = interrupts.or_interrupt(runtime, Connection::connect(&options.addr));
     let exit = match connected {
-        None => Exit::Failed,
+        None => {
+            let gave_up = format!("gave up connecting to {}", options.addr);
+            screen.print(style.notice(&gave_up));
+            Exit::Failed
+        }
         Some(Err(e)) => {
             screen.print(style.problem(&e.to_string()));
             Exit::Failed
@@ -114,6 +108,7 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
                 style,
                 layout,
                 history,
+                interrupts,
                 runtime,
             };
             chat.log_in_and_talk(connection, options)
@@ -121,6 +116,38 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     };
     screen.flush(runtime.handle(), FLUSH_LIMIT);
     exit
+}
+
+/// Ctrl-C while the program waits for the network (connecting, logging
+/// in). The terminal is not in raw mode then, so Ctrl-C is not a key for
+/// the editor but a SIGINT, which tokio's handler takes instead of its
+/// default action: that handler must stay, to absorb the signals that wake
+/// the editor (see the module's documentation).
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn listen() -> std::io::Result<Interrupts> {
+        Ok(Interrupts {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    /// Runs `work` to its end, or `None` if the user presses Ctrl-C first.
+    fn or_interrupt<T>(&mut self, runtime: &Runtime, work: impl Future<Output = T>) -> Option<T> {
+        #[cfg(unix)]
+        return runtime.block_on(async {
+            tokio::select! {
+                done = work => Some(done),
+                _ = self.signal.recv() => None,
+            }
+        });
+        #[cfg(not(unix))]
+        Some(runtime.block_on(work))
+    }
 }
 
 /// The line editor's settings: rustyline's own (100 lines of history,
@@ -270,6 +297,7 @@ struct Chat<'r> {
     style: Style,
     layout: Layout,
     history: History,
+    interrupts: Interrupts,
     runtime: &'r Runtime,
 }
 
@@ -281,8 +309,9 @@ impl Chat<'_> {
         } else {
             Format::Human(self.style)
         };
-        let Some(logged_in) = self.log_in(&mut connection, &options.name) else {
-            return Exit::NotLoggedIn;
+        let logged_in = match self.log_in(&mut connection, options) {
+            Ok(logged_in) => logged_in,
+            Err(exit) => return exit,
         };
         for line in logged_in.frames.iter().filter_map(|f| format.frame(f)) {
             self.screen.print(line);
@@ -323,42 +352,63 @@ impl Chat<'_> {
     }
 
     /// Logs in, asking for another name for as long as the server refuses
-    /// one; `None` if the user gave up or the server closed the connection.
-    fn log_in(&mut self, connection: &mut Connection, name: &str) -> Option<LoggedIn> {
-        let mut name = name.to_owned();
+    /// one; the exit if the user gave up, the server closed the connection,
+    /// or nothing there is a chat server.
+    fn log_in(&mut self, connection: &mut Connection, options: &Options) -> Result<LoggedIn, Exit> {
+        let mut name = options.name.clone();
         loop {
-            match self.runtime.block_on(connection.login(&name)) {
-                Ok(welcomed) => return Some(welcomed),
+            let login = connection.login(&name, options.login_timeout);
+            let Some(answer) = self.interrupts.or_interrupt(self.runtime, login) else {
+                self.screen.print(self.style.notice("gave up logging in"));
+                return Err(Exit::NotLoggedIn);
+            };
+            match answer {
+                Ok(welcomed) => return Ok(welcomed),
                 Err(LoginError::Refused { code, detail }) => {
                     let refusal = login_refusal(&name, code, detail.as_deref());
                     self.screen.print(self.style.problem(&refusal));
-                    self.screen
-                        .print(self.style.notice("choose another name (Ctrl-D gives up)"));
-                    name = self.ask_name()?;
+                    self.screen.print(
+                        self.style
+                            .notice("choose another name (Ctrl-C or Ctrl-D gives up)"),
+                    );
+                    name = self.ask_name().ok_or(Exit::NotLoggedIn)?;
                 }
                 Err(LoginError::Closed { reason }) => {
                     self.report(&Ending::Closed { reason });
-                    return None;
+                    return Err(Exit::NotLoggedIn);
                 }
                 Err(LoginError::Broken(e)) => {
                     self.report(&Ending::Broken(e));
-                    return None;
+                    return Err(Exit::NotLoggedIn);
+                }
+                Err(LoginError::NoChatServer(why)) => {
+                    self.screen.print(self.style.problem(&why));
+                    return Err(Exit::Failed);
                 }
             }
         }
     }
 
-    /// Reads a name at a `name>` prompt; `None` when the user gives up.
+    /// Reads a name at a `name>` prompt; `None` when the user gives up,
+    /// with Ctrl-D or Ctrl-C (which, only here, does not just clear the
+    /// line: there is no conversation to stay in yet).
     fn ask_name(&mut self) -> Option<String> {
-        loop {
+        let clear_line = self
+            .editor
+            .bind_sequence(KeyEvent::ctrl('C'), EventHandler::Simple(Cmd::Interrupt));
+        let name = loop {
             let answer = self.editor.readline("name> ");
             self.screen.release(0);
             match answer {
                 Ok(name) if name.trim().is_empty() => continue,
-                Ok(name) => return Some(name.trim().to_owned()),
-                Err(_) => return None,
+                Ok(name) => break Some(name.trim().to_owned()),
+                Err(_) => break None,
             }
+        };
+        if let Some(clear_line) = clear_line {
+            self.editor.bind_sequence(KeyEvent::ctrl('C'), clear_line);
         }
+        name
     }
 
     /// The prompt loop: reads lines and acts on them until the conversation

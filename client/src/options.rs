@@ -23,7 +23,7 @@ use clap::Parser;
         chat-client --name alice\n  \
         chat-client --name bob --addr 10.0.0.7:8000 --no-color\n  \
         printf 'hello\\nbye\\n' | chat-client --name bot --raw\n\n\
-        Exit codes: 0 left, 1 cannot connect or local failure, \
+        Exit codes: 0 left, 1 cannot connect, no chat server there or local failure, \
         2 not logged in (name refused), 3 connection closed by the server."
 )]
 pub struct Options {
@@ -54,6 +54,11 @@ pub struct Options {
     /// who only reads; 0 or 'off' sends none.
     #[arg(long, env = "CHAT_KEEPALIVE", value_name = "DURATION", default_value = "60s", value_parser = parse_keepalive)]
     pub keepalive: Duration,
+
+    /// How long the server may take to answer the login before the client
+    /// gives up: whatever listens at the address is not a chat server.
+    #[arg(long, env = "CHAT_LOGIN_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_login_timeout)]
+    pub login_timeout: Duration,
 }
 
 /// A duration as the server's flags take them: `500ms`, `30s`, `5m`, or
@@ -62,6 +67,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     match text.parse::<u64>() {
         Ok(seconds) => Ok(Duration::from_secs(seconds)),
         Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    }
+}
+
+/// A login timeout: some time, since none would refuse every server.
+fn parse_login_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("the login needs some time; give more than 0".to_owned()),
+        limit => Ok(limit),
     }
 }
 
@@ -153,6 +166,22 @@ mod tests {
         );
         assert!(
             Options::try_parse_from(["chat-client", "--name", "a", "--keepalive", "soon"]).is_err()
+        );
+    }
+
+    #[test]
+    fn login_timeout_defaults_to_five_seconds_and_is_never_zero() {
+        assert_eq!(
+            parse(&["--name", "a"]).login_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--login-timeout", "1m"]).login_timeout,
+            Duration::from_secs(60)
+        );
+        assert!(
+            Options::try_parse_from(["chat-client", "--name", "a", "--login-timeout", "0"])
+                .is_err()
         );
     }
 

@@ -41,17 +41,15 @@ pub async fn run(options: &Options) -> Exit {
             return Exit::Failed;
         }
     };
-    let logged_in = match connection.login(&options.name).await {
+    let logged_in = match connection.login(&options.name, options.login_timeout).await {
         Ok(logged_in) => logged_in,
+        // Not a login that failed: there was nobody to log in with.
+        Err(LoginError::NoChatServer(why)) => {
+            eprintln!("chat-client: {why}");
+            return Exit::Failed;
+        }
         Err(e) => {
-            let why = match e {
-                LoginError::Refused { code, detail } => {
-                    login_refusal(&options.name, code, detail.as_deref())
-                }
-                LoginError::Closed { reason } => describe(Ending::Closed { reason }),
-                LoginError::Broken(e) => describe(Ending::Broken(e)),
-            };
-            eprintln!("chat-client: cannot log in: {why}");
+            eprintln!("chat-client: cannot log in: {}", why_not(&options.name, e));
             return Exit::NotLoggedIn;
         }
     };
@@ -77,6 +75,16 @@ pub async fn run(options: &Options) -> Exit {
     }
     let ending = follow(&mut incoming, format, &mut writer, &mut out).await;
     report(ending)
+}
+
+/// Why the login as `name` failed, in plain words.
+fn why_not(name: &str, error: LoginError) -> String {
+    match error {
+        LoginError::Refused { code, detail } => login_refusal(name, code, detail.as_deref()),
+        LoginError::Closed { reason } => describe(Ending::Closed { reason }),
+        LoginError::Broken(e) => describe(Ending::Broken(e)),
+        LoginError::NoChatServer(why) => why,
+    }
 }
 
 fn describe(ending: Ending) -> String {
