@@ -318,6 +318,37 @@ async fn listener_answering_garbage_is_no_chat_server() {
     );
 }
 
+/// Errors with codes newer than the client during login: one that closes
+/// the connection (`too-many-connections`) is its reason, another is a
+/// refusal; both are said with the code or detail as sent, exit code 2.
+#[tokio::test]
+async fn newer_error_codes_during_login() {
+    for (answer, said) in [
+        (
+            &b"ERROR too-many-connections 16 connections from 127.0.0.1 already\n"[..],
+            "connection closed by server (16 connections from 127.0.0.1 already)",
+        ),
+        (
+            b"ERROR no-logins-today come back tomorrow\n",
+            "no-logins-today: come back tomorrow",
+        ),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = Piped::spawn(addr, &["--name", "alice"]);
+        let (mut stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+            .await
+            .expect("the client connects")
+            .expect("accept");
+        stream.write_all(answer).await.expect("write");
+        drop(stream);
+        let (status, out, stderr) = client.finish_with_stdin_open().await;
+        assert_eq!(status.code(), Some(2), "stderr: {stderr}");
+        assert_eq!(out, Vec::<String>::new());
+        assert_eq!(stderr, format!("chat-client: cannot log in: {said}\n"));
+    }
+}
+
 /// The server shutting down while the script still has input: the reason
 /// on stderr, exit code 3.
 #[tokio::test]
@@ -337,8 +368,9 @@ async fn server_shutdown_exits_3_with_the_reason() {
     server.wait_exit(TIMEOUT).expect("the server stops");
 }
 
-/// Against a scripted server: `DROPPED` is explained, control characters
-/// never reach the terminal, and a server that never answers `LEAVE` with
+/// Against a scripted server: `DROPPED` is explained, an `ERROR` with a
+/// code newer than the client shows its code and detail as sent, control
+/// characters never reach the terminal, and a server that never answers `LEAVE` with
 /// `BYE` does not keep the client: it exits 0 after a bounded wait.
 #[tokio::test]
 async fn scripted_server_frames_and_a_missing_bye() {
@@ -359,6 +391,11 @@ async fn scripted_server_frames_and_a_missing_bye() {
         .write_all(b"WELCOME alice\nNAMES alice\nDROPPED 12\nMSG eve \x1b[2Jhi\nNOT A FRAME\n")
         .await
         .expect("write");
+    // Version 2's codes are newer than the client's protocol crate.
+    write
+        .write_all(b"ERROR bad-room no room is called x\nERROR not-in-room\n")
+        .await
+        .expect("write");
     client.expect("* logged in as alice").await;
     client.expect("* in the room: alice").await;
     client
@@ -368,6 +405,8 @@ async fn scripted_server_frames_and_a_missing_bye() {
     client
         .expect(r#"! unreadable line from the server (malformed server frame (unknown verb): "NOT A FRAME")"#)
         .await;
+    client.expect("! bad-room: no room is called x").await;
+    client.expect("! not-in-room").await;
     client.close_stdin();
     assert_eq!(next_line(&mut from_client).await.as_deref(), Some("LEAVE"));
     // No BYE: the client gives up waiting by itself and exits 0.

@@ -75,8 +75,10 @@ pub struct LoggedIn {
 #[derive(Debug)]
 pub enum LoginError {
     /// The name was refused; the connection stays open for another try.
+    /// The code is as sent: a newer server may use codes this client does
+    /// not know.
     Refused {
-        code: ErrorCode,
+        code: String,
         detail: Option<String>,
     },
     /// The server closed the connection, with its reason if it gave one.
@@ -123,7 +125,7 @@ impl Connection {
     pub async fn login(&mut self, name: &str, limit: Duration) -> Result<LoggedIn, LoginError> {
         if !is_valid_name(name) {
             return Err(LoginError::Refused {
-                code: ErrorCode::BadName,
+                code: ErrorCode::BadName.to_string(),
                 detail: Some(NAME_RULES.to_owned()),
             });
         }
@@ -138,11 +140,8 @@ impl Connection {
             let waiting = || format!("no answer to NAME within {}", format_duration(limit));
             match self.next_frame(&mut reason, deadline, waiting).await? {
                 ServerFrame::Welcome(name) => break name,
-                ServerFrame::Error { code, detail } if closes(code) => {
-                    reason = Some(detail.unwrap_or_else(|| code.to_string()));
-                }
                 ServerFrame::Error { code, detail } => {
-                    return Err(LoginError::Refused { code, detail })
+                    error(&mut reason, code.as_str(), detail.as_deref())?;
                 }
                 // Nothing else is due before WELCOME.
                 _ => {}
@@ -163,23 +162,31 @@ impl Connection {
     }
 
     /// The next frame during login, by `deadline`; `waiting` says what was
-    /// awaited in vain if it passes.
+    /// awaited in vain if it passes. An `ERROR` with a code newer than the
+    /// protocol crate's is an answer all the same, handled here.
     async fn next_frame(
         &mut self,
         reason: &mut Option<String>,
         deadline: Instant,
-        waiting: impl FnOnce() -> String,
+        waiting: impl Fn() -> String,
     ) -> Result<ServerFrame, LoginError> {
-        let arrival = timeout_at(deadline, self.incoming.next())
-            .await
-            .map_err(|_| self.no_chat_server(&waiting()))?;
-        match arrival {
-            Some(Ok(Ok(frame))) => Ok(frame),
-            Some(Ok(Err(unreadable))) => Err(self.no_chat_server(&not_a_frame(&unreadable))),
-            Some(Err(e)) => Err(LoginError::Broken(e)),
-            None => Err(LoginError::Closed {
-                reason: reason.take(),
-            }),
+        loop {
+            let arrival = timeout_at(deadline, self.incoming.next())
+                .await
+                .map_err(|_| self.no_chat_server(&waiting()))?;
+            match arrival {
+                Some(Ok(Ok(frame))) => return Ok(frame),
+                Some(Ok(Err(unreadable))) => match unknown_error(&unreadable) {
+                    Some((code, detail)) => error(reason, code, detail)?,
+                    None => return Err(self.no_chat_server(&not_a_frame(&unreadable))),
+                },
+                Some(Err(e)) => return Err(LoginError::Broken(e)),
+                None => {
+                    return Err(LoginError::Closed {
+                        reason: reason.take(),
+                    })
+                }
+            }
         }
     }
 
@@ -217,16 +224,46 @@ fn not_a_frame(unreadable: &ClientDecodeError) -> String {
     }
 }
 
+/// An `ERROR` during login: kept as the `reason` if it announces a close,
+/// a refusal otherwise.
+fn error(reason: &mut Option<String>, code: &str, detail: Option<&str>) -> Result<(), LoginError> {
+    if closes(code) {
+        *reason = Some(detail.unwrap_or(code).to_owned());
+        return Ok(());
+    }
+    Err(LoginError::Refused {
+        code: code.to_owned(),
+        detail: detail.map(str::to_owned),
+    })
+}
+
 /// Whether an `ERROR` with this code announces that the server closes the
 /// connection, so that it is the reason for the close rather than news.
-pub fn closes(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::LoginTimeout
-            | ErrorCode::IdleTimeout
-            | ErrorCode::ServerFull
-            | ErrorCode::ShuttingDown
-    )
+/// `too-many-connections` is a newer code than the protocol crate knows.
+pub fn closes(code: &str) -> bool {
+    [
+        ErrorCode::LoginTimeout.as_str(),
+        ErrorCode::IdleTimeout.as_str(),
+        ErrorCode::ServerFull.as_str(),
+        ErrorCode::ShuttingDown.as_str(),
+        "too-many-connections",
+    ]
+    .contains(&code)
+}
+
+/// The code and detail of an `ERROR` line that did not parse because its
+/// code is not one the protocol crate knows (a newer server's, such as
+/// version 2's `bad-room`), as sent.
+pub fn unknown_error(unreadable: &ClientDecodeError) -> Option<(&str, Option<&str>)> {
+    let ClientDecodeError::Malformed(malformed) = unreadable else {
+        return None;
+    };
+    let rest = malformed.line.strip_prefix("ERROR ")?;
+    let (code, detail) = match rest.split_once(' ') {
+        Some((code, detail)) => (code, Some(detail).filter(|d| !d.is_empty())),
+        None => (rest, None),
+    };
+    (!code.is_empty()).then_some((code, detail))
 }
 
 /// How the writing side ended.

@@ -365,7 +365,7 @@ impl Chat<'_> {
             match answer {
                 Ok(welcomed) => return Ok(welcomed),
                 Err(LoginError::Refused { code, detail }) => {
-                    let refusal = login_refusal(&name, code, detail.as_deref());
+                    let refusal = login_refusal(&name, &code, detail.as_deref());
                     self.screen.print(self.style.problem(&refusal));
                     self.screen.print(
                         self.style

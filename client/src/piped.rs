@@ -80,7 +80,7 @@ pub async fn run(options: &Options) -> Exit {
 /// Why the login as `name` failed, in plain words.
 fn why_not(name: &str, error: LoginError) -> String {
     match error {
-        LoginError::Refused { code, detail } => login_refusal(name, code, detail.as_deref()),
+        LoginError::Refused { code, detail } => login_refusal(name, &code, detail.as_deref()),
         LoginError::Closed { reason } => describe(Ending::Closed { reason }),
         LoginError::Broken(e) => describe(Ending::Broken(e)),
         LoginError::NoChatServer(why) => why,

@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use crate::connection::{closes, is_keepalive_pong, Incoming, Sent};
+use crate::connection::{closes, is_keepalive_pong, unknown_error, Incoming, Sent};
 use crate::render::{clean, Format};
 use crate::Exit;
 
@@ -87,6 +87,14 @@ pub async fn follow(
                     None => return Ending::Closed { reason },
                     Some(Err(e)) => return Ending::Broken(e),
                     Some(Ok(Err(unreadable))) => {
+                        if let Some((code, detail)) = unknown_error(&unreadable) {
+                            if closes(code) {
+                                reason = Some(detail.unwrap_or(code).to_owned());
+                                if format != Format::Raw {
+                                    continue;
+                                }
+                            }
+                        }
                         if let Some(line) = format.unreadable(&unreadable) {
                             if let Err(e) = out.show(line).await {
                                 return Ending::CannotShow(e);
@@ -100,7 +108,7 @@ pub async fn follow(
                     Some(Ok(Ok(frame))) => frame,
                 };
                 if let ServerFrame::Error { code, detail } = &frame {
-                    if closes(*code) {
+                    if closes(code.as_str()) {
                         reason = Some(detail.clone().unwrap_or_else(|| code.to_string()));
                         if format != Format::Raw {
                             continue;
