@@ -111,6 +111,13 @@ impl Pane {
         self.tmux(&["send-keys", "-l", text]);
     }
 
+    /// Pastes text as a terminal does, marked as a paste when the client
+    /// asked for that (bracketed paste), without pressing Enter.
+    fn paste(&self, text: &str) {
+        self.tmux(&["set-buffer", "-b", "paste", text]);
+        self.tmux(&["paste-buffer", "-p", "-d", "-b", "paste"]);
+    }
+
     /// Presses one key, in tmux's names (`Enter`, `C-c`).
     fn press(&self, key: &str) {
         self.tmux(&["send-keys", key]);
@@ -394,4 +401,42 @@ async fn ctrl_c_at_the_name_prompt_gives_up() {
     pane.wait_for_last_line("name> car");
     pane.press("C-c");
     assert_eq!(pane.wait_for_exit(), 2);
+}
+
+/// A pasted line too long for a frame is not sent, and so not refused and
+/// lost: the client says what the limit for a message's text is (4096 less
+/// `MSG `) and puts the text back in the line, where it can be shortened
+/// and sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_too_long_stays_in_the_line() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+
+    let longest = "a".repeat(4092);
+    pane.paste(&format!("{longest}b"));
+    pane.press("Enter");
+    // The line is taller than the pane: the refusal above it has scrolled
+    // off the screen.
+    let start = Instant::now();
+    let refusal =
+        "! not sent: a message holds at most 4092 bytes, this one has 4093; edit it below";
+    while !shows(&pane.transcript(), refusal) {
+        assert!(start.elapsed() < TIMEOUT, "no refusal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bob.expect_quiet().await;
+
+    // The text is still there: one character less, and it goes.
+    pane.wait_for("the text back in the line", |s| {
+        s.last().is_some_and(|l| l.ends_with("aab"))
+    });
+    pane.press("BSpace");
+    pane.press("Enter");
+    bob.expect(&format!("MSG alice {longest}")).await;
+    pane.wait_for_last_line("alice>");
 }

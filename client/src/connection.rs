@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chat_protocol::{
     is_valid_name, ClientCodec, ClientDecodeError, ClientFrame, ErrorCode, LineError, ServerFrame,
-    NAME_RULES,
+    MAX_LINE, NAME_RULES,
 };
 use futures::{SinkExt as _, StreamExt as _};
 use humantime::format_duration;
@@ -266,6 +266,30 @@ pub fn unknown_error(unreadable: &ClientDecodeError) -> Option<(&str, Option<&st
     (!code.is_empty()).then_some((code, detail))
 }
 
+/// The longest text a `MSG` frame can carry: the protocol's frame limit
+/// less the frame's own bytes, `MSG ` before the text.
+pub const MAX_TEXT: usize = MAX_LINE - "MSG ".len();
+
+/// Why `frame` cannot be sent, if it is longer than the protocol allows:
+/// the server would refuse it with `line-too-long`, and the text would be
+/// lost. Says how long the text is and how long it may be.
+pub fn too_long(frame: &ClientFrame) -> Option<String> {
+    let bytes = frame.to_string().len();
+    if bytes <= MAX_LINE {
+        return None;
+    }
+    let (what, text) = match frame {
+        ClientFrame::Msg(text) => ("a message", text.len()),
+        ClientFrame::Leave(Some(text)) => ("a parting text", text.len()),
+        // Names are checked before they are sent, and the rest is short.
+        _ => ("a frame", bytes),
+    };
+    let limit = MAX_LINE - (bytes - text);
+    Some(format!(
+        "{what} holds at most {limit} bytes, this one has {text}"
+    ))
+}
+
 /// How the writing side ended.
 #[derive(Debug)]
 pub enum Sent {
@@ -314,5 +338,26 @@ pub async fn send_frames(
             return Ok(Sent::Leave);
         }
         ping_at = next_ping();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_message_fits_the_frame_limit_exactly() {
+        let longest = ClientFrame::Msg("a".repeat(MAX_TEXT));
+        assert_eq!(longest.to_string().len(), MAX_LINE);
+        assert_eq!(too_long(&longest), None);
+        assert_eq!(
+            too_long(&ClientFrame::Msg("a".repeat(10_000))).as_deref(),
+            Some("a message holds at most 4092 bytes, this one has 10000")
+        );
+        assert_eq!(
+            too_long(&ClientFrame::Leave(Some("é".repeat(3000)))).as_deref(),
+            Some("a parting text holds at most 4090 bytes, this one has 6000")
+        );
+        assert_eq!(too_long(&ClientFrame::Who), None);
     }
 }

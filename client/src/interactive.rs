@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, Command, HELP};
-use crate::connection::{send_frames, Connection, Incoming, LoggedIn, LoginError, Sent};
+use crate::connection::{send_frames, too_long, Connection, Incoming, LoggedIn, LoginError, Sent};
 use crate::render::{login_refusal, Format, Style};
 use crate::screen::{rows_taken, Screen};
 use crate::session::{follow, Ending, BYE_WAIT};
@@ -419,11 +419,16 @@ impl Chat<'_> {
         typed: &mpsc::Sender<ClientFrame>,
         mut ending: oneshot::Receiver<Ending>,
     ) -> Ending {
+        // What could not be sent, put back in the line for the user to fix.
+        let mut retype = String::new();
         loop {
             if let Some(ended) = try_ending(&mut ending) {
                 return ended;
             }
-            let input = match self.editor.readline(prompt) {
+            let input = match self
+                .editor
+                .readline_with_initial(prompt, (&std::mem::take(&mut retype), ""))
+            {
                 Ok(input) => input,
                 // The conversation ended and interrupted the editor, or
                 // someone sent SIGINT, which is a request to leave.
@@ -446,11 +451,12 @@ impl Chat<'_> {
             self.screen.release(rows);
             self.history.add(&mut self.editor, &input);
             // A paste can bring several lines at once: each is its own.
-            for line in input.split('\n') {
+            let lines: Vec<&str> = input.split('\n').collect();
+            for (at, line) in lines.iter().enumerate() {
                 let frame = match commands::parse(line.trim_end_matches('\r')) {
                     Command::Say(text) => ClientFrame::Msg(text),
                     Command::Who => ClientFrame::Who,
-                    Command::Quit(text) => return self.leave(text, typed, ending),
+                    Command::Quit(text) => ClientFrame::Leave(text),
                     Command::Help => {
                         self.help();
                         continue;
@@ -465,6 +471,17 @@ impl Chat<'_> {
                     }
                     Command::Nothing => continue,
                 };
+                // Sent, the server would refuse it and the text would be
+                // gone: it stays in the line instead, with what follows.
+                if let Some(why) = too_long(&frame) {
+                    let problem = format!("not sent: {why}; edit it below");
+                    self.screen.print(self.style.problem(&problem));
+                    retype = lines[at..].join("\n");
+                    break;
+                }
+                if let ClientFrame::Leave(text) = frame {
+                    return self.leave(text, typed, ending);
+                }
                 if typed.blocking_send(frame).is_err() {
                     // The writer is gone: the conversation is ending.
                     return self.wait(ending);

@@ -11,17 +11,14 @@ use std::io::{self, Read as _, Write as _};
 use std::thread;
 
 use bytes::BytesMut;
-use chat_protocol::{is_blank, ClientFrame, LineCodec, LineError, MAX_LINE};
+use chat_protocol::{is_blank, ClientFrame, LineCodec, LineError};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder as _;
 
-use crate::connection::{send_frames, Connection, LoginError};
+use crate::connection::{send_frames, Connection, LoginError, MAX_TEXT};
 use crate::render::{login_refusal, Format, Style};
 use crate::session::{follow, Ending, Show};
 use crate::{Exit, Options};
-
-/// The longest text that fits in a `MSG` frame.
-const MAX_TEXT: usize = MAX_LINE - "MSG ".len();
 
 /// Stdin lines read ahead of the socket.
 const STDIN_BACKLOG: usize = 64;
