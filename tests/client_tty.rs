@@ -316,8 +316,8 @@ async fn typing_is_never_garbled_by_incoming_messages() {
 }
 
 /// A taken name is said plainly and another is asked for at the prompt;
-/// when the server goes away, the client says so and exits 3 by itself,
-/// although it was waiting for the user to type.
+/// when the server goes away, the client erases the prompt, says why and
+/// exits 3 by itself, although it was waiting for the user to type.
 #[tokio::test(flavor = "multi_thread")]
 async fn taken_name_then_server_goes_away() {
     let server = Server::start(&[]);
@@ -334,14 +334,25 @@ async fn taken_name_then_server_goes_away() {
     bob.expect("JOIN carol").await;
 
     pane.type_text("half");
+    pane.wait_for_last_line("carol> half");
     server.signal(libc::SIGTERM);
-    pane.wait_for("the reason", |s| {
-        shows(
-            s,
-            "* connection closed by server (the server is shutting down)",
-        )
-    });
     assert_eq!(pane.wait_for_exit(), 3);
+    // The prompt went, as it does with /quit: it does not stay above the
+    // reason as if the client still took input.
+    let transcript = pane.transcript();
+    assert!(
+        shows(
+            &transcript,
+            "* connection closed by server (the server is shutting down)",
+        ),
+        "the transcript:\n{}",
+        transcript.join("\n")
+    );
+    assert!(
+        !transcript.iter().any(|l| l.starts_with("carol>")),
+        "the prompt stayed:\n{}",
+        transcript.join("\n")
+    );
 }
 
 /// Ctrl-C leaves while the client waits for the login's answer, where the

@@ -12,16 +12,21 @@
 //! prompts tokio's handler absorbs the signal instead of the default action,
 //! which would kill the process.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_protocol::ClientFrame;
+use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
+use rustyline::validate::Validator;
 use rustyline::{
-    Cmd, ConditionalEventHandler, Config, Editor, Event, EventContext, EventHandler, KeyCode,
-    KeyEvent, Modifiers, Movement, RepeatCount,
+    Cmd, ConditionalEventHandler, Config, Editor, Event, EventContext, EventHandler, Helper,
+    KeyCode, KeyEvent, Modifiers, Movement, RepeatCount,
 };
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +40,7 @@ use crate::screen::{rows_taken, Screen};
 use crate::session::{follow, Ending, BYE_WAIT};
 use crate::{piped, Exit, Options};
 
-type LineEditor = Editor<(), FileHistory>;
+type LineEditor = Editor<Watcher, FileHistory>;
 
 /// Typed lines waiting for the writer. A person cannot outtype it; the
 /// bound only matters if the server stops reading.
@@ -64,6 +69,7 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
             return Exit::Failed;
         }
     };
+    editor.set_helper(Some(Watcher::default()));
     // A terminal rustyline cannot drive (TERM=dumb, say) still works the
     // netcat way, where Ctrl-C keeps its default action.
     let Ok(printer) = editor.create_external_printer() else {
@@ -163,6 +169,45 @@ struct Layout {
     widths: rustyline::GraphemeClusterMode,
     tab_stop: usize,
 }
+
+/// The editor's helper, which only watches what is typed. When the
+/// conversation ends by itself it interrupts the editor, and the prompt
+/// with the half-typed line is erased like an accepted line; that takes
+/// knowing the line, which rustyline does not return with `Interrupted`.
+/// It asks the helper for a hint at every change of the line, so the
+/// hint is where the line is seen.
+#[derive(Default)]
+struct Watcher {
+    typed: RefCell<String>,
+}
+
+impl Watcher {
+    /// The line as it was when the editor last changed it.
+    fn typed(&self) -> String {
+        self.typed.borrow().clone()
+    }
+}
+
+impl Hinter for Watcher {
+    type Hint = String;
+
+    fn hint(&self, line: &str, _: usize, _: &rustyline::Context<'_>) -> Option<String> {
+        let mut typed = self.typed.borrow_mut();
+        typed.clear();
+        typed.push_str(line);
+        None
+    }
+}
+
+impl Completer for Watcher {
+    type Candidate = String;
+}
+
+impl Highlighter for Watcher {}
+
+impl Validator for Watcher {}
+
+impl Helper for Watcher {}
 
 /// Enter, and Ctrl-D on an empty line, hold the room's lines back until the
 /// line is erased; Ctrl-C clears the line instead of ending anything.
@@ -431,8 +476,12 @@ impl Chat<'_> {
             {
                 Ok(input) => input,
                 // The conversation ended and interrupted the editor, or
-                // someone sent SIGINT, which is a request to leave.
+                // someone sent SIGINT, which is a request to leave. Either
+                // way the prompt goes, as with /quit.
                 Err(ReadlineError::Interrupted) => {
+                    let line = self.editor.helper().map(Watcher::typed).unwrap_or_default();
+                    let rows = self.rows_taken(prompt, &line);
+                    self.screen.release(rows);
                     return try_ending(&mut ending)
                         .unwrap_or_else(|| self.leave(None, typed, ending));
                 }
