@@ -10,7 +10,7 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +33,13 @@ impl Pane {
     /// `None` (after saying why) where tmux is not installed. Its history
     /// goes to a file of the test's own ([`Pane::history`]).
     fn start_at(addr: SocketAddr, args: &[&str]) -> Option<Pane> {
+        Pane::start_with(addr, args, None)
+    }
+
+    /// Like [`Pane::start_at`], but with `data_home` as the client's data
+    /// directory (`XDG_DATA_HOME`) and no `--history`, so that history goes
+    /// where it goes by default.
+    fn start_with(addr: SocketAddr, args: &[&str], data_home: Option<&Path>) -> Option<Pane> {
         if Command::new("tmux").arg("-V").output().is_err() {
             assert!(std::env::var_os("CI").is_none(), "tmux is missing in CI");
             // Straight to stderr, which the test harness does not capture,
@@ -55,12 +62,21 @@ impl Pane {
         std::fs::write(dir.join("tmux.conf"), "set -g remain-on-exit on\n")
             .expect("write tmux.conf");
         let pane = Pane { dir };
-        let mut command = vec![quote(&binary("chat-client").to_string_lossy())];
+        let mut command = Vec::new();
+        if let Some(data_home) = data_home {
+            command.push(format!(
+                "XDG_DATA_HOME={}",
+                quote(&data_home.to_string_lossy())
+            ));
+        }
+        command.push(quote(&binary("chat-client").to_string_lossy()));
         command.extend(["--addr".to_owned(), addr.to_string()]);
-        command.extend([
-            "--history".to_owned(),
-            quote(&pane.dir.join("history").to_string_lossy()),
-        ]);
+        if data_home.is_none() {
+            command.extend([
+                "--history".to_owned(),
+                quote(&pane.dir.join("history").to_string_lossy()),
+            ]);
+        }
         command.extend(args.iter().map(|a| quote(a)));
         // tmux does not always record a pane's exit status, so the shell
         // that runs the client writes it down.
@@ -450,4 +466,52 @@ async fn a_line_too_long_stays_in_the_line() {
     pane.press("Enter");
     bob.expect(&format!("MSG alice {longest}")).await;
     pane.wait_for_last_line("alice>");
+}
+
+/// Each name has its own history by default: what bob typed (his
+/// `/quit see you`) is not what Up brings back for alice, whose own lines
+/// it does bring back.
+#[tokio::test(flavor = "multi_thread")]
+async fn history_is_kept_per_name() {
+    let server = Server::start(&[]);
+    let data = std::env::temp_dir().join(format!("chat-client-tty-data-{}", std::process::id()));
+    std::fs::create_dir_all(&data).expect("create the data directory");
+    let session = |name: &str| Pane::start_with(server.addr(), &["--name", name], Some(&data));
+
+    let Some(alice) = session("alice") else {
+        return;
+    };
+    alice.wait_for_last_line("alice>");
+    alice.type_text("hello");
+    alice.press("Enter");
+    alice.wait_for("the message", |s| shows(s, "alice: hello"));
+    alice.press("C-d");
+    assert_eq!(alice.wait_for_exit(), 0);
+    drop(alice);
+
+    let bob = session("bob").expect("tmux is there");
+    bob.wait_for_last_line("bob>");
+    bob.type_text("/quit see you");
+    bob.press("Enter");
+    assert_eq!(bob.wait_for_exit(), 0);
+    drop(bob);
+
+    let alice = session("alice").expect("tmux is there");
+    alice.wait_for_last_line("alice>");
+    alice.press("Up");
+    alice.wait_for_last_line("alice> hello");
+    alice.press("C-u");
+    alice.press("C-d");
+    assert_eq!(alice.wait_for_exit(), 0);
+    drop(alice);
+
+    let kept = |name: &str| {
+        std::fs::read_to_string(data.join("chat-client").join(format!("{name}.history")))
+            .expect("the history file")
+    };
+    let (of_alice, of_bob) = (kept("alice"), kept("bob"));
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(of_alice.lines().any(|l| l == "hello"), "{of_alice:?}");
+    assert!(!of_alice.contains("see you"), "{of_alice:?}");
+    assert!(of_bob.lines().any(|l| l == "/quit see you"), "{of_bob:?}");
 }

@@ -94,7 +94,6 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
         timestamps: true,
     };
     bind_keys(&mut editor, &screen, style);
-    let history = History::open(&mut editor, options.history_file(), &screen, style);
 
     let connected = interrupts.or_interrupt(runtime, Connection::connect(&options.addr));
     let exit = match connected {
@@ -113,7 +112,8 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
                 screen: screen.clone(),
                 style,
                 layout,
-                history,
+                // Opened once the name is known: each name has its own.
+                history: History { file: None },
                 interrupts,
                 runtime,
             };
@@ -358,6 +358,12 @@ impl Chat<'_> {
             Ok(logged_in) => logged_in,
             Err(exit) => return exit,
         };
+        self.history = History::open(
+            &mut self.editor,
+            options.history_file(&logged_in.name),
+            &self.screen,
+            self.style,
+        );
         for line in logged_in.frames.iter().filter_map(|f| format.frame(f)) {
             self.screen.print(line);
         }

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chat_protocol::DEFAULT_ADDR;
+use chat_protocol::{is_valid_name, name_key, DEFAULT_ADDR};
 use clap::Parser;
 
 /// What the user asked for on the command line.
@@ -40,9 +40,11 @@ pub struct Options {
     #[arg(long)]
     pub no_color: bool,
 
-    /// File that keeps typed lines across runs; '' keeps none.
-    #[arg(long, value_name = "FILE", default_value_os_t = default_history())]
-    pub history: OsString,
+    /// File that keeps typed lines across runs, for every name; '' keeps
+    /// none. Without it each name has its own file in the user's data
+    /// directory (~/.local/share/chat-client/NAME.history on Linux).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<OsString>,
 
     /// Print the server's frames exactly as received instead of rendering
     /// them for people.
@@ -86,21 +88,32 @@ fn parse_keepalive(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
-/// Where history is kept unless `--history` says otherwise: in the user's
-/// data directory (`~/.local/share` on Linux) or, where there is none, the
-/// home directory; nowhere if there is neither.
-fn default_history() -> OsString {
+/// Where the history of `name` is kept unless `--history` says otherwise:
+/// a file of its own, so that one person's lines never come up under
+/// another name, in the user's data directory (`~/.local/share` on Linux)
+/// or, where there is none, the home directory; nowhere if there is neither.
+///
+/// Names that differ only in case are one user, and share the file. A name
+/// against the rules gets none: it is not safe in a path (`../x`), and the
+/// server would not have welcomed it.
+fn default_history(name: &str) -> Option<PathBuf> {
+    if !is_valid_name(name) {
+        return None;
+    }
+    let file = format!("{}.history", name_key(name));
     dirs::data_dir()
-        .map(|dir| dir.join("chat-client").join("history"))
-        .or_else(|| dirs::home_dir().map(|home| home.join(".chat-client-history")))
-        .map(PathBuf::into_os_string)
-        .unwrap_or_default()
+        .map(|dir| dir.join("chat-client").join(&file))
+        .or_else(|| dirs::home_dir().map(|home| home.join(".chat-client").join(&file)))
 }
 
 impl Options {
-    /// The history file to use, if any: `--history ''` keeps none.
-    pub fn history_file(&self) -> Option<PathBuf> {
-        (!self.history.is_empty()).then(|| PathBuf::from(&self.history))
+    /// The history file to use for `name`, if any: the one `--history`
+    /// names (`''` keeps none), or the name's own.
+    pub fn history_file(&self, name: &str) -> Option<PathBuf> {
+        match &self.history {
+            Some(file) => (!file.is_empty()).then(|| PathBuf::from(file)),
+            None => default_history(name),
+        }
     }
 
     /// How long the client may send nothing before it sends a `PING`, if
@@ -128,13 +141,29 @@ mod tests {
     #[test]
     fn empty_history_flag_turns_history_off() {
         assert_eq!(
-            parse(&["--name", "a", "--history", ""]).history_file(),
+            parse(&["--name", "a", "--history", ""]).history_file("a"),
             None
         );
         assert_eq!(
-            parse(&["--name", "a", "--history", "/tmp/h"]).history_file(),
+            parse(&["--name", "a", "--history", "/tmp/h"]).history_file("b"),
             Some(PathBuf::from("/tmp/h"))
         );
+    }
+
+    #[test]
+    fn each_name_has_its_own_history() {
+        let options = parse(&["--name", "alice"]);
+        let Some(alice) = options.history_file("alice") else {
+            // No data or home directory here: no history for anyone.
+            return;
+        };
+        assert!(alice.ends_with("chat-client/alice.history"), "{alice:?}");
+        assert_eq!(options.history_file("Alice"), Some(alice.clone()));
+        let bob = options.history_file("bob").expect("a history for bob");
+        assert_ne!(bob, alice);
+        assert_eq!(bob.parent(), alice.parent());
+        assert_eq!(options.history_file("../etc/x"), None);
+        assert_eq!(options.history_file(""), None);
     }
 
     #[test]
