@@ -269,6 +269,86 @@ async fn no_server_exits_1() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
 
+/// Something that accepts connections but never answers is not taken for a
+/// chat server that is slow: after the login timeout (5 s by default) the
+/// client says so and exits 1, although stdin is still open.
+#[tokio::test]
+async fn silent_listener_is_no_chat_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let client = Piped::spawn(addr, &["--name", "alice"]);
+    let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    drop(stream);
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        stderr,
+        format!("chat-client: no chat server at {addr} (no answer to NAME within 5s)\n")
+    );
+}
+
+/// Something that answers with lines that are not frames (an SSH server's
+/// banner, say) is not a chat server either: said at once, exit code 1.
+#[tokio::test]
+async fn listener_answering_garbage_is_no_chat_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let client = Piped::spawn(addr, &["--name", "alice", "--login-timeout", "1m"]);
+    let (mut stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    stream
+        .write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+        .await
+        .expect("write");
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        stderr,
+        format!(
+            "chat-client: no chat server at {addr} \
+             (it sent \"SSH-2.0-OpenSSH_9.2p1\" instead of WELCOME)\n"
+        )
+    );
+}
+
+/// Errors with codes newer than the client during login: one that closes
+/// the connection (`too-many-connections`) is its reason, another is a
+/// refusal; both are said with the code or detail as sent, exit code 2.
+#[tokio::test]
+async fn newer_error_codes_during_login() {
+    for (answer, said) in [
+        (
+            &b"ERROR too-many-connections 16 connections from 127.0.0.1 already\n"[..],
+            "connection closed by server (16 connections from 127.0.0.1 already)",
+        ),
+        (
+            b"ERROR no-logins-today come back tomorrow\n",
+            "no-logins-today: come back tomorrow",
+        ),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let client = Piped::spawn(addr, &["--name", "alice"]);
+        let (mut stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+            .await
+            .expect("the client connects")
+            .expect("accept");
+        stream.write_all(answer).await.expect("write");
+        drop(stream);
+        let (status, out, stderr) = client.finish_with_stdin_open().await;
+        assert_eq!(status.code(), Some(2), "stderr: {stderr}");
+        assert_eq!(out, Vec::<String>::new());
+        assert_eq!(stderr, format!("chat-client: cannot log in: {said}\n"));
+    }
+}
+
 /// The server shutting down while the script still has input: the reason
 /// on stderr, exit code 3.
 #[tokio::test]
@@ -288,8 +368,9 @@ async fn server_shutdown_exits_3_with_the_reason() {
     server.wait_exit(TIMEOUT).expect("the server stops");
 }
 
-/// Against a scripted server: `DROPPED` is explained, control characters
-/// never reach the terminal, and a server that never answers `LEAVE` with
+/// Against a scripted server: `DROPPED` is explained, an `ERROR` with a
+/// code newer than the client shows its code and detail as sent, control
+/// characters never reach the terminal, and a server that never answers `LEAVE` with
 /// `BYE` does not keep the client: it exits 0 after a bounded wait.
 #[tokio::test]
 async fn scripted_server_frames_and_a_missing_bye() {
@@ -310,6 +391,11 @@ async fn scripted_server_frames_and_a_missing_bye() {
         .write_all(b"WELCOME alice\nNAMES alice\nDROPPED 12\nMSG eve \x1b[2Jhi\nNOT A FRAME\n")
         .await
         .expect("write");
+    // Version 2's codes are newer than the client's protocol crate.
+    write
+        .write_all(b"ERROR bad-room no room is called x\nERROR not-in-room\n")
+        .await
+        .expect("write");
     client.expect("* logged in as alice").await;
     client.expect("* in the room: alice").await;
     client
@@ -319,6 +405,8 @@ async fn scripted_server_frames_and_a_missing_bye() {
     client
         .expect(r#"! unreadable line from the server (malformed server frame (unknown verb): "NOT A FRAME")"#)
         .await;
+    client.expect("! bad-room: no room is called x").await;
+    client.expect("! not-in-room").await;
     client.close_stdin();
     assert_eq!(next_line(&mut from_client).await.as_deref(), Some("LEAVE"));
     // No BYE: the client gives up waiting by itself and exits 0.
@@ -326,6 +414,50 @@ async fn scripted_server_frames_and_a_missing_bye() {
     assert_eq!(
         (status.code(), rest, stderr.as_str()),
         (Some(0), vec![], "")
+    );
+}
+
+/// A person who only reads stays connected: the client's keepalive `PING`s
+/// count as activity for the server's idle timeout, and their `PONG`s are
+/// not printed, even with `--raw`. A silent raw connection that logged in
+/// later is timed out meanwhile, which shows the timeout did strike.
+#[tokio::test]
+async fn keepalive_keeps_a_quiet_reader_connected() {
+    let server = Server::start(&["--idle-timeout", "1s"]);
+    let mut alice = Piped::spawn(
+        server.addr(),
+        &["--name", "alice", "--raw", "--keepalive", "200ms"],
+    );
+    alice.expect("WELCOME alice").await;
+    alice.expect("NAMES alice").await;
+    let mut quiet = server.user("quiet").await;
+    alice.expect("JOIN quiet").await;
+    quiet.expect_error("idle-timeout").await;
+    quiet.expect_closed().await;
+    alice.expect("LEAVE quiet").await;
+    alice.say("still here").await;
+    alice.expect("MSG alice still here").await;
+    alice.close_stdin();
+    alice.expect("BYE").await;
+    let (status, rest, stderr) = alice.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
+    );
+}
+
+/// Without a keepalive the quiet reader is what the issue reported: timed
+/// out like anyone silent.
+#[tokio::test]
+async fn without_keepalive_a_quiet_reader_is_timed_out() {
+    let server = Server::start(&["--idle-timeout", "500ms"]);
+    let alice = Piped::spawn(server.addr(), &["--name", "alice", "--keepalive", "off"]);
+    let (status, rest, stderr) = alice.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(3), "stderr: {stderr}");
+    assert_eq!(rest, ["* logged in as alice", "* in the room: alice"]);
+    assert!(
+        stderr.starts_with("chat-client: connection closed by server ("),
+        "stderr: {stderr}"
     );
 }
 

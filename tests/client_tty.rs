@@ -4,10 +4,13 @@
 //!
 //! Every wait polls the screen until what it looks for is there, bounded by
 //! [`TIMEOUT`]; nothing sleeps a fixed time and hopes. Where tmux is not
-//! installed the tests say so and pass (CI installs it).
+//! installed the tests say so and pass, except in CI (`CI` set), where a
+//! missing tmux fails them: `.ci/run` installs it, so its absence is a
+//! broken runner, not a reason to skip.
 
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -21,11 +24,24 @@ struct Pane {
 }
 
 impl Pane {
-    /// Starts `chat-client` with `args` in a 100×30 pane, or `None` (after
-    /// saying why) where tmux is not installed. Its history goes to a file
-    /// of the test's own ([`Pane::history`]).
+    /// Starts `chat-client` for `server`, see [`Pane::start_at`].
     fn start(server: &Server, args: &[&str]) -> Option<Pane> {
+        Pane::start_at(server.addr(), args)
+    }
+
+    /// Starts `chat-client --addr addr` with `args` in a 100×30 pane, or
+    /// `None` (after saying why) where tmux is not installed. Its history
+    /// goes to a file of the test's own ([`Pane::history`]).
+    fn start_at(addr: SocketAddr, args: &[&str]) -> Option<Pane> {
+        Pane::start_with(addr, args, None)
+    }
+
+    /// Like [`Pane::start_at`], but with `data_home` as the client's data
+    /// directory (`XDG_DATA_HOME`) and no `--history`, so that history goes
+    /// where it goes by default.
+    fn start_with(addr: SocketAddr, args: &[&str], data_home: Option<&Path>) -> Option<Pane> {
         if Command::new("tmux").arg("-V").output().is_err() {
+            assert!(std::env::var_os("CI").is_none(), "tmux is missing in CI");
             // Straight to stderr, which the test harness does not capture,
             // so that the skip shows in a normal `cargo test` run.
             let _ = writeln!(
@@ -46,12 +62,21 @@ impl Pane {
         std::fs::write(dir.join("tmux.conf"), "set -g remain-on-exit on\n")
             .expect("write tmux.conf");
         let pane = Pane { dir };
-        let mut command = vec![quote(&binary("chat-client").to_string_lossy())];
-        command.extend(["--addr".to_owned(), server.addr().to_string()]);
-        command.extend([
-            "--history".to_owned(),
-            quote(&pane.dir.join("history").to_string_lossy()),
-        ]);
+        let mut command = Vec::new();
+        if let Some(data_home) = data_home {
+            command.push(format!(
+                "XDG_DATA_HOME={}",
+                quote(&data_home.to_string_lossy())
+            ));
+        }
+        command.push(quote(&binary("chat-client").to_string_lossy()));
+        command.extend(["--addr".to_owned(), addr.to_string()]);
+        if data_home.is_none() {
+            command.extend([
+                "--history".to_owned(),
+                quote(&pane.dir.join("history").to_string_lossy()),
+            ]);
+        }
         command.extend(args.iter().map(|a| quote(a)));
         // tmux does not always record a pane's exit status, so the shell
         // that runs the client writes it down.
@@ -102,6 +127,13 @@ impl Pane {
         self.tmux(&["send-keys", "-l", text]);
     }
 
+    /// Pastes text as a terminal does, marked as a paste when the client
+    /// asked for that (bracketed paste), without pressing Enter.
+    fn paste(&self, text: &str) {
+        self.tmux(&["set-buffer", "-b", "paste", text]);
+        self.tmux(&["paste-buffer", "-p", "-d", "-b", "paste"]);
+    }
+
     /// Presses one key, in tmux's names (`Enter`, `C-c`).
     fn press(&self, key: &str) {
         self.tmux(&["send-keys", key]);
@@ -118,6 +150,17 @@ impl Pane {
             lines.pop();
         }
         lines
+    }
+
+    /// Every line the pane has shown, the scrolled-off ones too. Read this
+    /// after the client has exited: tmux scrolls a dead pane up a row to
+    /// say so, and a short session's first line goes off the screen.
+    fn transcript(&self) -> Vec<String> {
+        let output = self.tmux(&["capture-pane", "-p", "-S", "-"]);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .collect()
     }
 
     /// Polls the screen until `ready` holds, and returns it; panics with the
@@ -289,8 +332,8 @@ async fn typing_is_never_garbled_by_incoming_messages() {
 }
 
 /// A taken name is said plainly and another is asked for at the prompt;
-/// when the server goes away, the client says so and exits 3 by itself,
-/// although it was waiting for the user to type.
+/// when the server goes away, the client erases the prompt, says why and
+/// exits 3 by itself, although it was waiting for the user to type.
 #[tokio::test(flavor = "multi_thread")]
 async fn taken_name_then_server_goes_away() {
     let server = Server::start(&[]);
@@ -307,12 +350,168 @@ async fn taken_name_then_server_goes_away() {
     bob.expect("JOIN carol").await;
 
     pane.type_text("half");
+    pane.wait_for_last_line("carol> half");
     server.signal(libc::SIGTERM);
-    pane.wait_for("the reason", |s| {
-        shows(
-            s,
-            "* connection closed by server (the server is shutting down)",
-        )
-    });
     assert_eq!(pane.wait_for_exit(), 3);
+    // The prompt went, as it does with /quit: it does not stay above the
+    // reason as if the client still took input.
+    let transcript = pane.transcript();
+    assert!(
+        shows(
+            &transcript,
+            "* connection closed by server (the server is shutting down)",
+        ),
+        "the transcript:\n{}",
+        transcript.join("\n")
+    );
+    assert!(
+        !transcript.iter().any(|l| l.starts_with("carol>")),
+        "the prompt stayed:\n{}",
+        transcript.join("\n")
+    );
+}
+
+/// Ctrl-C leaves while the client waits for the login's answer, where the
+/// terminal is not the editor's and Ctrl-C used to do nothing but echo.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_leaves_while_logging_in() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let Some(pane) = Pane::start_at(addr, &["--name", "alice", "--login-timeout", "1m"]) else {
+        return;
+    };
+    let (stream, _) = listener.accept().expect("the client connects");
+    let mut login = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut login)
+        .expect("read the login");
+    assert_eq!(login, "NAME alice\n");
+    pane.press("C-c");
+    assert_eq!(pane.wait_for_exit(), 2);
+    assert!(shows(&pane.transcript(), "* gave up logging in"));
+}
+
+/// Whatever listens at the address but never answers is said not to be a
+/// chat server once the login timeout has passed: exit code 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_listener_is_no_chat_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let Some(pane) = Pane::start_at(addr, &["--name", "alice", "--login-timeout", "1s"]) else {
+        return;
+    };
+    assert_eq!(pane.wait_for_exit(), 1);
+    let screen = pane.transcript();
+    assert!(
+        shows(
+            &screen,
+            &format!("! no chat server at {addr} (no answer to NAME within 1s)")
+        ),
+        "the screen:\n{}",
+        screen.join("\n")
+    );
+    drop(listener);
+}
+
+/// At the `name>` prompt, with no conversation to stay in yet, Ctrl-C
+/// gives up like Ctrl-D instead of only clearing the line.
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_at_the_name_prompt_gives_up() {
+    let server = Server::start(&[]);
+    let _bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "bob"]) else {
+        return;
+    };
+    pane.wait_for("the refusal", |s| shows(s, "! the name bob is taken"));
+    pane.wait_for_last_line("name>");
+    pane.type_text("car");
+    pane.wait_for_last_line("name> car");
+    pane.press("C-c");
+    assert_eq!(pane.wait_for_exit(), 2);
+}
+
+/// A pasted line too long for a frame is not sent, and so not refused and
+/// lost: the client says what the limit for a message's text is (4096 less
+/// `MSG `) and puts the text back in the line, where it can be shortened
+/// and sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_too_long_stays_in_the_line() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+
+    let longest = "a".repeat(4092);
+    pane.paste(&format!("{longest}b"));
+    pane.press("Enter");
+    // The line is taller than the pane: the refusal above it has scrolled
+    // off the screen.
+    let start = Instant::now();
+    let refusal =
+        "! not sent: a message holds at most 4092 bytes, this one has 4093; edit it below";
+    while !shows(&pane.transcript(), refusal) {
+        assert!(start.elapsed() < TIMEOUT, "no refusal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bob.expect_quiet().await;
+
+    // The text is still there: one character less, and it goes.
+    pane.wait_for("the text back in the line", |s| {
+        s.last().is_some_and(|l| l.ends_with("aab"))
+    });
+    pane.press("BSpace");
+    pane.press("Enter");
+    bob.expect(&format!("MSG alice {longest}")).await;
+    pane.wait_for_last_line("alice>");
+}
+
+/// Each name has its own history by default: what bob typed (his
+/// `/quit see you`) is not what Up brings back for alice, whose own lines
+/// it does bring back.
+#[tokio::test(flavor = "multi_thread")]
+async fn history_is_kept_per_name() {
+    let server = Server::start(&[]);
+    let data = std::env::temp_dir().join(format!("chat-client-tty-data-{}", std::process::id()));
+    std::fs::create_dir_all(&data).expect("create the data directory");
+    let session = |name: &str| Pane::start_with(server.addr(), &["--name", name], Some(&data));
+
+    let Some(alice) = session("alice") else {
+        return;
+    };
+    alice.wait_for_last_line("alice>");
+    alice.type_text("hello");
+    alice.press("Enter");
+    alice.wait_for("the message", |s| shows(s, "alice: hello"));
+    alice.press("C-d");
+    assert_eq!(alice.wait_for_exit(), 0);
+    drop(alice);
+
+    let bob = session("bob").expect("tmux is there");
+    bob.wait_for_last_line("bob>");
+    bob.type_text("/quit see you");
+    bob.press("Enter");
+    assert_eq!(bob.wait_for_exit(), 0);
+    drop(bob);
+
+    let alice = session("alice").expect("tmux is there");
+    alice.wait_for_last_line("alice>");
+    alice.press("Up");
+    alice.wait_for_last_line("alice> hello");
+    alice.press("C-u");
+    alice.press("C-d");
+    assert_eq!(alice.wait_for_exit(), 0);
+    drop(alice);
+
+    let kept = |name: &str| {
+        std::fs::read_to_string(data.join("chat-client").join(format!("{name}.history")))
+            .expect("the history file")
+    };
+    let (of_alice, of_bob) = (kept("alice"), kept("bob"));
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(of_alice.lines().any(|l| l == "hello"), "{of_alice:?}");
+    assert!(!of_alice.contains("see you"), "{of_alice:?}");
+    assert!(of_bob.lines().any(|l| l == "/quit see you"), "{of_bob:?}");
 }

@@ -11,11 +11,16 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use chat_protocol::{is_valid_name, ClientCodec, ClientFrame, ErrorCode, ServerFrame, NAME_RULES};
+use chat_protocol::{
+    is_valid_name, ClientCodec, ClientDecodeError, ClientFrame, ErrorCode, LineError, ServerFrame,
+    MAX_LINE, NAME_RULES,
+};
 use futures::{SinkExt as _, StreamExt as _};
+use humantime::format_duration;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// How long connecting may take before the client gives up: long enough for
@@ -31,6 +36,8 @@ pub type Outgoing = FramedWrite<OwnedWriteHalf, ClientCodec>;
 
 /// A connection, not yet split into its two directions.
 pub struct Connection {
+    /// Where it goes, as the user gave it, to say so in messages.
+    addr: String,
     incoming: Incoming,
     outgoing: Outgoing,
 }
@@ -68,14 +75,20 @@ pub struct LoggedIn {
 #[derive(Debug)]
 pub enum LoginError {
     /// The name was refused; the connection stays open for another try.
+    /// The code is as sent: a newer server may use codes this client does
+    /// not know.
     Refused {
-        code: ErrorCode,
+        code: String,
         detail: Option<String>,
     },
     /// The server closed the connection, with its reason if it gave one.
     Closed { reason: Option<String> },
     /// The connection failed.
     Broken(io::Error),
+    /// Whatever answered is not a chat server: it said something that is
+    /// not a frame, or nothing at all within the login timeout. The text
+    /// says so, with the address.
+    NoChatServer(String),
 }
 
 impl Connection {
@@ -93,6 +106,7 @@ impl Connection {
         stream.set_nodelay(true).map_err(failed)?;
         let (read, write) = stream.into_split();
         Ok(Connection {
+            addr: addr.to_owned(),
             incoming: FramedRead::new(read, ClientCodec::new()),
             outgoing: FramedWrite::new(write, ClientCodec::new()),
         })
@@ -104,10 +118,14 @@ impl Connection {
     /// A name that breaks the rules is refused here, without asking the
     /// server: it could hold a line break, which would smuggle a second
     /// frame onto the wire.
-    pub async fn login(&mut self, name: &str) -> Result<LoggedIn, LoginError> {
+    ///
+    /// The whole answer must come within `limit`, and be made of frames: a
+    /// port where something else listens (a silent service, a web or SSH
+    /// server) is [`LoginError::NoChatServer`], not a wait without end.
+    pub async fn login(&mut self, name: &str, limit: Duration) -> Result<LoggedIn, LoginError> {
         if !is_valid_name(name) {
             return Err(LoginError::Refused {
-                code: ErrorCode::BadName,
+                code: ErrorCode::BadName.to_string(),
                 detail: Some(NAME_RULES.to_owned()),
             });
         }
@@ -116,15 +134,14 @@ impl Connection {
             .send(&frame)
             .await
             .map_err(LoginError::Broken)?;
+        let deadline = Instant::now() + limit;
         let mut reason = None;
         let name = loop {
-            match self.next_frame(&mut reason).await? {
+            let waiting = || format!("no answer to NAME within {}", format_duration(limit));
+            match self.next_frame(&mut reason, deadline, waiting).await? {
                 ServerFrame::Welcome(name) => break name,
-                ServerFrame::Error { code, detail } if closes(code) => {
-                    reason = Some(detail.unwrap_or_else(|| code.to_string()));
-                }
                 ServerFrame::Error { code, detail } => {
-                    return Err(LoginError::Refused { code, detail })
+                    error(&mut reason, code.as_str(), detail.as_deref())?;
                 }
                 // Nothing else is due before WELCOME.
                 _ => {}
@@ -132,7 +149,8 @@ impl Connection {
         };
         let mut frames = vec![ServerFrame::Welcome(name.clone())];
         loop {
-            let frame = self.next_frame(&mut reason).await?;
+            let waiting = || format!("no NAMES after WELCOME within {}", format_duration(limit));
+            let frame = self.next_frame(&mut reason, deadline, waiting).await?;
             let names = matches!(frame, ServerFrame::Names(_));
             // The contract puts NAMES right after WELCOME; should anything
             // come between, it is kept, not lost.
@@ -143,12 +161,25 @@ impl Connection {
         }
     }
 
-    /// The next frame during login, skipping lines that are not frames.
-    async fn next_frame(&mut self, reason: &mut Option<String>) -> Result<ServerFrame, LoginError> {
+    /// The next frame during login, by `deadline`; `waiting` says what was
+    /// awaited in vain if it passes. An `ERROR` with a code newer than the
+    /// protocol crate's is an answer all the same, handled here.
+    async fn next_frame(
+        &mut self,
+        reason: &mut Option<String>,
+        deadline: Instant,
+        waiting: impl Fn() -> String,
+    ) -> Result<ServerFrame, LoginError> {
         loop {
-            match self.incoming.next().await {
+            let arrival = timeout_at(deadline, self.incoming.next())
+                .await
+                .map_err(|_| self.no_chat_server(&waiting()))?;
+            match arrival {
                 Some(Ok(Ok(frame))) => return Ok(frame),
-                Some(Ok(Err(_))) => {}
+                Some(Ok(Err(unreadable))) => match unknown_error(&unreadable) {
+                    Some((code, detail)) => error(reason, code, detail)?,
+                    None => return Err(self.no_chat_server(&not_a_frame(&unreadable))),
+                },
                 Some(Err(e)) => return Err(LoginError::Broken(e)),
                 None => {
                     return Err(LoginError::Closed {
@@ -159,22 +190,104 @@ impl Connection {
         }
     }
 
+    fn no_chat_server(&self, why: &str) -> LoginError {
+        LoginError::NoChatServer(format!("no chat server at {} ({why})", self.addr))
+    }
+
     /// Splits the logged-in connection into its two directions.
     pub fn split(self) -> (Incoming, Outgoing) {
         (self.incoming, self.outgoing)
     }
 }
 
+/// What a line that is not a frame says about the peer, for
+/// [`LoginError::NoChatServer`]: the start of the line, quoted and escaped
+/// so that nothing in it acts on the terminal.
+fn not_a_frame(unreadable: &ClientDecodeError) -> String {
+    /// Enough of a line to recognise the service that sent it.
+    const SHOWN: usize = 60;
+    match unreadable {
+        ClientDecodeError::Malformed(malformed) => {
+            let line = &malformed.line;
+            let mut start: String = line.chars().take(SHOWN).collect();
+            if start.len() < line.len() {
+                start.push('…');
+            }
+            format!("it sent {start:?} instead of WELCOME")
+        }
+        ClientDecodeError::Line(LineError::InvalidUtf8) => {
+            "it sent a line that is not UTF-8 instead of WELCOME".to_owned()
+        }
+        ClientDecodeError::Line(LineError::TooLong) => {
+            "it sent a line far too long for a frame instead of WELCOME".to_owned()
+        }
+    }
+}
+
+/// An `ERROR` during login: kept as the `reason` if it announces a close,
+/// a refusal otherwise.
+fn error(reason: &mut Option<String>, code: &str, detail: Option<&str>) -> Result<(), LoginError> {
+    if closes(code) {
+        *reason = Some(detail.unwrap_or(code).to_owned());
+        return Ok(());
+    }
+    Err(LoginError::Refused {
+        code: code.to_owned(),
+        detail: detail.map(str::to_owned),
+    })
+}
+
 /// Whether an `ERROR` with this code announces that the server closes the
 /// connection, so that it is the reason for the close rather than news.
-pub fn closes(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::LoginTimeout
-            | ErrorCode::IdleTimeout
-            | ErrorCode::ServerFull
-            | ErrorCode::ShuttingDown
-    )
+/// `too-many-connections` is a newer code than the protocol crate knows.
+pub fn closes(code: &str) -> bool {
+    [
+        ErrorCode::LoginTimeout.as_str(),
+        ErrorCode::IdleTimeout.as_str(),
+        ErrorCode::ServerFull.as_str(),
+        ErrorCode::ShuttingDown.as_str(),
+        "too-many-connections",
+    ]
+    .contains(&code)
+}
+
+/// The code and detail of an `ERROR` line that did not parse because its
+/// code is not one the protocol crate knows (a newer server's, such as
+/// version 2's `bad-room`), as sent.
+pub fn unknown_error(unreadable: &ClientDecodeError) -> Option<(&str, Option<&str>)> {
+    let ClientDecodeError::Malformed(malformed) = unreadable else {
+        return None;
+    };
+    let rest = malformed.line.strip_prefix("ERROR ")?;
+    let (code, detail) = match rest.split_once(' ') {
+        Some((code, detail)) => (code, Some(detail).filter(|d| !d.is_empty())),
+        None => (rest, None),
+    };
+    (!code.is_empty()).then_some((code, detail))
+}
+
+/// The longest text a `MSG` frame can carry: the protocol's frame limit
+/// less the frame's own bytes, `MSG ` before the text.
+pub const MAX_TEXT: usize = MAX_LINE - "MSG ".len();
+
+/// Why `frame` cannot be sent, if it is longer than the protocol allows:
+/// the server would refuse it with `line-too-long`, and the text would be
+/// lost. Says how long the text is and how long it may be.
+pub fn too_long(frame: &ClientFrame) -> Option<String> {
+    let bytes = frame.to_string().len();
+    if bytes <= MAX_LINE {
+        return None;
+    }
+    let (what, text) = match frame {
+        ClientFrame::Msg(text) => ("a message", text.len()),
+        ClientFrame::Leave(Some(text)) => ("a parting text", text.len()),
+        // Names are checked before they are sent, and the rest is short.
+        _ => ("a frame", bytes),
+    };
+    let limit = MAX_LINE - (bytes - text);
+    Some(format!(
+        "{what} holds at most {limit} bytes, this one has {text}"
+    ))
 }
 
 /// How the writing side ended.
@@ -186,19 +299,65 @@ pub enum Sent {
     Stopped,
 }
 
+/// The token of the client's own keepalive `PING`s: their `PONG`s are
+/// known by it, and not shown.
+pub const KEEPALIVE_TOKEN: &str = "keepalive";
+
+/// Whether `frame` answers one of the client's own keepalive `PING`s.
+pub fn is_keepalive_pong(frame: &ServerFrame) -> bool {
+    matches!(frame, ServerFrame::Pong(Some(token)) if token == KEEPALIVE_TOKEN)
+}
+
 /// Writes each frame from `frames` to the server, in order, until `LEAVE`
 /// has been sent (then closes the writing side, as the server expects) or
 /// there is nothing more to send.
+///
+/// With a `keepalive`, a `PING` goes out whenever that long has passed
+/// without a frame: the server disconnects a user who sends nothing for its
+/// idle timeout, and a person who only reads is still there.
 pub async fn send_frames(
     mut outgoing: Outgoing,
     mut frames: mpsc::Receiver<ClientFrame>,
+    keepalive: Option<Duration>,
 ) -> io::Result<Sent> {
-    while let Some(frame) = frames.recv().await {
+    let next_ping = || keepalive.map(|interval| Instant::now() + interval);
+    let mut ping_at = next_ping();
+    loop {
+        let frame = tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => return Ok(Sent::Stopped),
+            },
+            () = sleep_until(ping_at.unwrap_or_else(Instant::now)), if ping_at.is_some() => {
+                ClientFrame::Ping(Some(KEEPALIVE_TOKEN.to_owned()))
+            }
+        };
         outgoing.send(&frame).await?;
         if let ClientFrame::Leave(_) = frame {
             outgoing.close().await?;
             return Ok(Sent::Leave);
         }
+        ping_at = next_ping();
     }
-    Ok(Sent::Stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_message_fits_the_frame_limit_exactly() {
+        let longest = ClientFrame::Msg("a".repeat(MAX_TEXT));
+        assert_eq!(longest.to_string().len(), MAX_LINE);
+        assert_eq!(too_long(&longest), None);
+        assert_eq!(
+            too_long(&ClientFrame::Msg("a".repeat(10_000))).as_deref(),
+            Some("a message holds at most 4092 bytes, this one has 10000")
+        );
+        assert_eq!(
+            too_long(&ClientFrame::Leave(Some("é".repeat(3000)))).as_deref(),
+            Some("a parting text holds at most 4090 bytes, this one has 6000")
+        );
+        assert_eq!(too_long(&ClientFrame::Who), None);
+    }
 }

@@ -12,28 +12,35 @@
 //! prompts tokio's handler absorbs the signal instead of the default action,
 //! which would kill the process.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_protocol::ClientFrame;
+use rustyline::completion::Completer;
 use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
+use rustyline::validate::Validator;
 use rustyline::{
-    Cmd, ConditionalEventHandler, Config, Editor, Event, EventContext, EventHandler, KeyCode,
-    KeyEvent, Modifiers, Movement, RepeatCount,
+    Cmd, ConditionalEventHandler, Config, Editor, Event, EventContext, EventHandler, Helper,
+    KeyCode, KeyEvent, Modifiers, Movement, RepeatCount,
 };
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, Command, HELP};
-use crate::connection::{send_frames, Connection, Incoming, LoggedIn, LoginError, Outgoing};
+use crate::connection::{send_frames, too_long, Connection, Incoming, LoggedIn, LoginError, Sent};
 use crate::render::{login_refusal, Format, Style};
 use crate::screen::{rows_taken, Screen};
 use crate::session::{follow, Ending, BYE_WAIT};
 use crate::{piped, Exit, Options};
 
-type LineEditor = Editor<(), FileHistory>;
+type LineEditor = Editor<Watcher, FileHistory>;
 
 /// Typed lines waiting for the writer. A person cannot outtype it; the
 /// bound only matters if the server stops reading.
@@ -50,15 +57,6 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 /// Runs the interactive mode until the user leaves or the server goes away.
 pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     let _in_runtime = runtime.enter();
-    #[cfg(unix)]
-    let mut interrupts =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
-            Ok(interrupts) => interrupts,
-            Err(e) => {
-                eprintln!("chat-client: cannot handle SIGINT: {e}");
-                return Exit::Failed;
-            }
-        };
     let config = editor_config();
     let layout = Layout {
         widths: config.grapheme_cluster_mode(),
@@ -71,10 +69,18 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
             return Exit::Failed;
         }
     };
+    editor.set_helper(Some(Watcher::default()));
     // A terminal rustyline cannot drive (TERM=dumb, say) still works the
-    // netcat way.
+    // netcat way, where Ctrl-C keeps its default action.
     let Ok(printer) = editor.create_external_printer() else {
         return runtime.block_on(piped::run(options));
+    };
+    let mut interrupts = match Interrupts::listen() {
+        Ok(interrupts) => interrupts,
+        Err(e) => {
+            eprintln!("chat-client: cannot handle SIGINT: {e}");
+            return Exit::Failed;
+        }
     };
     let screen = match Screen::start(printer, runtime.handle().clone()) {
         Ok(screen) => screen,
@@ -88,20 +94,14 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
         timestamps: true,
     };
     bind_keys(&mut editor, &screen, style);
-    let history = History::open(&mut editor, options.history_file(), &screen, style);
 
-    let connecting = Connection::connect(&options.addr);
-    #[cfg(unix)]
-    let connected = runtime.block_on(async {
-        tokio::select! {
-            connected = connecting => Some(connected),
-            _ = interrupts.recv() => None,
-        }
-    });
-    #[cfg(not(unix))]
-    let connected = Some(runtime.block_on(connecting));
+    let connected = interrupts.or_interrupt(runtime, Connection::connect(&options.addr));
     let exit = match connected {
-        None => Exit::Failed,
+        None => {
+            let gave_up = format!("gave up connecting to {}", options.addr);
+            screen.print(style.notice(&gave_up));
+            Exit::Failed
+        }
         Some(Err(e)) => {
             screen.print(style.problem(&e.to_string()));
             Exit::Failed
@@ -112,14 +112,48 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
                 screen: screen.clone(),
                 style,
                 layout,
-                history,
+                // Opened once the name is known: each name has its own.
+                history: History { file: None },
+                interrupts,
                 runtime,
             };
-            chat.log_in_and_talk(connection, &options.name, options.raw)
+            chat.log_in_and_talk(connection, options)
         }
     };
     screen.flush(runtime.handle(), FLUSH_LIMIT);
     exit
+}
+
+/// Ctrl-C while the program waits for the network (connecting, logging
+/// in). The terminal is not in raw mode then, so Ctrl-C is not a key for
+/// the editor but a SIGINT, which tokio's handler takes instead of its
+/// default action: that handler must stay, to absorb the signals that wake
+/// the editor (see the module's documentation).
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn listen() -> std::io::Result<Interrupts> {
+        Ok(Interrupts {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    /// Runs `work` to its end, or `None` if the user presses Ctrl-C first.
+    fn or_interrupt<T>(&mut self, runtime: &Runtime, work: impl Future<Output = T>) -> Option<T> {
+        #[cfg(unix)]
+        return runtime.block_on(async {
+            tokio::select! {
+                done = work => Some(done),
+                _ = self.signal.recv() => None,
+            }
+        });
+        #[cfg(not(unix))]
+        Some(runtime.block_on(work))
+    }
 }
 
 /// The line editor's settings: rustyline's own (100 lines of history,
@@ -135,6 +169,45 @@ struct Layout {
     widths: rustyline::GraphemeClusterMode,
     tab_stop: usize,
 }
+
+/// The editor's helper, which only watches what is typed. When the
+/// conversation ends by itself it interrupts the editor, and the prompt
+/// with the half-typed line is erased like an accepted line; that takes
+/// knowing the line, which rustyline does not return with `Interrupted`.
+/// It asks the helper for a hint at every change of the line, so the
+/// hint is where the line is seen.
+#[derive(Default)]
+struct Watcher {
+    typed: RefCell<String>,
+}
+
+impl Watcher {
+    /// The line as it was when the editor last changed it.
+    fn typed(&self) -> String {
+        self.typed.borrow().clone()
+    }
+}
+
+impl Hinter for Watcher {
+    type Hint = String;
+
+    fn hint(&self, line: &str, _: usize, _: &rustyline::Context<'_>) -> Option<String> {
+        let mut typed = self.typed.borrow_mut();
+        typed.clear();
+        typed.push_str(line);
+        None
+    }
+}
+
+impl Completer for Watcher {
+    type Candidate = String;
+}
+
+impl Highlighter for Watcher {}
+
+impl Validator for Watcher {}
+
+impl Helper for Watcher {}
 
 /// Enter, and Ctrl-D on an empty line, hold the room's lines back until the
 /// line is erased; Ctrl-C clears the line instead of ending anything.
@@ -269,19 +342,28 @@ struct Chat<'r> {
     style: Style,
     layout: Layout,
     history: History,
+    interrupts: Interrupts,
     runtime: &'r Runtime,
 }
 
 impl Chat<'_> {
-    fn log_in_and_talk(&mut self, mut connection: Connection, name: &str, raw: bool) -> Exit {
+    fn log_in_and_talk(&mut self, mut connection: Connection, options: &Options) -> Exit {
+        let raw = options.raw;
         let format = if raw {
             Format::Raw
         } else {
             Format::Human(self.style)
         };
-        let Some(logged_in) = self.log_in(&mut connection, name) else {
-            return Exit::NotLoggedIn;
+        let logged_in = match self.log_in(&mut connection, options) {
+            Ok(logged_in) => logged_in,
+            Err(exit) => return exit,
         };
+        self.history = History::open(
+            &mut self.editor,
+            options.history_file(&logged_in.name),
+            &self.screen,
+            self.style,
+        );
         for line in logged_in.frames.iter().filter_map(|f| format.frame(f)) {
             self.screen.print(line);
         }
@@ -296,10 +378,12 @@ impl Chat<'_> {
         let (typed, typed_rx) = mpsc::channel(TYPED_BACKLOG);
         let (ended, ending) = oneshot::channel();
         let noticed = CancellationToken::new();
+        let writer = self
+            .runtime
+            .spawn(send_frames(outgoing, typed_rx, options.keepalive()));
         self.runtime.spawn(converse(
             incoming,
-            outgoing,
-            typed_rx,
+            writer,
             format,
             self.screen.clone(),
             ended,
@@ -319,42 +403,63 @@ impl Chat<'_> {
     }
 
     /// Logs in, asking for another name for as long as the server refuses
-    /// one; `None` if the user gave up or the server closed the connection.
-    fn log_in(&mut self, connection: &mut Connection, name: &str) -> Option<LoggedIn> {
-        let mut name = name.to_owned();
+    /// one; the exit if the user gave up, the server closed the connection,
+    /// or nothing there is a chat server.
+    fn log_in(&mut self, connection: &mut Connection, options: &Options) -> Result<LoggedIn, Exit> {
+        let mut name = options.name.clone();
         loop {
-            match self.runtime.block_on(connection.login(&name)) {
-                Ok(welcomed) => return Some(welcomed),
+            let login = connection.login(&name, options.login_timeout);
+            let Some(answer) = self.interrupts.or_interrupt(self.runtime, login) else {
+                self.screen.print(self.style.notice("gave up logging in"));
+                return Err(Exit::NotLoggedIn);
+            };
+            match answer {
+                Ok(welcomed) => return Ok(welcomed),
                 Err(LoginError::Refused { code, detail }) => {
-                    let refusal = login_refusal(&name, code, detail.as_deref());
+                    let refusal = login_refusal(&name, &code, detail.as_deref());
                     self.screen.print(self.style.problem(&refusal));
-                    self.screen
-                        .print(self.style.notice("choose another name (Ctrl-D gives up)"));
-                    name = self.ask_name()?;
+                    self.screen.print(
+                        self.style
+                            .notice("choose another name (Ctrl-C or Ctrl-D gives up)"),
+                    );
+                    name = self.ask_name().ok_or(Exit::NotLoggedIn)?;
                 }
                 Err(LoginError::Closed { reason }) => {
                     self.report(&Ending::Closed { reason });
-                    return None;
+                    return Err(Exit::NotLoggedIn);
                 }
                 Err(LoginError::Broken(e)) => {
                     self.report(&Ending::Broken(e));
-                    return None;
+                    return Err(Exit::NotLoggedIn);
+                }
+                Err(LoginError::NoChatServer(why)) => {
+                    self.screen.print(self.style.problem(&why));
+                    return Err(Exit::Failed);
                 }
             }
         }
     }
 
-    /// Reads a name at a `name>` prompt; `None` when the user gives up.
+    /// Reads a name at a `name>` prompt; `None` when the user gives up,
+    /// with Ctrl-D or Ctrl-C (which, only here, does not just clear the
+    /// line: there is no conversation to stay in yet).
     fn ask_name(&mut self) -> Option<String> {
-        loop {
+        let clear_line = self
+            .editor
+            .bind_sequence(KeyEvent::ctrl('C'), EventHandler::Simple(Cmd::Interrupt));
+        let name = loop {
             let answer = self.editor.readline("name> ");
             self.screen.release(0);
             match answer {
                 Ok(name) if name.trim().is_empty() => continue,
-                Ok(name) => return Some(name.trim().to_owned()),
-                Err(_) => return None,
+                Ok(name) => break Some(name.trim().to_owned()),
+                Err(_) => break None,
             }
+        };
+        if let Some(clear_line) = clear_line {
+            self.editor.bind_sequence(KeyEvent::ctrl('C'), clear_line);
         }
+        name
     }
 
     /// The prompt loop: reads lines and acts on them until the conversation
@@ -365,15 +470,24 @@ impl Chat<'_> {
         typed: &mpsc::Sender<ClientFrame>,
         mut ending: oneshot::Receiver<Ending>,
     ) -> Ending {
+        // What could not be sent, put back in the line for the user to fix.
+        let mut retype = String::new();
         loop {
             if let Some(ended) = try_ending(&mut ending) {
                 return ended;
             }
-            let input = match self.editor.readline(prompt) {
+            let input = match self
+                .editor
+                .readline_with_initial(prompt, (&std::mem::take(&mut retype), ""))
+            {
                 Ok(input) => input,
                 // The conversation ended and interrupted the editor, or
-                // someone sent SIGINT, which is a request to leave.
+                // someone sent SIGINT, which is a request to leave. Either
+                // way the prompt goes, as with /quit.
                 Err(ReadlineError::Interrupted) => {
+                    let line = self.editor.helper().map(Watcher::typed).unwrap_or_default();
+                    let rows = self.rows_taken(prompt, &line);
+                    self.screen.release(rows);
                     return try_ending(&mut ending)
                         .unwrap_or_else(|| self.leave(None, typed, ending));
                 }
@@ -392,11 +506,12 @@ impl Chat<'_> {
             self.screen.release(rows);
             self.history.add(&mut self.editor, &input);
             // A paste can bring several lines at once: each is its own.
-            for line in input.split('\n') {
+            let lines: Vec<&str> = input.split('\n').collect();
+            for (at, line) in lines.iter().enumerate() {
                 let frame = match commands::parse(line.trim_end_matches('\r')) {
                     Command::Say(text) => ClientFrame::Msg(text),
                     Command::Who => ClientFrame::Who,
-                    Command::Quit(text) => return self.leave(text, typed, ending),
+                    Command::Quit(text) => ClientFrame::Leave(text),
                     Command::Help => {
                         self.help();
                         continue;
@@ -411,6 +526,17 @@ impl Chat<'_> {
                     }
                     Command::Nothing => continue,
                 };
+                // Sent, the server would refuse it and the text would be
+                // gone: it stays in the line instead, with what follows.
+                if let Some(why) = too_long(&frame) {
+                    let problem = format!("not sent: {why}; edit it below");
+                    self.screen.print(self.style.problem(&problem));
+                    retype = lines[at..].join("\n");
+                    break;
+                }
+                if let ClientFrame::Leave(text) = frame {
+                    return self.leave(text, typed, ending);
+                }
                 if typed.blocking_send(frame).is_err() {
                     // The writer is gone: the conversation is ending.
                     return self.wait(ending);
@@ -483,20 +609,18 @@ fn stopped() -> Ending {
     Ending::Broken(std::io::Error::other("the conversation stopped"))
 }
 
-/// The network side: writes what the user typed, shows what arrives, and
-/// once the conversation ends, reports how and interrupts the editor until
-/// the program has `noticed`.
+/// The network side: shows what arrives while `writer` sends what the user
+/// typed, and once the conversation ends, reports how and interrupts the
+/// editor until the program has `noticed`.
 async fn converse(
     mut incoming: Incoming,
-    outgoing: Outgoing,
-    typed: mpsc::Receiver<ClientFrame>,
+    mut writer: JoinHandle<std::io::Result<Sent>>,
     format: Format,
     screen: Screen,
     ended: oneshot::Sender<Ending>,
     noticed: CancellationToken,
 ) {
     let mut lines = screen.lines();
-    let mut writer = tokio::spawn(send_frames(outgoing, typed));
     let ending = follow(&mut incoming, format, &mut writer, &mut lines).await;
     writer.abort();
     lines.barrier().await;

@@ -39,11 +39,13 @@ pub use options::Options;
 pub enum Exit {
     /// The user left (`/quit`, Ctrl-D, end of stdin): exit code 0.
     Left,
-    /// No connection could be made, or the client itself failed (its
+    /// No connection could be made (or the user gave up connecting), what
+    /// answered is not a chat server, or the client itself failed (its
     /// terminal or stdout): exit code 1.
     Failed,
-    /// Connected, but not logged in: the name was refused, or the server
-    /// closed the connection before accepting one: exit code 2.
+    /// Connected, but not logged in: the name was refused, the server
+    /// closed the connection before accepting one, or the user gave up
+    /// logging in: exit code 2.
     NotLoggedIn,
     /// The server closed the connection, or it broke, while logged in:
     /// exit code 3.

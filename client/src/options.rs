@@ -2,8 +2,9 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use chat_protocol::DEFAULT_ADDR;
+use chat_protocol::{is_valid_name, name_key, DEFAULT_ADDR};
 use clap::Parser;
 
 /// What the user asked for on the command line.
@@ -22,7 +23,7 @@ use clap::Parser;
         chat-client --name alice\n  \
         chat-client --name bob --addr 10.0.0.7:8000 --no-color\n  \
         printf 'hello\\nbye\\n' | chat-client --name bot --raw\n\n\
-        Exit codes: 0 left, 1 cannot connect or local failure, \
+        Exit codes: 0 left, 1 cannot connect, no chat server there or local failure, \
         2 not logged in (name refused), 3 connection closed by the server."
 )]
 pub struct Options {
@@ -39,31 +40,86 @@ pub struct Options {
     #[arg(long)]
     pub no_color: bool,
 
-    /// File that keeps typed lines across runs; '' keeps none.
-    #[arg(long, value_name = "FILE", default_value_os_t = default_history())]
-    pub history: OsString,
+    /// File that keeps typed lines across runs, for every name; '' keeps
+    /// none. Without it each name has its own file in the user's data
+    /// directory (~/.local/share/chat-client/NAME.history on Linux).
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<OsString>,
 
     /// Print the server's frames exactly as received instead of rendering
     /// them for people.
     #[arg(long)]
     pub raw: bool,
+
+    /// Send a PING after this long without sending anything, so that the
+    /// server's idle timeout (300s by default) does not disconnect someone
+    /// who only reads; 0 or 'off' sends none.
+    #[arg(long, env = "CHAT_KEEPALIVE", value_name = "DURATION", default_value = "60s", value_parser = parse_keepalive)]
+    pub keepalive: Duration,
+
+    /// How long the server may take to answer the login before the client
+    /// gives up: whatever listens at the address is not a chat server.
+    #[arg(long, env = "CHAT_LOGIN_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_login_timeout)]
+    pub login_timeout: Duration,
 }
 
-/// Where history is kept unless `--history` says otherwise: in the user's
-/// data directory (`~/.local/share` on Linux) or, where there is none, the
-/// home directory; nowhere if there is neither.
-fn default_history() -> OsString {
+/// A duration as the server's flags take them: `500ms`, `30s`, `5m`, or
+/// plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    }
+}
+
+/// A login timeout: some time, since none would refuse every server.
+fn parse_login_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("the login needs some time; give more than 0".to_owned()),
+        limit => Ok(limit),
+    }
+}
+
+/// A keepalive interval; `off` is zero, which turns it off.
+fn parse_keepalive(text: &str) -> Result<Duration, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
+/// Where the history of `name` is kept unless `--history` says otherwise:
+/// a file of its own, so that one person's lines never come up under
+/// another name, in the user's data directory (`~/.local/share` on Linux)
+/// or, where there is none, the home directory; nowhere if there is neither.
+///
+/// Names that differ only in case are one user, and share the file. A name
+/// against the rules gets none: it is not safe in a path (`../x`), and the
+/// server would not have welcomed it.
+fn default_history(name: &str) -> Option<PathBuf> {
+    if !is_valid_name(name) {
+        return None;
+    }
+    let file = format!("{}.history", name_key(name));
     dirs::data_dir()
-        .map(|dir| dir.join("chat-client").join("history"))
-        .or_else(|| dirs::home_dir().map(|home| home.join(".chat-client-history")))
-        .map(PathBuf::into_os_string)
-        .unwrap_or_default()
+        .map(|dir| dir.join("chat-client").join(&file))
+        .or_else(|| dirs::home_dir().map(|home| home.join(".chat-client").join(&file)))
 }
 
 impl Options {
-    /// The history file to use, if any: `--history ''` keeps none.
-    pub fn history_file(&self) -> Option<PathBuf> {
-        (!self.history.is_empty()).then(|| PathBuf::from(&self.history))
+    /// The history file to use for `name`, if any: the one `--history`
+    /// names (`''` keeps none), or the name's own.
+    pub fn history_file(&self, name: &str) -> Option<PathBuf> {
+        match &self.history {
+            Some(file) => (!file.is_empty()).then(|| PathBuf::from(file)),
+            None => default_history(name),
+        }
+    }
+
+    /// How long the client may send nothing before it sends a `PING`, if
+    /// it keeps the connection alive at all.
+    pub fn keepalive(&self) -> Option<Duration> {
+        (!self.keepalive.is_zero()).then_some(self.keepalive)
     }
 
     /// Whether names may be colored: not with `--no-color`, nor when
@@ -85,18 +141,77 @@ mod tests {
     #[test]
     fn empty_history_flag_turns_history_off() {
         assert_eq!(
-            parse(&["--name", "a", "--history", ""]).history_file(),
+            parse(&["--name", "a", "--history", ""]).history_file("a"),
             None
         );
         assert_eq!(
-            parse(&["--name", "a", "--history", "/tmp/h"]).history_file(),
+            parse(&["--name", "a", "--history", "/tmp/h"]).history_file("b"),
             Some(PathBuf::from("/tmp/h"))
         );
     }
 
     #[test]
+    fn each_name_has_its_own_history() {
+        let options = parse(&["--name", "alice"]);
+        let Some(alice) = options.history_file("alice") else {
+            // No data or home directory here: no history for anyone.
+            return;
+        };
+        assert!(alice.ends_with("chat-client/alice.history"), "{alice:?}");
+        assert_eq!(options.history_file("Alice"), Some(alice.clone()));
+        let bob = options.history_file("bob").expect("a history for bob");
+        assert_ne!(bob, alice);
+        assert_eq!(bob.parent(), alice.parent());
+        assert_eq!(options.history_file("../etc/x"), None);
+        assert_eq!(options.history_file(""), None);
+    }
+
+    #[test]
     fn address_defaults_to_the_protocols() {
         assert_eq!(parse(&["--name", "a"]).addr, DEFAULT_ADDR);
+    }
+
+    #[test]
+    fn keepalive_defaults_to_a_minute_and_can_be_turned_off() {
+        assert_eq!(
+            parse(&["--name", "a"]).keepalive(),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--keepalive", "250ms"]).keepalive(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--keepalive", "90"]).keepalive(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--keepalive", "0"]).keepalive(),
+            None
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--keepalive", "off"]).keepalive(),
+            None
+        );
+        assert!(
+            Options::try_parse_from(["chat-client", "--name", "a", "--keepalive", "soon"]).is_err()
+        );
+    }
+
+    #[test]
+    fn login_timeout_defaults_to_five_seconds_and_is_never_zero() {
+        assert_eq!(
+            parse(&["--name", "a"]).login_timeout,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--login-timeout", "1m"]).login_timeout,
+            Duration::from_secs(60)
+        );
+        assert!(
+            Options::try_parse_from(["chat-client", "--name", "a", "--login-timeout", "0"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -11,17 +11,14 @@ use std::io::{self, Read as _, Write as _};
 use std::thread;
 
 use bytes::BytesMut;
-use chat_protocol::{is_blank, ClientFrame, LineCodec, LineError, MAX_LINE};
+use chat_protocol::{is_blank, ClientFrame, LineCodec, LineError};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder as _;
 
-use crate::connection::{send_frames, Connection, LoginError};
+use crate::connection::{send_frames, Connection, LoginError, MAX_TEXT};
 use crate::render::{login_refusal, Format, Style};
 use crate::session::{follow, Ending, Show};
 use crate::{Exit, Options};
-
-/// The longest text that fits in a `MSG` frame.
-const MAX_TEXT: usize = MAX_LINE - "MSG ".len();
 
 /// Stdin lines read ahead of the socket.
 const STDIN_BACKLOG: usize = 64;
@@ -41,17 +38,15 @@ pub async fn run(options: &Options) -> Exit {
             return Exit::Failed;
         }
     };
-    let logged_in = match connection.login(&options.name).await {
+    let logged_in = match connection.login(&options.name, options.login_timeout).await {
         Ok(logged_in) => logged_in,
+        // Not a login that failed: there was nobody to log in with.
+        Err(LoginError::NoChatServer(why)) => {
+            eprintln!("chat-client: {why}");
+            return Exit::Failed;
+        }
         Err(e) => {
-            let why = match e {
-                LoginError::Refused { code, detail } => {
-                    login_refusal(&options.name, code, detail.as_deref())
-                }
-                LoginError::Closed { reason } => describe(Ending::Closed { reason }),
-                LoginError::Broken(e) => describe(Ending::Broken(e)),
-            };
-            eprintln!("chat-client: cannot log in: {why}");
+            eprintln!("chat-client: cannot log in: {}", why_not(&options.name, e));
             return Exit::NotLoggedIn;
         }
     };
@@ -64,7 +59,7 @@ pub async fn run(options: &Options) -> Exit {
 
     let (mut incoming, outgoing) = connection.split();
     let (frames, frames_rx) = mpsc::channel(STDIN_BACKLOG);
-    let mut writer = tokio::spawn(send_frames(outgoing, frames_rx));
+    let mut writer = tokio::spawn(send_frames(outgoing, frames_rx, options.keepalive()));
     // A thread of its own, never joined: a read from a terminal or a pipe
     // that stays open cannot be cancelled, and must not keep the program
     // from exiting when the server goes away.
@@ -77,6 +72,16 @@ pub async fn run(options: &Options) -> Exit {
     }
     let ending = follow(&mut incoming, format, &mut writer, &mut out).await;
     report(ending)
+}
+
+/// Why the login as `name` failed, in plain words.
+fn why_not(name: &str, error: LoginError) -> String {
+    match error {
+        LoginError::Refused { code, detail } => login_refusal(name, &code, detail.as_deref()),
+        LoginError::Closed { reason } => describe(Ending::Closed { reason }),
+        LoginError::Broken(e) => describe(Ending::Broken(e)),
+        LoginError::NoChatServer(why) => why,
+    }
 }
 
 fn describe(ending: Ending) -> String {

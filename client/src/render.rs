@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use chat_protocol::{forbidden_char, ClientDecodeError, ErrorCode, ServerFrame, NAME_RULES};
 
 use crate::color;
+use crate::connection::unknown_error;
 
 /// How frames are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +52,13 @@ impl Format {
         }
     }
 
-    /// The line to print for a server line that is not a frame.
+    /// The line to print for a server line that is not a frame this client
+    /// knows. An `ERROR` with a newer code is shown like any other, with
+    /// the code and the detail as sent.
     pub fn unreadable(&self, error: &ClientDecodeError) -> Option<String> {
+        if let (Format::Human(style), Some((code, detail))) = (self, unknown_error(error)) {
+            return Some(style.problem_at(&refusal(code, detail), &now()));
+        }
         match (self, error) {
             (Format::Raw, ClientDecodeError::Malformed(malformed)) => Some(malformed.line.clone()),
             (Format::Raw, ClientDecodeError::Line(_)) => None,
@@ -109,7 +115,7 @@ impl Style {
             ServerFrame::Pong(_) => return None,
             ServerFrame::Bye => "* you left the room".to_owned(),
             ServerFrame::Error { code, detail } => {
-                return Some(self.problem_at(&refusal(*code, detail.as_deref()), time))
+                return Some(self.problem_at(&refusal(code.as_str(), detail.as_deref()), time))
             }
         };
         Some(self.line_at(&body, time))
@@ -136,18 +142,18 @@ impl Style {
 
 /// What an `ERROR` says, for people: the server's own words when it gave
 /// some, after the code that names the kind of problem.
-fn refusal(code: ErrorCode, detail: Option<&str>) -> String {
+fn refusal(code: &str, detail: Option<&str>) -> String {
     match detail {
-        Some(detail) => format!("{code}: {}", clean(detail)),
-        None => code.to_string(),
+        Some(detail) => format!("{}: {}", clean(code), clean(detail)),
+        None => clean(code).into_owned(),
     }
 }
 
 /// Why the server would not let the user in as `name`, in plain words.
-pub fn login_refusal(name: &str, code: ErrorCode, detail: Option<&str>) -> String {
-    match code {
-        ErrorCode::NameTaken => format!("the name {} is taken", clean(name)),
-        ErrorCode::BadName | ErrorCode::BadText => {
+pub fn login_refusal(name: &str, code: &str, detail: Option<&str>) -> String {
+    match code.parse() {
+        Ok(ErrorCode::NameTaken) => format!("the name {} is taken", clean(name)),
+        Ok(ErrorCode::BadName | ErrorCode::BadText) => {
             format!("{name:?} cannot be a name: {NAME_RULES}")
         }
         _ => refusal(code, detail),
@@ -310,20 +316,63 @@ mod tests {
         assert_eq!(Format::Raw.frame(&ServerFrame::Bye).as_deref(), Some("BYE"));
     }
 
+    fn unreadable(line: &str) -> ClientDecodeError {
+        match ServerFrame::parse(line) {
+            Err(malformed) => ClientDecodeError::Malformed(malformed),
+            Ok(frame) => panic!("{line:?} parses as {frame:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_with_newer_codes_show_the_code_and_detail_as_sent() {
+        let human = Format::Human(Style::PLAIN);
+        let cases = [
+            ("ERROR bad-room no room #x", "! bad-room: no room #x"),
+            ("ERROR not-in-room", "! not-in-room"),
+            (
+                "ERROR no-such-user nobody is called bob",
+                "! no-such-user: nobody is called bob",
+            ),
+            ("ERROR bad-room \x1b[2J", "! bad-room: \u{fffd}[2J"),
+        ];
+        for (line, shown) in cases {
+            assert_eq!(
+                human.unreadable(&unreadable(line)).as_deref(),
+                Some(shown),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            Format::Raw
+                .unreadable(&unreadable("ERROR bad-room no room #x"))
+                .as_deref(),
+            Some("ERROR bad-room no room #x")
+        );
+        let other = human.unreadable(&unreadable("SAY #rust bob hi")).unwrap();
+        assert!(
+            other.starts_with("! unreadable line from the server"),
+            "{other}"
+        );
+    }
+
     #[test]
     fn login_refusals_say_what_to_do() {
         assert_eq!(
-            login_refusal("alice", ErrorCode::NameTaken, Some("that name is in use")),
+            login_refusal("alice", "name-taken", Some("that name is in use")),
             "the name alice is taken"
         );
-        let bad = login_refusal("al ice", ErrorCode::BadName, None);
+        let bad = login_refusal("al ice", "bad-name", None);
         assert!(
             bad.starts_with("\"al ice\" cannot be a name: a name is 1 to 32"),
             "{bad}"
         );
         assert_eq!(
-            login_refusal("x", ErrorCode::ServerFull, Some("too many connections")),
+            login_refusal("x", "server-full", Some("too many connections")),
             "server-full: too many connections"
+        );
+        assert_eq!(
+            login_refusal("x", "bad-flavour", Some("as sent")),
+            "bad-flavour: as sent"
         );
     }
 }
