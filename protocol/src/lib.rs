@@ -12,7 +12,10 @@ pub use codec::{
 };
 pub use error::{ErrorCode, UnknownErrorCode};
 pub use server_frame::{MalformedFrame, ServerFrame};
-pub use text::{forbidden_char, is_blank, is_valid_name, name_key, MAX_NAME_LEN};
+pub use text::{
+    forbidden_char, is_blank, is_valid_name, is_valid_room, name_key, room_key, MAX_NAME_LEN,
+    MAX_ROOM_LEN,
+};
 
 /// The address servers listen on and clients connect to unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
