@@ -5,6 +5,7 @@ mod codec;
 mod error;
 mod server_frame;
 mod text;
+mod time;
 
 pub use client_frame::{ClientFrame, Rejection, Verb, NAME_RULES};
 pub use codec::{
@@ -16,6 +17,8 @@ pub use text::{
     forbidden_char, is_blank, is_valid_name, is_valid_room, name_key, room_key, MAX_NAME_LEN,
     MAX_ROOM_LEN,
 };
+
+pub use time::{BadTimestamp, Timestamp};
 
 /// The address servers listen on and clients connect to unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8000";
