@@ -7,7 +7,7 @@ mod server_frame;
 mod text;
 mod time;
 
-pub use client_frame::{ClientFrame, Rejection, Verb, NAME_RULES};
+pub use client_frame::{ClientFrame, Rejection, Verb, COUNT_RULES, NAME_RULES, ROOM_RULES};
 pub use codec::{
     ClientCodec, ClientDecodeError, LineCodec, LineError, ServerCodec, MAX_LINE, MAX_SERVER_LINE,
 };
