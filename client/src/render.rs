@@ -111,6 +111,7 @@ impl Style {
             ServerFrame::Error { code, detail } => {
                 return Some(self.problem_at(&refusal(*code, detail.as_deref()), time))
             }
+            other => clean(&other.to_string()).into_owned(),
         };
         Some(self.line_at(&body, time))
     }

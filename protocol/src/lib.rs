@@ -4,6 +4,7 @@ mod client_frame;
 mod codec;
 mod error;
 mod server_frame;
+mod server_frame_ref;
 mod text;
 mod time;
 
@@ -13,11 +14,11 @@ pub use codec::{
 };
 pub use error::{ErrorCode, UnknownErrorCode};
 pub use server_frame::{MalformedFrame, ServerFrame};
+pub use server_frame_ref::{NameList, RoomList, ServerFrameRef};
 pub use text::{
     forbidden_char, is_blank, is_valid_name, is_valid_room, name_key, room_key, MAX_NAME_LEN,
     MAX_ROOM_LEN,
 };
-
 pub use time::{BadTimestamp, Timestamp};
 
 /// The address servers listen on and clients connect to unless told otherwise.
