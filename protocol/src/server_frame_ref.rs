@@ -173,6 +173,7 @@ type Reason = &'static str;
 
 impl<'a> ServerFrameRef<'a> {
     /// Parses one line, without its line ending, as the client sees it.
+    /// Nothing is allocated unless the line is malformed.
     pub fn parse(line: &'a str) -> Result<ServerFrameRef<'a>, MalformedFrame> {
         parse(line).map_err(|reason| MalformedFrame {
             line: line.to_owned(),
@@ -323,12 +324,6 @@ fn token(rest: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// A text after its token and one space, where no text may be absent:
-/// empty is `None` (as a v1 `LEAVE` or `PONG` without one).
-fn optional(rest: Option<&str>) -> Option<&str> {
-    rest.filter(|r| !r.is_empty())
-}
-
 /// Splits `rest` into its room, if its first token starts with `#`, and what
 /// follows that room and one space.
 fn about_room(rest: &str) -> (Option<&str>, Option<&str>) {
@@ -348,6 +343,8 @@ fn two_and_text(rest: Option<&str>) -> Option<(&str, &str, &str)> {
     (!a.is_empty() && !b.is_empty()).then_some((a, b, text))
 }
 
+/// An argument that may be missing; an empty one is missing too (a v1
+/// `LEAVE` or `PONG` without its text).
 fn non_empty(rest: Option<&str>) -> Option<&str> {
     rest.filter(|r| !r.is_empty())
 }
@@ -386,14 +383,14 @@ fn parse(line: &str) -> Result<ServerFrameRef<'_>, Reason> {
                 ServerFrameRef::RoomLeave {
                     room,
                     name,
-                    text: optional(text),
+                    text: non_empty(text),
                 }
             }
             (None, rest) => {
                 let (name, text) = token(rest.unwrap_or(""));
                 ServerFrameRef::Leave {
                     name,
-                    text: optional(text),
+                    text: non_empty(text),
                 }
             }
         },
@@ -401,14 +398,14 @@ fn parse(line: &str) -> Result<ServerFrameRef<'_>, Reason> {
             rest.and_then(|r| r.parse().ok())
                 .ok_or("DROPPED without a count")?,
         ),
-        "PONG" => ServerFrameRef::Pong(optional(rest)),
+        "PONG" => ServerFrameRef::Pong(non_empty(rest)),
         "BYE" => ServerFrameRef::Bye,
         "ERROR" => {
             let (code, detail) = token(non_empty(rest).ok_or("ERROR without a code")?);
             if code.is_empty() {
                 return Err("ERROR without a code");
             }
-            let detail = optional(detail);
+            let detail = non_empty(detail);
             match code.parse() {
                 Ok(code) => ServerFrameRef::Error { code, detail },
                 Err(_) => ServerFrameRef::UnknownError { code, detail },
