@@ -43,7 +43,9 @@ pub fn parse(line: &[u8]) -> Event<'_> {
                     code: ErrorCode::ServerFull,
                     ..
                 }) => Event::Full,
-                Ok(ServerFrame::Error { .. }) | Err(_) => Event::Error(line.as_bytes()),
+                Ok(ServerFrame::Error { .. } | ServerFrame::UnknownError { .. }) | Err(_) => {
+                    Event::Error(line.as_bytes())
+                }
                 Ok(_) => Event::Other,
             }
         }

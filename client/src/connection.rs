@@ -140,8 +140,10 @@ impl Connection {
             let waiting = || format!("no answer to NAME within {}", format_duration(limit));
             match self.next_frame(&mut reason, deadline, waiting).await? {
                 ServerFrame::Welcome(name) => break name,
-                ServerFrame::Error { code, detail } => {
-                    error(&mut reason, code.as_str(), detail.as_deref())?;
+                ref frame if error_of(frame).is_some() => {
+                    if let Some((code, detail)) = error_of(frame) {
+                        error(&mut reason, code, detail)?;
+                    }
                 }
                 // Nothing else is due before WELCOME.
                 _ => {}
@@ -162,31 +164,23 @@ impl Connection {
     }
 
     /// The next frame during login, by `deadline`; `waiting` says what was
-    /// awaited in vain if it passes. An `ERROR` with a code newer than the
-    /// protocol crate's is an answer all the same, handled here.
+    /// awaited in vain if it passes.
     async fn next_frame(
         &mut self,
         reason: &mut Option<String>,
         deadline: Instant,
         waiting: impl Fn() -> String,
     ) -> Result<ServerFrame, LoginError> {
-        loop {
-            let arrival = timeout_at(deadline, self.incoming.next())
-                .await
-                .map_err(|_| self.no_chat_server(&waiting()))?;
-            match arrival {
-                Some(Ok(Ok(frame))) => return Ok(frame),
-                Some(Ok(Err(unreadable))) => match unknown_error(&unreadable) {
-                    Some((code, detail)) => error(reason, code, detail)?,
-                    None => return Err(self.no_chat_server(&not_a_frame(&unreadable))),
-                },
-                Some(Err(e)) => return Err(LoginError::Broken(e)),
-                None => {
-                    return Err(LoginError::Closed {
-                        reason: reason.take(),
-                    })
-                }
-            }
+        let arrival = timeout_at(deadline, self.incoming.next())
+            .await
+            .map_err(|_| self.no_chat_server(&waiting()))?;
+        match arrival {
+            Some(Ok(Ok(frame))) => Ok(frame),
+            Some(Ok(Err(unreadable))) => Err(self.no_chat_server(&not_a_frame(&unreadable))),
+            Some(Err(e)) => Err(LoginError::Broken(e)),
+            None => Err(LoginError::Closed {
+                reason: reason.take(),
+            }),
         }
     }
 
@@ -239,31 +233,26 @@ fn error(reason: &mut Option<String>, code: &str, detail: Option<&str>) -> Resul
 
 /// Whether an `ERROR` with this code announces that the server closes the
 /// connection, so that it is the reason for the close rather than news.
-/// `too-many-connections` is a newer code than the protocol crate knows.
 pub fn closes(code: &str) -> bool {
     [
-        ErrorCode::LoginTimeout.as_str(),
-        ErrorCode::IdleTimeout.as_str(),
-        ErrorCode::ServerFull.as_str(),
-        ErrorCode::ShuttingDown.as_str(),
-        "too-many-connections",
+        ErrorCode::LoginTimeout,
+        ErrorCode::IdleTimeout,
+        ErrorCode::ServerFull,
+        ErrorCode::ShuttingDown,
+        ErrorCode::TooManyConnections,
     ]
-    .contains(&code)
+    .iter()
+    .any(|closing| closing.as_str() == code)
 }
 
-/// The code and detail of an `ERROR` line that did not parse because its
-/// code is not one the protocol crate knows (a newer server's, such as
-/// version 2's `bad-room`), as sent.
-pub fn unknown_error(unreadable: &ClientDecodeError) -> Option<(&str, Option<&str>)> {
-    let ClientDecodeError::Malformed(malformed) = unreadable else {
-        return None;
-    };
-    let rest = malformed.line.strip_prefix("ERROR ")?;
-    let (code, detail) = match rest.split_once(' ') {
-        Some((code, detail)) => (code, Some(detail).filter(|d| !d.is_empty())),
-        None => (rest, None),
-    };
-    (!code.is_empty()).then_some((code, detail))
+/// The code and detail of an `ERROR` frame, whether its code is one the
+/// protocol crate knows or a newer server's, as sent.
+pub fn error_of(frame: &ServerFrame) -> Option<(&str, Option<&str>)> {
+    match frame {
+        ServerFrame::Error { code, detail } => Some((code.as_str(), detail.as_deref())),
+        ServerFrame::UnknownError { code, detail } => Some((code, detail.as_deref())),
+        _ => None,
+    }
 }
 
 /// The longest text a `MSG` frame can carry: the protocol's frame limit

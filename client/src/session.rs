@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use crate::connection::{closes, is_keepalive_pong, unknown_error, Incoming, Sent};
+use crate::connection::{closes, error_of, is_keepalive_pong, Incoming, Sent};
 use crate::render::{clean, Format};
 use crate::Exit;
 
@@ -87,14 +87,6 @@ pub async fn follow(
                     None => return Ending::Closed { reason },
                     Some(Err(e)) => return Ending::Broken(e),
                     Some(Ok(Err(unreadable))) => {
-                        if let Some((code, detail)) = unknown_error(&unreadable) {
-                            if closes(code) {
-                                reason = Some(detail.unwrap_or(code).to_owned());
-                                if format != Format::Raw {
-                                    continue;
-                                }
-                            }
-                        }
                         if let Some(line) = format.unreadable(&unreadable) {
                             if let Err(e) = out.show(line).await {
                                 return Ending::CannotShow(e);
@@ -107,9 +99,9 @@ pub async fn follow(
                     Some(Ok(Ok(frame))) if is_keepalive_pong(&frame) => continue,
                     Some(Ok(Ok(frame))) => frame,
                 };
-                if let ServerFrame::Error { code, detail } = &frame {
-                    if closes(code.as_str()) {
-                        reason = Some(detail.clone().unwrap_or_else(|| code.to_string()));
+                if let Some((code, detail)) = error_of(&frame) {
+                    if closes(code) {
+                        reason = Some(detail.unwrap_or(code).to_owned());
                         if format != Format::Raw {
                             continue;
                         }

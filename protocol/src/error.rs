@@ -6,7 +6,10 @@ use std::str::FromStr;
 /// Why the server refused a request or is closing a connection.
 ///
 /// The text forms are the contract's codes exactly; clients match on them, so
-/// they never change once published.
+/// they never change once published. This is the set this crate knows; a
+/// client reading an `ERROR` with any other code gets
+/// [`ServerFrame::UnknownError`](crate::ServerFrame::UnknownError) instead, so
+/// that a newer server's codes can still be shown as sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// The name breaks the naming rules.
@@ -37,11 +40,28 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Cluster mode: the node cannot reach the bus, so nothing was done.
     Unavailable,
+    /// `--max-per-ip` connections from this address are open; the connection
+    /// closes.
+    TooManyConnections,
+    /// A room name that breaks the room rules, or a missing room.
+    BadRoom,
+    /// `SAY`, `PART`, `TOPIC` or `HISTORY` on a room the user is not in.
+    NotInRoom,
+    /// `JOIN` of a room the user is already in.
+    AlreadyInRoom,
+    /// `TELL` to a name nobody is logged in under.
+    NoSuchUser,
+    /// A `HISTORY` count that is not a decimal number from 1, or an argument
+    /// too many.
+    BadCount,
+    /// `JOIN` beyond the per-user room limit, or a new room beyond the
+    /// server's room limit.
+    TooManyRooms,
 }
 
 impl ErrorCode {
     /// Every code, in the contract's order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadName,
         ErrorCode::NameTaken,
         ErrorCode::NotLoggedIn,
@@ -56,6 +76,13 @@ impl ErrorCode {
         ErrorCode::ServerFull,
         ErrorCode::ShuttingDown,
         ErrorCode::Unavailable,
+        ErrorCode::TooManyConnections,
+        ErrorCode::BadRoom,
+        ErrorCode::NotInRoom,
+        ErrorCode::AlreadyInRoom,
+        ErrorCode::NoSuchUser,
+        ErrorCode::BadCount,
+        ErrorCode::TooManyRooms,
     ];
 
     /// The code as it travels on the wire.
@@ -75,6 +102,13 @@ impl ErrorCode {
             ErrorCode::ServerFull => "server-full",
             ErrorCode::ShuttingDown => "shutting-down",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::TooManyConnections => "too-many-connections",
+            ErrorCode::BadRoom => "bad-room",
+            ErrorCode::NotInRoom => "not-in-room",
+            ErrorCode::AlreadyInRoom => "already-in-room",
+            ErrorCode::NoSuchUser => "no-such-user",
+            ErrorCode::BadCount => "bad-count",
+            ErrorCode::TooManyRooms => "too-many-rooms",
         }
     }
 }
@@ -139,6 +173,13 @@ mod tests {
                 "server-full",
                 "shutting-down",
                 "unavailable",
+                "too-many-connections",
+                "bad-room",
+                "not-in-room",
+                "already-in-room",
+                "no-such-user",
+                "bad-count",
+                "too-many-rooms",
             ]
         );
     }

@@ -1,7 +1,10 @@
-//! What may appear in a name or a text.
+//! What may appear in a name, a room name or a text.
 
 /// Longest name, in characters (names are ASCII, so also in bytes).
 pub const MAX_NAME_LEN: usize = 32;
+
+/// Longest room name, in characters, its `#` included.
+pub const MAX_ROOM_LEN: usize = 1 + MAX_NAME_LEN;
 
 /// The first character of `s` that must never reach another user's terminal,
 /// if any.
@@ -43,6 +46,20 @@ pub fn name_key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
+/// Whether `room` follows the room rules: `#`, then what a name may be (1 to
+/// 32 ASCII letters, digits, `_`, `-` or `.`, starting with a letter or digit).
+///
+/// A name never starts with `#`, so the two can share a frame position.
+pub fn is_valid_room(room: &str) -> bool {
+    room.strip_prefix('#').is_some_and(is_valid_name)
+}
+
+/// The form under which room names are compared and sorted: `#Rust` and
+/// `#rust` are the same room.
+pub fn room_key(room: &str) -> String {
+    room.to_ascii_lowercase()
+}
+
 /// Whether a text is empty for `MSG`: nothing, or spaces only.
 pub fn is_blank(text: &str) -> bool {
     text.bytes().all(|b| b == b' ')
@@ -80,6 +97,44 @@ mod tests {
         ] {
             assert!(!is_valid_name(bad), "{bad:?} should be invalid");
         }
+    }
+
+    #[test]
+    fn rooms_follow_the_rules() {
+        for good in [
+            "#a",
+            "#7",
+            "#rust",
+            "#ops-2",
+            "#Rust.lang_x",
+            &format!("#{}", "a".repeat(32)),
+        ] {
+            assert!(is_valid_room(good), "{good:?} should be valid");
+        }
+        for bad in [
+            "",
+            "#",
+            "rust",
+            "##rust",
+            "#_a",
+            "#-a",
+            "#.a",
+            "#a b",
+            "#a!",
+            "#é",
+            " #a",
+            "#a ",
+            &format!("#{}", "a".repeat(33)),
+        ] {
+            assert!(!is_valid_room(bad), "{bad:?} should be invalid");
+        }
+        assert_eq!(MAX_ROOM_LEN, 33);
+    }
+
+    #[test]
+    fn room_keys_fold_ascii_case() {
+        assert_eq!(room_key("#RuSt"), "#rust");
+        assert_eq!(room_key("#Rust"), room_key("#rUST"));
     }
 
     #[test]

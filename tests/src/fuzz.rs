@@ -90,7 +90,7 @@ fn check_frame(frame: &ClientFrame) {
     let argument = match frame {
         ClientFrame::Name(a) | ClientFrame::Msg(a) => Some(a.as_str()),
         ClientFrame::Leave(a) | ClientFrame::Ping(a) => a.as_deref(),
-        ClientFrame::Who => None,
+        _ => None,
     };
     if let Some(argument) = argument {
         assert_eq!(
