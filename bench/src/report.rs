@@ -53,6 +53,18 @@ impl Outcome {
                 c.lost, c.duplicated, c.reordered, c.foreign
             ));
         }
+        if tally.distinct_orders() > 1 {
+            let mut seen: Vec<String> = tally.orders.iter().map(|o| o.1.to_string()).collect();
+            if tally.orders_other > 0 {
+                seen.push(format!("{} in yet others", tally.orders_other));
+            }
+            self.problems.push(format!(
+                "no total order: receivers saw the run's messages in {} different orders \
+                 (receivers per order: {})",
+                tally.distinct_orders(),
+                seen.join(", ")
+            ));
+        }
         if tally.incomplete > 0 {
             self.problems.push(format!(
                 "{} users did not see every message in time",

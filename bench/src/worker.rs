@@ -30,6 +30,16 @@ const SCRATCH: usize = 256 * 1024;
 const SEND_BATCH: u64 = 32;
 /// How long stuck users get to answer a probe.
 const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// The `PING` token a sender writes after its last message.
+const SENT_TOKEN: &str = "sent";
+/// A (first, last) pair of times before anything happened.
+const NEVER: (u64, u64) = (u64::MAX, 0);
+
+/// Widens the (first, last) times in `cell` to take in `now`.
+fn widen(cell: &Cell<(u64, u64)>, now: u64) {
+    let (first, last) = cell.get();
+    cell.set((first.min(now), last.max(now)));
+}
 
 /// Who this worker is: its users are `first..first + count`.
 #[derive(Debug, Clone)]
@@ -167,6 +177,10 @@ struct Shared {
     latency: RefCell<Histogram<u64>>,
     first_ns: Cell<u64>,
     last_ns: Cell<u64>,
+    /// When senders of this worker finished writing, and when the server
+    /// had handled all they wrote (their `PONG`): first and last.
+    written: Cell<(u64, u64)>,
+    handled: Cell<(u64, u64)>,
     start_ns: Cell<u64>,
     errors: RefCell<Vec<String>>,
     /// `DROPPED` counts seen before the current run (while logging in).
@@ -209,6 +223,8 @@ impl Shared {
             latency: RefCell::new(histogram()),
             first_ns: Cell::new(u64::MAX),
             last_ns: Cell::new(0),
+            written: Cell::new(NEVER),
+            handled: Cell::new(NEVER),
             start_ns: Cell::new(0),
             errors: RefCell::new(Vec::new()),
             dropped_earlier: Cell::new(0),
@@ -427,6 +443,7 @@ impl Shared {
                     Some(Payload::Sync(_)) | None => {}
                 },
                 Event::Dropped(n) => inbox.checker.dropped(n),
+                Event::Pong(token) if token == SENT_TOKEN.as_bytes() => widen(&self.handled, now),
                 Event::Full => login = Some(Login::Full),
                 Event::Error(line) => {
                     if inbox.login == Login::Pending {
@@ -434,7 +451,7 @@ impl Shared {
                     }
                     self.error(String::from_utf8_lossy(line).into_owned());
                 }
-                Event::Other => {}
+                Event::Pong(_) | Event::Other => {}
             }
         }
         if last_message {
@@ -493,6 +510,8 @@ impl Shared {
         self.latency.borrow_mut().reset();
         self.first_ns.set(u64::MAX);
         self.last_ns.set(0);
+        self.written.set(NEVER);
+        self.handled.set(NEVER);
         "armed\n".to_owned()
     }
 
@@ -537,7 +556,7 @@ impl Shared {
     /// messages come with it, the server had them but did not send them
     /// until poked: it missed a wake-up.
     async fn probe_stuck(&self) {
-        let Some(ping) = self.assignment.dialect.ping() else {
+        let Some(ping) = self.assignment.dialect.ping("probe") else {
             return;
         };
         let stuck: Vec<usize> = (self.inboxes.borrow().iter().enumerate())
@@ -620,6 +639,14 @@ impl Shared {
             }
             seq += batch;
         }
+        widen(&self.written, now_ns());
+        // The server answers only once it has handled every message above.
+        if let Some(ping) = dialect.ping(SENT_TOKEN) {
+            if let Err(e) = writer.write_all(ping.as_bytes()).await {
+                self.error(format!("send: {e}"));
+                return None;
+            }
+        }
         Some(writer)
     }
 
@@ -630,6 +657,10 @@ impl Shared {
             failed: self.failed.get() as u64,
             first_ns: self.first_ns.get(),
             last_ns: self.last_ns.get(),
+            written_first_ns: self.written.get().0,
+            written_last_ns: self.written.get().1,
+            handled_first_ns: self.handled.get().0,
+            handled_last_ns: self.handled.get().1,
             latency: self.latency.borrow().clone(),
             errors: self.errors.borrow().clone(),
             ..Tally::default()
@@ -641,8 +672,13 @@ impl Shared {
             if inbox.login != Login::In {
                 continue;
             }
-            tally.counts.add(&inbox.checker.counts());
+            let counts = inbox.checker.counts();
+            tally.counts.add(&counts);
             tally.incomplete += u64::from(!inbox.complete);
+            // Only a receiver that saw the whole run can vouch for its order.
+            if inbox.complete && counts.dropped_frames == 0 && counts.skipped == 0 {
+                tally.add_order(inbox.checker.order(), 1);
+            }
             tally.known_sum += inbox.known;
             tally.known_min = tally.known_min.min(inbox.known);
             tally.known_max = tally.known_max.max(inbox.known);
