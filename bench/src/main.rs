@@ -27,21 +27,24 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::dialect::Dialect;
 use crate::report::{Comparison, Outcome};
-use crate::scenario::{capacity, fanout, latency, login_storm, throughput, Options};
+use crate::scenario::{capacity, fanout, latency, login_storm, open_loop, throughput, Options};
 use crate::server::{Launch, Target};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "chat-bench",
     version,
-    about = "Load generator for chat servers: throughput, latency, login storms, fan-out, capacity.",
+    about = "Load generator for chat servers: throughput, open-loop overload, latency, login storms, \
+             fan-out, capacity.",
     after_help = "Examples:\n  \
         chat-bench smoke                                   # tiny sizes, our server, fails on any fault\n  \
         chat-bench throughput --server-bin target/release/chat-server \\\n      \
         --compare-cmd '../shared/peers/gopl-chat/run {addr}' --runs 3\n  \
         chat-bench fanout --addr 127.0.0.1:8000 --server-pid 1234 --users 10000\n  \
         chat-bench cluster --server-bin target/release/chat-server   # 1 node vs 3 on one Redis\n  \
-        chat-bench throughput --nodes 3                     # any scenario on a 3-node cluster"
+        chat-bench throughput --nodes 3                     # any scenario on a 3-node cluster\n  \
+        chat-bench open-loop --senders 1 --messages 100000 --users 101   # one client pipelining\n  \
+        chat-bench login-storm --users 5000                 # the storm at default server flags"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -109,6 +112,10 @@ struct Servers {
 enum Scenario {
     /// Senders as fast as they can, everyone receiving: deliveries/s.
     Throughput(throughput::Sizes),
+    /// Senders pipeline all their messages at once, without waiting, and
+    /// everyone reads flat out: fails on any lost frame or DROPPED; shows
+    /// deliveries/s and how long the server held the senders back.
+    OpenLoop(open_loop::Sizes),
     /// A steady rate: p50/p99/max send-to-receive latency.
     Latency(latency::Sizes),
     /// Everyone logs in at once: time until each has seen all arrivals.
@@ -190,6 +197,7 @@ impl ClusterSizes {
 #[derive(Debug, Clone)]
 enum Job {
     Throughput(throughput::Sizes),
+    OpenLoop(open_loop::Sizes),
     Latency(latency::Sizes),
     LoginStorm(login_storm::Sizes),
     Fanout(fanout::Sizes),
@@ -200,6 +208,7 @@ impl Job {
     fn name(&self) -> &'static str {
         match self {
             Job::Throughput(_) => "throughput",
+            Job::OpenLoop(_) => "open-loop",
             Job::Latency(_) => "latency",
             Job::LoginStorm(_) => "login-storm",
             Job::Fanout(_) => "fanout",
@@ -210,6 +219,7 @@ impl Job {
     fn params(&self) -> String {
         match self {
             Job::Throughput(s) => s.params(),
+            Job::OpenLoop(s) => s.params(),
             Job::Latency(s) => s.params(),
             Job::LoginStorm(s) => s.params(),
             Job::Fanout(s) => s.params(),
@@ -220,6 +230,7 @@ impl Job {
     async fn run(&self, target: &Target, options: &Options) -> io::Result<Outcome> {
         match self {
             Job::Throughput(s) => throughput::run(target, s, options).await,
+            Job::OpenLoop(s) => open_loop::run(target, s, options).await,
             Job::Latency(s) => latency::run(target, s, options).await,
             Job::LoginStorm(s) => login_storm::run(target, s, options).await,
             Job::Fanout(s) => fanout::run(target, s, options).await,
@@ -231,9 +242,17 @@ impl Job {
     fn all() -> Vec<Job> {
         let defaults = |args: &[&str]| Cli::parse_from(args.iter().copied()).scenario;
         let mut jobs = Vec::new();
-        for name in ["throughput", "latency", "login-storm", "fanout", "capacity"] {
+        for name in [
+            "throughput",
+            "open-loop",
+            "latency",
+            "login-storm",
+            "fanout",
+            "capacity",
+        ] {
             match defaults(&["chat-bench", name]) {
                 Scenario::Throughput(s) => jobs.push(Job::Throughput(s)),
+                Scenario::OpenLoop(s) => jobs.push(Job::OpenLoop(s)),
                 Scenario::Latency(s) => jobs.push(Job::Latency(s)),
                 Scenario::LoginStorm(s) => jobs.push(Job::LoginStorm(s)),
                 Scenario::Fanout(s) => jobs.push(Job::Fanout(s)),
@@ -258,6 +277,14 @@ impl Job {
                 senders: 2,
                 rate: 100.0,
                 duration: Duration::from_millis(500),
+            }),
+            // Within our server's 1 024-frame backlog even if every frame
+            // is in flight at once, so that a server which drops under
+            // overload passes; the full-size run shows whether it does.
+            Job::OpenLoop(open_loop::Sizes {
+                users: 20,
+                senders: 4,
+                messages: 200,
             }),
             Job::LoginStorm(login_storm::Sizes { users: 100 }),
             Job::Fanout(fanout::Sizes { users: 200 }),
@@ -294,6 +321,7 @@ fn main() -> ExitCode {
             };
         }
         Scenario::Throughput(s) => vec![Job::Throughput(s)],
+        Scenario::OpenLoop(s) => vec![Job::OpenLoop(s)],
         Scenario::Latency(s) => vec![Job::Latency(s)],
         Scenario::LoginStorm(s) => vec![Job::LoginStorm(s)],
         Scenario::Fanout(s) => vec![Job::Fanout(s)],
