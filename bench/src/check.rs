@@ -153,6 +153,11 @@ impl Checker {
         self.order
     }
 
+    /// Whether a `DROPPED` came since the checker was made.
+    pub fn saw_dropped(&self) -> bool {
+        self.drop_epoch != 0
+    }
+
     /// Whether every sender's last message has been seen.
     pub fn is_complete(&self) -> bool {
         self.finished == self.streams.len()

@@ -30,6 +30,9 @@ const SCRATCH: usize = 256 * 1024;
 const SEND_BATCH: u64 = 32;
 /// How long stuck users get to answer a probe.
 const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// How long no message may arrive before users still missing messages
+/// after a `DROPPED` are taken to have had all they will get.
+const QUIET: Duration = Duration::from_secs(2);
 /// The `PING` token a sender writes after its last message.
 const SENT_TOKEN: &str = "sent";
 /// A (first, last) pair of times before anything happened.
@@ -538,9 +541,7 @@ impl Shared {
                 });
             }
         }
-        let done = self
-            .wait(deadline, || self.complete.get() >= users_in)
-            .await;
+        let done = self.finish(users_in, now_ns(), deadline).await;
         if !done {
             let missing = users_in - self.complete.get();
             self.error(format!(
@@ -549,6 +550,48 @@ impl Shared {
             self.probe_stuck().await;
         }
         format!("ran {}\n", users_in - self.complete.get().min(users_in))
+    }
+
+    /// Waits until every user has had the whole run, or until the others
+    /// have had all they will get: each of them was told `DROPPED` (what it
+    /// misses may be what was skipped, which the tally counts as skipped),
+    /// and nothing arrived for [`QUIET`]. Without this, a run whose last
+    /// messages were skipped for some users would wait for the deadline.
+    /// False at the deadline.
+    async fn finish(&self, users_in: usize, start_ns: u64, deadline: Instant) -> bool {
+        loop {
+            let check = (Instant::now() + QUIET / 4).min(deadline);
+            if self.wait(check, || self.complete.get() >= users_in).await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let quiet_ns = now_ns().saturating_sub(self.last_ns.get().max(start_ns));
+            if quiet_ns >= QUIET.as_nanos() as u64 && self.settle_dropped() {
+                return true;
+            }
+        }
+    }
+
+    /// If every user still missing messages has seen a `DROPPED`, takes
+    /// them as done and says so.
+    fn settle_dropped(&self) -> bool {
+        let mut inboxes = self.inboxes.borrow_mut();
+        let mut missing = inboxes
+            .iter_mut()
+            .filter(|inbox| inbox.login == Login::In && !inbox.complete);
+        if !missing.all(|inbox| inbox.checker.saw_dropped()) {
+            return false;
+        }
+        for inbox in inboxes
+            .iter_mut()
+            .filter(|inbox| inbox.login == Login::In && !inbox.complete)
+        {
+            inbox.complete = true;
+            self.complete.set(self.complete.get() + 1);
+        }
+        true
     }
 
     /// Asks each user still missing messages for a `PONG`, which the server
