@@ -61,6 +61,29 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
     pub client_buffer: usize,
 
+    /// Flood control: frames a connection may send in a burst before the
+    /// server reads it more slowly (at least 1).
+    #[arg(long, env = "CHAT_FLOOD_BURST", hide_env_values = true, value_name = "FRAMES",
+          default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_burst: u32,
+
+    /// Flood control: frames a second a connection may send after its burst;
+    /// beyond it frames wait, in order, and none is lost (0 turns it off).
+    #[arg(
+        long,
+        env = "CHAT_FLOOD_RATE",
+        hide_env_values = true,
+        value_name = "FRAMES",
+        default_value_t = 5
+    )]
+    pub flood_rate: u32,
+
+    /// Apply --max-per-ip and flood control to loopback peers too
+    /// (127.0.0.0/8, ::1), which are otherwise spared.
+    #[arg(long, env = "CHAT_LIMITS_ON_LOOPBACK", hide_env_values = true)]
+    pub limits_on_loopback: bool,
+
     /// Messages kept per room, and for the lobby, for `HISTORY` (0 keeps none).
     #[arg(long, env = "CHAT_HISTORY", hide_env_values = true, value_name = "N",
           default_value_t = 100,

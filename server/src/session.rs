@@ -65,6 +65,41 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Messages a `HISTORY` without a count asks for.
 const HISTORY_DEFAULT: u64 = 50;
 
+/// Flood control: a bucket of `--flood-burst` frames, refilled at
+/// `--flood-rate` a second. A frame beyond it is not refused: the session
+/// reads the connection's next frame only once the bucket allows it, so the
+/// frames wait in order and only this client waits.
+struct Allowance {
+    frames: f64,
+    burst: f64,
+    rate: f64,
+    refilled: Instant,
+}
+
+impl Allowance {
+    /// The allowance for a connection from `peer`, if it is limited at all.
+    fn for_peer(config: &Config, peer: Option<std::net::SocketAddr>) -> Option<Allowance> {
+        let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
+        if config.flood_rate == 0 || (loopback && !config.limits_on_loopback) {
+            return None;
+        }
+        Some(Allowance {
+            frames: f64::from(config.flood_burst),
+            burst: f64::from(config.flood_burst),
+            rate: f64::from(config.flood_rate),
+            refilled: Instant::now(),
+        })
+    }
+
+    /// Spends one frame; returns when the next may be read, if not now.
+    fn spend(&mut self, now: Instant) -> Option<Instant> {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.frames = (self.frames + elapsed * self.rate).min(self.burst) - 1.0;
+        self.refilled = now;
+        (self.frames < 1.0).then(|| now + Duration::from_secs_f64((1.0 - self.frames) / self.rate))
+    }
+}
+
 /// Why a session ended.
 enum End {
     /// The client sent `LEAVE`.
@@ -158,6 +193,8 @@ pub async fn run(
         output: write,
         queue: BytesMut::new(),
         inbox: hub.inbox(),
+        allowance: Allowance::for_peer(&config, peer),
+        held_until: None,
         user: None,
         evicted: None,
         pending: None,
@@ -179,6 +216,10 @@ struct Session<'a> {
     queue: BytesMut,
     /// Frames for this connection, once logged in.
     inbox: Arc<Inbox>,
+    /// Flood control, unless this peer is spared.
+    allowance: Option<Allowance>,
+    /// Flood control holds the next frame back until then.
+    held_until: Option<Instant>,
     user: Option<LoggedIn>,
     /// Fires when the hub can no longer vouch for the user (set at login).
     evicted: Option<CancellationToken>,
@@ -190,13 +231,16 @@ struct Session<'a> {
 impl Session<'_> {
     async fn serve(&mut self, config: &Config, shutdown: &CancellationToken) -> End {
         // One timer, re-armed lazily: frames only note the time, and when the
-        // timer fires it checks whether the user really was silent.
-        let mut last_frame = Instant::now();
+        // timer fires it checks whether the user really was silent, whether
+        // flood control lets the next frame in, and what comes next.
+        let connected = Instant::now();
+        let mut last_frame = connected;
         let mut frames_this_turn = 0;
-        let timer = sleep_until(last_frame + config.login_timeout);
+        let timer = sleep_until(connected + config.login_timeout);
         tokio::pin!(timer);
         loop {
             let has_room = self.queue.len() < OUTPUT_HIGH_WATER;
+            let reading = has_room && self.pending.is_none() && self.held_until.is_none();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return End::Closed(ErrorCode::ShuttingDown),
@@ -215,14 +259,14 @@ impl Session<'_> {
                     if let Some(end) = self.complete(done) {
                         return end;
                     }
-                    if let (false, Some(_), Some(idle)) = (was_logged_in, &self.user, config.idle_timeout) {
-                        timer.as_mut().reset(last_frame + idle);
+                    if !was_logged_in && self.user.is_some() {
+                        self.rearm(timer.as_mut(), config, connected, last_frame);
                     }
                 }
                 () = ready(&self.inbox), if has_room && self.user.is_some() => {
                     self.inbox.take(&mut self.queue, OUTPUT_HIGH_WATER);
                 }
-                item = self.input.next(), if has_room && self.pending.is_none() => {
+                item = self.input.next(), if reading => {
                     last_frame = Instant::now();
                     let frame = match item {
                         None => return End::Disconnected,
@@ -232,6 +276,12 @@ impl Session<'_> {
                     if let Some(end) = self.handle(frame) {
                         return end;
                     }
+                    if let Some(allowance) = &mut self.allowance {
+                        self.held_until = allowance.spend(last_frame);
+                        if self.held_until.is_some() {
+                            self.rearm(timer.as_mut(), config, connected, last_frame);
+                        }
+                    }
                     self.release_idle_read_buffer();
                     frames_this_turn += 1;
                     if frames_this_turn == FRAMES_PER_TURN {
@@ -239,23 +289,76 @@ impl Session<'_> {
                         tokio::task::yield_now().await;
                     }
                 }
-                // After login the timer is the idle timeout, if there is one.
-                () = &mut timer, if self.user.is_none() || config.idle_timeout.is_some() => {
-                    let (Some(_), Some(idle_timeout)) = (&self.user, config.idle_timeout) else {
-                        return End::Closed(ErrorCode::LoginTimeout);
-                    };
-                    // Frames held back by a request in flight are activity.
-                    if self.pending.is_some() {
-                        last_frame = Instant::now();
+                () = &mut timer, if self.timer_armed(config) => {
+                    let now = Instant::now();
+                    if self.held_until.is_some_and(|until| until <= now) {
+                        self.held_until = None;
                     }
-                    let deadline = last_frame + idle_timeout;
-                    if deadline <= Instant::now() {
-                        return End::Closed(ErrorCode::IdleTimeout);
+                    // A client whose frames are held back, by flood control
+                    // or a request in flight, is not idle.
+                    if self.held_until.is_some() || self.pending.is_some() {
+                        last_frame = now;
                     }
-                    timer.as_mut().reset(deadline);
+                    if let Some(code) = self.timed_out(config, connected, last_frame, now) {
+                        return End::Closed(code);
+                    }
+                    self.rearm(timer.as_mut(), config, connected, last_frame);
                 }
             }
         }
+    }
+
+    /// The login or idle deadline, whichever applies now.
+    fn deadline(
+        &self,
+        config: &Config,
+        connected: Instant,
+        last_frame: Instant,
+    ) -> Option<Instant> {
+        match (&self.user, config.idle_timeout) {
+            (None, _) => Some(connected + config.login_timeout),
+            (Some(_), Some(idle)) => Some(last_frame + idle),
+            (Some(_), None) => None,
+        }
+    }
+
+    fn timer_armed(&self, config: &Config) -> bool {
+        self.user.is_none() || config.idle_timeout.is_some() || self.held_until.is_some()
+    }
+
+    /// The timeout that has passed at `now`, if one has.
+    fn timed_out(
+        &self,
+        config: &Config,
+        connected: Instant,
+        last_frame: Instant,
+        now: Instant,
+    ) -> Option<ErrorCode> {
+        let deadline = self.deadline(config, connected, last_frame)?;
+        if deadline > now {
+            return None;
+        }
+        Some(match self.user {
+            None => ErrorCode::LoginTimeout,
+            Some(_) => ErrorCode::IdleTimeout,
+        })
+    }
+
+    /// Sets the timer to the next thing it must look at.
+    fn rearm(
+        &self,
+        timer: Pin<&mut tokio::time::Sleep>,
+        config: &Config,
+        connected: Instant,
+        last_frame: Instant,
+    ) {
+        let deadline = self.deadline(config, connected, last_frame);
+        let next = match (deadline, self.held_until) {
+            (Some(deadline), Some(held)) => deadline.min(held),
+            (Some(at), None) | (None, Some(at)) => at,
+            (None, None) => return,
+        };
+        timer.reset(next);
     }
 
     /// Acts on one decoded line; returns how the session ends, if it does.

@@ -1,0 +1,104 @@
+//! Flood control ("Running in public" in `PROTOCOL.md`): a burst of
+//! `--flood-burst` frames, then `--flood-rate` a second; frames beyond it
+//! are handled later, in order, and only the flooder waits. Loopback peers
+//! are spared unless `--limits-on-loopback`.
+
+use std::time::{Duration, Instant};
+
+use chat_tests::{wire, Server};
+
+/// Sends `count` numbered `PING`s at once and returns when each `PONG`
+/// came, checking they come in order.
+async fn ping_burst(server: &Server, name: &str, count: usize) -> Vec<Duration> {
+    let (mut reader, mut writer) = wire::login(server.addr(), name).await;
+    let burst: String = (0..count).map(|n| format!("PING {n}\n")).collect();
+    let started = Instant::now();
+    wire::send(&mut writer, &burst).await;
+    let mut arrivals = Vec::new();
+    for n in 0..count {
+        assert_eq!(reader.line().await, format!("PONG {n}"), "{name}: in order");
+        arrivals.push(started.elapsed());
+    }
+    arrivals
+}
+
+#[tokio::test]
+async fn a_flood_is_delayed_in_order_and_nothing_is_lost() {
+    let server = Server::start(&[
+        "--limits-on-loopback",
+        "--flood-burst",
+        "3",
+        "--flood-rate",
+        "10",
+    ]);
+    // The login's NAME was the first frame of the burst.
+    let arrivals = ping_burst(&server, "flooder", 12).await;
+    assert!(
+        arrivals[1] < Duration::from_millis(300),
+        "the burst is served at once: {arrivals:?}"
+    );
+    // 2 of the burst left, then 10 a second: the last is about 1 s late.
+    let last = arrivals[11];
+    assert!(
+        last >= Duration::from_millis(800) && last < Duration::from_secs(3),
+        "the rest at 10 a second: {arrivals:?}"
+    );
+}
+
+#[tokio::test]
+async fn only_the_flooder_waits() {
+    let server = Server::start(&[
+        "--limits-on-loopback",
+        "--flood-burst",
+        "2",
+        "--flood-rate",
+        "5",
+    ]);
+    let flooder = tokio::spawn({
+        let addr = server.addr();
+        async move {
+            let (mut reader, mut writer) = wire::login(addr, "flooder").await;
+            let burst: String = (0..10).map(|n| format!("MSG flood {n}\n")).collect();
+            wire::send(&mut writer, &burst).await;
+            reader.until("MSG flooder flood 9").await;
+        }
+    });
+    let (mut calm, mut calm_out) = wire::login(server.addr(), "calm").await;
+    let asked = Instant::now();
+    wire::send(&mut calm_out, "PING calm\n").await;
+    calm.until("PONG calm").await;
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "a calm client waited {:?} behind a flooder",
+        asked.elapsed()
+    );
+    flooder
+        .await
+        .expect("the flooder gets all its messages, late");
+}
+
+#[tokio::test]
+async fn a_client_held_back_is_not_idle() {
+    let server = Server::start(&[
+        "--limits-on-loopback",
+        "--flood-burst",
+        "1",
+        "--flood-rate",
+        "2",
+        "--idle-timeout",
+        "1s",
+    ]);
+    // 6 frames at 2 a second take about 3 s, three idle timeouts.
+    let arrivals = ping_burst(&server, "patient", 6).await;
+    assert!(arrivals[5] >= Duration::from_millis(2000), "{arrivals:?}");
+}
+
+#[tokio::test]
+async fn loopback_is_spared_unless_asked() {
+    let server = Server::start(&["--flood-burst", "1", "--flood-rate", "1"]);
+    let arrivals = ping_burst(&server, "local", 20).await;
+    assert!(
+        arrivals[19] < Duration::from_millis(500),
+        "a loopback client was throttled: {arrivals:?}"
+    );
+}
