@@ -9,6 +9,7 @@
 //! broken runner, not a reason to skip.
 
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::TcpStream;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -62,7 +63,9 @@ impl Pane {
         std::fs::write(dir.join("tmux.conf"), "set -g remain-on-exit on\n")
             .expect("write tmux.conf");
         let pane = Pane { dir };
-        let mut command = Vec::new();
+        // History shows each message's own time, in the local time zone:
+        // UTC here, so that the tests know what to expect.
+        let mut command = vec!["TZ=UTC".to_owned()];
         if let Some(data_home) = data_home {
             command.push(format!(
                 "XDG_DATA_HOME={}",
@@ -514,4 +517,309 @@ async fn history_is_kept_per_name() {
     assert!(of_alice.lines().any(|l| l == "hello"), "{of_alice:?}");
     assert!(!of_alice.contains("see you"), "{of_alice:?}");
     assert!(of_bob.lines().any(|l| l == "/quit see you"), "{of_bob:?}");
+}
+
+/// A scripted server: the test reads what the client sends, line by line,
+/// and answers as the contract says, so that the client's frames are
+/// checked exactly, down to the `PING`s it waits on.
+struct Script {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Script {
+    /// Starts `chat-client` with `args` in a pane, against a scripted
+    /// server that welcomes it as `name` with the lobby's `names` frame.
+    fn start(args: &[&str], name: &str, names: &str) -> Option<(Script, Pane)> {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let pane = Pane::start_at(addr, args)?;
+        let (stream, _) = listener.accept().expect("the client connects");
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .expect("a read timeout");
+        let mut script = Script {
+            reader: BufReader::new(stream.try_clone().expect("clone the stream")),
+            writer: stream,
+        };
+        script.expect(&format!("NAME {name}"));
+        script.send(&[&format!("WELCOME {name}"), names]);
+        Some((script, pane))
+    }
+
+    /// The next line the client sends.
+    fn next(&mut self) -> String {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .expect("a line from the client");
+        assert_eq!(line.pop(), Some('\n'), "the client closed the connection");
+        line
+    }
+
+    /// Asserts the next line the client sends.
+    fn expect(&mut self, line: &str) {
+        assert_eq!(self.next(), line);
+    }
+
+    /// Asserts that the client asks to hear when the server has answered
+    /// what it sent before (a `PING sync-…`); the answer is up to the test.
+    fn expect_sync(&mut self) -> String {
+        let ping = self.next();
+        let token = ping.strip_prefix("PING sync-");
+        assert!(token.is_some(), "expected PING sync-…, got {ping:?}");
+        format!("PONG sync-{}", token.unwrap_or_default())
+    }
+
+    /// Sends `frames` to the client, each a line.
+    fn send(&mut self, frames: &[&str]) {
+        let text: String = frames.iter().map(|f| format!("{f}\n")).collect();
+        self.writer
+            .write_all(text.as_bytes())
+            .expect("write to the client");
+    }
+}
+
+/// Today's date in UTC, as `HIST` times start.
+fn today() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        / 86_400;
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// Rooms as a person uses them: `/join` shows who is there, the topic and
+/// the recent history (asked for by the client itself, and marked as the
+/// past), then the prompt says where the user is and plain lines go there;
+/// `/msg` and direct messages read who to whom; Alt-Left and Alt-Right
+/// switch between the lobby and the room without losing a half-typed
+/// line; `/part` goes back to the lobby.
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_direct_messages_and_history_as_a_person_types_them() {
+    let Some((mut server, pane)) = Script::start(&["--name", "alice"], "alice", "NAMES alice bob")
+    else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+
+    pane.type_text("/join #rust");
+    pane.press("Enter");
+    server.expect("JOIN #rust");
+    let pong = server.expect_sync();
+    server.send(&[
+        "NAMES #rust alice bob",
+        "TOPIC #rust bob async book club",
+        &pong,
+    ]);
+    server.expect("HISTORY #rust 20");
+    let day = today();
+    server.send(&[
+        "HISTORY #rust 2",
+        &format!("HIST #rust {day}T12:00:00.123Z bob anyone here?"),
+        &format!("HIST #rust {day}T12:00:03.456Z carol gone now"),
+    ]);
+    let screen = pane.wait_for_last_line_after("* end of history", "alice #rust>");
+    let from = screen
+        .iter()
+        .position(|l| l.ends_with("[#rust] * in the room: alice, bob"))
+        .expect("the room's names");
+    let shown: Vec<&str> = screen[from..]
+        .iter()
+        .map(|l| l.split_once(' ').map_or(l.as_str(), |(_, rest)| rest))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "[#rust] * in the room: alice, bob",
+            "[#rust] * topic: async book club (set by bob)",
+            "* history of #rust:",
+            // A history line has its own time instead of now's.
+            "12:00] bob: anyone here?",
+            "12:00] carol: gone now",
+            "* end of history",
+            "#rust>",
+        ],
+        "the screen:\n{}",
+        screen.join("\n")
+    );
+
+    pane.type_text("hi both");
+    pane.press("Enter");
+    server.expect("SAY #rust hi both");
+    server.send(&["SAY #rust alice hi both"]);
+    pane.wait_for_last_line_after("[#rust] alice: hi both", "alice #rust>");
+
+    pane.type_text("/msg bob see you at 5?");
+    pane.press("Enter");
+    server.expect("TELL bob see you at 5?");
+    server.send(&["TELL alice bob see you at 5?", "TELL bob alice ok!"]);
+    pane.wait_for_last_line_after("you -> bob: see you at 5?", "alice #rust>");
+    pane.wait_for_last_line_after("bob -> you: ok!", "alice #rust>");
+
+    // A half-typed line survives a switch, and goes where the prompt says.
+    pane.type_text("for the lobby");
+    pane.press("M-Left");
+    pane.wait_for_last_line("alice> for the lobby");
+    pane.press("Enter");
+    server.expect("MSG for the lobby");
+    pane.press("M-Right");
+    pane.wait_for_last_line("alice #rust>");
+
+    pane.type_text("/go");
+    pane.press("Enter");
+    pane.wait_for_last_line("alice>");
+    pane.type_text("/go #nope");
+    pane.press("Enter");
+    pane.wait_for("the refusal", |s| {
+        shows(s, "! you are not in #nope; /join #nope enters it")
+    });
+    pane.type_text("/go #RUST");
+    pane.press("Enter");
+    pane.wait_for_last_line("alice #rust>");
+
+    pane.type_text("/topic");
+    pane.press("Enter");
+    server.expect("TOPIC #rust");
+    pane.type_text("/who");
+    pane.press("Enter");
+    server.expect("WHO #rust");
+    pane.type_text("/history 5");
+    pane.press("Enter");
+    server.expect("HISTORY #rust 5");
+
+    pane.type_text("/part later");
+    pane.press("Enter");
+    server.expect("PART #rust later");
+    let pong = server.expect_sync();
+    server.send(&["LEAVE #rust alice later", &pong]);
+    pane.wait_for_last_line_after("[#rust] * you left #rust (later)", "alice>");
+
+    pane.type_text("/part");
+    pane.press("Enter");
+    pane.wait_for("the refusal", |s| {
+        shows(s, "! the lobby cannot be left; /quit leaves the server")
+    });
+    pane.type_text("/who");
+    pane.press("Enter");
+    server.expect("WHO");
+    pane.type_text("/history");
+    pane.press("Enter");
+    server.expect("HISTORY");
+
+    pane.press("C-d");
+    server.expect("LEAVE");
+    server.send(&["BYE"]);
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
+/// A refused `/join` leaves the user where they were: the prompt waits for
+/// the answer, and the answer is no room.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_join_changes_nothing() {
+    let Some((mut server, pane)) = Script::start(&["--name", "alice"], "alice", "NAMES alice")
+    else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    pane.type_text("/join #full");
+    pane.press("Enter");
+    server.expect("JOIN #full");
+    let pong = server.expect_sync();
+    server.send(&["ERROR too-many-rooms the server holds 10000 rooms", &pong]);
+    pane.wait_for_last_line_after(
+        "! too-many-rooms: the server holds 10000 rooms (/part a room first, or try later)",
+        "alice>",
+    );
+    pane.type_text("still here");
+    pane.press("Enter");
+    server.expect("MSG still here");
+    pane.press("C-d");
+    server.expect("LEAVE");
+    server.send(&["BYE"]);
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
+/// Tab completes what a person would otherwise type out: commands, the
+/// names of people in the lobby, and rooms (joined ones, and those the
+/// last `/rooms` listed).
+#[tokio::test(flavor = "multi_thread")]
+async fn tab_completes_commands_names_and_rooms() {
+    let Some((mut server, pane)) =
+        Script::start(&["--name", "alice"], "alice", "NAMES alice bob carol")
+    else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    server.send(&["JOIN dave"]);
+    pane.wait_for("dave", |s| shows(s, "* dave joined"));
+
+    pane.type_text("/ro");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice> /rooms");
+    pane.press("Enter");
+    server.expect("ROOMS");
+    server.send(&["ROOMS #rust 2 #ruby 1 #ops 3"]);
+    pane.wait_for("the rooms", |s| {
+        shows(s, "* rooms: #rust (2), #ruby (1), #ops (3)")
+    });
+
+    pane.type_text("/j");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice> /join");
+    pane.type_text("#ru");
+    pane.press("Tab");
+    pane.press("Tab");
+    // Two rooms start so: a second Tab lists them.
+    pane.wait_for("the candidates", |s| {
+        s.iter()
+            .any(|l| l.contains("#rust") && l.contains("#ruby") && !l.contains('>'))
+    });
+    pane.type_text("s");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice> /join #rust");
+    pane.press("Enter");
+    server.expect("JOIN #rust");
+    let pong = server.expect_sync();
+    server.send(&["NAMES #rust alice carol", &pong]);
+    server.expect("HISTORY #rust 20");
+    server.send(&["HISTORY #rust 0"]);
+    pane.wait_for_last_line_after("* no messages in #rust yet", "alice #rust>");
+
+    // The first word of a message addresses someone.
+    pane.type_text("ca");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice #rust> carol:");
+    pane.type_text("hi, and D");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice #rust> carol: hi, and dave");
+    pane.press("Enter");
+    server.expect("SAY #rust carol: hi, and dave ");
+
+    pane.type_text("/msg B");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice #rust> /msg bob");
+    pane.type_text("psst");
+    pane.press("Enter");
+    server.expect("TELL bob psst");
+
+    pane.type_text("/part #");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice #rust> /part #rust");
+    pane.press("C-u");
+    pane.press("C-d");
+    server.expect("LEAVE");
+    server.send(&["BYE"]);
+    assert_eq!(pane.wait_for_exit(), 0);
 }
