@@ -695,6 +695,9 @@ async fn rooms_direct_messages_and_history_as_a_person_types_them() {
     pane.type_text("/who");
     pane.press("Enter");
     server.expect("WHO #rust");
+    pane.type_text("/who lobby");
+    pane.press("Enter");
+    server.expect("WHO");
     pane.type_text("/history 5");
     pane.press("Enter");
     server.expect("HISTORY #rust 5");

@@ -30,8 +30,8 @@ pub enum Command {
     Tell { to: String, text: String },
     /// `/topic [text]`: set the current room's topic, or show it (`None`).
     Topic(Option<String>),
-    /// `/who [#room]`: ask who is in a room (`None`: the current one).
-    Who(Option<String>),
+    /// `/who [#room | lobby]`: ask who is in a room.
+    Who(Place),
     /// `/rooms`: ask which rooms there are.
     Rooms,
     /// `/history [n]`: the current room's (or lobby's) last messages.
@@ -46,6 +46,17 @@ pub enum Command {
     Unknown(String),
     /// An empty line, or only spaces: nothing to do.
     Nothing,
+}
+
+/// Which room a command is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The current room, or the lobby when that is where the user is.
+    Here,
+    /// The lobby, wherever the user is.
+    Lobby,
+    /// This room.
+    Room(String),
 }
 
 /// The commands and what they do, as `/help` shows them.
@@ -67,7 +78,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("/topic [text]", "show the current room's topic, or set it"),
     (
         "/who [#room]",
-        "list who is in the current room, or in #room",
+        "list who is here, or in #room; /who lobby: everyone",
     ),
     ("/rooms", "list the rooms and how many are in each"),
     ("/history [n]", "show the last n (50) messages here"),
@@ -126,8 +137,9 @@ pub fn parse(line: &str) -> Command {
     };
     let trimmed = argument.trim_matches(' ');
     match word.to_ascii_lowercase().as_str() {
-        "who" if trimmed.is_empty() => Command::Who(None),
-        "who" => room(trimmed, "/who [#room]").map_or_else(|u| u, |r| Command::Who(Some(r))),
+        "who" if trimmed.is_empty() => Command::Who(Place::Here),
+        "who" if trimmed.eq_ignore_ascii_case("lobby") => Command::Who(Place::Lobby),
+        "who" => room(trimmed, "/who [#room]").map_or_else(|u| u, |r| Command::Who(Place::Room(r))),
         "help" => Command::Help,
         "quit" => Command::Quit(text(trimmed)),
         "join" => room(trimmed, "/join #room").map_or_else(|u| u, Command::Join),
@@ -246,8 +258,8 @@ mod tests {
 
     #[test]
     fn commands_are_recognised_in_any_case() {
-        assert_eq!(parse("/who"), Command::Who(None));
-        assert_eq!(parse("/WHO"), Command::Who(None));
+        assert_eq!(parse("/who"), Command::Who(Place::Here));
+        assert_eq!(parse("/WHO"), Command::Who(Place::Here));
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(parse("/quit"), Command::Quit(None));
         assert_eq!(parse("/Quit"), Command::Quit(None));
@@ -364,8 +376,9 @@ mod tests {
 
     #[test]
     fn who_takes_an_optional_room() {
-        assert_eq!(parse("/who"), Command::Who(None));
-        assert_eq!(parse("/who #ops"), Command::Who(some("#ops")));
+        assert_eq!(parse("/who"), Command::Who(Place::Here));
+        assert_eq!(parse("/who lobby"), Command::Who(Place::Lobby));
+        assert_eq!(parse("/who #ops"), Command::Who(Place::Room("#ops".into())));
         assert!(is_usage(&parse("/who ops"), "as in #ops"));
     }
 

@@ -11,7 +11,7 @@
 //! Matching ignores case, as the server's comparisons do; the completion is
 //! spelled as the server spells the name or room.
 
-use chat_protocol::{name_key, room_key};
+use chat_protocol::{is_valid_name, is_valid_room, name_key, room_key};
 
 use crate::commands::{argument_of, Argument, WORDS};
 use crate::rooms::Rooms;
@@ -75,7 +75,9 @@ fn words(rooms: &Rooms, word: &str, after_name: &str) -> Vec<Candidate> {
 }
 
 /// The `options` that start with `word` (compared by `key`), each followed
-/// by `after` when it replaces the word.
+/// by `after` when it replaces the word. Only names and rooms within the
+/// rules are offered: what a server sends is never typed for the user
+/// unless it is plainly a name or a room.
 fn matching<'a>(
     options: impl Iterator<Item = &'a str>,
     word: &str,
@@ -84,6 +86,7 @@ fn matching<'a>(
 ) -> Vec<Candidate> {
     let wanted = key(word);
     options
+        .filter(|option| option.starts_with('/') || is_valid_name(option) || is_valid_room(option))
         .filter(|option| key(option).starts_with(&wanted))
         .map(|option| Candidate {
             display: option.to_owned(),
@@ -101,7 +104,7 @@ mod tests {
         let mut rooms = Rooms::default();
         for line in [
             "WELCOME alice",
-            "NAMES alice Bob bobby carol",
+            "NAMES alice Bob bobby b\x1bx carol",
             "NAMES #Rust alice bob",
             "NAMES #ops alice",
             "ROOMS #go 4 #ops 1 #rust 2 #ruby 1",

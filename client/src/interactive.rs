@@ -43,12 +43,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{self, Command, HELP};
+use crate::commands::{self, Command, Place, HELP};
 use crate::complete::complete;
 use crate::connection::{
     send_frames, sync_ping, synced, too_long, Connection, Incoming, LoggedIn, LoginError, Sent,
 };
-use crate::render::{login_refusal, Format, Renderer, Style};
+use crate::render::{clean, login_refusal, Format, Renderer, Style};
 use crate::rooms::{Change, Rooms};
 use crate::screen::{rows_taken, Screen};
 use crate::session::{follow, Ending, Follower, Track, BYE_WAIT};
@@ -693,8 +693,8 @@ impl Chat<'_> {
     fn prompt(&self) -> String {
         let rooms = lock(&self.rooms);
         match rooms.current() {
-            Some(room) => format!("{} {room}> ", rooms.me()),
-            None => format!("{}> ", rooms.me()),
+            Some(room) => format!("{} {}> ", clean(rooms.me()), clean(room)),
+            None => format!("{}> ", clean(rooms.me())),
         }
     }
 
@@ -740,10 +740,14 @@ impl Chat<'_> {
                 };
                 ClientFrame::Topic { room, text }
             }
-            Command::Who(room) => match room.or(current) {
-                Some(room) => ClientFrame::RoomWho(room),
-                None => ClientFrame::Who,
-            },
+            Command::Who(place) => {
+                let room = match place {
+                    Place::Here => current,
+                    Place::Lobby => None,
+                    Place::Room(room) => Some(room),
+                };
+                room.map_or(ClientFrame::Who, ClientFrame::RoomWho)
+            }
             Command::Rooms => ClientFrame::Rooms,
             Command::History(count) => ClientFrame::History {
                 room: current,
@@ -828,7 +832,7 @@ impl Chat<'_> {
     fn help(&self) {
         self.screen.print(self.style.notice("commands:"));
         for (command, what) in HELP {
-            self.screen.print(format!("    {command:<14} {what}"));
+            self.screen.print(format!("    {command:<20} {what}"));
         }
     }
 

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use chat_protocol::{name_key, room_key, ServerFrame};
+use chat_protocol::{is_valid_room, name_key, room_key, ServerFrame};
 
 /// The user's rooms and the people in them, as the server last said.
 #[derive(Debug, Default)]
@@ -70,7 +70,7 @@ impl Rooms {
             ServerFrame::RoomNames { room, names } => {
                 if let Some(known) = self.room_mut(room) {
                     known.members = members(names);
-                } else if names.iter().any(|n| self.is_me(n)) {
+                } else if is_valid_room(room) && names.iter().any(|n| self.is_me(n)) {
                     return Some(self.joined(room, names));
                 }
             }
@@ -298,6 +298,13 @@ mod tests {
         assert_eq!(join(&mut rooms, "NAMES #empty"), None);
         assert_eq!(rooms.current(), None);
         assert_eq!(rooms.joined_rooms().count(), 0);
+    }
+
+    #[test]
+    fn a_room_against_the_rules_is_never_joined() {
+        let mut rooms = alice();
+        assert_eq!(join(&mut rooms, "NAMES #\x1b[2J alice"), None);
+        assert_eq!(rooms.current(), None);
     }
 
     #[test]
