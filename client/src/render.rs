@@ -199,11 +199,14 @@ impl Style {
                 format!("{} {}: {}", tag(room), self.name(from), clean(text))
             }
             ServerFrame::Tell { from, to, text } => {
-                let (from, to) = match (is_me(from), is_me(to)) {
-                    (true, true) => (self.marked("you"), self.marked("you")),
-                    (true, false) => (self.marked("you"), self.name(to)),
-                    (false, _) => (self.name(from), self.marked("you")),
+                let who = |name: &str| {
+                    if is_me(name) {
+                        self.marked("you")
+                    } else {
+                        self.name(name)
+                    }
                 };
+                let (from, to) = (who(from), who(to));
                 format!("{from} {} {to}: {}", self.marked("->"), clean(text))
             }
             ServerFrame::Topic { room, setter, text } => format!(

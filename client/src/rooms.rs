@@ -26,8 +26,8 @@ pub struct Rooms {
     joined: Vec<Room>,
     /// The room plain lines go to, by room key; `None` is the lobby.
     current: Option<String>,
-    /// The places that were current before, most recent last, to go back
-    /// to when the current room is parted. Rooms parted since are skipped.
+    /// The places that were current before, each once, most recent last,
+    /// to go back to when the current room is parted.
     earlier: Vec<Option<String>>,
     /// The rooms of the last `ROOMS` answer, as spelled there.
     listed: Vec<String>,
@@ -208,21 +208,12 @@ impl Rooms {
     fn parted(&mut self, room: &str) {
         let key = room_key(room);
         self.joined.retain(|r| r.key != key);
-        if self.current.as_deref() != Some(key.as_str()) {
-            return;
+        self.earlier.retain(|place| place.as_ref() != Some(&key));
+        if self.current.as_deref() == Some(key.as_str()) {
+            // Back to where the user was before: every place left in
+            // `earlier` is one the user is still in.
+            self.current = self.earlier.pop().flatten();
         }
-        // Back to where the user was before, if they are still there.
-        while let Some(before) = self.earlier.pop() {
-            let still_there = match &before {
-                None => true,
-                Some(key) => self.joined.iter().any(|r| &r.key == key),
-            };
-            if still_there {
-                self.current = before;
-                return;
-            }
-        }
-        self.current = None;
     }
 
     fn make_current(&mut self, key: Option<String>) {
