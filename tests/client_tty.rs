@@ -727,6 +727,54 @@ async fn rooms_direct_messages_and_history_as_a_person_types_them() {
     assert_eq!(pane.wait_for_exit(), 0);
 }
 
+/// `--room` at a terminal: the client joins the room before the first
+/// prompt, which is the room's, with its history above it. `/help` lists
+/// the room commands with the others.
+#[tokio::test(flavor = "multi_thread")]
+async fn room_flag_joins_before_the_first_prompt() {
+    let Some((mut server, pane)) = Script::start(
+        &["--name", "alice", "--room", "#ops"],
+        "alice",
+        "NAMES alice",
+    ) else {
+        return;
+    };
+    server.expect("JOIN #ops");
+    let pong = server.expect_sync();
+    server.send(&["NAMES #ops alice", "TOPIC #ops", &pong]);
+    server.expect("HISTORY #ops 20");
+    server.send(&["HISTORY #ops 0"]);
+    pane.wait_for_last_line_after("* no messages in #ops yet", "alice #ops>");
+    assert!(shows(&pane.screen(), "[#ops] * no topic is set"));
+
+    pane.type_text("/help");
+    pane.press("Enter");
+    let screen = pane.wait_for_last_line_after("show this help", "alice #ops>");
+    for command in [
+        "/join #room",
+        "/part [#room] [text]",
+        "/go [#room]",
+        "Alt-Left/Right",
+        "/msg name text",
+        "/topic [text]",
+        "/who [#room]",
+        "/rooms",
+        "/history [n]",
+        "/quit [text]",
+        "Tab",
+    ] {
+        assert!(
+            screen.iter().any(|l| l.trim_start().starts_with(command)),
+            "{command} is not in the help:\n{}",
+            screen.join("\n")
+        );
+    }
+    pane.press("C-d");
+    server.expect("LEAVE");
+    server.send(&["BYE"]);
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
 /// A refused `/join` leaves the user where they were: the prompt waits for
 /// the answer, and the answer is no room.
 #[tokio::test(flavor = "multi_thread")]
