@@ -122,7 +122,7 @@ async fn second_name_is_refused() {
 async fn unknown_commands_are_refused_before_and_after_login() {
     let server = Server::start(&[]);
     let mut client = server.connect().await;
-    for frame in ["HELLO", "", "NAMES", "JOIN x", "MSGhi"] {
+    for frame in ["HELLO", "", "NAMES", "JOINED #x", "MSGhi"] {
         client.send(frame).await;
         client.expect_error("unknown-command").await;
     }

@@ -8,6 +8,11 @@
 //!   contract allows for a slow reader (counted apart from losses);
 //! - *duplicated*: arrived a second time;
 //! - *reordered*: arrived after a later message of the same sender.
+//!
+//! It also folds the order in which every message arrived into a digest, so
+//! that receivers can be compared: the contract has every user see all
+//! broadcasts in one total order, so every receiver that got all of a run
+//! (and no `DROPPED`) must end with the same digest.
 
 use std::ops::Range;
 
@@ -25,6 +30,8 @@ pub struct Checker {
     /// Senders whose last message has been seen (or skipped past).
     finished: usize,
     counts: Counts,
+    /// Every (sender, seq) taken, in arrival order, folded into one number.
+    order: u64,
 }
 
 /// One sender as seen by one receiver.
@@ -81,11 +88,14 @@ impl Checker {
             dropped_frames: 0,
             finished: if messages == 0 { senders } else { 0 },
             counts: Counts::default(),
+            order: 0,
         }
     }
 
     /// Takes message `seq` of `sender`.
     pub fn message(&mut self, sender: usize, seq: u64) {
+        let word = (sender as u64).rotate_right(16) ^ seq;
+        self.order = (self.order.rotate_left(5) ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let Some(stream) = self.streams.get_mut(sender) else {
             self.counts.foreign += 1;
             return;
@@ -135,6 +145,17 @@ impl Checker {
     /// The next number expected from `sender` (how far its stream got).
     pub fn next(&self, sender: usize) -> u64 {
         self.streams.get(sender).map_or(0, |s| s.next)
+    }
+
+    /// The arrival order of everything taken so far, as one number: two
+    /// receivers that saw the same messages in the same order agree on it.
+    pub fn order(&self) -> u64 {
+        self.order
+    }
+
+    /// Whether a `DROPPED` came since the checker was made.
+    pub fn saw_dropped(&self) -> bool {
+        self.drop_epoch != 0
     }
 
     /// Whether every sender's last message has been seen.
@@ -248,6 +269,23 @@ mod tests {
         let (counts, _) = run(1, 2, &[(0, 0), (3, 0), (0, 7), (0, 1)]);
         assert_eq!(counts.foreign, 2);
         assert_eq!(counts.received, 2);
+    }
+
+    #[test]
+    fn the_order_digest_tells_interleavings_apart() {
+        let digest = |seen: &[(usize, u64)]| {
+            let mut checker = Checker::new(2, 2);
+            for &(sender, seq) in seen {
+                checker.message(sender, seq);
+            }
+            checker.order()
+        };
+        let a = digest(&[(0, 0), (1, 0), (0, 1), (1, 1)]);
+        // Same per-sender order, another interleaving: not the same order.
+        let b = digest(&[(0, 0), (0, 1), (1, 0), (1, 1)]);
+        assert_eq!(a, digest(&[(0, 0), (1, 0), (0, 1), (1, 1)]));
+        assert_ne!(a, b);
+        assert_ne!(a, digest(&[(1, 0), (0, 0), (0, 1), (1, 1)]));
     }
 
     #[test]

@@ -118,6 +118,16 @@ pub struct Tally {
     /// When the first and the last bench message arrived.
     pub first_ns: u64,
     pub last_ns: u64,
+    /// When the first and the last sender had written all its messages
+    /// (into its socket: the kernel buffers hold much of a burst).
+    pub written_first_ns: u64,
+    pub written_last_ns: u64,
+    /// When the first and the last sender got the `PONG` to the `PING` it
+    /// wrote after its messages: by then the server had handled all of them
+    /// (and the sender had read what was queued for it before the `PONG`).
+    /// A server that slows its senders holds them back at least this long.
+    pub handled_first_ns: u64,
+    pub handled_last_ns: u64,
     /// Other users each user learned of (`NAMES` + `JOIN`, or arrivals).
     pub known_sum: u64,
     pub known_min: u64,
@@ -131,6 +141,13 @@ pub struct Tally {
     pub bench_cpu_ns: u64,
     /// The first few error lines, to show what went wrong.
     pub errors: Vec<String>,
+    /// The arrival orders of the run's messages (see
+    /// [`crate::check::Checker::order`]) and how many receivers saw each,
+    /// over the receivers that got all of the run without a `DROPPED`.
+    /// One entry when the server keeps one total order.
+    pub orders: Vec<(u64, u64)>,
+    /// Receivers whose order did not fit in `orders` (already too many).
+    pub orders_other: u64,
 }
 
 impl Default for Tally {
@@ -143,6 +160,10 @@ impl Default for Tally {
             counts: Counts::default(),
             first_ns: u64::MAX,
             last_ns: 0,
+            written_first_ns: u64::MAX,
+            written_last_ns: 0,
+            handled_first_ns: u64::MAX,
+            handled_last_ns: 0,
             known_sum: 0,
             known_min: u64::MAX,
             known_max: 0,
@@ -150,12 +171,17 @@ impl Default for Tally {
             membership: histogram(),
             bench_cpu_ns: 0,
             errors: Vec::new(),
+            orders: Vec::new(),
+            orders_other: 0,
         }
     }
 }
 
 /// Errors a tally carries at most: enough to diagnose, bounded.
 pub const MAX_ERRORS: usize = 5;
+/// Distinct arrival orders a tally carries at most; two already mean the
+/// total order broke.
+pub const MAX_ORDERS: usize = 8;
 
 impl Tally {
     pub fn add(&mut self, other: &Tally) {
@@ -166,6 +192,10 @@ impl Tally {
         self.counts.add(&other.counts);
         self.first_ns = self.first_ns.min(other.first_ns);
         self.last_ns = self.last_ns.max(other.last_ns);
+        self.written_first_ns = self.written_first_ns.min(other.written_first_ns);
+        self.written_last_ns = self.written_last_ns.max(other.written_last_ns);
+        self.handled_first_ns = self.handled_first_ns.min(other.handled_first_ns);
+        self.handled_last_ns = self.handled_last_ns.max(other.handled_last_ns);
         self.known_sum += other.known_sum;
         self.known_min = self.known_min.min(other.known_min);
         self.known_max = self.known_max.max(other.known_max);
@@ -178,6 +208,26 @@ impl Tally {
                 self.errors.push(e.clone());
             }
         }
+        for &(order, receivers) in &other.orders {
+            self.add_order(order, receivers);
+        }
+        self.orders_other += other.orders_other;
+    }
+
+    /// Counts `receivers` more receivers that saw the run in `order`.
+    pub fn add_order(&mut self, order: u64, receivers: u64) {
+        if let Some((_, n)) = self.orders.iter_mut().find(|(o, _)| *o == order) {
+            *n += receivers;
+        } else if self.orders.len() < MAX_ORDERS {
+            self.orders.push((order, receivers));
+        } else {
+            self.orders_other += receivers;
+        }
+    }
+
+    /// How many different arrival orders the receivers saw (at least).
+    pub fn distinct_orders(&self) -> usize {
+        self.orders.len() + usize::from(self.orders_other > 0)
     }
 
     /// The tally as lines: `tally k=v …`, `lat`/`mem` buckets, `error`s, `end`.
@@ -186,7 +236,8 @@ impl Tally {
         let mut out = format!(
             "tally logged_in={} full={} failed={} incomplete={} received={} lost={} skipped={} \
              duplicated={} reordered={} foreign={} dropped_frames={} first_ns={} last_ns={} \
-             known_sum={} known_min={} known_max={} bench_cpu_ns={}\n",
+             written_first_ns={} written_last_ns={} handled_first_ns={} handled_last_ns={} \
+             known_sum={} known_min={} known_max={} bench_cpu_ns={} orders_other={}\n",
             self.logged_in,
             self.full,
             self.failed,
@@ -200,10 +251,15 @@ impl Tally {
             c.dropped_frames,
             self.first_ns,
             self.last_ns,
+            self.written_first_ns,
+            self.written_last_ns,
+            self.handled_first_ns,
+            self.handled_last_ns,
             self.known_sum,
             self.known_min,
             self.known_max,
-            self.bench_cpu_ns
+            self.bench_cpu_ns,
+            self.orders_other
         );
         for (tag, h) in [("lat", &self.latency), ("mem", &self.membership)] {
             for v in h.iter_recorded() {
@@ -214,6 +270,9 @@ impl Tally {
                     v.count_at_value()
                 );
             }
+        }
+        for (order, receivers) in &self.orders {
+            let _ = writeln!(out, "order {order} {receivers}");
         }
         for e in &self.errors {
             let _ = writeln!(out, "error {}", e.replace('\n', " "));
@@ -228,6 +287,13 @@ impl Tally {
         match tag {
             "end" => return Ok(true),
             "error" => self.errors.push(rest.to_owned()),
+            "order" => {
+                let (order, receivers) = rest
+                    .split_once(' ')
+                    .and_then(|(o, n)| Some((o.parse().ok()?, n.parse().ok()?)))
+                    .ok_or_else(|| format!("bad order line {line:?}"))?;
+                self.add_order(order, receivers);
+            }
             "lat" | "mem" => {
                 let (value, count) = rest
                     .split_once(' ')
@@ -269,10 +335,15 @@ impl Tally {
                 };
                 self.first_ns = get("first_ns")?;
                 self.last_ns = get("last_ns")?;
+                self.written_first_ns = get("written_first_ns")?;
+                self.written_last_ns = get("written_last_ns")?;
+                self.handled_first_ns = get("handled_first_ns")?;
+                self.handled_last_ns = get("handled_last_ns")?;
                 self.known_sum = get("known_sum")?;
                 self.known_min = get("known_min")?;
                 self.known_max = get("known_max")?;
                 self.bench_cpu_ns = get("bench_cpu_ns")?;
+                self.orders_other = get("orders_other")?;
             }
             _ => return Err(format!("unexpected line from a worker: {line:?}")),
         }
@@ -320,10 +391,13 @@ mod tests {
             logged_in: 3,
             first_ns: 10,
             last_ns: 20,
+            written_last_ns: 15,
+            handled_first_ns: 17,
             known_sum: 6,
             known_min: 2,
             known_max: 2,
             errors: vec!["ERROR name-taken".into()],
+            orders: vec![(u64::MAX, 2), (7, 1)],
             ..Tally::default()
         };
         tally.counts.received = 9;
@@ -338,5 +412,19 @@ mod tests {
         }
         assert_eq!(read.to_lines(), tally.to_lines());
         assert_eq!(read.latency.len(), 2);
+        assert_eq!(read.distinct_orders(), 2);
+    }
+
+    #[test]
+    fn orders_add_up_and_stay_bounded() {
+        let mut tally = Tally::default();
+        for order in 0..MAX_ORDERS as u64 + 3 {
+            tally.add_order(order, 1);
+        }
+        tally.add_order(0, 4);
+        assert_eq!(tally.orders[0], (0, 5));
+        assert_eq!(tally.orders.len(), MAX_ORDERS);
+        assert_eq!(tally.orders_other, 3);
+        assert_eq!(tally.distinct_orders(), MAX_ORDERS + 1);
     }
 }

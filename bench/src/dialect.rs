@@ -35,6 +35,9 @@ pub enum Event<'a> {
     Text(&'a [u8]),
     /// `DROPPED <n>`.
     Dropped(u64),
+    /// `PONG <token>`: the server has handled everything this connection
+    /// sent before the `PING`.
+    Pong(&'a [u8]),
     /// The server refused the connection because it is full.
     Full,
     /// Any other refusal or error; its line.
@@ -59,10 +62,10 @@ impl Dialect {
         }
     }
 
-    /// A barrier request, where the dialect has one.
-    pub fn ping(self) -> Option<String> {
+    /// A `PING <token>`, where the dialect has one.
+    pub fn ping(self, token: &str) -> Option<String> {
         match self {
-            Dialect::Chat => Some(proto::ping("probe")),
+            Dialect::Chat => Some(proto::ping(token)),
             Dialect::Raw => None,
         }
     }

@@ -1,9 +1,10 @@
 //! `chat-bench`: a load generator for line-protocol chat servers.
 //!
 //! It measures our `chat-server` (and, with `--compare`, a second server such
-//! as the gopl seed in raw mode) on five scenarios, checks every delivery
-//! for loss, duplication and order, and prints a table plus one JSON line
-//! per scenario. The coordinating process holds no connections: it starts
+//! as the gopl seed in raw mode; with `--floor`, the machine's floor with no
+//! chat server) on six scenarios, checks every delivery for loss,
+//! duplication and order, and prints a table plus one JSON line per
+//! scenario. The coordinating process holds no connections: it starts
 //! workers (this binary again, `chat-bench worker`) that do.
 
 mod check;
@@ -11,6 +12,7 @@ mod clock;
 mod control;
 mod dialect;
 mod fleet;
+mod floor;
 mod proto;
 mod raw;
 mod report;
@@ -27,21 +29,26 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::dialect::Dialect;
 use crate::report::{Comparison, Outcome};
-use crate::scenario::{capacity, fanout, latency, login_storm, throughput, Options};
+use crate::scenario::{capacity, fanout, latency, login_storm, open_loop, throughput, Options};
 use crate::server::{Launch, Target};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "chat-bench",
     version,
-    about = "Load generator for chat servers: throughput, latency, login storms, fan-out, capacity.",
+    about = "Load generator for chat servers: throughput, open-loop overload, latency, login storms, \
+             fan-out, capacity, and the machine's floor for fan-out and latency.",
     after_help = "Examples:\n  \
         chat-bench smoke                                   # tiny sizes, our server, fails on any fault\n  \
         chat-bench throughput --server-bin target/release/chat-server \\\n      \
         --compare-cmd '../shared/peers/gopl-chat/run {addr}' --runs 3\n  \
         chat-bench fanout --addr 127.0.0.1:8000 --server-pid 1234 --users 10000\n  \
         chat-bench cluster --server-bin target/release/chat-server   # 1 node vs 3 on one Redis\n  \
-        chat-bench throughput --nodes 3                     # any scenario on a 3-node cluster"
+        chat-bench throughput --nodes 3                     # any scenario on a 3-node cluster\n  \
+        chat-bench open-loop --senders 1 --messages 100000 --users 101   # one client pipelining\n  \
+        chat-bench login-storm --users 5000                 # the storm at default server flags\n  \
+        chat-bench floor                                    # fanout + latency: ours, the floor, ratios\n  \
+        chat-bench fanout --users 2000 --floor              # any fanout/latency size against the floor"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -81,6 +88,17 @@ struct Servers {
     /// Address of a second server to measure alternately, for ratios.
     #[arg(long, global = true, conflicts_with = "compare_cmd")]
     compare: Option<String>,
+    /// Measure the machine's floor as the second side: no chat server, a
+    /// process that only writes each message to every socket (one thread
+    /// per core, one write per socket for what it has pending), read by the
+    /// same workers. The ratio column is then ours as a multiple of the
+    /// floor ("x floor"). For fanout, latency and capacity.
+    #[arg(long, global = true, conflicts_with_all = ["compare", "compare_cmd"])]
+    floor: bool,
+    /// Threads of the floor's writer (0: one per core, as a server would
+    /// use; 1: a single writer).
+    #[arg(long, global = true, default_value_t = 0)]
+    floor_threads: usize,
     /// The second server's pid, for its memory and CPU time.
     #[arg(long, global = true)]
     compare_pid: Option<u32>,
@@ -109,6 +127,10 @@ struct Servers {
 enum Scenario {
     /// Senders as fast as they can, everyone receiving: deliveries/s.
     Throughput(throughput::Sizes),
+    /// Senders pipeline all their messages at once, without waiting, and
+    /// everyone reads flat out: fails on any lost frame or DROPPED; shows
+    /// deliveries/s and how long the server held the senders back.
+    OpenLoop(open_loop::Sizes),
     /// A steady rate: p50/p99/max send-to-receive latency.
     Latency(latency::Sizes),
     /// Everyone logs in at once: time until each has seen all arrivals.
@@ -120,11 +142,26 @@ enum Scenario {
     /// Throughput and latency on one plain server and on a cluster of
     /// `--nodes` nodes (default 3) on one Redis, same users.
     Cluster(ClusterSizes),
+    /// The machine's floor for fan-out and latency: `fanout` to
+    /// --fanout-users idle users and `latency` at the latency scenario's
+    /// load, on our server and on the floor (no chat server: a process that
+    /// only writes each message to every socket), alternating, with our
+    /// figures as multiples of the floor's ("x floor"). --alone: the floor
+    /// only.
+    Floor(FloorSizes),
     /// Every scenario at its default size.
     All,
     /// Every scenario at tiny sizes; fails on any lost, duplicated,
     /// reordered or dropped message (for CI).
     Smoke,
+    /// Internal: the floor's writer (see `floor`), in place of a server.
+    #[command(hide = true)]
+    FloorWriter {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        threads: usize,
+    },
     /// Internal: a process holding a share of the users.
     #[command(hide = true)]
     Worker {
@@ -186,10 +223,53 @@ impl ClusterSizes {
     }
 }
 
+/// The sizes of the `floor` comparison.
+#[derive(Debug, Clone, Args)]
+struct FloorSizes {
+    /// Idle users (sockets) the one message fans out to.
+    #[arg(long, default_value_t = 10_000)]
+    fanout_users: u32,
+    /// Users in the latency run.
+    #[arg(long, default_value_t = 1000)]
+    latency_users: u32,
+    /// Senders in the latency run.
+    #[arg(long, default_value_t = 2)]
+    latency_senders: u32,
+    /// Messages a second per sender in the latency run.
+    #[arg(long, default_value_t = 50.0)]
+    latency_rate: f64,
+    /// How long the latency run's senders send.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    latency_duration: Duration,
+    /// Measure the floor only, without our server.
+    #[arg(long)]
+    alone: bool,
+}
+
+impl FloorSizes {
+    fn jobs(&self) -> Vec<Job> {
+        vec![
+            Job::Fanout(fanout::Sizes {
+                users: self.fanout_users,
+            }),
+            Job::Latency(latency::Sizes {
+                users: self.latency_users,
+                senders: self.latency_senders,
+                rate: self.latency_rate,
+                duration: self.latency_duration,
+            }),
+        ]
+    }
+}
+
+/// Jobs and the servers each of them runs on.
+type Section = (Vec<Job>, Vec<Target>);
+
 /// One scenario at one size.
 #[derive(Debug, Clone)]
 enum Job {
     Throughput(throughput::Sizes),
+    OpenLoop(open_loop::Sizes),
     Latency(latency::Sizes),
     LoginStorm(login_storm::Sizes),
     Fanout(fanout::Sizes),
@@ -200,6 +280,7 @@ impl Job {
     fn name(&self) -> &'static str {
         match self {
             Job::Throughput(_) => "throughput",
+            Job::OpenLoop(_) => "open-loop",
             Job::Latency(_) => "latency",
             Job::LoginStorm(_) => "login-storm",
             Job::Fanout(_) => "fanout",
@@ -210,6 +291,7 @@ impl Job {
     fn params(&self) -> String {
         match self {
             Job::Throughput(s) => s.params(),
+            Job::OpenLoop(s) => s.params(),
             Job::Latency(s) => s.params(),
             Job::LoginStorm(s) => s.params(),
             Job::Fanout(s) => s.params(),
@@ -220,6 +302,7 @@ impl Job {
     async fn run(&self, target: &Target, options: &Options) -> io::Result<Outcome> {
         match self {
             Job::Throughput(s) => throughput::run(target, s, options).await,
+            Job::OpenLoop(s) => open_loop::run(target, s, options).await,
             Job::Latency(s) => latency::run(target, s, options).await,
             Job::LoginStorm(s) => login_storm::run(target, s, options).await,
             Job::Fanout(s) => fanout::run(target, s, options).await,
@@ -231,9 +314,17 @@ impl Job {
     fn all() -> Vec<Job> {
         let defaults = |args: &[&str]| Cli::parse_from(args.iter().copied()).scenario;
         let mut jobs = Vec::new();
-        for name in ["throughput", "latency", "login-storm", "fanout", "capacity"] {
+        for name in [
+            "throughput",
+            "open-loop",
+            "latency",
+            "login-storm",
+            "fanout",
+            "capacity",
+        ] {
             match defaults(&["chat-bench", name]) {
                 Scenario::Throughput(s) => jobs.push(Job::Throughput(s)),
+                Scenario::OpenLoop(s) => jobs.push(Job::OpenLoop(s)),
                 Scenario::Latency(s) => jobs.push(Job::Latency(s)),
                 Scenario::LoginStorm(s) => jobs.push(Job::LoginStorm(s)),
                 Scenario::Fanout(s) => jobs.push(Job::Fanout(s)),
@@ -259,17 +350,50 @@ impl Job {
                 rate: 100.0,
                 duration: Duration::from_millis(500),
             }),
+            // Within our server's 1 024-frame backlog even if every frame
+            // is in flight at once, so that a server which drops under
+            // overload passes; the full-size run shows whether it does.
+            Job::OpenLoop(open_loop::Sizes {
+                users: 20,
+                senders: 4,
+                messages: 200,
+            }),
             Job::LoginStorm(login_storm::Sizes { users: 100 }),
             Job::Fanout(fanout::Sizes { users: 200 }),
             Job::Capacity(capacity::Sizes { users: 500 }),
         ]
+    }
+
+    /// The floor comparison, small enough for CI.
+    fn smoke_floor() -> Vec<Job> {
+        FloorSizes {
+            fanout_users: 200,
+            latency_users: 50,
+            latency_senders: 2,
+            latency_rate: 100.0,
+            latency_duration: Duration::from_millis(500),
+            alone: false,
+        }
+        .jobs()
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let strict = matches!(cli.scenario, Scenario::Smoke);
-    let cluster = matches!(cli.scenario, Scenario::Cluster(_));
+    let shape = match &cli.scenario {
+        Scenario::Fanout(_) | Scenario::Latency(_) | Scenario::Capacity(_) => Shape::Plain,
+        Scenario::Floor(s) => Shape::Floor { alone: s.alone },
+        _ if cli.servers.floor => {
+            eprintln!(
+                "chat-bench: --floor goes with fanout, latency and capacity (or use `floor`)"
+            );
+            return ExitCode::from(2);
+        }
+        Scenario::Cluster(_) => Shape::Cluster,
+        Scenario::Smoke => Shape::Smoke,
+        _ => Shape::Plain,
+    };
     let jobs = match cli.scenario {
         Scenario::Worker {
             addr,
@@ -293,21 +417,28 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Scenario::FloorWriter { addr, threads } => {
+            return match floor::main(&addr, threads) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("chat-bench floor-writer: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Scenario::Throughput(s) => vec![Job::Throughput(s)],
+        Scenario::OpenLoop(s) => vec![Job::OpenLoop(s)],
         Scenario::Latency(s) => vec![Job::Latency(s)],
         Scenario::LoginStorm(s) => vec![Job::LoginStorm(s)],
         Scenario::Fanout(s) => vec![Job::Fanout(s)],
         Scenario::Capacity(s) => vec![Job::Capacity(s)],
         Scenario::Cluster(s) => s.jobs(),
+        Scenario::Floor(s) => s.jobs(),
         Scenario::All => Job::all(),
         Scenario::Smoke => Job::smoke(),
     };
-    let targets = match if cluster {
-        cluster_targets(&cli.servers)
-    } else {
-        targets(&cli.servers)
-    } {
-        Ok(targets) => targets,
+    let sections = match sections(&cli.servers, shape, jobs) {
+        Ok(sections) => sections,
         Err(e) => {
             eprintln!("chat-bench: {e}");
             return ExitCode::from(2);
@@ -328,7 +459,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(&jobs, &targets, cli.servers.runs.max(1), &options)) {
+    match runtime.block_on(bench(&sections, cli.servers.runs.max(1), &options)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -338,11 +469,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs every job on every target, alternating; returns whether all passed.
-async fn bench(jobs: &[Job], targets: &[Target], runs: u32, options: &Options) -> io::Result<bool> {
+/// Which servers a command measures.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// Ours, and the peer or the floor if asked for.
+    Plain,
+    /// One plain server, then a cluster.
+    Cluster,
+    /// Ours and the floor, or the floor alone.
+    Floor { alone: bool },
+    /// Ours (and the peer): every scenario; then ours and the floor.
+    Smoke,
+}
+
+/// The jobs, each with the servers it runs on.
+fn sections(servers: &Servers, shape: Shape, jobs: Vec<Job>) -> io::Result<Vec<Section>> {
+    Ok(match shape {
+        Shape::Plain => vec![(jobs, targets(servers, servers.floor)?)],
+        Shape::Cluster => vec![(jobs, cluster_targets(servers)?)],
+        Shape::Floor { alone: true } => vec![(jobs, vec![floor_target(servers)])],
+        Shape::Floor { alone: false } => vec![(jobs, targets(servers, true)?)],
+        Shape::Smoke => {
+            let all = targets(servers, false)?;
+            let floor = vec![all[0].clone(), floor_target(servers)];
+            vec![(jobs, all), (Job::smoke_floor(), floor)]
+        }
+    })
+}
+
+/// Runs every job on every target of its section, alternating; returns
+/// whether all passed.
+async fn bench(sections: &[Section], runs: u32, options: &Options) -> io::Result<bool> {
     let mut passed = true;
     let mut lines = Vec::new();
-    for job in jobs {
+    for (job, targets) in sections
+        .iter()
+        .flat_map(|(jobs, targets)| jobs.iter().map(move |job| (job, targets)))
+    {
+        let against_floor = targets.len() == 2 && matches!(targets[1].launch, Launch::Floor { .. });
         let mut sides: Vec<(String, Vec<Outcome>)> = targets
             .iter()
             .map(|t| (t.label.clone(), Vec::new()))
@@ -361,6 +525,7 @@ async fn bench(jobs: &[Job], targets: &[Target], runs: u32, options: &Options) -
             scenario: job.name(),
             params: job.params(),
             sides,
+            against_floor,
         };
         print!("{}", comparison.table());
         passed &= !comparison.failed();
@@ -424,8 +589,24 @@ fn cluster_targets(servers: &Servers) -> io::Result<Vec<Target>> {
     ])
 }
 
-/// The servers to measure, ours first.
-fn targets(servers: &Servers) -> io::Result<Vec<Target>> {
+/// The floor (see [`floor`]) as a side.
+fn floor_target(servers: &Servers) -> Target {
+    Target {
+        label: "floor".into(),
+        dialect: Dialect::Chat,
+        launch: Launch::Floor {
+            threads: servers.floor_threads,
+        },
+    }
+}
+
+/// The servers to measure, ours first; the floor second with `floor`.
+fn targets(servers: &Servers, floor: bool) -> io::Result<Vec<Target>> {
+    if floor && (servers.compare.is_some() || servers.compare_cmd.is_some()) {
+        return Err(io::Error::other(
+            "the floor takes the second side: give no --compare or --compare-cmd",
+        ));
+    }
     let ours = match &servers.addr {
         Some(addr) => Launch::Attach {
             addr: addr.clone(),
@@ -456,6 +637,9 @@ fn targets(servers: &Servers) -> io::Result<Vec<Target>> {
             dialect: servers.compare_proto,
             launch,
         });
+    }
+    if floor {
+        targets.push(floor_target(servers));
     }
     Ok(targets)
 }

@@ -32,6 +32,7 @@ pub fn parse(line: &[u8]) -> Event<'_> {
         },
         b"JOIN" => Event::Join(rest),
         b"NAMES" => Event::Names(rest),
+        b"PONG" => Event::Pong(rest),
         _ => {
             let Ok(line) = std::str::from_utf8(line) else {
                 return Event::Error(line);
@@ -64,6 +65,7 @@ mod tests {
         assert_eq!(parse(b"JOIN a"), Event::Join(b"a"));
         assert_eq!(parse(b"MSG a m 1 2 3"), Event::Text(b"m 1 2 3"));
         assert_eq!(parse(b"DROPPED 12"), Event::Dropped(12));
+        assert_eq!(parse(b"PONG sent"), Event::Pong(b"sent"));
         assert_eq!(parse(b"ERROR server-full go away"), Event::Full);
         assert_eq!(
             parse(b"ERROR name-taken x"),

@@ -53,6 +53,18 @@ impl Outcome {
                 c.lost, c.duplicated, c.reordered, c.foreign
             ));
         }
+        if tally.distinct_orders() > 1 {
+            let mut seen: Vec<String> = tally.orders.iter().map(|o| o.1.to_string()).collect();
+            if tally.orders_other > 0 {
+                seen.push(format!("{} in yet others", tally.orders_other));
+            }
+            self.problems.push(format!(
+                "no total order: receivers saw the run's messages in {} different orders \
+                 (receivers per order: {})",
+                tally.distinct_orders(),
+                seen.join(", ")
+            ));
+        }
         if tally.incomplete > 0 {
             self.problems.push(format!(
                 "{} users did not see every message in time",
@@ -81,6 +93,10 @@ pub struct Comparison<'a> {
     pub scenario: &'a str,
     pub params: String,
     pub sides: Vec<(String, Vec<Outcome>)>,
+    /// The second side is the machine's floor (no chat server): the ratio
+    /// is then ours as a multiple of the floor (`x floor`: 1.0 is as good
+    /// as it gets), rather than how many times better ours is.
+    pub against_floor: bool,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -115,6 +131,23 @@ fn show(value: f64) -> String {
 }
 
 impl Comparison<'_> {
+    /// The ratio of the two sides' values for a metric, if it has one.
+    fn ratio(&self, better: Better, ours: f64, peer: f64) -> Option<f64> {
+        if !self.against_floor {
+            return ratio(better, ours, peer);
+        }
+        let r = ours / peer;
+        (better != Better::Neither && r.is_finite()).then_some(r)
+    }
+
+    fn ratio_name(&self) -> &'static str {
+        if self.against_floor {
+            "x floor"
+        } else {
+            "ratio"
+        }
+    }
+
     /// Metric keys in first-seen order, with labels and direction.
     fn rows(&self) -> Vec<(&'static str, &'static str, Better)> {
         let mut rows: Vec<(&str, &str, Better)> = Vec::new();
@@ -155,7 +188,7 @@ impl Comparison<'_> {
             let _ = write!(header, "{label:>14}");
         }
         if self.sides.len() == 2 {
-            let _ = write!(header, "{:>12}", "ratio");
+            let _ = write!(header, "{:>12}", self.ratio_name());
         }
         out.push_str(header.trim_end());
         out.push('\n');
@@ -166,7 +199,7 @@ impl Comparison<'_> {
                 let _ = write!(row, "{:>14}", show(*v));
             }
             if let [ours, peer] = values[..] {
-                if let Some(r) = ratio(better, ours, peer) {
+                if let Some(r) = self.ratio(better, ours, peer) {
                     let _ = write!(row, "{:>11.1}x", r);
                 }
             }
@@ -205,10 +238,15 @@ impl Comparison<'_> {
             let _ = write!(out, ",\"problems\":{problems}}}");
         }
         if self.sides.len() == 2 {
-            out.push_str(",\"ratio\":{");
+            let key = if self.against_floor {
+                "x_floor"
+            } else {
+                "ratio"
+            };
+            let _ = write!(out, ",\"{key}\":{{");
             let mut first = true;
             for (row, values) in rows.iter().zip(&all) {
-                if let Some(r) = ratio(row.2, values[0], values[1]) {
+                if let Some(r) = self.ratio(row.2, values[0], values[1]) {
                     let _ = write!(out, "{}\"{}\":{r:.3}", if first { "" } else { "," }, row.0);
                     first = false;
                 }
@@ -249,6 +287,7 @@ mod tests {
                 ),
                 ("peer".into(), vec![outcome(10.0)]),
             ],
+            against_floor: false,
         };
         let json = c.json();
         assert!(
@@ -257,5 +296,26 @@ mod tests {
         );
         assert!(c.table().contains("20.0x"));
         assert!(!c.failed());
+    }
+
+    #[test]
+    fn against_the_floor_ours_is_a_multiple_of_it() {
+        let c = Comparison {
+            scenario: "fanout",
+            params: "users=2".into(),
+            sides: vec![
+                ("ours".into(), vec![outcome(10.0)]),
+                ("floor".into(), vec![outcome(40.0)]),
+            ],
+            against_floor: true,
+        };
+        let json = c.json();
+        // Both ways: ours is a quarter of the floor's rate and takes 4x
+        // its time.
+        assert!(
+            json.contains("\"x_floor\":{\"rate\":0.250,\"p99_ms\":4.000}"),
+            "{json}"
+        );
+        assert!(c.table().contains("x floor"));
     }
 }

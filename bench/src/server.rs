@@ -35,6 +35,10 @@ pub enum Launch {
         nodes: u32,
         redis: PathBuf,
     },
+    /// No chat server: this binary's `floor-writer` with `threads` threads
+    /// (0: one per core), which only writes each message to every socket
+    /// (see [`crate::floor`]).
+    Floor { threads: usize },
 }
 
 /// A server under test, with the name it has in the results.
@@ -74,22 +78,36 @@ impl Target {
                 nodes,
                 redis,
             } => start_cluster(path, args, *nodes, redis, users).await,
+            Launch::Floor { threads } => {
+                let mut command = Command::new(std::env::current_exe()?);
+                command
+                    .args(["floor-writer", "--addr", "127.0.0.1:0"])
+                    .args(["--threads", &threads.to_string()]);
+                listening(command, "chat-bench floor-writer").await
+            }
         }
     }
 }
 
 async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result<Running> {
     let max_clients = (users + 64).max(10_000);
-    let mut child = Command::new(path)
+    let mut command = Command::new(path);
+    command
         .args(["--addr", "127.0.0.1:0"])
         .args(["--max-clients", &max_clients.to_string()])
-        .args(args)
+        .args(args);
+    listening(command, &path.display().to_string()).await
+}
+
+/// Starts `command`, a server that says `listening on <addr>` first.
+async fn listening(mut command: Command, what: &str) -> io::Result<Running> {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", path.display())))?;
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start {what}: {e}")))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let first = timeout(START_TIMEOUT, BufReader::new(stdout).lines().next_line())
         .await
@@ -99,9 +117,8 @@ async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result
         .strip_prefix("listening on ")
         .ok_or_else(|| {
             io::Error::other(format!(
-                "{} did not say where it listens (first line {first:?}); \
-                 run it by hand to see its errors",
-                path.display()
+                "{what} did not say where it listens (first line {first:?}); \
+                 run it by hand to see its errors"
             ))
         })?
         .to_owned();

@@ -30,6 +30,19 @@ const SCRATCH: usize = 256 * 1024;
 const SEND_BATCH: u64 = 32;
 /// How long stuck users get to answer a probe.
 const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// How long no message may arrive before users still missing messages
+/// after a `DROPPED` are taken to have had all they will get.
+const QUIET: Duration = Duration::from_secs(2);
+/// The `PING` token a sender writes after its last message.
+const SENT_TOKEN: &str = "sent";
+/// A (first, last) pair of times before anything happened.
+const NEVER: (u64, u64) = (u64::MAX, 0);
+
+/// Widens the (first, last) times in `cell` to take in `now`.
+fn widen(cell: &Cell<(u64, u64)>, now: u64) {
+    let (first, last) = cell.get();
+    cell.set((first.min(now), last.max(now)));
+}
 
 /// Who this worker is: its users are `first..first + count`.
 #[derive(Debug, Clone)]
@@ -167,6 +180,10 @@ struct Shared {
     latency: RefCell<Histogram<u64>>,
     first_ns: Cell<u64>,
     last_ns: Cell<u64>,
+    /// When senders of this worker finished writing, and when the server
+    /// had handled all they wrote (their `PONG`): first and last.
+    written: Cell<(u64, u64)>,
+    handled: Cell<(u64, u64)>,
     start_ns: Cell<u64>,
     errors: RefCell<Vec<String>>,
     /// `DROPPED` counts seen before the current run (while logging in).
@@ -209,6 +226,8 @@ impl Shared {
             latency: RefCell::new(histogram()),
             first_ns: Cell::new(u64::MAX),
             last_ns: Cell::new(0),
+            written: Cell::new(NEVER),
+            handled: Cell::new(NEVER),
             start_ns: Cell::new(0),
             errors: RefCell::new(Vec::new()),
             dropped_earlier: Cell::new(0),
@@ -427,6 +446,7 @@ impl Shared {
                     Some(Payload::Sync(_)) | None => {}
                 },
                 Event::Dropped(n) => inbox.checker.dropped(n),
+                Event::Pong(token) if token == SENT_TOKEN.as_bytes() => widen(&self.handled, now),
                 Event::Full => login = Some(Login::Full),
                 Event::Error(line) => {
                     if inbox.login == Login::Pending {
@@ -434,7 +454,7 @@ impl Shared {
                     }
                     self.error(String::from_utf8_lossy(line).into_owned());
                 }
-                Event::Other => {}
+                Event::Pong(_) | Event::Other => {}
             }
         }
         if last_message {
@@ -493,6 +513,8 @@ impl Shared {
         self.latency.borrow_mut().reset();
         self.first_ns.set(u64::MAX);
         self.last_ns.set(0);
+        self.written.set(NEVER);
+        self.handled.set(NEVER);
         "armed\n".to_owned()
     }
 
@@ -519,9 +541,7 @@ impl Shared {
                 });
             }
         }
-        let done = self
-            .wait(deadline, || self.complete.get() >= users_in)
-            .await;
+        let done = self.finish(users_in, now_ns(), deadline).await;
         if !done {
             let missing = users_in - self.complete.get();
             self.error(format!(
@@ -532,12 +552,54 @@ impl Shared {
         format!("ran {}\n", users_in - self.complete.get().min(users_in))
     }
 
+    /// Waits until every user has had the whole run, or until the others
+    /// have had all they will get: each of them was told `DROPPED` (what it
+    /// misses may be what was skipped, which the tally counts as skipped),
+    /// and nothing arrived for [`QUIET`]. Without this, a run whose last
+    /// messages were skipped for some users would wait for the deadline.
+    /// False at the deadline.
+    async fn finish(&self, users_in: usize, start_ns: u64, deadline: Instant) -> bool {
+        loop {
+            let check = (Instant::now() + QUIET / 4).min(deadline);
+            if self.wait(check, || self.complete.get() >= users_in).await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let quiet_ns = now_ns().saturating_sub(self.last_ns.get().max(start_ns));
+            if quiet_ns >= QUIET.as_nanos() as u64 && self.settle_dropped() {
+                return true;
+            }
+        }
+    }
+
+    /// If every user still missing messages has seen a `DROPPED`, takes
+    /// them as done and says so.
+    fn settle_dropped(&self) -> bool {
+        let mut inboxes = self.inboxes.borrow_mut();
+        let mut missing = inboxes
+            .iter_mut()
+            .filter(|inbox| inbox.login == Login::In && !inbox.complete);
+        if !missing.all(|inbox| inbox.checker.saw_dropped()) {
+            return false;
+        }
+        for inbox in inboxes
+            .iter_mut()
+            .filter(|inbox| inbox.login == Login::In && !inbox.complete)
+        {
+            inbox.complete = true;
+            self.complete.set(self.complete.get() + 1);
+        }
+        true
+    }
+
     /// Asks each user still missing messages for a `PONG`, which the server
     /// sends only after everything broadcast before it. If the missing
     /// messages come with it, the server had them but did not send them
     /// until poked: it missed a wake-up.
     async fn probe_stuck(&self) {
-        let Some(ping) = self.assignment.dialect.ping() else {
+        let Some(ping) = self.assignment.dialect.ping("probe") else {
             return;
         };
         let stuck: Vec<usize> = (self.inboxes.borrow().iter().enumerate())
@@ -620,6 +682,14 @@ impl Shared {
             }
             seq += batch;
         }
+        widen(&self.written, now_ns());
+        // The server answers only once it has handled every message above.
+        if let Some(ping) = dialect.ping(SENT_TOKEN) {
+            if let Err(e) = writer.write_all(ping.as_bytes()).await {
+                self.error(format!("send: {e}"));
+                return None;
+            }
+        }
         Some(writer)
     }
 
@@ -630,6 +700,10 @@ impl Shared {
             failed: self.failed.get() as u64,
             first_ns: self.first_ns.get(),
             last_ns: self.last_ns.get(),
+            written_first_ns: self.written.get().0,
+            written_last_ns: self.written.get().1,
+            handled_first_ns: self.handled.get().0,
+            handled_last_ns: self.handled.get().1,
             latency: self.latency.borrow().clone(),
             errors: self.errors.borrow().clone(),
             ..Tally::default()
@@ -641,8 +715,13 @@ impl Shared {
             if inbox.login != Login::In {
                 continue;
             }
-            tally.counts.add(&inbox.checker.counts());
+            let counts = inbox.checker.counts();
+            tally.counts.add(&counts);
             tally.incomplete += u64::from(!inbox.complete);
+            // Only a receiver that saw the whole run can vouch for its order.
+            if inbox.complete && counts.dropped_frames == 0 && counts.skipped == 0 {
+                tally.add_order(inbox.checker.order(), 1);
+            }
             tally.known_sum += inbox.known;
             tally.known_min = tally.known_min.min(inbox.known);
             tally.known_max = tally.known_max.max(inbox.known);

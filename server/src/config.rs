@@ -53,12 +53,31 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_clients: usize,
 
-    /// Broadcast frames a connection may fall behind before the server skips
-    /// frames for it and later sends `DROPPED <n>` (rounded up to a power of two).
+    /// Frames queued for one connection before the senders wait for it; a
+    /// client whose socket has taken nothing for 250 ms with this many
+    /// queued is skipped and later told `DROPPED <n>`.
     #[arg(long, env = "CHAT_CLIENT_BUFFER", hide_env_values = true, value_name = "FRAMES",
           default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1 << 20).map(|v| v as usize))]
     pub client_buffer: usize,
+
+    /// Messages kept per room, and for the lobby, for `HISTORY` (0 keeps none).
+    #[arg(long, env = "CHAT_HISTORY", hide_env_values = true, value_name = "N",
+          default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(0..=1 << 20).map(|v| v as usize))]
+    pub history: usize,
+
+    /// Rooms one user may be in at once (the lobby does not count).
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_USER", hide_env_values = true, value_name = "N",
+          default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_rooms_per_user: usize,
+
+    /// Rooms that may exist at once (the lobby does not count).
+    #[arg(long, env = "CHAT_MAX_ROOMS", hide_env_values = true, value_name = "N",
+          default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_rooms: usize,
 
     /// Join a cluster: several servers pointed at one Redis form one room
     /// (e.g. redis://127.0.0.1:6379). Without it the server needs nothing else.
@@ -141,6 +160,17 @@ fn parse_any_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+impl Config {
+    /// The limits on rooms and history.
+    pub fn room_limits(&self) -> crate::hub::Limits {
+        crate::hub::Limits {
+            max_rooms: self.max_rooms,
+            max_rooms_per_user: self.max_rooms_per_user,
+            history: self.history,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config::parse_from(["chat-server"])
@@ -172,6 +202,9 @@ mod tests {
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(config.max_clients, 10_000);
         assert_eq!(config.client_buffer, 1024);
+        assert_eq!(config.history, 100);
+        assert_eq!(config.max_rooms_per_user, 50);
+        assert_eq!(config.max_rooms, 10_000);
     }
 
     #[test]

@@ -72,7 +72,8 @@ pub fn start_hub(
 ) -> Result<(Hub, Vec<Essential>), String> {
     match &config.cluster {
         None => {
-            let (hub, task) = Hub::start_local(config.client_buffer, shutdown.clone());
+            let (hub, task) =
+                Hub::start_local(config.client_buffer, config.room_limits(), shutdown.clone());
             Ok((hub, vec![("hub", task)]))
         }
         Some(url) => cluster::start(
@@ -85,6 +86,7 @@ pub fn start_hub(
                 lease: config.lease,
             },
             config.client_buffer,
+            config.room_limits(),
         ),
     }
 }

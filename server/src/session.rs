@@ -8,12 +8,12 @@
 //! queued after every broadcast the session had already been handed, which is
 //! what makes `PING` a barrier.
 //!
-//! The output queue is bounded twice over. Broadcasts are taken from the
-//! hub's ring only while the queue is short, so a client that stops reading
-//! leaves them in the ring, where publishers wait for it until its socket
-//! has taken nothing for a while, then skip it and later report
-//! `DROPPED <n>`. And input is read only while the queue is short, so a
-//! client that sends without reading is slowed down, not buffered for.
+//! The output queue is bounded twice over. Frames are taken from the
+//! connection's inbox only while the queue is short, so a client that
+//! stops reading leaves them in its inbox, where publishers wait for it
+//! until its socket has taken nothing for a while, then skip it and later
+//! report `DROPPED <n>`. And input is read only while the queue is short, so
+//! a client that sends without reading is slowed down, not buffered for.
 //!
 //! The session never waits inside a frame's handling: a request to the hub
 //! (a login, `WHO`, a publish that must wait for slow readers) becomes the
@@ -22,6 +22,7 @@
 //! very session to drain; a session that stopped writing while it waited
 //! for them would stall the room.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -30,7 +31,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use chat_protocol::{ClientFrame, ErrorCode, Rejection, ServerCodec, ServerFrame, Verb};
+use chat_protocol::{name_key, ClientFrame, ErrorCode, Rejection, ServerCodec, ServerFrame, Verb};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -41,15 +42,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::Config;
-use crate::hub::{Hub, Next, Reader, Receipt, Socket, Welcome};
+use crate::hub::{self, drained, Full, Hub, Inbox, Joined, Member, Receipt, User, Welcome};
 
-/// Output queued beyond this stops the session from taking more broadcasts
-/// or reading more input until the client catches up.
+/// Output queued beyond this stops the session from taking more frames
+/// from its inbox or reading more input until the client catches up.
 const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 /// Read buffer a connection starts with; it grows for long lines.
 const READ_BUFFER_START: usize = 256;
 /// An empty output queue larger than this is released: after a login
-/// storm (a `NAMES` of the whole room, a `JOIN` from everyone) an idle user
+/// storm (a `NAMES` of the whole lobby, a `JOIN` from everyone) an idle user
 /// should not keep its burst's buffer, which is most of its memory.
 const OUTPUT_KEEP: usize = 512;
 /// An empty read buffer larger than this is released, after a long line.
@@ -61,18 +62,20 @@ const FRAMES_PER_TURN: u32 = 32;
 /// Time allowed to deliver the last frames and see the client go before a
 /// closing connection is dropped regardless.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Messages a `HISTORY` without a count asks for.
+const HISTORY_DEFAULT: u64 = 50;
 
 /// Why a session ended.
 enum End {
     /// The client sent `LEAVE`.
-    Left(Option<String>),
+    Left,
     /// The client closed the connection.
     Disconnected,
     /// Reading or writing failed (reset, broken pipe, …).
     Failed(io::Error),
     /// The server closes the connection and says why.
     Closed(ErrorCode),
-    /// The room no longer vouches for the user (cluster mode: this node
+    /// The hub no longer vouches for the user (cluster mode: this node
     /// lost its lease, so the others have announced the user gone).
     Evicted,
 }
@@ -81,7 +84,7 @@ impl End {
     /// Why the user went, in a word or two, for the log.
     fn cause(&self) -> &'static str {
         match self {
-            End::Left(_) => "left",
+            End::Left => "left",
             End::Disconnected => "closed",
             End::Failed(_) => "reset",
             End::Closed(ErrorCode::IdleTimeout) => "idle",
@@ -94,36 +97,47 @@ impl End {
 }
 
 struct LoggedIn {
-    name: Arc<str>,
-    messages: Reader,
-    /// The last frame this user published, for `PING` to wait on.
+    /// The name as logged in, and this connection's inbox.
+    member: Member,
+    /// The name lower-cased.
+    key: String,
+    /// The rooms the user is in.
+    joined: Joined,
+    /// The last frame this user published through the cluster bus, for
+    /// `PING` to wait on.
     published: Receipt,
 }
 
 /// A request to the hub in flight; input waits until it completes.
 type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
 
-/// What a request to the hub came back with.
+/// What a request in flight came back with.
 enum Done {
     Entered(Result<Welcome, ErrorCode>),
+    /// A cluster publish was confirmed, or refused.
     Published(Result<Receipt, ErrorCode>),
+    /// The receivers a publish left over capacity have drained.
+    Drained,
     Counted(Result<Bytes, ErrorCode>),
-    /// Everything this user published has reached the ring: answer `PING`.
+    /// Everything this user published has come back: answer `PING`.
     Synced(Option<String>),
-    /// The hub has taken this user's `LEAVE`; `true` when the `LEAVE`
-    /// frame comes through the ring, where this user's broadcasts end.
-    Left(bool),
+    /// The user is out of the lobby: its inbox holds all it is owed.
+    Left,
 }
 
-/// A user who sent `LEAVE` gets what was broadcast before it, then `BYE`.
-struct Farewell {
-    /// The user's own `LEAVE` frame, as the ring will carry it.
-    frame: Bytes,
-    text: Option<String>,
-    /// It has come through the ring: nothing more is owed.
-    reached: bool,
-    /// The hub's answer has come.
-    answered: bool,
+/// What a logged-in user's request did.
+enum Outcome {
+    /// Pushed to its receivers; wait for those left over capacity before
+    /// reading on.
+    Published(Full),
+    /// A reply that follows everything already sent to this user.
+    Reply(Bytes),
+    Pong(Option<String>),
+    Refused(ErrorCode),
+    /// An `ERROR` with a detail of its own.
+    Error(ErrorCode, &'static str),
+    /// Wait for the hub.
+    Wait(Pending),
 }
 
 /// Serves one accepted connection until it ends.
@@ -143,17 +157,16 @@ pub async fn run(
         ),
         output: write,
         queue: BytesMut::new(),
+        inbox: hub.inbox(),
         user: None,
         evicted: None,
         pending: None,
-        farewell: None,
-        socket: None,
         hub,
     };
     let end = session.serve(&config, &shutdown).await;
     debug!(
         ?peer,
-        user = session.user.as_ref().map(|u| &*u.name),
+        user = session.user.as_ref().map(|u| &*u.member.name),
         "connection ends"
     );
     session.finish(end).await;
@@ -164,15 +177,13 @@ struct Session<'a> {
     output: WriteHalf<'a>,
     /// Encoded frames waiting for the socket.
     queue: BytesMut,
+    /// Frames for this connection, once logged in.
+    inbox: Arc<Inbox>,
     user: Option<LoggedIn>,
-    /// Fires when the room can no longer vouch for the user (set at login).
+    /// Fires when the hub can no longer vouch for the user (set at login).
     evicted: Option<CancellationToken>,
-    /// A request to the hub in flight.
+    /// A request in flight.
     pending: Option<Pending>,
-    /// Set once the user sent `LEAVE`.
-    farewell: Option<Farewell>,
-    /// Where the writer reports whether the client's socket takes bytes.
-    socket: Option<Socket>,
     hub: Hub,
 }
 
@@ -190,7 +201,7 @@ impl Session<'_> {
                 biased;
                 _ = shutdown.cancelled() => return End::Closed(ErrorCode::ShuttingDown),
                 () = evicted(&self.evicted) => return End::Evicted,
-                written = write(&mut self.output, &mut self.queue, &self.socket), if !self.queue.is_empty() => {
+                written = write(&mut self.output, &mut self.queue, &self.inbox), if !self.queue.is_empty() => {
                     if let Err(e) = written {
                         return End::Failed(e);
                     }
@@ -198,7 +209,6 @@ impl Session<'_> {
                         self.queue = BytesMut::new();
                     }
                 }
-                // Before the ring: a leaver must stop at its own LEAVE.
                 done = pending(&mut self.pending), if self.pending.is_some() => {
                     self.pending = None;
                     let was_logged_in = self.user.is_some();
@@ -209,14 +219,10 @@ impl Session<'_> {
                         timer.as_mut().reset(last_frame + idle);
                     }
                 }
-                received = recv(&mut self.user), if has_room && !self.farewell_reached() => {
-                    self.take_broadcast(received);
-                    if let Some(end) = self.farewell_done() {
-                        return end;
-                    }
+                () = ready(&self.inbox), if has_room && self.user.is_some() => {
+                    self.inbox.take(&mut self.queue, OUTPUT_HIGH_WATER);
                 }
-                // Nothing is read after LEAVE.
-                item = self.input.next(), if has_room && self.pending.is_none() && self.farewell.is_none() => {
+                item = self.input.next(), if has_room && self.pending.is_none() => {
                     last_frame = Instant::now();
                     let frame = match item {
                         None => return End::Disconnected,
@@ -238,7 +244,7 @@ impl Session<'_> {
                     let (Some(_), Some(idle_timeout)) = (&self.user, config.idle_timeout) else {
                         return End::Closed(ErrorCode::LoginTimeout);
                     };
-                    // Frames held back by a pending request are activity.
+                    // Frames held back by a request in flight are activity.
                     if self.pending.is_some() {
                         last_frame = Instant::now();
                     }
@@ -253,23 +259,13 @@ impl Session<'_> {
     }
 
     /// Acts on one decoded line; returns how the session ends, if it does.
-    /// Anything that must wait for the hub is left in `pending`.
+    /// Anything that must wait is left in `pending`.
     fn handle(&mut self, frame: Result<ClientFrame, Rejection>) -> Option<End> {
         let logged_in = self.user.is_some();
         let frame = match frame {
             Ok(frame) => frame,
             Err(rejection) => {
                 let code = match rejection.verb {
-                    // Version 2 is not served yet: its verbs stay unknown.
-                    Some(
-                        Verb::Join
-                        | Verb::Part
-                        | Verb::Say
-                        | Verb::Tell
-                        | Verb::Topic
-                        | Verb::Rooms
-                        | Verb::History,
-                    ) => ErrorCode::UnknownCommand,
                     Some(Verb::Name) if logged_in => ErrorCode::AlreadyLoggedIn,
                     Some(verb) if !logged_in && !verb.allowed_before_login() => {
                         ErrorCode::NotLoggedIn
@@ -284,63 +280,29 @@ impl Session<'_> {
                 return None;
             }
         };
-        match (frame, &self.user) {
-            (ClientFrame::Ping(token), Some(user)) if self.hub.needs_sync(user.published) => {
-                let synced = self.hub.sync(user.published);
-                self.wait(async move {
-                    synced.await;
-                    Done::Synced(token)
-                });
-            }
-            (ClientFrame::Ping(token), _) => self.pong(token),
-            (ClientFrame::Name(_), Some(_)) => self.refuse(ErrorCode::AlreadyLoggedIn),
+        let outcome = match (frame, &mut self.user) {
+            (ClientFrame::Ping(token), None) => Outcome::Pong(token),
             (ClientFrame::Name(name), None) => {
-                let entered = self.hub.enter(name);
-                self.wait(async move { Done::Entered(entered.await) });
+                let entered = self.hub.enter(name, self.inbox.clone());
+                Outcome::Wait(Box::pin(async move { Done::Entered(entered.await) }))
             }
-            (
-                ClientFrame::Join(_)
-                | ClientFrame::Part { .. }
-                | ClientFrame::Say { .. }
-                | ClientFrame::Tell { .. }
-                | ClientFrame::Topic { .. }
-                | ClientFrame::RoomWho(_)
-                | ClientFrame::Rooms
-                | ClientFrame::History { .. },
-                _,
-            ) => self.refuse(ErrorCode::UnknownCommand),
-            (_, None) => self.refuse(ErrorCode::NotLoggedIn),
-            (ClientFrame::Msg(text), Some(user)) => {
-                let from = user.name.to_string();
-                let frame = ServerFrame::Msg { from, text }.to_bytes();
-                match self.hub.try_publish(frame) {
-                    Ok(receipt) => return self.published(Ok(receipt)),
-                    Err(frame) => {
-                        let published = self.hub.publish(frame);
-                        self.wait(async move { Done::Published(published.await) });
-                    }
-                }
+            (_, None) => Outcome::Refused(ErrorCode::NotLoggedIn),
+            (frame, Some(user)) => request(&self.hub, user, frame),
+        };
+        match outcome {
+            Outcome::Published(full) if full.is_empty() => {}
+            Outcome::Published(full) => self.wait(async move {
+                drained(full).await;
+                Done::Drained
+            }),
+            Outcome::Reply(reply) => {
+                self.catch_up();
+                self.queue.extend_from_slice(&reply);
             }
-            (ClientFrame::Who, Some(_)) => {
-                let counted = self.hub.who();
-                self.wait(async move { Done::Counted(counted.await) });
-            }
-            (ClientFrame::Leave(text), Some(user)) => {
-                // Everything broadcast before this user's LEAVE still
-                // reaches it, then BYE.
-                let frame = ServerFrame::Leave {
-                    name: user.name.to_string(),
-                    text: text.clone(),
-                };
-                let left = self.hub.leave_in_order(user.name.clone(), text.clone());
-                self.farewell = Some(Farewell {
-                    frame: frame.to_bytes(),
-                    text,
-                    reached: false,
-                    answered: false,
-                });
-                self.wait(async move { Done::Left(left.await) });
-            }
+            Outcome::Pong(token) => self.pong(token),
+            Outcome::Refused(code) => return self.refused(code),
+            Outcome::Error(code, detail) => self.reply(&ServerFrame::error(code, detail)),
+            Outcome::Wait(request) => self.pending = Some(request),
         }
         None
     }
@@ -349,25 +311,33 @@ impl Session<'_> {
         self.pending = Some(Box::pin(request));
     }
 
-    /// Acts on what the hub answered; returns how the session ends, if it
-    /// does.
+    /// Acts on what a request in flight came back with; returns how the
+    /// session ends, if it does.
     fn complete(&mut self, done: Done) -> Option<End> {
         match done {
             Done::Entered(Ok(welcome)) => {
                 self.reply(&ServerFrame::Welcome(welcome.name.to_string()));
                 self.queue.extend_from_slice(&welcome.names);
                 self.evicted = Some(welcome.evicted);
-                self.socket = Some(welcome.messages.socket());
                 self.user = Some(LoggedIn {
-                    name: welcome.name,
-                    messages: welcome.messages,
+                    key: name_key(&welcome.name),
+                    member: Member {
+                        name: welcome.name,
+                        inbox: self.inbox.clone(),
+                    },
+                    joined: BTreeMap::new(),
                     published: Receipt::default(),
                 });
             }
-            Done::Published(published) => return self.published(published),
+            Done::Published(Ok(receipt)) => {
+                if let Some(user) = &mut self.user {
+                    user.published = receipt;
+                }
+            }
+            Done::Drained => {}
             Done::Counted(Ok(names)) => {
-                // Whatever the hub had broadcast when it counted goes
-                // first, so the list never runs ahead of the JOINs.
+                // Whatever the hub had sent when it counted goes first, so
+                // the list never runs ahead of the JOINs.
                 self.catch_up();
                 self.queue.extend_from_slice(&names);
             }
@@ -378,34 +348,18 @@ impl Session<'_> {
                 }
                 self.pong(token);
             }
-            Done::Left(in_ring) => {
-                if let Some(farewell) = &mut self.farewell {
-                    farewell.answered = true;
-                    // Without a LEAVE in the ring there is nothing to wait for.
-                    farewell.reached |= !in_ring;
-                }
-                return self.farewell_done();
+            Done::Left => {
+                self.catch_up();
+                return Some(End::Left);
             }
-            Done::Entered(Err(code)) | Done::Counted(Err(code)) => return self.refused(code),
+            Done::Entered(Err(code)) | Done::Published(Err(code)) | Done::Counted(Err(code)) => {
+                return self.refused(code)
+            }
         }
         None
     }
 
-    fn farewell_reached(&self) -> bool {
-        self.farewell.as_ref().is_some_and(|f| f.reached)
-    }
-
-    /// Ends the session once a leaver has been given everything before its
-    /// own `LEAVE` and the hub has answered.
-    fn farewell_done(&mut self) -> Option<End> {
-        let farewell = self.farewell.as_mut()?;
-        if !(farewell.reached && farewell.answered) {
-            return None;
-        }
-        Some(End::Left(farewell.text.take()))
-    }
-
-    /// A request the hub refused: `shutting-down` ends the session, as the
+    /// A request refused: `shutting-down` ends the session, as the
     /// contract says; anything else is only an `ERROR`.
     fn refused(&mut self, code: ErrorCode) -> Option<End> {
         if code == ErrorCode::ShuttingDown {
@@ -415,19 +369,7 @@ impl Session<'_> {
         None
     }
 
-    fn published(&mut self, published: Result<Receipt, ErrorCode>) -> Option<End> {
-        match published {
-            Ok(receipt) => {
-                if let Some(user) = &mut self.user {
-                    user.published = receipt;
-                }
-                None
-            }
-            Err(code) => self.refused(code),
-        }
-    }
-
-    /// Answers `PING` after everything already broadcast to this user.
+    /// Answers `PING` after everything already sent to this user.
     fn pong(&mut self, token: Option<String>) {
         self.catch_up();
         self.reply(&ServerFrame::Pong(token));
@@ -441,49 +383,12 @@ impl Session<'_> {
         self.reply(&ServerFrame::error(code, explain(code)));
     }
 
-    /// Queues one broadcast frame and whatever else the ring already holds,
-    /// so one write carries them all.
-    fn take_broadcast(&mut self, first: Option<Next>) {
-        self.drain_ring(first, OUTPUT_HIGH_WATER);
-    }
-
-    /// Queues everything already broadcast, however long the queue gets
-    /// (at most one ring's worth), ahead of a reply that must follow it.
+    /// Queues everything in the inbox, however long the queue gets (at
+    /// most an inbox's worth), ahead of a reply that must follow it.
     fn catch_up(&mut self) {
-        self.drain_ring(None, usize::MAX);
-    }
-
-    /// Moves `first` and then frames from the ring to the queue until the
-    /// ring is empty, the queue reaches `limit` bytes or a leaver reaches
-    /// its own `LEAVE`; frames the ring no longer had become one `DROPPED`
-    /// in their place.
-    fn drain_ring(&mut self, first: Option<Next>, limit: usize) {
-        let Some(user) = &mut self.user else { return };
-        let mut skipped = 0;
-        let mut next = first;
-        loop {
-            match next {
-                Some(Next::Frame(frame)) => {
-                    if let Some(farewell) = &mut self.farewell {
-                        if frame == farewell.frame {
-                            farewell.reached = true;
-                            break;
-                        }
-                    }
-                    flush_dropped(&mut self.queue, &mut skipped);
-                    self.queue.extend_from_slice(&frame);
-                }
-                Some(Next::Lost(n)) => skipped += n,
-                Some(Next::Empty) => break,
-                None => {}
-            }
-            if self.queue.len() >= limit {
-                break;
-            }
-            next = Some(user.messages.try_recv());
+        if self.user.is_some() {
+            self.inbox.take(&mut self.queue, usize::MAX);
         }
-        user.messages.advance();
-        flush_dropped(&mut self.queue, &mut skipped);
     }
 
     fn release_idle_read_buffer(&mut self) {
@@ -495,13 +400,12 @@ impl Session<'_> {
 
     /// Says goodbye as the end requires, tells the hub, and closes.
     async fn finish(mut self, end: End) {
-        // Stop taking broadcasts before the hub announces this user's
-        // LEAVE: the leaver does not need to hear of itself.
         let user = self.user.take();
-        self.socket = None;
+        // Nothing more is delivered, and no publisher waits for this inbox.
+        self.inbox.close();
         let failed = matches!(end, End::Failed(_));
         match &end {
-            End::Left(_) => self.reply(&ServerFrame::Bye),
+            End::Left => self.reply(&ServerFrame::Bye),
             End::Closed(code) => self.refuse(*code),
             End::Evicted => self.reply(&ServerFrame::error(
                 ErrorCode::Unavailable,
@@ -510,18 +414,10 @@ impl Session<'_> {
             End::Disconnected => {}
             End::Failed(e) => debug!(error = %e, "connection failed"),
         }
-        if let Some(LoggedIn { name, messages, .. }) = user {
-            // Publishers must not wait for a reader that is going.
-            drop(messages);
-            let cause = end.cause();
-            let text = match end {
-                End::Left(text) => text,
-                _ => None,
-            };
-            // After its own LEAVE the hub knows already.
-            if self.farewell.is_none() {
-                self.hub.leave(name, text, cause).await;
-            }
+        // After its own LEAVE the hub knows already.
+        if let (Some(mut user), false) = (user, matches!(end, End::Left)) {
+            self.hub.rooms().leave_all(&user.key, &mut user.joined);
+            self.hub.leave(user.member.name, None, end.cause()).await;
         }
         if failed {
             return;
@@ -537,15 +433,104 @@ impl Session<'_> {
     }
 }
 
-/// Waits for the next broadcast, or forever before login.
-async fn recv(user: &mut Option<LoggedIn>) -> Option<Next> {
-    match user {
-        Some(user) => user.messages.recv().await,
-        None => std::future::pending().await,
+/// Carries out a logged-in user's request.
+fn request(hub: &Hub, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
+    let rooms = hub.rooms();
+    let refused = |result: Result<Full, ErrorCode>| match result {
+        Ok(full) => Outcome::Published(full),
+        Err(code) => Outcome::Refused(code),
+    };
+    match frame {
+        ClientFrame::Ping(token) if hub.needs_sync(user.published) => {
+            let synced = hub.sync(user.published);
+            Outcome::Wait(Box::pin(async move {
+                synced.await;
+                Done::Synced(token)
+            }))
+        }
+        ClientFrame::Ping(token) => Outcome::Pong(token),
+        ClientFrame::Name(_) => Outcome::Refused(ErrorCode::AlreadyLoggedIn),
+        ClientFrame::Msg(text) => match hub.try_say(&user.member.name, text) {
+            Ok(full) => Outcome::Published(full),
+            Err(frame) => {
+                let published = hub.publish(frame);
+                Outcome::Wait(Box::pin(async move { Done::Published(published.await) }))
+            }
+        },
+        ClientFrame::Who => {
+            let counted = hub.who();
+            Outcome::Wait(Box::pin(async move { Done::Counted(counted.await) }))
+        }
+        ClientFrame::Leave(text) => {
+            // Out of every room silently: the lobby's LEAVE tells everyone.
+            rooms.leave_all(&user.key, &mut user.joined);
+            let left = hub.leave_in_order(user.member.name.clone(), text);
+            Outcome::Wait(Box::pin(async move {
+                left.await;
+                Done::Left
+            }))
+        }
+        _ if !hub.serves_rooms() => Outcome::Error(
+            ErrorCode::UnknownCommand,
+            "rooms, TELL and HISTORY are not served in cluster mode yet",
+        ),
+        ClientFrame::Join(room) => {
+            let user = User {
+                key: &user.key,
+                member: &user.member,
+                joined: &mut user.joined,
+            };
+            refused(rooms.join(user, &room))
+        }
+        ClientFrame::Part { room, text } => {
+            let user = User {
+                key: &user.key,
+                member: &user.member,
+                joined: &mut user.joined,
+            };
+            refused(rooms.part(user, &room, text))
+        }
+        ClientFrame::Say { room, text } => {
+            refused(hub::rooms::say(&user.joined, &user.member, &room, &text))
+        }
+        ClientFrame::Tell { to, text } => refused(hub.tell(&user.member, &to, text)),
+        ClientFrame::Topic {
+            room,
+            text: Some(text),
+        } => refused(hub::rooms::set_topic(
+            &user.joined,
+            &user.member,
+            &room,
+            text,
+        )),
+        ClientFrame::Topic { room, text: None } => match hub::rooms::topic(&user.joined, &room) {
+            Ok(topic) => Outcome::Reply(topic.to_bytes()),
+            Err(code) => Outcome::Refused(code),
+        },
+        ClientFrame::RoomWho(room) => Outcome::Reply(rooms.who(&room)),
+        ClientFrame::Rooms => Outcome::Reply(rooms.list().to_bytes()),
+        ClientFrame::History { room, count } => {
+            let count = count.map_or(HISTORY_DEFAULT, |n| n.get());
+            let mut out = BytesMut::new();
+            match room {
+                None => hub.lobby_history(count, &mut out),
+                Some(room) => {
+                    if let Err(code) = hub::rooms::history(&user.joined, &room, count, &mut out) {
+                        return Outcome::Refused(code);
+                    }
+                }
+            }
+            Outcome::Reply(out.freeze())
+        }
     }
 }
 
-/// The hub's answer to the request in flight.
+/// Waits until the inbox holds frames.
+async fn ready(inbox: &Inbox) {
+    std::future::poll_fn(|cx| inbox.poll_ready(cx)).await
+}
+
+/// The answer to the request in flight.
 async fn pending(request: &mut Option<Pending>) -> Done {
     match request {
         Some(request) => request.await,
@@ -553,19 +538,17 @@ async fn pending(request: &mut Option<Pending>) -> Done {
     }
 }
 
-/// Writes what is queued, telling the user's ring reader whether the
-/// client's socket takes bytes: publishers skip a reader only once its
-/// socket has taken nothing for a while.
+/// Writes what is queued, telling the inbox whether the client's socket
+/// takes bytes: publishers skip a reader only once its socket has taken
+/// nothing for a while.
 async fn write<W: AsyncWrite + Unpin>(
     output: &mut W,
     queue: &mut BytesMut,
-    socket: &Option<Socket>,
+    inbox: &Inbox,
 ) -> io::Result<()> {
     std::future::poll_fn(|cx| {
         let polled = Pin::new(&mut *output).poll_write(cx, queue);
-        if let Some(socket) = socket {
-            socket.flowing(polled.is_ready());
-        }
+        inbox.socket_flowing(polled.is_ready());
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -579,7 +562,7 @@ async fn write<W: AsyncWrite + Unpin>(
     .await
 }
 
-/// Fires when the room evicts the user; never before login.
+/// Fires when the hub evicts the user; never before login.
 async fn evicted(token: &Option<CancellationToken>) {
     match token {
         Some(token) => token.cancelled().await,
@@ -587,14 +570,7 @@ async fn evicted(token: &Option<CancellationToken>) {
     }
 }
 
-fn flush_dropped(queue: &mut BytesMut, skipped: &mut u64) {
-    if *skipped > 0 {
-        ServerFrame::Dropped(*skipped).write_to(queue);
-        *skipped = 0;
-    }
-}
-
-/// The human detail that goes with each refusal the session itself decides.
+/// The human detail that goes with each refusal the server decides.
 fn explain(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::NameTaken => "that name is in use; choose another",
@@ -605,6 +581,10 @@ fn explain(code: ErrorCode) -> &'static str {
         ErrorCode::ServerFull => "too many connections; try again later",
         ErrorCode::ShuttingDown => "the server is shutting down",
         ErrorCode::Unavailable => "the room is unreachable; nothing was done",
+        ErrorCode::NotInRoom => "you are not in that room; JOIN it first",
+        ErrorCode::AlreadyInRoom => "you are in that room already",
+        ErrorCode::NoSuchUser => "nobody is logged in under that name",
+        ErrorCode::TooManyRooms => "too many rooms; PART one first",
         other => other.as_str(),
     }
 }

@@ -6,6 +6,7 @@ pub mod capacity;
 pub mod fanout;
 pub mod latency;
 pub mod login_storm;
+pub mod open_loop;
 pub mod throughput;
 
 use std::io;

@@ -13,7 +13,7 @@ use std::io;
 use clap::Args;
 
 use super::{latency_metrics, populate, Options};
-use crate::control::Command;
+use crate::control::{Command, Tally};
 use crate::report::{Better, Outcome};
 use crate::server::Target;
 
@@ -43,6 +43,38 @@ impl Sizes {
 }
 
 pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Result<Outcome> {
+    let (mut outcome, start_ns, tally) = flat_out(target, sizes, options).await?;
+    let secs = tally.last_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let deliveries = tally.counts.received as f64;
+    outcome.metric(
+        "deliveries_per_s",
+        "deliveries/s",
+        deliveries / secs,
+        Better::Higher,
+    );
+    outcome.metric("secs", "run time (s)", secs, Better::Lower);
+    outcome.metric("deliveries", "deliveries", deliveries, Better::Neither);
+    latency_metrics(
+        &mut outcome,
+        &tally.latency,
+        [
+            ("p50_ms", "latency p50 (ms)"),
+            ("p99_ms", "latency p99 (ms)"),
+            ("max_ms", "latency max (ms)"),
+        ],
+    );
+    outcome.check_deliveries(&tally, options.strict);
+    Ok(outcome)
+}
+
+/// Logs the room in and has the senders send as fast as `sizes.window`
+/// lets them (all at once with no window): the outcome so far (problems
+/// only), when the senders started, and what the receivers counted.
+pub async fn flat_out(
+    target: &Target,
+    sizes: &Sizes,
+    options: &Options,
+) -> io::Result<(Outcome, u64, Tally)> {
     let mut outcome = Outcome::default();
     let server = target.start(sizes.users).await?;
     let room = populate(
@@ -69,25 +101,5 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
             &mut outcome,
         )
         .await?;
-    let secs = tally.last_ns.saturating_sub(start_ns) as f64 / 1e9;
-    let deliveries = tally.counts.received as f64;
-    outcome.metric(
-        "deliveries_per_s",
-        "deliveries/s",
-        deliveries / secs,
-        Better::Higher,
-    );
-    outcome.metric("secs", "run time (s)", secs, Better::Lower);
-    outcome.metric("deliveries", "deliveries", deliveries, Better::Neither);
-    latency_metrics(
-        &mut outcome,
-        &tally.latency,
-        [
-            ("p50_ms", "latency p50 (ms)"),
-            ("p99_ms", "latency p99 (ms)"),
-            ("max_ms", "latency max (ms)"),
-        ],
-    );
-    outcome.check_deliveries(&tally, options.strict);
-    Ok(outcome)
+    Ok((outcome, start_ns, tally))
 }

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 use crate::essential::Essential;
-use crate::hub::{Hub, Receipt, REQUEST_QUEUE};
+use crate::hub::{Hub, Limits, Receipt, REQUEST_QUEUE};
 use driver::{Command, Driver, LinkState};
 use room::{ClusterRoom, SyncRequest};
 
@@ -90,7 +90,11 @@ impl Bus {
 /// with the tasks themselves: the node cannot serve without any of them.
 /// Fails only on a malformed URL: an unreachable Redis is an outage, served
 /// with `ERROR unavailable` until it ends.
-pub fn start(config: &ClusterConfig, backlog: usize) -> Result<(Hub, Vec<Essential>), String> {
+pub fn start(
+    config: &ClusterConfig,
+    backlog: usize,
+    limits: Limits,
+) -> Result<(Hub, Vec<Essential>), String> {
     let client = redis::Client::open(config.url.as_str())
         .map_err(|e| format!("bad --cluster URL {:?}: {e}", config.url))?;
     let node: Arc<str> = config.node_id.as_str().into();
@@ -102,13 +106,13 @@ pub fn start(config: &ClusterConfig, backlog: usize) -> Result<(Hub, Vec<Essenti
         commands: commands.clone(),
         syncs,
     };
-    let (hub, inbox) = Hub::channels(backlog, Some(bus));
+    let (hub, requests) = Hub::channels(backlog, limits, Some(bus));
     let driver = Driver::new(client.clone(), node.clone(), config.lease, state);
     let read_timeout = driver.command_timeout();
     let driver = tokio::spawn(driver.run(commands_rx));
     let reader = tokio::spawn(reader::run(client, deliveries, read_timeout));
-    let room = ClusterRoom::new(node, config.lease, hub.messages().clone(), commands, link);
-    let room = tokio::spawn(room.run(inbox, syncs_rx, deliveries_rx));
+    let room = ClusterRoom::new(node, config.lease, hub.lobby().clone(), commands, link);
+    let room = tokio::spawn(room.run(requests, syncs_rx, deliveries_rx));
     info!(node = %config.node_id, lease = ?config.lease, "cluster mode");
     let tasks = vec![
         ("cluster room", room),

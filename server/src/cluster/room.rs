@@ -24,7 +24,9 @@ use tracing::{info, warn};
 
 use super::driver::{Command, LinkState};
 use super::reader::{Delivery, Entry};
-use crate::hub::{Entering, Inbox, Leaving, Receipt, Ring, Welcome};
+use crate::hub::{
+    drained, lock, Entering, Inbox, Leaving, Member, Receipt, Requests, SharedRoom, Welcome,
+};
 
 /// How often stale logins are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -36,6 +38,7 @@ type LoginOutcome = Pin<Box<dyn Future<Output = (String, Result<(), ErrorCode>)>
 
 struct Pending {
     name: Arc<str>,
+    inbox: Arc<Inbox>,
     reply: oneshot::Sender<Result<Welcome, ErrorCode>>,
     since: Instant,
 }
@@ -56,7 +59,8 @@ pub(crate) struct ClusterRoom {
     /// The number of the last entry put into the ring.
     delivered: u64,
     waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
-    messages: Arc<Ring>,
+    /// This node's users, for delivering what the stream brings.
+    lobby: SharedRoom,
     /// Parent of every user's token; replaced when the lease is lost.
     vouched: CancellationToken,
     commands: mpsc::Sender<Command>,
@@ -69,7 +73,7 @@ impl ClusterRoom {
     pub(crate) fn new(
         node: Arc<str>,
         lease: Duration,
-        messages: Arc<Ring>,
+        lobby: SharedRoom,
         commands: mpsc::Sender<Command>,
         link: watch::Receiver<LinkState>,
     ) -> ClusterRoom {
@@ -84,7 +88,7 @@ impl ClusterRoom {
             started: false,
             delivered: 0,
             waiters: BTreeMap::new(),
-            messages,
+            lobby,
             vouched: CancellationToken::new(),
             commands,
             link,
@@ -95,15 +99,15 @@ impl ClusterRoom {
 
     pub(crate) async fn run(
         mut self,
-        inbox: Inbox,
+        requests: Requests,
         mut syncs: mpsc::Receiver<SyncRequest>,
         mut deliveries: mpsc::Receiver<Delivery>,
     ) {
-        let Inbox {
+        let Requests {
             mut entering,
             mut leaving,
             mut census,
-        } = inbox;
+        } = requests;
         let mut logins: FuturesUnordered<LoginOutcome> = FuturesUnordered::new();
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
@@ -139,7 +143,7 @@ impl ClusterRoom {
         self.started && self.link.borrow().up
     }
 
-    async fn enter(&mut self, Entering { name, reply }: Entering) -> Option<LoginOutcome> {
+    async fn enter(&mut self, Entering { name, inbox, reply }: Entering) -> Option<LoginOutcome> {
         if !self.available() {
             let _ = reply.send(Err(ErrorCode::Unavailable));
             return None;
@@ -167,6 +171,7 @@ impl ClusterRoom {
             token.clone(),
             Pending {
                 name,
+                inbox,
                 reply,
                 since: Instant::now(),
             },
@@ -193,12 +198,14 @@ impl ClusterRoom {
             cause,
             placed,
         } = gone;
-        // The LEAVE comes back from the stream later (or, in an outage,
-        // much later): the leaver gets its BYE now.
+        // Out of the delivery list now; the LEAVE comes back from the
+        // stream later (or, in an outage, much later) for the others.
+        let key = name_key(&name);
+        lock(&self.lobby).remove(&key);
         if let Some(placed) = placed {
-            let _ = placed.send(false);
+            let _ = placed.send(());
         }
-        self.local.remove(&name_key(&name));
+        self.local.remove(&key);
         info!(user = %name, cause, "leave");
         // The driver keeps leaves until the bus takes them.
         let _ = self.commands.send(Command::Leave { name, text }).await;
@@ -236,14 +243,14 @@ impl ClusterRoom {
         let missed = seq - self.delivered - 1;
         if missed > 0 {
             // The stream no longer holds what this node did not read in time.
-            let dropped = ServerFrame::Dropped(missed).to_bytes();
-            self.messages.publish(dropped).await;
+            self.deliver_here(&ServerFrame::Dropped(missed).to_bytes(), None)
+                .await;
         }
         self.delivered = seq;
         self.track(&frame);
         let pending = token.as_ref().and_then(|token| self.pending.remove(token));
         let Some(pending) = pending else {
-            self.messages.publish(frame.clone()).await;
+            self.deliver_here(&frame, None).await;
             if token.is_some_and(|t| t.starts_with(&format!("{}:", self.node))) {
                 // A login of ours that was already refused (its answer was
                 // lost with the link): give the name back.
@@ -251,19 +258,23 @@ impl ClusterRoom {
             }
             return;
         };
-        // Subscribed right after its own JOIN: the newcomer sees what follows.
-        let messages = self.messages.publish_and_subscribe(frame).await;
+        // Added right after its own JOIN: the newcomer gets what follows.
+        let newcomer = Member {
+            name: pending.name.clone(),
+            inbox: pending.inbox.clone(),
+        };
+        self.deliver_here(&frame, Some(newcomer)).await;
         let evicted = self.vouched.child_token();
         let welcome = Welcome {
             name: pending.name.clone(),
             names: self.names(),
-            messages,
             evicted: evicted.clone(),
         };
         info!(user = %pending.name, users = self.replica.len(), "login");
         if pending.reply.send(Ok(welcome)).is_ok() {
             self.local.insert(name_key(&pending.name), evicted);
         } else {
+            lock(&self.lobby).remove(&name_key(&pending.name));
             let leave = Command::Leave {
                 name: pending.name,
                 text: None,
@@ -272,6 +283,21 @@ impl ClusterRoom {
                 warn!("could not free the name of a login nobody waited for");
             }
         }
+    }
+
+    /// Pushes a frame from the stream to this node's users, then adds a
+    /// newcomer after it; waits (reading the stream more slowly) while
+    /// users that read are a whole backlog behind.
+    async fn deliver_here(&self, frame: &Bytes, newcomer: Option<Member>) {
+        let mut full = Vec::new();
+        {
+            let mut lobby = lock(&self.lobby);
+            lobby.publish(frame, &mut full);
+            if let Some(member) = newcomer {
+                lobby.add(name_key(&member.name), member);
+            }
+        }
+        drained(full).await;
     }
 
     fn free_orphan(&mut self, join: &[u8]) {

@@ -1,56 +1,60 @@
-//! The broadcaster: the one task that owns the room, and the handle sessions
-//! use to reach it.
+//! The broadcaster: the task that owns the set of logged-in users, the
+//! rooms, and the handle sessions use to reach them.
 //!
-//! As in the gopl chat server, a single task alone holds the set of
-//! logged-in users, so deciding whether a name is free needs no lock.
-//! Sessions talk to it over bounded channels named for the events they carry:
-//! `entering`, `leaving`, and `census` for `WHO`.
+//! As in the gopl chat server, a single task alone decides who is logged
+//! in, so deciding whether a name is free needs no lock. Sessions talk to it
+//! over bounded channels named for the events they carry: `entering`,
+//! `leaving`, and `census` for `WHO`.
 //!
-//! Broadcast frames reach sessions through `messages`, a [`Ring`]: a frame
-//! is encoded once and every session holds a cheap reference to it until
-//! written. The ring is each session's backlog (`--client-buffer` frames).
-//! Publishers wait while a session that is still draining is that far
-//! behind, so overload slows the senders; only a session whose client has
-//! stopped reading is skipped, and later told `DROPPED <n>`.
+//! Frames reach sessions through their [`Inbox`]: a frame is encoded once
+//! and pushed, as a cheap shared reference, to the inbox of each receiver,
+//! under the lock of the [`Room`] it belongs to; the lobby is a room that
+//! everyone is in. Each inbox is its connection's backlog (`--client-buffer`
+//! frames). Publishers wait while a session that is still draining is that
+//! far behind, so overload slows the senders; only a session whose client
+//! has stopped reading is skipped, and later told `DROPPED <n>`.
 //!
-//! Two rooms sit behind the same handle. The local [`room`] is the default:
-//! `MSG` frames go straight into the ring, which already orders all senders.
-//! In cluster mode ([`crate::cluster`]) every broadcast goes through the bus
-//! first and the ring is fed only with what comes back from it, so that all
-//! users of all nodes see one order.
+//! Two hub tasks sit behind the same handle. The [`local`] one is the
+//! default: messages are pushed straight to the receivers by their sender's
+//! session. In cluster mode ([`crate::cluster`]) every lobby broadcast goes
+//! through the bus first and reaches this node's users only when it comes
+//! back, so that all users of all nodes see one order.
 //!
-//! Every request returns a future that owns what it needs, so a session
-//! can keep writing to its client while it waits: a session that stopped
-//! draining while waiting for a publisher that waits for it would stall the
-//! room.
+//! Every request that may wait returns a future that owns what it needs, so
+//! a session can keep writing to its client meanwhile: a session that
+//! stopped draining while waiting for a publisher that waits for it would
+//! stall the room.
 
-pub(crate) mod ring;
+pub(crate) mod inbox;
+pub(crate) mod local;
 pub(crate) mod room;
+pub(crate) mod rooms;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chat_protocol::ErrorCode;
+use chat_protocol::{name_key, ErrorCode, ServerFrame};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Bus;
-pub use ring::{Next, Reader, Ring, Socket};
+pub use inbox::{drained, Inbox, STALL_LIMIT};
+pub use room::{lock, Member, Room, SharedRoom};
+pub use rooms::{Full, Joined, Limits, Rooms, User};
 
 /// Requests a hub queues before senders wait: enough for a login storm,
 /// small enough to bound memory.
 pub(crate) const REQUEST_QUEUE: usize = 1024;
 
-/// What a session gets for a successful login.
+/// What a session gets for a successful login. From then on its inbox
+/// receives everything broadcast after this user's `JOIN`.
 pub struct Welcome {
     /// The name as the user chose it (its case kept).
     pub name: Arc<str>,
     /// The encoded `NAMES` frame, the newcomer included.
     pub names: Bytes,
-    /// Every broadcast after this user's `JOIN`, and nothing before.
-    pub messages: Reader,
     /// Cancelled when the room can no longer vouch for this user (cluster
     /// mode: the node lost its lease); the session then closes.
     pub evicted: CancellationToken,
@@ -63,6 +67,8 @@ pub struct Receipt(pub(crate) u64);
 
 pub(crate) struct Entering {
     pub name: String,
+    /// Where the user's frames go once logged in.
+    pub inbox: Arc<Inbox>,
     pub reply: oneshot::Sender<Result<Welcome, ErrorCode>>,
 }
 
@@ -71,16 +77,16 @@ pub(crate) struct Leaving {
     pub text: Option<String>,
     /// Why the user went, for the log.
     pub cause: &'static str,
-    /// For a user who sent `LEAVE`: told whether the user's own `LEAVE`
-    /// is coming through the ring, so that its session delivers everything
-    /// broadcast before it, and stops there.
-    pub placed: Option<oneshot::Sender<bool>>,
+    /// For a user who sent `LEAVE`: told once the user is out of the
+    /// lobby, when its inbox holds everything broadcast before its `LEAVE`
+    /// and will get nothing after.
+    pub placed: Option<oneshot::Sender<()>>,
 }
 
 pub(crate) type Census = oneshot::Sender<Result<Bytes, ErrorCode>>;
 
-/// The receiving ends a room task serves.
-pub(crate) struct Inbox {
+/// The receiving ends a hub task serves.
+pub(crate) struct Requests {
     pub entering: mpsc::Receiver<Entering>,
     pub leaving: mpsc::Receiver<Leaving>,
     pub census: mpsc::Receiver<Census>,
@@ -92,24 +98,32 @@ pub struct Hub {
     entering: mpsc::Sender<Entering>,
     leaving: mpsc::Sender<Leaving>,
     census: mpsc::Sender<Census>,
-    messages: Arc<Ring>,
+    /// Everyone logged in here, for lobby broadcasts and `TELL`.
+    lobby: SharedRoom,
+    rooms: Arc<Rooms>,
+    /// Frames each connection's inbox holds (`--client-buffer`).
+    backlog: usize,
     /// Cluster mode: where broadcasts go instead of straight to the ring.
     bus: Option<Bus>,
 }
 
 impl Hub {
-    /// Starts the single-process room. `backlog` is the number of broadcast
-    /// frames a session may fall behind. Once `shutdown` fires, users who go
-    /// are no longer announced: everyone is being told `shutting-down`.
-    /// The room's task is returned so the server can watch it.
-    pub fn start_local(backlog: usize, shutdown: CancellationToken) -> (Hub, JoinHandle<()>) {
-        let (hub, inbox) = Hub::channels(backlog, None);
-        let task = tokio::spawn(room::Room::new(hub.messages.clone(), shutdown).run(inbox));
+    /// Starts the single-process hub. `backlog` is the number of frames
+    /// a session may fall behind. Once `shutdown` fires, users who go are no
+    /// longer announced: everyone is being told `shutting-down`. The hub's
+    /// task is returned so the server can watch it.
+    pub fn start_local(
+        backlog: usize,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> (Hub, JoinHandle<()>) {
+        let (hub, requests) = Hub::channels(backlog, limits, None);
+        let task = tokio::spawn(local::Local::new(hub.lobby.clone(), shutdown).run(requests));
         (hub, task)
     }
 
-    /// The handle and the inbox of a new room; the caller starts its task.
-    pub(crate) fn channels(backlog: usize, bus: Option<Bus>) -> (Hub, Inbox) {
+    /// The handle and the requests of a new hub; the caller starts its task.
+    pub(crate) fn channels(backlog: usize, limits: Limits, bus: Option<Bus>) -> (Hub, Requests) {
         let (entering, entering_rx) = mpsc::channel(REQUEST_QUEUE);
         let (leaving, leaving_rx) = mpsc::channel(REQUEST_QUEUE);
         let (census, census_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -117,32 +131,52 @@ impl Hub {
             entering,
             leaving,
             census,
-            messages: Ring::new(backlog),
+            lobby: Arc::new(Mutex::new(Room::lobby(limits.history))),
+            rooms: Arc::new(Rooms::new(limits)),
+            backlog,
             bus,
         };
-        let inbox = Inbox {
+        let requests = Requests {
             entering: entering_rx,
             leaving: leaving_rx,
             census: census_rx,
         };
-        (hub, inbox)
+        (hub, requests)
     }
 
-    /// The ring sessions receive broadcasts from.
-    pub(crate) fn messages(&self) -> &Arc<Ring> {
-        &self.messages
+    /// The lobby: this node's users.
+    pub(crate) fn lobby(&self) -> &SharedRoom {
+        &self.lobby
     }
 
-    /// Claims `name` and subscribes to the room's broadcasts.
+    /// The rooms, for the requests of version 2.
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+
+    /// Whether rooms, `TELL` and history are served: not yet in cluster
+    /// mode, where they would be this node's alone.
+    pub fn serves_rooms(&self) -> bool {
+        self.bus.is_none()
+    }
+
+    /// A new connection's inbox.
+    pub fn inbox(&self) -> Arc<Inbox> {
+        Inbox::new(self.backlog)
+    }
+
+    /// Claims `name`; once the answer comes, `inbox` gets everything
+    /// broadcast after the user's `JOIN`.
     pub fn enter(
         &self,
         name: String,
+        inbox: Arc<Inbox>,
     ) -> impl Future<Output = Result<Welcome, ErrorCode>> + Send + 'static {
         let entering = self.entering.clone();
         async move {
             let (reply, answer) = oneshot::channel();
             entering
-                .send(Entering { name, reply })
+                .send(Entering { name, inbox, reply })
                 .await
                 .map_err(|_| ErrorCode::ShuttingDown)?;
             answer.await.map_err(|_| ErrorCode::ShuttingDown)?
@@ -162,13 +196,13 @@ impl Hub {
         let _ = self.leaving.send(gone).await;
     }
 
-    /// Leaves on the user's own `LEAVE`; resolves to whether that `LEAVE`
-    /// is coming through the ring, where the leaver's session stops.
+    /// Leaves on the user's own `LEAVE`; resolves once the user's inbox
+    /// holds everything broadcast before that `LEAVE`, and nothing after.
     pub fn leave_in_order(
         &self,
         name: Arc<str>,
         text: Option<String>,
-    ) -> impl Future<Output = bool> + Send + 'static {
+    ) -> impl Future<Output = ()> + Send + 'static {
         let leaving = self.leaving.clone();
         async move {
             let (placed, answer) = oneshot::channel();
@@ -178,11 +212,13 @@ impl Hub {
                 cause: "left",
                 placed: Some(placed),
             };
-            leaving.send(gone).await.is_ok() && answer.await.unwrap_or(false)
+            if leaving.send(gone).await.is_ok() {
+                let _ = answer.await;
+            }
         }
     }
 
-    /// The encoded `NAMES` frame for the room as it is now.
+    /// The encoded `NAMES` frame for the lobby as it is now.
     pub fn who(&self) -> impl Future<Output = Result<Bytes, ErrorCode>> + Send + 'static {
         let census = self.census.clone();
         async move {
@@ -195,39 +231,72 @@ impl Hub {
         }
     }
 
-    /// Broadcasts an encoded frame at once if nothing stands in the way:
-    /// locally, when no session that reads is a whole backlog behind. Hands
-    /// the frame back otherwise, for [`Hub::publish`].
-    pub fn try_publish(&self, frame: Bytes) -> Result<Receipt, Bytes> {
-        match &self.bus {
-            None => self
-                .messages
-                .try_publish(frame)
-                .map(|()| Receipt::default()),
-            Some(_) => Err(frame),
+    /// `MSG`: locally, pushes the frame to every logged-in user, the sender
+    /// too, and keeps it for history; the inboxes left over capacity come
+    /// back, to wait on. In cluster mode the frame goes to the bus instead:
+    /// `Err` hands it back for [`Hub::publish`].
+    pub fn try_say(&self, from: &Arc<str>, text: String) -> Result<Full, Bytes> {
+        let msg = ServerFrame::Msg {
+            from: from.to_string(),
+            text,
+        };
+        let frame = msg.to_bytes();
+        if self.bus.is_some() {
+            return Err(frame);
         }
+        let mut full = Vec::new();
+        let mut lobby = lock(&self.lobby);
+        lobby.publish(&frame, &mut full);
+        if let ServerFrame::Msg { text, .. } = &msg {
+            lobby.record(from, text);
+        }
+        Ok(full)
     }
 
-    /// Broadcasts an encoded frame to every logged-in user, the sender too,
-    /// waiting while sessions that read are a whole backlog behind. In
-    /// cluster mode the bus may be unreachable, and then nobody gets it.
+    /// Cluster mode: broadcasts an encoded frame through the bus; nobody
+    /// gets it if the bus is unreachable.
     pub fn publish(
         &self,
         frame: Bytes,
     ) -> impl Future<Output = Result<Receipt, ErrorCode>> + Send + 'static {
-        let (messages, bus) = (self.messages.clone(), self.bus.clone());
+        let bus = self.bus.clone();
         async move {
             match bus {
-                None => {
-                    messages.publish(frame).await;
-                    Ok(Receipt::default())
-                }
+                None => Err(ErrorCode::Unavailable),
                 Some(bus) => bus.publish(frame).await,
             }
         }
     }
 
-    /// Lets the room go: in cluster mode, frees the names this node still
+    /// `TELL`: the receiver and the sender both get the frame.
+    pub fn tell(&self, from: &Member, to: &str, text: String) -> Result<Full, ErrorCode> {
+        let lobby = lock(&self.lobby);
+        let Some(receiver) = lobby.member(&name_key(to)) else {
+            return Err(ErrorCode::NoSuchUser);
+        };
+        let frame = ServerFrame::Tell {
+            from: from.name.to_string(),
+            to: receiver.name.to_string(),
+            text,
+        }
+        .to_bytes();
+        let mut full = Vec::new();
+        let both = [&receiver.inbox, &from.inbox];
+        let receivers = if Arc::ptr_eq(both[0], both[1]) {
+            &both[..1]
+        } else {
+            &both[..]
+        };
+        inbox::fan_out(receivers.iter().copied(), &frame, &mut full);
+        Ok(full)
+    }
+
+    /// `HISTORY [<n>]` of the lobby, written to `out`.
+    pub fn lobby_history(&self, count: u64, out: &mut bytes::BytesMut) {
+        lock(&self.lobby).write_history(count, out);
+    }
+
+    /// Lets the hub go: in cluster mode, frees the names this node still
     /// holds so the other nodes announce them at once, not after the lease.
     pub async fn close(&self) {
         if let Some(bus) = &self.bus {
@@ -235,8 +304,8 @@ impl Hub {
         }
     }
 
-    /// Waits until a published frame has reached this node's ring, so that
-    /// what the session takes from the ring next includes it.
+    /// Waits until a published frame has come back to this node, so that
+    /// what the session takes from its inbox next includes it.
     pub fn sync(&self, receipt: Receipt) -> impl Future<Output = ()> + Send + 'static {
         let bus = self.bus.clone();
         async move {

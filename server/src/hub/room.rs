@@ -1,124 +1,281 @@
-//! The single-process room: the hub task when there is no cluster.
+//! A room's state: its members, topic and recent history. The lobby is a
+//! room too, without a name or a topic, that every logged-in user is in.
+//!
+//! A room's lock is what orders it: a frame is pushed to every member's
+//! inbox while the lock is held, so all members see the room's frames in
+//! one order.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-use chat_protocol::{name_key, ErrorCode, ServerFrame};
-use tokio_util::sync::CancellationToken;
-use tracing::info;
+use bytes::{Bytes, BytesMut};
+use chat_protocol::{ServerFrame, Timestamp};
 
-use super::{Entering, Inbox, Leaving, Ring, Welcome};
+use super::inbox::{fan_out, Inbox};
 
-/// The state the hub task owns.
-pub(crate) struct Room {
-    /// Logged-in users by lower-cased name, which is also `NAMES` order.
-    users: BTreeMap<String, Arc<str>>,
-    /// The encoded `NAMES` frame, kept until the user set changes.
+/// A room behind the lock that orders it.
+pub type SharedRoom = Arc<Mutex<Room>>;
+
+/// Locks a room. Every change to a room is complete before anything can
+/// panic, so a poisoned lock still guards a consistent room.
+pub fn lock(room: &Mutex<Room>) -> MutexGuard<'_, Room> {
+    room.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A user as a room knows it.
+#[derive(Clone)]
+pub struct Member {
+    /// Spelled as the user logged in.
+    pub name: Arc<str>,
+    pub inbox: Arc<Inbox>,
+}
+
+/// One message kept for `HISTORY`.
+struct Said {
+    time: Timestamp,
+    from: Arc<str>,
+    text: Box<str>,
+}
+
+pub struct Room {
+    /// `#name` as spelled when the room was created; `None` for the lobby.
+    name: Option<Arc<str>>,
+    /// By lower-cased name, which is also `NAMES` order.
+    members: BTreeMap<String, Member>,
+    /// Who set the topic, and the topic.
+    topic: Option<(Arc<str>, String)>,
+    history: VecDeque<Said>,
+    /// Messages kept (`--history`).
+    keep: usize,
+    /// The encoded `NAMES` frame, until the members change.
     names: Option<Bytes>,
-    messages: Arc<Ring>,
-    shutdown: CancellationToken,
-    /// Never cancelled: a single process always vouches for its users.
-    evicted: CancellationToken,
+    /// The room was emptied and forgotten; a late `JOIN` creates a new one.
+    forgotten: bool,
 }
 
 impl Room {
-    pub(crate) fn new(messages: Arc<Ring>, shutdown: CancellationToken) -> Room {
+    /// The lobby, keeping `keep` messages of history.
+    pub fn lobby(keep: usize) -> Room {
+        Room::with_name(None, keep)
+    }
+
+    /// A new, empty room.
+    pub fn new(name: &str, keep: usize) -> Room {
+        Room::with_name(Some(name.into()), keep)
+    }
+
+    fn with_name(name: Option<Arc<str>>, keep: usize) -> Room {
         Room {
-            users: BTreeMap::new(),
-            names: None,
-            messages,
-            shutdown,
-            evicted: CancellationToken::new(),
-        }
-    }
-
-    pub(crate) async fn run(mut self, inbox: Inbox) {
-        let Inbox {
-            mut entering,
-            mut leaving,
-            mut census,
-        } = inbox;
-        loop {
-            tokio::select! {
-                // Leaves first: a name freed by a disconnect is free for the
-                // next login.
-                biased;
-                Some(gone) = leaving.recv() => self.leave(gone).await,
-                Some(newcomer) = entering.recv() => self.enter(newcomer).await,
-                Some(reply) = census.recv() => {
-                    let _ = reply.send(Ok(self.names()));
-                }
-                else => break,
-            }
-        }
-    }
-
-    async fn enter(&mut self, Entering { name, reply }: Entering) {
-        let key = name_key(&name);
-        if self.users.contains_key(&key) {
-            let _ = reply.send(Err(ErrorCode::NameTaken));
-            return;
-        }
-        if reply.is_closed() {
-            // The session vanished while waiting: nobody to log in.
-            return;
-        }
-        let name: Arc<str> = name.into();
-        let join = ServerFrame::Join(name.to_string()).to_bytes();
-        // Subscribed right after its own JOIN: it sees only what follows.
-        let messages = self.messages.publish_and_subscribe(join).await;
-        self.users.insert(key, name.clone());
-        self.names = None;
-        let welcome = Welcome {
-            name: name.clone(),
-            names: self.names(),
-            messages,
-            evicted: self.evicted.clone(),
-        };
-        info!(user = %name, users = self.users.len(), "login");
-        if reply.send(Ok(welcome)).is_err() {
-            // The session vanished meanwhile; undo the login so the name
-            // is not held by nobody.
-            let gone = Leaving {
-                name,
-                text: None,
-                cause: "closed during login",
-                placed: None,
-            };
-            self.leave(gone).await;
-        }
-    }
-
-    async fn leave(&mut self, gone: Leaving) {
-        let Leaving {
             name,
-            text,
-            cause,
-            placed,
-        } = gone;
-        let removed = self.users.remove(&name_key(&name)).is_some();
-        let announced = removed && !self.shutdown.is_cancelled();
-        if let Some(placed) = placed {
-            let _ = placed.send(announced);
-        }
-        if !removed {
-            return;
-        }
-        self.names = None;
-        info!(user = %name, cause, users = self.users.len(), "leave");
-        if announced {
-            let leave = ServerFrame::Leave {
-                name: name.to_string(),
-                text,
-            };
-            self.messages.publish(leave.to_bytes()).await;
+            members: BTreeMap::new(),
+            topic: None,
+            history: VecDeque::new(),
+            keep,
+            names: None,
+            forgotten: false,
         }
     }
 
-    fn names(&mut self) -> Bytes {
+    /// `#name` as created.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten
+    }
+
+    /// Marks an emptied room as gone from the directory.
+    pub fn forget(&mut self) {
+        self.forgotten = true;
+        self.topic = None;
+        self.history = VecDeque::new();
+    }
+
+    pub fn member(&self, key: &str) -> Option<&Member> {
+        self.members.get(key)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.members.contains_key(key)
+    }
+
+    pub fn add(&mut self, key: String, member: Member) {
+        self.members.insert(key, member);
+        self.names = None;
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Member> {
+        let gone = self.members.remove(key);
+        if gone.is_some() {
+            self.names = None;
+        }
+        gone
+    }
+
+    /// Pushes `frame` to every member; inboxes left over capacity go to
+    /// `full`, for the publisher to wait on.
+    pub fn publish(&self, frame: &Bytes, full: &mut Vec<Arc<Inbox>>) {
+        fan_out(self.members.values().map(|m| &m.inbox), frame, full);
+    }
+
+    /// Keeps a message for `HISTORY`.
+    pub fn record(&mut self, from: &Arc<str>, text: &str) {
+        if self.keep == 0 {
+            return;
+        }
+        if self.history.len() == self.keep {
+            self.history.pop_front();
+        }
+        self.history.push_back(Said {
+            time: Timestamp::now(),
+            from: from.clone(),
+            text: text.into(),
+        });
+    }
+
+    /// The room's `NAMES` frame: `NAMES a b` for the lobby, `NAMES #r a b`
+    /// for a room.
+    pub fn names(&mut self) -> Bytes {
+        let (name, members) = (&self.name, &self.members);
         self.names
-            .get_or_insert_with(|| ServerFrame::names_bytes(self.users.values().map(|n| &**n)))
+            .get_or_insert_with(|| {
+                let names = members.values().map(|m| &*m.name);
+                match name {
+                    None => ServerFrame::names_bytes(names),
+                    Some(room) => ServerFrame::room_names_bytes(room, names),
+                }
+            })
             .clone()
+    }
+
+    /// The `TOPIC` frame that answers a question about it.
+    pub fn topic(&self) -> ServerFrame {
+        let room = self.name().to_owned();
+        match &self.topic {
+            Some((setter, text)) => ServerFrame::Topic {
+                room,
+                setter: setter.to_string(),
+                text: text.clone(),
+            },
+            None => ServerFrame::NoTopic(room),
+        }
+    }
+
+    pub fn has_topic(&self) -> bool {
+        self.topic.is_some()
+    }
+
+    pub fn set_topic(&mut self, setter: &Arc<str>, text: String) {
+        self.topic = Some((setter.clone(), text));
+    }
+
+    /// Writes a `HISTORY` reply of the last `count` messages (at most what
+    /// is kept) to `out`, all at once so nothing comes between its frames.
+    pub fn write_history(&self, count: u64, out: &mut BytesMut) {
+        let room = self.name.as_ref().map(|r| r.to_string());
+        let count = (count.min(self.history.len() as u64)) as usize;
+        ServerFrame::History {
+            room: room.clone(),
+            count: count as u64,
+        }
+        .write_to(out);
+        for said in self.history.iter().skip(self.history.len() - count) {
+            ServerFrame::Hist {
+                room: room.clone(),
+                time: said.time,
+                from: said.from.to_string(),
+                text: said.text.to_string(),
+            }
+            .write_to(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str) -> Member {
+        Member {
+            name: name.into(),
+            inbox: Inbox::new(16),
+        }
+    }
+
+    fn text(out: &BytesMut) -> String {
+        String::from_utf8(out.to_vec()).expect("UTF-8")
+    }
+
+    #[test]
+    fn names_are_sorted_by_lower_cased_name_and_kept_as_spelled() {
+        let mut room = Room::new("#Rust", 10);
+        room.add("bob".into(), member("Bob"));
+        room.add("alice".into(), member("alice"));
+        assert_eq!(&room.names()[..], b"NAMES #Rust alice Bob\n");
+        room.remove("bob");
+        assert_eq!(&room.names()[..], b"NAMES #Rust alice\n");
+        let mut lobby = Room::lobby(10);
+        lobby.add("zed".into(), member("Zed"));
+        assert_eq!(&lobby.names()[..], b"NAMES Zed\n");
+    }
+
+    #[test]
+    fn history_keeps_the_last_messages_oldest_first() {
+        let mut room = Room::new("#r", 2);
+        let from: Arc<str> = "a".into();
+        for text in ["one", "two", "three"] {
+            room.record(&from, text);
+        }
+        let mut out = BytesMut::new();
+        room.write_history(50, &mut out);
+        let lines: Vec<String> = text(&out).lines().map(str::to_owned).collect();
+        assert_eq!(lines[0], "HISTORY #r 2");
+        assert!(lines[1].starts_with("HIST #r ") && lines[1].ends_with(" a two"));
+        assert!(lines[2].ends_with(" a three"));
+        let mut out = BytesMut::new();
+        room.write_history(1, &mut out);
+        assert_eq!(text(&out).lines().count(), 2);
+    }
+
+    #[test]
+    fn no_history_is_kept_at_zero() {
+        let mut lobby = Room::lobby(0);
+        lobby.record(&"a".into(), "hi");
+        let mut out = BytesMut::new();
+        lobby.write_history(50, &mut out);
+        assert_eq!(text(&out), "HISTORY 0\n");
+    }
+
+    #[test]
+    fn a_topic_is_answered_with_its_setter() {
+        let mut room = Room::new("#r", 0);
+        assert_eq!(room.topic().to_string(), "TOPIC #r");
+        room.set_topic(&"bob".into(), "async book club".into());
+        assert_eq!(room.topic().to_string(), "TOPIC #r bob async book club");
+    }
+
+    #[test]
+    fn publishing_reaches_every_member() {
+        let mut room = Room::new("#r", 0);
+        let (a, b) = (member("a"), member("b"));
+        room.add("a".into(), a.clone());
+        room.add("b".into(), b.clone());
+        let mut full = Vec::new();
+        room.publish(&Bytes::from_static(b"SAY #r a hi\n"), &mut full);
+        assert!(full.is_empty());
+        for inbox in [&a.inbox, &b.inbox] {
+            let mut out = BytesMut::new();
+            inbox.take(&mut out, usize::MAX);
+            assert_eq!(text(&out), "SAY #r a hi\n");
+        }
     }
 }

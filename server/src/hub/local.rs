@@ -1,0 +1,128 @@
+//! The single-process hub task: who is logged in, when there is no
+//! cluster. It alone adds users to the lobby and takes them out, so a name
+//! is checked and claimed in one step.
+
+use std::sync::Arc;
+
+use chat_protocol::{name_key, ErrorCode, ServerFrame};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::inbox::drained;
+use super::room::{lock, Member};
+use super::{Entering, Leaving, Requests, SharedRoom, Welcome};
+
+/// The state the hub task owns, besides the lobby it shares with sessions
+/// for their broadcasts.
+pub(crate) struct Local {
+    lobby: SharedRoom,
+    shutdown: CancellationToken,
+    /// Never cancelled: a single process always vouches for its users.
+    evicted: CancellationToken,
+}
+
+impl Local {
+    pub(crate) fn new(lobby: SharedRoom, shutdown: CancellationToken) -> Local {
+        Local {
+            lobby,
+            shutdown,
+            evicted: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) async fn run(self, requests: Requests) {
+        let Requests {
+            mut entering,
+            mut leaving,
+            mut census,
+        } = requests;
+        loop {
+            tokio::select! {
+                // Leaves first: a name freed by a disconnect is free for the
+                // next login.
+                biased;
+                Some(gone) = leaving.recv() => self.leave(gone).await,
+                Some(newcomer) = entering.recv() => self.enter(newcomer).await,
+                Some(reply) = census.recv() => {
+                    let _ = reply.send(Ok(lock(&self.lobby).names()));
+                }
+                else => break,
+            }
+        }
+    }
+
+    async fn enter(&self, Entering { name, inbox, reply }: Entering) {
+        let key = name_key(&name);
+        if reply.is_closed() {
+            // The session vanished while waiting: nobody to log in.
+            return;
+        }
+        let name: Arc<str> = name.into();
+        let mut full = Vec::new();
+        let (names, users) = {
+            let mut lobby = lock(&self.lobby);
+            if lobby.contains(&key) {
+                let _ = reply.send(Err(ErrorCode::NameTaken));
+                return;
+            }
+            // Everyone else hears of the newcomer; the newcomer's inbox gets
+            // what follows its JOIN.
+            lobby.publish(&ServerFrame::Join(name.to_string()).to_bytes(), &mut full);
+            let member = Member {
+                name: name.clone(),
+                inbox,
+            };
+            lobby.add(key, member);
+            (lobby.names(), lobby.len())
+        };
+        info!(user = %name, users, "login");
+        let welcome = Welcome {
+            name: name.clone(),
+            names,
+            evicted: self.evicted.clone(),
+        };
+        if reply.send(Ok(welcome)).is_err() {
+            // The session vanished meanwhile; undo the login so the name
+            // is not held by nobody.
+            let gone = Leaving {
+                name,
+                text: None,
+                cause: "closed during login",
+                placed: None,
+            };
+            self.leave(gone).await;
+        }
+        // Logins wait for the readers, like any publisher.
+        drained(full).await;
+    }
+
+    async fn leave(&self, gone: Leaving) {
+        let Leaving {
+            name,
+            text,
+            cause,
+            placed,
+        } = gone;
+        let mut full = Vec::new();
+        let (removed, users) = {
+            let mut lobby = lock(&self.lobby);
+            // Out of the lobby first: the leaver does not hear of itself.
+            let removed = lobby.remove(&name_key(&name)).is_some();
+            if removed && !self.shutdown.is_cancelled() {
+                let leave = ServerFrame::Leave {
+                    name: name.to_string(),
+                    text,
+                };
+                lobby.publish(&leave.to_bytes(), &mut full);
+            }
+            (removed, lobby.len())
+        };
+        if let Some(placed) = placed {
+            let _ = placed.send(());
+        }
+        if removed {
+            info!(user = %name, cause, users, "leave");
+        }
+        drained(full).await;
+    }
+}

@@ -1,0 +1,236 @@
+//! The rooms of version 2: the directory that creates and forgets them,
+//! and the requests that change them.
+//!
+//! Sessions carry these requests out themselves, under two kinds of lock
+//! taken in one order: the directory, then a room. `SAY` takes only its
+//! room's lock, so a message to a room of 10 costs the same whether 10 or
+//! 10 000 users are logged in. Each request returns the inboxes it left
+//! over capacity, for the session to wait on before its client's next
+//! frame.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use chat_protocol::{room_key, ErrorCode, ServerFrame};
+
+use super::inbox::Inbox;
+use super::room::{lock, Member, Room, SharedRoom};
+
+/// The rooms a user is in, by room key.
+pub type Joined = BTreeMap<String, SharedRoom>;
+
+/// Inboxes a request left over capacity.
+pub type Full = Vec<Arc<Inbox>>;
+
+/// Limits on rooms (`--max-rooms`, `--max-rooms-per-user`, `--history`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_rooms: usize,
+    pub max_rooms_per_user: usize,
+    pub history: usize,
+}
+
+/// Every room that exists, by room key.
+pub struct Rooms {
+    directory: Mutex<HashMap<String, SharedRoom>>,
+    limits: Limits,
+}
+
+/// The user making a request.
+pub struct User<'a> {
+    /// Lower-cased name.
+    pub key: &'a str,
+    pub member: &'a Member,
+    pub joined: &'a mut Joined,
+}
+
+impl Rooms {
+    pub fn new(limits: Limits) -> Rooms {
+        Rooms {
+            directory: Mutex::new(HashMap::new()),
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn directory(&self) -> MutexGuard<'_, HashMap<String, SharedRoom>> {
+        // Changes to the map are single calls: a poisoned lock still guards
+        // a consistent map.
+        self.directory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `JOIN <room>`: the joiner gets `NAMES` (and `TOPIC`) through its
+    /// inbox, after everything the room said before; the others get
+    /// `JOIN <room> <name>`.
+    pub fn join(&self, user: User<'_>, room: &str) -> Result<Full, ErrorCode> {
+        let key = room_key(room);
+        if user.joined.contains_key(&key) {
+            return Err(ErrorCode::AlreadyInRoom);
+        }
+        if user.joined.len() >= self.limits.max_rooms_per_user {
+            return Err(ErrorCode::TooManyRooms);
+        }
+        let mut directory = self.directory();
+        let shared = match directory.get(&key) {
+            Some(shared) => shared.clone(),
+            None => {
+                if directory.len() >= self.limits.max_rooms {
+                    return Err(ErrorCode::TooManyRooms);
+                }
+                let shared = Arc::new(Mutex::new(Room::new(room, self.limits.history)));
+                directory.insert(key.clone(), shared.clone());
+                shared
+            }
+        };
+        let mut full = Vec::new();
+        {
+            let mut room = lock(&shared);
+            let join = ServerFrame::RoomJoin {
+                room: room.name().to_owned(),
+                name: user.member.name.to_string(),
+            };
+            room.publish(&join.to_bytes(), &mut full);
+            room.add(user.key.to_owned(), user.member.clone());
+            user.member.inbox.push_reply(room.names());
+            if room.has_topic() {
+                user.member.inbox.push_reply(room.topic().to_bytes());
+            }
+        }
+        drop(directory);
+        user.joined.insert(key, shared);
+        Ok(full)
+    }
+
+    /// `PART <room> [<text>]`: every member, the leaver included, gets
+    /// `LEAVE <room> <name> [<text>]`; an emptied room is forgotten.
+    pub fn part(
+        &self,
+        user: User<'_>,
+        room: &str,
+        text: Option<String>,
+    ) -> Result<Full, ErrorCode> {
+        let key = room_key(room);
+        let Some(shared) = user.joined.remove(&key) else {
+            return Err(ErrorCode::NotInRoom);
+        };
+        let mut full = Vec::new();
+        let mut directory = self.directory();
+        let mut room = lock(&shared);
+        let leave = ServerFrame::RoomLeave {
+            room: room.name().to_owned(),
+            name: user.member.name.to_string(),
+            text,
+        };
+        room.publish(&leave.to_bytes(), &mut full);
+        room.remove(user.key);
+        forget_if_empty(&mut directory, &key, &mut room);
+        Ok(full)
+    }
+
+    /// Takes a user who leaves the server out of every room, silently: the
+    /// lobby's `LEAVE` tells everyone.
+    pub fn leave_all(&self, key: &str, joined: &mut Joined) {
+        if joined.is_empty() {
+            return;
+        }
+        let mut directory = self.directory();
+        for (room_key, shared) in std::mem::take(joined) {
+            let mut room = lock(&shared);
+            room.remove(key);
+            forget_if_empty(&mut directory, &room_key, &mut room);
+        }
+    }
+
+    /// `WHO <room>`: its `NAMES`, empty for a room that does not exist.
+    pub fn who(&self, room: &str) -> Bytes {
+        let shared = self.directory().get(&room_key(room)).cloned();
+        match shared {
+            Some(shared) => lock(&shared).names(),
+            None => ServerFrame::room_names_bytes(room, std::iter::empty()),
+        }
+    }
+
+    /// `ROOMS`: every room with its number of members, sorted like names.
+    pub fn list(&self) -> ServerFrame {
+        let rooms: Vec<(String, SharedRoom)> = self
+            .directory()
+            .iter()
+            .map(|(key, room)| (key.clone(), room.clone()))
+            .collect();
+        let mut listed: Vec<(String, String, u64)> = rooms
+            .into_iter()
+            .map(|(key, shared)| {
+                let room = lock(&shared);
+                (key, room.name().to_owned(), room.len() as u64)
+            })
+            .filter(|(_, _, count)| *count > 0)
+            .collect();
+        listed.sort();
+        ServerFrame::Rooms(listed.into_iter().map(|(_, name, n)| (name, n)).collect())
+    }
+}
+
+/// A room the user is in, or `not-in-room`.
+pub fn joined_room<'a>(joined: &'a Joined, room: &str) -> Result<&'a SharedRoom, ErrorCode> {
+    joined.get(&room_key(room)).ok_or(ErrorCode::NotInRoom)
+}
+
+/// `SAY <room> <text>` to every member, the sender too; kept for history.
+pub fn say(joined: &Joined, from: &Member, room: &str, text: &str) -> Result<Full, ErrorCode> {
+    let shared = joined_room(joined, room)?;
+    let mut full = Vec::new();
+    let mut room = lock(shared);
+    let say = ServerFrame::Say {
+        room: room.name().to_owned(),
+        from: from.name.to_string(),
+        text: text.to_owned(),
+    };
+    room.publish(&say.to_bytes(), &mut full);
+    room.record(&from.name, text);
+    Ok(full)
+}
+
+/// `TOPIC <room> <text>`: sets it, and every member hears who did.
+pub fn set_topic(
+    joined: &Joined,
+    setter: &Member,
+    room: &str,
+    text: String,
+) -> Result<Full, ErrorCode> {
+    let shared = joined_room(joined, room)?;
+    let mut full = Vec::new();
+    let mut room = lock(shared);
+    room.set_topic(&setter.name, text);
+    let topic = room.topic().to_bytes();
+    room.publish(&topic, &mut full);
+    Ok(full)
+}
+
+/// `TOPIC <room>`: the answer to a member who asks.
+pub fn topic(joined: &Joined, room: &str) -> Result<ServerFrame, ErrorCode> {
+    Ok(lock(joined_room(joined, room)?).topic())
+}
+
+/// `HISTORY <room> [<n>]` of a room the user is in, written to `out`.
+pub fn history(
+    joined: &Joined,
+    room: &str,
+    count: u64,
+    out: &mut BytesMut,
+) -> Result<(), ErrorCode> {
+    lock(joined_room(joined, room)?).write_history(count, out);
+    Ok(())
+}
+
+fn forget_if_empty(directory: &mut HashMap<String, SharedRoom>, key: &str, room: &mut Room) {
+    if room.is_empty() && !room.is_forgotten() {
+        room.forget();
+        directory.remove(key);
+    }
+}
