@@ -469,72 +469,74 @@ async fn without_keepalive_a_quiet_reader_is_timed_out() {
 /// asked for: a script gets what is said from now on, as with `nc`.
 #[tokio::test]
 async fn piped_room_flag_says_lines_in_that_room() {
-    let (mut server, mut client) = Script::start(&["--name", "alice", "--room", "#ops"]).await;
-    server.log_in("alice", "NAMES alice bob carol").await;
-    server.expect("JOIN #ops").await;
-    server
-        .send(&[
-            "NAMES #ops alice bob",
-            "TOPIC #ops bob deploys at 5",
-            "JOIN #ops carol",
-        ])
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    bob.send("JOIN #ops").await;
+    bob.expect("NAMES #ops bob").await;
+    bob.send("TOPIC #ops deploys at 5").await;
+    bob.expect("TOPIC #ops bob deploys at 5").await;
+    bob.send("SAY #ops said before alice came").await;
+    bob.expect("SAY #ops bob said before alice came").await;
+
+    let mut alice = Piped::spawn(server.addr(), &["--name", "alice", "--room", "#OPS"]);
+    alice.expect("* logged in as alice").await;
+    alice.expect("* in the room: alice, bob").await;
+    alice.expect("[#ops] * in the room: alice, bob").await;
+    alice
+        .expect("[#ops] * topic: deploys at 5 (set by bob)")
         .await;
-    client.say("hello  ops ").await;
-    client.say("/who is a message too").await;
-    server.expect("SAY #ops hello  ops ").await;
-    server.expect("SAY #ops /who is a message too").await;
-    server
-        .send(&[
-            "SAY #ops alice hello  ops ",
-            "SAY #ops bob hi",
-            "TELL bob alice psst",
-            "TELL alice bob  ok ",
-            "MSG carol lobby talk",
-            "LEAVE #ops carol lunch",
-            "LEAVE bob",
-        ])
-        .await;
-    client.close_stdin();
-    server.expect("LEAVE").await;
-    server.send(&["BYE"]).await;
-    let (status, out, stderr) = client.finish().await;
-    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    bob.expect("JOIN alice").await;
+    bob.expect("JOIN #ops alice").await;
+
+    alice.say("hello  ops ").await;
+    bob.expect("SAY #ops alice hello  ops ").await;
+    alice.expect("[#ops] alice: hello  ops ").await;
+    alice.say("/who is a message too").await;
+    bob.expect("SAY #ops alice /who is a message too").await;
+    alice.expect("[#ops] alice: /who is a message too").await;
+
+    let mut carol = server.user("carol").await;
+    alice.expect("* carol joined").await;
+    carol.send("JOIN #ops").await;
+    alice.expect("[#ops] * carol joined").await;
+    bob.send("SAY #ops hi").await;
+    alice.expect("[#ops] bob: hi").await;
+    bob.send("TELL ALICE psst").await;
+    alice.expect("bob -> you: psst").await;
+    bob.send("MSG lobby talk").await;
+    alice.expect("bob: lobby talk").await;
+    carol.send("PART #ops lunch").await;
+    alice.expect("[#ops] * carol left (lunch)").await;
+    bob.send("LEAVE").await;
+    alice.expect("* bob left").await;
+
+    alice.close_stdin();
+    alice.expect("* you left the room").await;
+    let (status, rest, stderr) = alice.finish().await;
     assert_eq!(
-        out,
-        [
-            "* logged in as alice",
-            "* in the room: alice, bob, carol",
-            "[#ops] * in the room: alice, bob",
-            "[#ops] * topic: deploys at 5 (set by bob)",
-            "[#ops] * carol joined",
-            "[#ops] alice: hello  ops ",
-            "[#ops] bob: hi",
-            "bob -> you: psst",
-            "you -> bob:  ok ",
-            "carol: lobby talk",
-            "[#ops] * carol left (lunch)",
-            "* bob left",
-            "* you left the room",
-        ]
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
     );
-    server.expect_closed().await;
 }
 
 /// A line too long for a `SAY` in the room is skipped with a warning: the
 /// limit counts the room's name too.
 #[tokio::test]
 async fn piped_room_lines_are_bounded_by_the_frame() {
-    let (mut server, mut client) = Script::start(&["--name", "alice", "--room", "#ops"]).await;
-    server.log_in("alice", "NAMES alice").await;
-    server.expect("JOIN #ops").await;
+    let server = Server::start(&[]);
+    let mut observer = server.user("observer").await;
+    observer.send("JOIN #ops").await;
+    observer.expect("NAMES #ops observer").await;
+    let mut alice = Piped::spawn(server.addr(), &["--name", "alice", "--room", "#ops"]);
+    observer.expect("JOIN alice").await;
+    observer.expect("JOIN #ops alice").await;
     let longest = "a".repeat(4096 - "SAY #ops ".len());
-    client.say(&format!("{longest}b")).await;
-    client.say(&longest).await;
-    server.expect(&format!("SAY #ops {longest}")).await;
-    client.close_stdin();
-    server.expect("LEAVE").await;
-    server.send(&["BYE"]).await;
-    let (status, _, stderr) = client.finish().await;
+    alice.say(&format!("{longest}b")).await;
+    alice.say(&longest).await;
+    observer.expect(&format!("SAY #ops alice {longest}")).await;
+    alice.close_stdin();
+    observer.expect("LEAVE alice").await;
+    let (status, _, stderr) = alice.finish().await;
     assert_eq!(status.code(), Some(0));
     assert_eq!(
         stderr,
@@ -542,97 +544,41 @@ async fn piped_room_lines_are_bounded_by_the_frame() {
     );
 }
 
-/// `--raw` prints version 2 frames exactly as they came, and the client's
-/// own pings stay out of it.
+/// `--raw` prints version 2 frames exactly as they came.
 #[tokio::test]
 async fn raw_prints_version_2_frames_as_received() {
-    let (mut server, mut client) =
-        Script::start(&["--name", "alice", "--raw", "--room", "#Ops"]).await;
-    server.log_in("alice", "NAMES alice bob").await;
-    server.expect("JOIN #Ops").await;
-    let frames = [
-        "NAMES #ops alice bob",
-        "TOPIC #ops bob  deploys at 5 ",
-        "TOPIC #ops",
-        "SAY #ops bob  hi ",
-        "TELL bob alice psst",
-        "ROOMS #ops 2 #rust 1",
-        "ROOMS",
-        "HISTORY #ops 1",
-        "HIST #ops 2026-11-29T12:00:00.123Z bob anyone here?",
-        "HISTORY 0",
-        "JOIN #ops carol",
-        "LEAVE #ops carol bye",
-        "ERROR not-in-room",
-        "PONG sync-1",
-        "PONG keepalive",
-        "PONG someone's",
-    ];
-    server.send(&frames).await;
-    client.expect("WELCOME alice").await;
-    client.expect("NAMES alice bob").await;
-    for frame in &frames[..13] {
-        client.expect(frame).await;
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    bob.send("JOIN #Ops").await;
+    bob.expect("NAMES #Ops bob").await;
+    let mut alice = Piped::spawn(
+        server.addr(),
+        &["--name", "alice", "--raw", "--room", "#ops"],
+    );
+    alice.expect("WELCOME alice").await;
+    alice.expect("NAMES alice bob").await;
+    alice.expect("NAMES #Ops alice bob").await;
+    bob.expect("JOIN alice").await;
+    bob.expect("JOIN #Ops alice").await;
+    for (sent, seen) in [
+        ("TOPIC #ops  deploys at 5 ", "TOPIC #Ops bob  deploys at 5 "),
+        ("SAY #ops  hi ", "SAY #Ops bob  hi "),
+        ("TELL alice psst", "TELL bob alice psst"),
+        ("PART #ops bye", "LEAVE #Ops bob bye"),
+        ("JOIN #ops", "JOIN #Ops bob"),
+    ] {
+        bob.send(sent).await;
+        alice.expect(seen).await;
     }
-    client.expect("PONG someone's").await;
-    client.close_stdin();
-    server.expect("LEAVE").await;
-    server.send(&["BYE"]).await;
-    client.expect("BYE").await;
-    let (status, rest, _) = client.finish().await;
-    assert_eq!((status.code(), rest), (Some(0), vec![]));
-}
-
-/// A scripted server: the test reads what the client sends, line by line,
-/// and answers as the contract says, so that the client's frames are
-/// checked exactly.
-struct Script {
-    lines: Lines<BufReader<OwnedReadHalf>>,
-    write: tokio::net::tcp::OwnedWriteHalf,
-}
-
-impl Script {
-    /// Starts a piped client with `args` against a scripted server.
-    async fn start(args: &[&str]) -> (Script, Piped) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let client = Piped::spawn(addr, args);
-        let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
-            .await
-            .expect("the client connects")
-            .expect("accept");
-        let (read, write) = stream.into_split();
-        let script = Script {
-            lines: BufReader::new(read).lines(),
-            write,
-        };
-        (script, client)
-    }
-
-    /// Welcomes `name`, with the lobby's `names` frame.
-    async fn log_in(&mut self, name: &str, names: &str) {
-        self.expect(&format!("NAME {name}")).await;
-        self.send(&[&format!("WELCOME {name}"), names]).await;
-    }
-
-    /// Asserts the next line the client sends.
-    async fn expect(&mut self, line: &str) {
-        assert_eq!(next_line(&mut self.lines).await.as_deref(), Some(line));
-    }
-
-    /// Asserts the client closed the connection.
-    async fn expect_closed(&mut self) {
-        assert_eq!(next_line(&mut self.lines).await, None);
-    }
-
-    /// Sends `frames` to the client, each a line.
-    async fn send(&mut self, frames: &[&str]) {
-        let text: String = frames.iter().map(|f| format!("{f}\n")).collect();
-        self.write
-            .write_all(text.as_bytes())
-            .await
-            .expect("write to the client");
-    }
+    alice.say("hi").await;
+    alice.expect("SAY #Ops alice hi").await;
+    alice.close_stdin();
+    alice.expect("BYE").await;
+    let (status, rest, stderr) = alice.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
+    );
 }
 
 /// The next line the client sent to the scripted server.

@@ -9,7 +9,6 @@
 //! broken runner, not a reason to skip.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::TcpStream;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -200,6 +199,15 @@ impl Pane {
                 return false;
             };
             cursor_line == last && above.iter().any(|l| l.ends_with(text))
+        })
+    }
+
+    /// Waits until the line right above a last line that is exactly `last`
+    /// ends with `text`: what the last command brought, however much has
+    /// scrolled off the screen before.
+    fn wait_for_line_above(&self, text: &str, last: &str) -> Vec<String> {
+        self.wait_for(&format!("{text:?} just above {last:?}"), |screen| {
+            matches!(screen, [.., above, cursor_line] if cursor_line == last && above.ends_with(text))
         })
     }
 
@@ -519,153 +527,84 @@ async fn history_is_kept_per_name() {
     assert!(of_bob.lines().any(|l| l == "/quit see you"), "{of_bob:?}");
 }
 
-/// A scripted server: the test reads what the client sends, line by line,
-/// and answers as the contract says, so that the client's frames are
-/// checked exactly, down to the `PING`s it waits on.
-struct Script {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+/// The lines on screen from the last one ending with `first` on, each
+/// without its time (`13:40 `), where it has one.
+fn from_last<'s>(screen: &'s [String], first: &str) -> Vec<&'s str> {
+    let from = screen
+        .iter()
+        .rposition(|l| l.ends_with(first))
+        .unwrap_or_else(|| panic!("no {first:?} on the screen:\n{}", screen.join("\n")));
+    screen[from..]
+        .iter()
+        .map(|l| match l.split_once(' ') {
+            Some((time, rest)) if time.len() == 5 && time.as_bytes()[2] == b':' => rest,
+            _ => l.as_str(),
+        })
+        .collect()
 }
 
-impl Script {
-    /// Starts `chat-client` with `args` in a pane, against a scripted
-    /// server that welcomes it as `name` with the lobby's `names` frame.
-    fn start(args: &[&str], name: &str, names: &str) -> Option<(Script, Pane)> {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let pane = Pane::start_at(addr, args)?;
-        let (stream, _) = listener.accept().expect("the client connects");
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .expect("a read timeout");
-        let mut script = Script {
-            reader: BufReader::new(stream.try_clone().expect("clone the stream")),
-            writer: stream,
-        };
-        script.expect(&format!("NAME {name}"));
-        script.send(&[&format!("WELCOME {name}"), names]);
-        Some((script, pane))
-    }
-
-    /// The next line the client sends.
-    fn next(&mut self) -> String {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a line from the client");
-        assert_eq!(line.pop(), Some('\n'), "the client closed the connection");
-        line
-    }
-
-    /// Asserts the next line the client sends.
-    fn expect(&mut self, line: &str) {
-        assert_eq!(self.next(), line);
-    }
-
-    /// Asserts that the client asks to hear when the server has answered
-    /// what it sent before (a `PING sync-…`); the answer is up to the test.
-    fn expect_sync(&mut self) -> String {
-        let ping = self.next();
-        let token = ping.strip_prefix("PING sync-");
-        assert!(token.is_some(), "expected PING sync-…, got {ping:?}");
-        format!("PONG sync-{}", token.unwrap_or_default())
-    }
-
-    /// Sends `frames` to the client, each a line.
-    fn send(&mut self, frames: &[&str]) {
-        let text: String = frames.iter().map(|f| format!("{f}\n")).collect();
-        self.writer
-            .write_all(text.as_bytes())
-            .expect("write to the client");
-    }
-}
-
-/// Today's date in UTC, as `HIST` times start.
-fn today() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-        / 86_400;
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+/// Whether `line` is a history line: `[#rust 12:00] bob: hi` for
+/// `("[#rust ", "] bob: hi")`.
+fn is_history(line: &str, tag: &str, said: &str) -> bool {
+    line.strip_prefix(tag)
+        .and_then(|rest| rest.strip_suffix(said))
+        .is_some_and(|time| time.len() == 5 && time.as_bytes()[2] == b':')
 }
 
 /// Rooms as a person uses them: `/join` shows who is there, the topic and
-/// the recent history (asked for by the client itself, and marked as the
-/// past), then the prompt says where the user is and plain lines go there;
-/// `/msg` and direct messages read who to whom; Alt-Left and Alt-Right
-/// switch between the lobby and the room without losing a half-typed
-/// line; `/part` goes back to the lobby.
+/// the recent history (marked as the past, with each message's time), then
+/// the prompt says where the user is and plain lines go there; `/msg` and
+/// direct messages read who to whom; Alt-Left and Alt-Right switch between
+/// the lobby and the room without losing a half-typed line; `/part` goes
+/// back to the lobby.
 #[tokio::test(flavor = "multi_thread")]
 async fn rooms_direct_messages_and_history_as_a_person_types_them() {
-    let Some((mut server, pane)) = Script::start(&["--name", "alice"], "alice", "NAMES alice bob")
-    else {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    bob.send("JOIN #rust").await;
+    bob.expect("NAMES #rust bob").await;
+    bob.send("TOPIC #rust async book club").await;
+    bob.expect("TOPIC #rust bob async book club").await;
+    bob.send("SAY #rust anyone here?").await;
+    bob.expect("SAY #rust bob anyone here?").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
         return;
     };
     pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
 
     pane.type_text("/join #rust");
     pane.press("Enter");
-    server.expect("JOIN #rust");
-    let pong = server.expect_sync();
-    server.send(&[
-        "NAMES #rust alice bob",
-        "TOPIC #rust bob async book club",
-        &pong,
-    ]);
-    server.expect("HISTORY #rust 20");
-    let day = today();
-    server.send(&[
-        "HISTORY #rust 2",
-        &format!("HIST #rust {day}T12:00:00.123Z bob anyone here?"),
-        &format!("HIST #rust {day}T12:00:03.456Z carol gone now"),
-    ]);
+    bob.expect("JOIN #rust alice").await;
     let screen = pane.wait_for_last_line_after("* end of history", "alice #rust>");
-    let from = screen
-        .iter()
-        .position(|l| l.ends_with("[#rust] * in the room: alice, bob"))
-        .expect("the room's names");
-    let shown: Vec<&str> = screen[from..]
-        .iter()
-        .map(|l| l.split_once(' ').map_or(l.as_str(), |(_, rest)| rest))
-        .collect();
+    let shown = from_last(&screen, "[#rust] * in the room: alice, bob");
+    assert_eq!(shown.len(), 6, "the screen:\n{}", screen.join("\n"));
     assert_eq!(
-        shown,
+        shown[..3],
         [
             "[#rust] * in the room: alice, bob",
             "[#rust] * topic: async book club (set by bob)",
             "* history of #rust:",
-            // A history line has its own time instead of now's.
-            "12:00] bob: anyone here?",
-            "12:00] carol: gone now",
-            "* end of history",
-            "#rust>",
-        ],
-        "the screen:\n{}",
-        screen.join("\n")
+        ]
     );
+    // A history line has its own time, in the tag, instead of now's.
+    assert!(
+        is_history(shown[3], "[#rust ", "] bob: anyone here?"),
+        "{shown:?}"
+    );
+    assert_eq!(shown[4..], ["* end of history", "alice #rust>"]);
 
     pane.type_text("hi both");
     pane.press("Enter");
-    server.expect("SAY #rust hi both");
-    server.send(&["SAY #rust alice hi both"]);
+    bob.expect("SAY #rust alice hi both").await;
     pane.wait_for_last_line_after("[#rust] alice: hi both", "alice #rust>");
 
     pane.type_text("/msg bob see you at 5?");
     pane.press("Enter");
-    server.expect("TELL bob see you at 5?");
-    server.send(&["TELL alice bob see you at 5?", "TELL bob alice ok!"]);
+    bob.expect("TELL alice bob see you at 5?").await;
     pane.wait_for_last_line_after("you -> bob: see you at 5?", "alice #rust>");
+    bob.send("TELL alice ok!").await;
+    bob.expect("TELL bob alice ok!").await;
     pane.wait_for_last_line_after("bob -> you: ok!", "alice #rust>");
 
     // A half-typed line survives a switch, and goes where the prompt says.
@@ -673,7 +612,8 @@ async fn rooms_direct_messages_and_history_as_a_person_types_them() {
     pane.press("M-Left");
     pane.wait_for_last_line("alice> for the lobby");
     pane.press("Enter");
-    server.expect("MSG for the lobby");
+    bob.expect("MSG alice for the lobby").await;
+    pane.wait_for_last_line_after("alice: for the lobby", "alice>");
     pane.press("M-Right");
     pane.wait_for_last_line("alice #rust>");
 
@@ -691,22 +631,32 @@ async fn rooms_direct_messages_and_history_as_a_person_types_them() {
 
     pane.type_text("/topic");
     pane.press("Enter");
-    server.expect("TOPIC #rust");
+    pane.wait_for_line_above(
+        "[#rust] * topic: async book club (set by bob)",
+        "alice #rust>",
+    );
     pane.type_text("/who");
     pane.press("Enter");
-    server.expect("WHO #rust");
+    pane.wait_for_line_above("[#rust] * in the room: alice, bob", "alice #rust>");
     pane.type_text("/who lobby");
     pane.press("Enter");
-    server.expect("WHO");
-    pane.type_text("/history 5");
+    pane.wait_for("the lobby's names", |s| {
+        matches!(s, [.., above, last] if last == "alice #rust>"
+            && above.ends_with(" * in the room: alice, bob")
+            && !above.contains("[#rust]"))
+    });
+    pane.type_text("/history 1");
     pane.press("Enter");
-    server.expect("HISTORY #rust 5");
+    let screen = pane.wait_for_line_above("* end of history", "alice #rust>");
+    let shown = from_last(&screen, "* history of #rust:");
+    assert!(
+        is_history(shown[1], "[#rust ", "] alice: hi both"),
+        "{shown:?}"
+    );
 
     pane.type_text("/part later");
     pane.press("Enter");
-    server.expect("PART #rust later");
-    let pong = server.expect_sync();
-    server.send(&["LEAVE #rust alice later", &pong]);
+    bob.expect("LEAVE #rust alice later").await;
     pane.wait_for_last_line_after("[#rust] * you left #rust (later)", "alice>");
 
     pane.type_text("/part");
@@ -714,38 +664,31 @@ async fn rooms_direct_messages_and_history_as_a_person_types_them() {
     pane.wait_for("the refusal", |s| {
         shows(s, "! the lobby cannot be left; /quit leaves the server")
     });
-    pane.type_text("/who");
-    pane.press("Enter");
-    server.expect("WHO");
     pane.type_text("/history");
     pane.press("Enter");
-    server.expect("HISTORY");
+    let screen = pane.wait_for_line_above("* end of history", "alice>");
+    let shown = from_last(&screen, "* history of the lobby:");
+    assert!(
+        is_history(shown[1], "[", "] alice: for the lobby"),
+        "{shown:?}"
+    );
 
     pane.press("C-d");
-    server.expect("LEAVE");
-    server.send(&["BYE"]);
+    bob.expect("LEAVE alice").await;
     assert_eq!(pane.wait_for_exit(), 0);
 }
 
 /// `--room` at a terminal: the client joins the room before the first
-/// prompt, which is the room's, with its history above it. `/help` lists
-/// the room commands with the others.
+/// prompt, which is the room's. `/help` lists the room commands with the
+/// others.
 #[tokio::test(flavor = "multi_thread")]
 async fn room_flag_joins_before_the_first_prompt() {
-    let Some((mut server, pane)) = Script::start(
-        &["--name", "alice", "--room", "#ops"],
-        "alice",
-        "NAMES alice",
-    ) else {
+    let server = Server::start(&[]);
+    let Some(pane) = Pane::start(&server, &["--name", "alice", "--room", "#ops"]) else {
         return;
     };
-    server.expect("JOIN #ops");
-    let pong = server.expect_sync();
-    server.send(&["NAMES #ops alice", "TOPIC #ops", &pong]);
-    server.expect("HISTORY #ops 20");
-    server.send(&["HISTORY #ops 0"]);
     pane.wait_for_last_line_after("* no messages in #ops yet", "alice #ops>");
-    assert!(shows(&pane.screen(), "[#ops] * no topic is set"));
+    assert!(shows(&pane.screen(), "[#ops] * in the room: alice"));
 
     pane.type_text("/help");
     pane.press("Enter");
@@ -770,8 +713,6 @@ async fn room_flag_joins_before_the_first_prompt() {
         );
     }
     pane.press("C-d");
-    server.expect("LEAVE");
-    server.send(&["BYE"]);
     assert_eq!(pane.wait_for_exit(), 0);
 }
 
@@ -779,26 +720,29 @@ async fn room_flag_joins_before_the_first_prompt() {
 /// the answer, and the answer is no room.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_join_changes_nothing() {
-    let Some((mut server, pane)) = Script::start(&["--name", "alice"], "alice", "NAMES alice")
-    else {
+    let server = Server::start(&["--max-rooms-per-user", "1"]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice", "--room", "#a"]) else {
         return;
     };
-    pane.wait_for_last_line("alice>");
-    pane.type_text("/join #full");
+    pane.wait_for_last_line_after("* no messages in #a yet", "alice #a>");
+    bob.expect("JOIN alice").await;
+    pane.type_text("/join #b");
     pane.press("Enter");
-    server.expect("JOIN #full");
-    let pong = server.expect_sync();
-    server.send(&["ERROR too-many-rooms the server holds 10000 rooms", &pong]);
-    pane.wait_for_last_line_after(
-        "! too-many-rooms: the server holds 10000 rooms (/part a room first, or try later)",
-        "alice>",
+    let screen = pane.wait_for("the refusal", |s| {
+        s.iter().any(|l| l.contains("! too-many-rooms: "))
+            && s.last().map(String::as_str) == Some("alice #a>")
+    });
+    assert!(
+        shows(&screen, "(/part a room first, or try later)"),
+        "{}",
+        screen.join("\n")
     );
     pane.type_text("still here");
     pane.press("Enter");
-    server.expect("MSG still here");
+    pane.wait_for_last_line_after("[#a] alice: still here", "alice #a>");
     pane.press("C-d");
-    server.expect("LEAVE");
-    server.send(&["BYE"]);
+    bob.expect("LEAVE alice").await;
     assert_eq!(pane.wait_for_exit(), 0);
 }
 
@@ -807,23 +751,29 @@ async fn a_refused_join_changes_nothing() {
 /// last `/rooms` listed).
 #[tokio::test(flavor = "multi_thread")]
 async fn tab_completes_commands_names_and_rooms() {
-    let Some((mut server, pane)) =
-        Script::start(&["--name", "alice"], "alice", "NAMES alice bob carol")
-    else {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    bob.expect("JOIN carol").await;
+    bob.send("JOIN #rust").await;
+    bob.expect("NAMES #rust bob").await;
+    for room in ["#ruby", "#ops"] {
+        carol.send(&format!("JOIN {room}")).await;
+        carol.expect(&format!("NAMES {room} carol")).await;
+    }
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
         return;
     };
     pane.wait_for_last_line("alice>");
-    server.send(&["JOIN dave"]);
+    let _dave = server.user("dave").await;
     pane.wait_for("dave", |s| shows(s, "* dave joined"));
 
     pane.type_text("/ro");
     pane.press("Tab");
     pane.wait_for_last_line("alice> /rooms");
     pane.press("Enter");
-    server.expect("ROOMS");
-    server.send(&["ROOMS #rust 2 #ruby 1 #ops 3"]);
     pane.wait_for("the rooms", |s| {
-        shows(s, "* rooms: #rust (2), #ruby (1), #ops (3)")
+        shows(s, "* rooms: #ops (1), #ruby (1), #rust (1)")
     });
 
     pane.type_text("/j");
@@ -841,11 +791,9 @@ async fn tab_completes_commands_names_and_rooms() {
     pane.press("Tab");
     pane.wait_for_last_line("alice> /join #rust");
     pane.press("Enter");
-    server.expect("JOIN #rust");
-    let pong = server.expect_sync();
-    server.send(&["NAMES #rust alice carol", &pong]);
-    server.expect("HISTORY #rust 20");
-    server.send(&["HISTORY #rust 0"]);
+    bob.expect("JOIN alice").await;
+    bob.expect("JOIN dave").await;
+    bob.expect("JOIN #rust alice").await;
     pane.wait_for_last_line_after("* no messages in #rust yet", "alice #rust>");
 
     // The first word of a message addresses someone.
@@ -856,21 +804,20 @@ async fn tab_completes_commands_names_and_rooms() {
     pane.press("Tab");
     pane.wait_for_last_line("alice #rust> carol: hi, and dave");
     pane.press("Enter");
-    server.expect("SAY #rust carol: hi, and dave ");
+    bob.expect("SAY #rust alice carol: hi, and dave ").await;
 
     pane.type_text("/msg B");
     pane.press("Tab");
     pane.wait_for_last_line("alice #rust> /msg bob");
     pane.type_text("psst");
     pane.press("Enter");
-    server.expect("TELL bob psst");
+    bob.expect("TELL alice bob psst").await;
 
     pane.type_text("/part #");
     pane.press("Tab");
     pane.wait_for_last_line("alice #rust> /part #rust");
     pane.press("C-u");
     pane.press("C-d");
-    server.expect("LEAVE");
-    server.send(&["BYE"]);
+    bob.expect("LEAVE alice").await;
     assert_eq!(pane.wait_for_exit(), 0);
 }
