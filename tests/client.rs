@@ -407,7 +407,7 @@ async fn scripted_server_frames_and_a_missing_bye() {
         .await;
     client.expect("! bad-room: no room is called x").await;
     client
-        .expect("! not-in-room: you are not in that room (/join it first)")
+        .expect("! not-in-room: you are not in that room")
         .await;
     client.close_stdin();
     assert_eq!(next_line(&mut from_client).await.as_deref(), Some("LEAVE"));

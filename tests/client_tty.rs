@@ -606,6 +606,12 @@ async fn rooms_direct_messages_and_history_as_a_person_types_them() {
     bob.send("TELL alice ok!").await;
     bob.expect("TELL bob alice ok!").await;
     pane.wait_for_last_line_after("bob -> you: ok!", "alice #rust>");
+    pane.type_text("/msg zed hello?");
+    pane.press("Enter");
+    pane.wait_for_line_above(
+        "! no-such-user: nobody is logged in under that name (/who lists who is here)",
+        "alice #rust>",
+    );
 
     // A half-typed line survives a switch, and goes where the prompt says.
     pane.type_text("for the lobby");

@@ -345,7 +345,6 @@ fn explanation(code: ErrorCode) -> Option<&'static str> {
 /// What to do about a refusal, where there is something to do.
 fn hint(code: ErrorCode) -> Option<&'static str> {
     Some(match code {
-        ErrorCode::NotInRoom => "/join it first",
         ErrorCode::NoSuchUser => "/who lists who is here",
         ErrorCode::TooManyRooms => "/part a room first, or try later",
         // The client sends no verb but the protocol's: an older server.
@@ -749,11 +748,11 @@ mod tests {
         let cases = [
             (
                 "ERROR not-in-room",
-                "! not-in-room: you are not in that room (/join it first)",
+                "! not-in-room: you are not in that room",
             ),
             (
-                "ERROR not-in-room not a member of #x",
-                "! not-in-room: not a member of #x (/join it first)",
+                "ERROR not-in-room you are not in that room; JOIN it first",
+                "! not-in-room: you are not in that room; JOIN it first",
             ),
             (
                 "ERROR no-such-user nobody is called zed",
