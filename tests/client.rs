@@ -406,7 +406,9 @@ async fn scripted_server_frames_and_a_missing_bye() {
         .expect(r#"! unreadable line from the server (malformed server frame (unknown verb): "NOT A FRAME")"#)
         .await;
     client.expect("! bad-room: no room is called x").await;
-    client.expect("! not-in-room").await;
+    client
+        .expect("! not-in-room: you are not in that room")
+        .await;
     client.close_stdin();
     assert_eq!(next_line(&mut from_client).await.as_deref(), Some("LEAVE"));
     // No BYE: the client gives up waiting by itself and exits 0.
@@ -458,6 +460,124 @@ async fn without_keepalive_a_quiet_reader_is_timed_out() {
     assert!(
         stderr.starts_with("chat-client: connection closed by server ("),
         "stderr: {stderr}"
+    );
+}
+
+/// `--room #x`: the client joins the room after login, says every stdin
+/// line there, and prints what arrives with the room's tag; the lobby's
+/// lines stay as they were, direct messages say who to whom. No history is
+/// asked for: a script gets what is said from now on, as with `nc`.
+#[tokio::test]
+async fn piped_room_flag_says_lines_in_that_room() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    bob.send("JOIN #ops").await;
+    bob.expect("NAMES #ops bob").await;
+    bob.send("TOPIC #ops deploys at 5").await;
+    bob.expect("TOPIC #ops bob deploys at 5").await;
+    bob.send("SAY #ops said before alice came").await;
+    bob.expect("SAY #ops bob said before alice came").await;
+
+    let mut alice = Piped::spawn(server.addr(), &["--name", "alice", "--room", "#OPS"]);
+    alice.expect("* logged in as alice").await;
+    alice.expect("* in the room: alice, bob").await;
+    alice.expect("[#ops] * in the room: alice, bob").await;
+    alice
+        .expect("[#ops] * topic: deploys at 5 (set by bob)")
+        .await;
+    bob.expect("JOIN alice").await;
+    bob.expect("JOIN #ops alice").await;
+
+    alice.say("hello  ops ").await;
+    bob.expect("SAY #ops alice hello  ops ").await;
+    alice.expect("[#ops] alice: hello  ops ").await;
+    alice.say("/who is a message too").await;
+    bob.expect("SAY #ops alice /who is a message too").await;
+    alice.expect("[#ops] alice: /who is a message too").await;
+
+    let mut carol = server.user("carol").await;
+    alice.expect("* carol joined").await;
+    carol.send("JOIN #ops").await;
+    alice.expect("[#ops] * carol joined").await;
+    bob.send("SAY #ops hi").await;
+    alice.expect("[#ops] bob: hi").await;
+    bob.send("TELL ALICE psst").await;
+    alice.expect("bob -> you: psst").await;
+    bob.send("MSG lobby talk").await;
+    alice.expect("bob: lobby talk").await;
+    carol.send("PART #ops lunch").await;
+    alice.expect("[#ops] * carol left (lunch)").await;
+    bob.send("LEAVE").await;
+    alice.expect("* bob left").await;
+
+    alice.close_stdin();
+    alice.expect("* you left the room").await;
+    let (status, rest, stderr) = alice.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
+    );
+}
+
+/// A line too long for a `SAY` in the room is skipped with a warning: the
+/// limit counts the room's name too.
+#[tokio::test]
+async fn piped_room_lines_are_bounded_by_the_frame() {
+    let server = Server::start(&[]);
+    let mut observer = server.user("observer").await;
+    observer.send("JOIN #ops").await;
+    observer.expect("NAMES #ops observer").await;
+    let mut alice = Piped::spawn(server.addr(), &["--name", "alice", "--room", "#ops"]);
+    observer.expect("JOIN alice").await;
+    observer.expect("JOIN #ops alice").await;
+    let longest = "a".repeat(4096 - "SAY #ops ".len());
+    alice.say(&format!("{longest}b")).await;
+    alice.say(&longest).await;
+    observer.expect(&format!("SAY #ops alice {longest}")).await;
+    alice.close_stdin();
+    observer.expect("LEAVE alice").await;
+    let (status, _, stderr) = alice.finish().await;
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        stderr,
+        "chat-client: a line longer than 4087 bytes was not sent\n"
+    );
+}
+
+/// `--raw` prints version 2 frames exactly as they came.
+#[tokio::test]
+async fn raw_prints_version_2_frames_as_received() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    bob.send("JOIN #Ops").await;
+    bob.expect("NAMES #Ops bob").await;
+    let mut alice = Piped::spawn(
+        server.addr(),
+        &["--name", "alice", "--raw", "--room", "#ops"],
+    );
+    alice.expect("WELCOME alice").await;
+    alice.expect("NAMES alice bob").await;
+    alice.expect("NAMES #Ops alice bob").await;
+    bob.expect("JOIN alice").await;
+    bob.expect("JOIN #Ops alice").await;
+    for (sent, seen) in [
+        ("TOPIC #ops  deploys at 5 ", "TOPIC #Ops bob  deploys at 5 "),
+        ("SAY #ops  hi ", "SAY #Ops bob  hi "),
+        ("TELL alice psst", "TELL bob alice psst"),
+        ("PART #ops bye", "LEAVE #Ops bob bye"),
+        ("JOIN #ops", "JOIN #Ops bob"),
+    ] {
+        bob.send(sent).await;
+        alice.expect(seen).await;
+    }
+    alice.say("hi").await;
+    alice.expect("SAY #Ops alice hi").await;
+    alice.close_stdin();
+    alice.expect("BYE").await;
+    let (status, rest, stderr) = alice.finish().await;
+    assert_eq!(
+        (status.code(), rest, stderr.as_str()),
+        (Some(0), vec![], "")
     );
 }
 

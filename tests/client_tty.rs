@@ -62,7 +62,9 @@ impl Pane {
         std::fs::write(dir.join("tmux.conf"), "set -g remain-on-exit on\n")
             .expect("write tmux.conf");
         let pane = Pane { dir };
-        let mut command = Vec::new();
+        // History shows each message's own time, in the local time zone:
+        // UTC here, so that the tests know what to expect.
+        let mut command = vec!["TZ=UTC".to_owned()];
         if let Some(data_home) = data_home {
             command.push(format!(
                 "XDG_DATA_HOME={}",
@@ -197,6 +199,15 @@ impl Pane {
                 return false;
             };
             cursor_line == last && above.iter().any(|l| l.ends_with(text))
+        })
+    }
+
+    /// Waits until the line right above a last line that is exactly `last`
+    /// ends with `text`: what the last command brought, however much has
+    /// scrolled off the screen before.
+    fn wait_for_line_above(&self, text: &str, last: &str) -> Vec<String> {
+        self.wait_for(&format!("{text:?} just above {last:?}"), |screen| {
+            matches!(screen, [.., above, cursor_line] if cursor_line == last && above.ends_with(text))
         })
     }
 
@@ -514,4 +525,305 @@ async fn history_is_kept_per_name() {
     assert!(of_alice.lines().any(|l| l == "hello"), "{of_alice:?}");
     assert!(!of_alice.contains("see you"), "{of_alice:?}");
     assert!(of_bob.lines().any(|l| l == "/quit see you"), "{of_bob:?}");
+}
+
+/// The lines on screen from the last one ending with `first` on, each
+/// without its time (`13:40 `), where it has one.
+fn from_last<'s>(screen: &'s [String], first: &str) -> Vec<&'s str> {
+    let from = screen
+        .iter()
+        .rposition(|l| l.ends_with(first))
+        .unwrap_or_else(|| panic!("no {first:?} on the screen:\n{}", screen.join("\n")));
+    screen[from..]
+        .iter()
+        .map(|l| match l.split_once(' ') {
+            Some((time, rest)) if time.len() == 5 && time.as_bytes()[2] == b':' => rest,
+            _ => l.as_str(),
+        })
+        .collect()
+}
+
+/// Whether `line` is a history line: `[#rust 12:00] bob: hi` for
+/// `("[#rust ", "] bob: hi")`.
+fn is_history(line: &str, tag: &str, said: &str) -> bool {
+    line.strip_prefix(tag)
+        .and_then(|rest| rest.strip_suffix(said))
+        .is_some_and(|time| time.len() == 5 && time.as_bytes()[2] == b':')
+}
+
+/// Rooms as a person uses them: `/join` shows who is there, the topic and
+/// the recent history (marked as the past, with each message's time), then
+/// the prompt says where the user is and plain lines go there; `/msg` and
+/// direct messages read who to whom; Alt-Left and Alt-Right switch between
+/// the lobby and the room without losing a half-typed line; `/part` goes
+/// back to the lobby.
+#[tokio::test(flavor = "multi_thread")]
+async fn rooms_direct_messages_and_history_as_a_person_types_them() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    bob.send("JOIN #rust").await;
+    bob.expect("NAMES #rust bob").await;
+    bob.send("TOPIC #rust async book club").await;
+    bob.expect("TOPIC #rust bob async book club").await;
+    bob.send("SAY #rust anyone here?").await;
+    bob.expect("SAY #rust bob anyone here?").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+
+    pane.type_text("/join #rust");
+    pane.press("Enter");
+    bob.expect("JOIN #rust alice").await;
+    let screen = pane.wait_for_last_line_after("* end of history", "alice #rust>");
+    let shown = from_last(&screen, "[#rust] * in the room: alice, bob");
+    assert_eq!(shown.len(), 6, "the screen:\n{}", screen.join("\n"));
+    assert_eq!(
+        shown[..3],
+        [
+            "[#rust] * in the room: alice, bob",
+            "[#rust] * topic: async book club (set by bob)",
+            "* history of #rust:",
+        ]
+    );
+    // A history line has its own time, in the tag, instead of now's.
+    assert!(
+        is_history(shown[3], "[#rust ", "] bob: anyone here?"),
+        "{shown:?}"
+    );
+    assert_eq!(shown[4..], ["* end of history", "alice #rust>"]);
+
+    pane.type_text("hi both");
+    pane.press("Enter");
+    bob.expect("SAY #rust alice hi both").await;
+    pane.wait_for_last_line_after("[#rust] alice: hi both", "alice #rust>");
+
+    pane.type_text("/msg bob see you at 5?");
+    pane.press("Enter");
+    bob.expect("TELL alice bob see you at 5?").await;
+    pane.wait_for_last_line_after("you -> bob: see you at 5?", "alice #rust>");
+    bob.send("TELL alice ok!").await;
+    bob.expect("TELL bob alice ok!").await;
+    pane.wait_for_last_line_after("bob -> you: ok!", "alice #rust>");
+    pane.type_text("/msg zed hello?");
+    pane.press("Enter");
+    pane.wait_for_line_above(
+        "! no-such-user: nobody is logged in under that name (/who lists who is here)",
+        "alice #rust>",
+    );
+
+    // A half-typed line survives a switch, and goes where the prompt says.
+    pane.type_text("for the lobby");
+    pane.press("M-Left");
+    pane.wait_for_last_line("alice> for the lobby");
+    pane.press("Enter");
+    bob.expect("MSG alice for the lobby").await;
+    pane.wait_for_last_line_after("alice: for the lobby", "alice>");
+    pane.press("M-Right");
+    pane.wait_for_last_line("alice #rust>");
+
+    pane.type_text("/go");
+    pane.press("Enter");
+    pane.wait_for_last_line("alice>");
+    pane.type_text("/go #nope");
+    pane.press("Enter");
+    pane.wait_for("the refusal", |s| {
+        shows(s, "! you are not in #nope; /join #nope enters it")
+    });
+    pane.type_text("/go #RUST");
+    pane.press("Enter");
+    pane.wait_for_last_line("alice #rust>");
+
+    pane.type_text("/topic");
+    pane.press("Enter");
+    pane.wait_for_line_above(
+        "[#rust] * topic: async book club (set by bob)",
+        "alice #rust>",
+    );
+    pane.type_text("/who");
+    pane.press("Enter");
+    pane.wait_for_line_above("[#rust] * in the room: alice, bob", "alice #rust>");
+    pane.type_text("/who lobby");
+    pane.press("Enter");
+    pane.wait_for("the lobby's names", |s| {
+        matches!(s, [.., above, last] if last == "alice #rust>"
+            && above.ends_with(" * in the room: alice, bob")
+            && !above.contains("[#rust]"))
+    });
+    pane.type_text("/history 1");
+    pane.press("Enter");
+    let screen = pane.wait_for_line_above("* end of history", "alice #rust>");
+    let shown = from_last(&screen, "* history of #rust:");
+    assert!(
+        is_history(shown[1], "[#rust ", "] alice: hi both"),
+        "{shown:?}"
+    );
+
+    pane.type_text("/part later");
+    pane.press("Enter");
+    bob.expect("LEAVE #rust alice later").await;
+    pane.wait_for_last_line_after("[#rust] * you left #rust (later)", "alice>");
+
+    pane.type_text("/part");
+    pane.press("Enter");
+    pane.wait_for("the refusal", |s| {
+        shows(s, "! the lobby cannot be left; /quit leaves the server")
+    });
+    pane.type_text("/history");
+    pane.press("Enter");
+    let screen = pane.wait_for_line_above("* end of history", "alice>");
+    let shown = from_last(&screen, "* history of the lobby:");
+    assert!(
+        is_history(shown[1], "[", "] alice: for the lobby"),
+        "{shown:?}"
+    );
+
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
+/// `--room` at a terminal: the client joins the room before the first
+/// prompt, which is the room's. `/help` lists the room commands with the
+/// others.
+#[tokio::test(flavor = "multi_thread")]
+async fn room_flag_joins_before_the_first_prompt() {
+    let server = Server::start(&[]);
+    let Some(pane) = Pane::start(&server, &["--name", "alice", "--room", "#ops"]) else {
+        return;
+    };
+    pane.wait_for_last_line_after("* no messages in #ops yet", "alice #ops>");
+    assert!(shows(&pane.screen(), "[#ops] * in the room: alice"));
+
+    pane.type_text("/help");
+    pane.press("Enter");
+    let screen = pane.wait_for_last_line_after("show this help", "alice #ops>");
+    for command in [
+        "/join #room",
+        "/part [#room] [text]",
+        "/go [#room]",
+        "Alt-Left/Right",
+        "/msg name text",
+        "/topic [text]",
+        "/who [#room]",
+        "/rooms",
+        "/history [n]",
+        "/quit [text]",
+        "Tab",
+    ] {
+        assert!(
+            screen.iter().any(|l| l.trim_start().starts_with(command)),
+            "{command} is not in the help:\n{}",
+            screen.join("\n")
+        );
+    }
+    pane.press("C-d");
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
+/// A refused `/join` leaves the user where they were: the prompt waits for
+/// the answer, and the answer is no room.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_join_changes_nothing() {
+    let server = Server::start(&["--max-rooms-per-user", "1"]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice", "--room", "#a"]) else {
+        return;
+    };
+    pane.wait_for_last_line_after("* no messages in #a yet", "alice #a>");
+    bob.expect("JOIN alice").await;
+    pane.type_text("/join #b");
+    pane.press("Enter");
+    let screen = pane.wait_for("the refusal", |s| {
+        s.iter().any(|l| l.contains("! too-many-rooms: "))
+            && s.last().map(String::as_str) == Some("alice #a>")
+    });
+    assert!(
+        shows(&screen, "(/part a room first, or try later)"),
+        "{}",
+        screen.join("\n")
+    );
+    pane.type_text("still here");
+    pane.press("Enter");
+    pane.wait_for_last_line_after("[#a] alice: still here", "alice #a>");
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
+/// Tab completes what a person would otherwise type out: commands, the
+/// names of people in the lobby, and rooms (joined ones, and those the
+/// last `/rooms` listed).
+#[tokio::test(flavor = "multi_thread")]
+async fn tab_completes_commands_names_and_rooms() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let mut carol = server.user("carol").await;
+    bob.expect("JOIN carol").await;
+    bob.send("JOIN #rust").await;
+    bob.expect("NAMES #rust bob").await;
+    for room in ["#ruby", "#ops"] {
+        carol.send(&format!("JOIN {room}")).await;
+        carol.expect(&format!("NAMES {room} carol")).await;
+    }
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    let _dave = server.user("dave").await;
+    pane.wait_for("dave", |s| shows(s, "* dave joined"));
+
+    pane.type_text("/ro");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice> /rooms");
+    pane.press("Enter");
+    pane.wait_for("the rooms", |s| {
+        shows(s, "* rooms: #ops (1), #ruby (1), #rust (1)")
+    });
+
+    pane.type_text("/j");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice> /join");
+    pane.type_text("#ru");
+    pane.press("Tab");
+    pane.press("Tab");
+    // Two rooms start so: a second Tab lists them.
+    pane.wait_for("the candidates", |s| {
+        s.iter()
+            .any(|l| l.contains("#rust") && l.contains("#ruby") && !l.contains('>'))
+    });
+    pane.type_text("s");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice> /join #rust");
+    pane.press("Enter");
+    bob.expect("JOIN alice").await;
+    bob.expect("JOIN dave").await;
+    bob.expect("JOIN #rust alice").await;
+    pane.wait_for_last_line_after("* no messages in #rust yet", "alice #rust>");
+
+    // The first word of a message addresses someone.
+    pane.type_text("ca");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice #rust> carol:");
+    pane.type_text("hi, and D");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice #rust> carol: hi, and dave");
+    pane.press("Enter");
+    bob.expect("SAY #rust alice carol: hi, and dave ").await;
+
+    pane.type_text("/msg B");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice #rust> /msg bob");
+    pane.type_text("psst");
+    pane.press("Enter");
+    bob.expect("TELL alice bob psst").await;
+
+    pane.type_text("/part #");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice #rust> /part #rust");
+    pane.press("C-u");
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
 }

@@ -32,9 +32,15 @@ pub fn paint_name(name: &str) -> String {
     format!("\x1b[1;38;5;{}m{name}\x1b[0m", name_color(name))
 }
 
-/// `text` dimmed, for what matters less than the words (timestamps).
+/// `text` dimmed, for what matters less than the words (timestamps), or
+/// belongs to the past (history).
 pub fn dim(text: &str) -> String {
     format!("\x1b[2m{text}\x1b[0m")
+}
+
+/// `text` in bold, for what must not be missed (a direct message's `-> you`).
+pub fn bold(text: &str) -> String {
+    format!("\x1b[1m{text}\x1b[0m")
 }
 
 /// `text` in red, for errors.

@@ -1,37 +1,124 @@
 //! What a line typed at the interactive prompt asks for.
 //!
-//! A line is a message unless it starts with `/`. Doubling the slash sends a
-//! message that starts with one (`//shrug` says `/shrug`), so every text can
-//! still be said.
+//! A line is a message to the current room (or the lobby) unless it starts
+//! with `/`. Doubling the slash sends a message that starts with one
+//! (`//shrug` says `/shrug`), so every text can still be said.
+//!
+//! Parsing knows only the line, not where the user is: `/part` without a
+//! room means the current one, and the caller fills that in.
+
+use std::num::NonZeroU64;
+
+use chat_protocol::{is_valid_name, is_valid_room};
 
 /// One typed line, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Send this text to the room, exactly as typed.
+    /// Send this text to the current room, exactly as typed.
     Say(String),
-    /// `/who`: ask who is in the room.
-    Who,
+    /// `/join #room`: enter a room, which becomes the current one.
+    Join(String),
+    /// `/part [#room] [text]`: leave a room (`None`: the current one), with
+    /// an optional parting text.
+    Part {
+        room: Option<String>,
+        text: Option<String>,
+    },
+    /// `/go [#room]`: make a joined room current; `None` is the lobby.
+    Go(Option<String>),
+    /// `/msg name text`: a message to one person.
+    Tell { to: String, text: String },
+    /// `/topic [text]`: set the current room's topic, or show it (`None`).
+    Topic(Option<String>),
+    /// `/who [#room | lobby]`: ask who is in a room.
+    Who(Place),
+    /// `/rooms`: ask which rooms there are.
+    Rooms,
+    /// `/history [n]`: the current room's (or lobby's) last messages.
+    History(Option<NonZeroU64>),
     /// `/quit [text]`: leave, with an optional parting text.
     Quit(Option<String>),
     /// `/help`: show the commands.
     Help,
+    /// A command used the wrong way; nothing is sent. Says how to use it.
+    Usage(String),
     /// A `/word` that is not a command; nothing is sent.
     Unknown(String),
     /// An empty line, or only spaces: nothing to do.
     Nothing,
 }
 
+/// Which room a command is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The current room, or the lobby when that is where the user is.
+    Here,
+    /// The lobby, wherever the user is.
+    Lobby,
+    /// This room.
+    Room(String),
+}
+
 /// The commands and what they do, as `/help` shows them.
 pub const HELP: &[(&str, &str)] = &[
-    ("/who", "list who is in the room"),
+    (
+        "/join #room",
+        "enter a room (made if new); it becomes the current room",
+    ),
+    (
+        "/part [#room] [text]",
+        "leave a room, the current one by default",
+    ),
+    (
+        "/go [#room]",
+        "switch to a room you are in; to the lobby without one",
+    ),
+    ("Alt-Left/Right", "switch to the previous or next room"),
+    ("/msg name text", "a message to one person only"),
+    ("/topic [text]", "show the current room's topic, or set it"),
+    (
+        "/who [#room]",
+        "list who is here, or in #room; /who lobby: everyone",
+    ),
+    ("/rooms", "list the rooms and how many are in each"),
+    ("/history [n]", "show the last n (50) messages here"),
     (
         "/quit [text]",
         "leave, with an optional parting text (Ctrl-D too)",
     ),
     ("/help", "show this help"),
     ("//text", "send a message that starts with /"),
+    ("Tab", "complete a command, a name or a room"),
     ("Ctrl-C", "clear the line; Up and Down browse earlier lines"),
 ];
+
+/// The command words, for completion.
+pub const WORDS: &[&str] = &[
+    "/go", "/help", "/history", "/join", "/msg", "/part", "/quit", "/rooms", "/topic", "/who",
+];
+
+/// What a command's first argument is, for completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Argument {
+    /// A room the user is in (`/go`, `/part`).
+    JoinedRoom,
+    /// Any room (`/join`, `/who`).
+    AnyRoom,
+    /// A user's name (`/msg`).
+    Name,
+    /// Nothing to complete.
+    Other,
+}
+
+/// What the first argument of the command `word` (`/join`) is.
+pub fn argument_of(word: &str) -> Argument {
+    match word.to_ascii_lowercase().as_str() {
+        "/go" | "/part" => Argument::JoinedRoom,
+        "/join" | "/who" => Argument::AnyRoom,
+        "/msg" => Argument::Name,
+        _ => Argument::Other,
+    }
+}
 
 /// Understands one typed line (without its line ending).
 pub fn parse(line: &str) -> Command {
@@ -45,15 +132,92 @@ pub fn parse(line: &str) -> Command {
         return Command::Say(rest.to_owned());
     }
     let (word, argument) = match rest.split_once(' ') {
-        Some((word, argument)) => (word, argument.trim_matches(' ')),
+        Some((word, argument)) => (word, argument),
         None => (rest, ""),
     };
+    let trimmed = argument.trim_matches(' ');
     match word.to_ascii_lowercase().as_str() {
-        "who" => Command::Who,
+        "who" if trimmed.is_empty() => Command::Who(Place::Here),
+        "who" if trimmed.eq_ignore_ascii_case("lobby") => Command::Who(Place::Lobby),
+        "who" => room(trimmed, "/who [#room]").map_or_else(|u| u, |r| Command::Who(Place::Room(r))),
         "help" => Command::Help,
-        "quit" if argument.is_empty() => Command::Quit(None),
-        "quit" => Command::Quit(Some(argument.to_owned())),
+        "quit" => Command::Quit(text(trimmed)),
+        "join" => room(trimmed, "/join #room").map_or_else(|u| u, Command::Join),
+        "part" => part(trimmed),
+        "go" if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("lobby") => Command::Go(None),
+        "go" => room(trimmed, "/go [#room]").map_or_else(|u| u, |r| Command::Go(Some(r))),
+        "msg" => tell(argument),
+        "topic" => Command::Topic(text(argument)),
+        "rooms" => Command::Rooms,
+        "history" if trimmed.is_empty() => Command::History(None),
+        "history" => match trimmed.parse::<NonZeroU64>() {
+            Ok(n) if trimmed.bytes().all(|b| b.is_ascii_digit()) => Command::History(Some(n)),
+            _ => usage("/history [n]", "n is a number from 1"),
+        },
         _ => Command::Unknown(format!("/{word}")),
+    }
+}
+
+fn usage(form: &str, why: &str) -> Command {
+    Command::Usage(format!("{why}: {form}"))
+}
+
+/// A text argument: none if blank.
+fn text(argument: &str) -> Option<String> {
+    (!argument.bytes().all(|b| b == b' ')).then(|| argument.to_owned())
+}
+
+/// Exactly one room, spelled with its `#`.
+fn room(argument: &str, form: &str) -> Result<String, Command> {
+    if is_valid_room(argument) {
+        return Ok(argument.to_owned());
+    }
+    let why = if argument.is_empty() {
+        "name a room".to_owned()
+    } else if !argument.starts_with('#') && is_valid_room(&format!("#{argument}")) {
+        format!("rooms start with #, as in #{argument}")
+    } else {
+        format!("{argument:?} is not a room: '#' then 1 to 32 letters, digits, '_', '-' or '.'")
+    };
+    Err(usage(form, &why))
+}
+
+/// `/part [#room] [text]`: a first word starting with `#` is the room.
+fn part(argument: &str) -> Command {
+    let (first, rest) = argument.split_once(' ').unwrap_or((argument, ""));
+    if !first.starts_with('#') {
+        return Command::Part {
+            room: None,
+            text: text(argument),
+        };
+    }
+    match room(first, "/part [#room] [text]") {
+        Ok(room) => Command::Part {
+            room: Some(room),
+            text: text(rest.trim_matches(' ')),
+        },
+        Err(usage) => usage,
+    }
+}
+
+/// `/msg name text`: the text is everything after the name and one space,
+/// kept exactly like a message's.
+fn tell(argument: &str) -> Command {
+    const FORM: &str = "/msg name text";
+    let argument = argument.trim_start_matches(' ');
+    let (to, text) = argument.split_once(' ').unwrap_or((argument, ""));
+    if to.is_empty() {
+        return usage(FORM, "name someone");
+    }
+    if !is_valid_name(to) {
+        return usage(FORM, &format!("{to:?} is not a name"));
+    }
+    if text.bytes().all(|b| b == b' ') {
+        return usage(FORM, &format!("say something to {to}"));
+    }
+    Command::Tell {
+        to: to.to_owned(),
+        text: text.to_owned(),
     }
 }
 
@@ -63,6 +227,14 @@ mod tests {
 
     fn say(text: &str) -> Command {
         Command::Say(text.to_owned())
+    }
+
+    fn some(text: &str) -> Option<String> {
+        Some(text.to_owned())
+    }
+
+    fn is_usage(command: &Command, wanted: &str) -> bool {
+        matches!(command, Command::Usage(text) if text.contains(wanted))
     }
 
     #[test]
@@ -75,6 +247,7 @@ mod tests {
             "only a leading slash is a command"
         );
         assert_eq!(parse("a/b"), say("a/b"));
+        assert_eq!(parse("#rust is nice"), say("#rust is nice"));
     }
 
     #[test]
@@ -85,23 +258,19 @@ mod tests {
 
     #[test]
     fn commands_are_recognised_in_any_case() {
-        assert_eq!(parse("/who"), Command::Who);
-        assert_eq!(parse("/WHO"), Command::Who);
+        assert_eq!(parse("/who"), Command::Who(Place::Here));
+        assert_eq!(parse("/WHO"), Command::Who(Place::Here));
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(parse("/quit"), Command::Quit(None));
         assert_eq!(parse("/Quit"), Command::Quit(None));
+        assert_eq!(parse("/ROOMS"), Command::Rooms);
+        assert_eq!(parse("/Join #a"), Command::Join("#a".into()));
     }
 
     #[test]
     fn quit_takes_a_parting_text() {
-        assert_eq!(
-            parse("/quit see you"),
-            Command::Quit(Some("see you".into()))
-        );
-        assert_eq!(
-            parse("/quit  see  you "),
-            Command::Quit(Some("see  you".into()))
-        );
+        assert_eq!(parse("/quit see you"), Command::Quit(some("see you")));
+        assert_eq!(parse("/quit  see  you "), Command::Quit(some("see  you")));
         assert_eq!(parse("/quit   "), Command::Quit(None));
     }
 
@@ -117,5 +286,133 @@ mod tests {
         assert_eq!(parse("/x"), Command::Unknown("/x".into()));
         assert_eq!(parse("/me waves"), Command::Unknown("/me".into()));
         assert_eq!(parse("/"), Command::Unknown("/".into()));
+    }
+
+    #[test]
+    fn join_takes_one_room() {
+        assert_eq!(parse("/join #Rust"), Command::Join("#Rust".into()));
+        assert_eq!(parse("/join  #rust "), Command::Join("#rust".into()));
+        assert!(is_usage(&parse("/join"), "name a room: /join #room"));
+        assert!(is_usage(
+            &parse("/join rust"),
+            "rooms start with #, as in #rust"
+        ));
+        assert!(is_usage(&parse("/join #a #b"), "\"#a #b\" is not a room"));
+        assert!(is_usage(&parse("/join #"), "is not a room"));
+    }
+
+    #[test]
+    fn part_takes_an_optional_room_then_an_optional_text() {
+        assert_eq!(
+            parse("/part"),
+            Command::Part {
+                room: None,
+                text: None
+            }
+        );
+        assert_eq!(
+            parse("/part #rust"),
+            Command::Part {
+                room: some("#rust"),
+                text: None
+            }
+        );
+        assert_eq!(
+            parse("/part #rust  see you "),
+            Command::Part {
+                room: some("#rust"),
+                text: some("see you")
+            }
+        );
+        assert_eq!(
+            parse("/part see you"),
+            Command::Part {
+                room: None,
+                text: some("see you")
+            }
+        );
+        assert!(is_usage(&parse("/part #b!d bye"), "is not a room"));
+    }
+
+    #[test]
+    fn go_switches_to_a_room_or_the_lobby() {
+        assert_eq!(parse("/go #rust"), Command::Go(some("#rust")));
+        assert_eq!(parse("/go"), Command::Go(None));
+        assert_eq!(parse("/go lobby"), Command::Go(None));
+        assert!(is_usage(&parse("/go rust"), "as in #rust"));
+    }
+
+    #[test]
+    fn msg_tells_one_person_the_text_exactly() {
+        assert_eq!(
+            parse("/msg bob see you at 5?"),
+            Command::Tell {
+                to: "bob".into(),
+                text: "see you at 5?".into()
+            }
+        );
+        assert_eq!(
+            parse("/msg  bob  two spaces "),
+            Command::Tell {
+                to: "bob".into(),
+                text: " two spaces ".into()
+            }
+        );
+        assert!(is_usage(&parse("/msg"), "name someone"));
+        assert!(is_usage(&parse("/msg bob"), "say something to bob"));
+        assert!(is_usage(&parse("/msg bob   "), "say something to bob"));
+        assert!(is_usage(&parse("/msg #rust hi"), "\"#rust\" is not a name"));
+    }
+
+    #[test]
+    fn topic_sets_with_a_text_and_asks_without() {
+        assert_eq!(parse("/topic"), Command::Topic(None));
+        assert_eq!(parse("/topic   "), Command::Topic(None));
+        assert_eq!(
+            parse("/topic async book club"),
+            Command::Topic(some("async book club"))
+        );
+    }
+
+    #[test]
+    fn who_takes_an_optional_room() {
+        assert_eq!(parse("/who"), Command::Who(Place::Here));
+        assert_eq!(parse("/who lobby"), Command::Who(Place::Lobby));
+        assert_eq!(parse("/who #ops"), Command::Who(Place::Room("#ops".into())));
+        assert!(is_usage(&parse("/who ops"), "as in #ops"));
+    }
+
+    #[test]
+    fn history_takes_an_optional_count_from_1() {
+        assert_eq!(parse("/history"), Command::History(None));
+        assert_eq!(parse("/history 20"), Command::History(NonZeroU64::new(20)));
+        for bad in [
+            "/history 0",
+            "/history -1",
+            "/history +5",
+            "/history x",
+            "/history 1 2",
+        ] {
+            assert!(is_usage(&parse(bad), "n is a number from 1"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_command_is_in_the_help_and_completes() {
+        for word in WORDS {
+            assert!(
+                HELP.iter()
+                    .any(|(form, _)| form.split(' ').next() == Some(word)),
+                "{word} is not in /help"
+            );
+            assert!(
+                !matches!(parse(word), Command::Unknown(_)),
+                "{word} is not parsed"
+            );
+        }
+        assert_eq!(argument_of("/JOIN"), Argument::AnyRoom);
+        assert_eq!(argument_of("/go"), Argument::JoinedRoom);
+        assert_eq!(argument_of("/msg"), Argument::Name);
+        assert_eq!(argument_of("/quit"), Argument::Other);
     }
 }

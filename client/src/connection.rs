@@ -268,9 +268,18 @@ pub fn too_long(frame: &ClientFrame) -> Option<String> {
         return None;
     }
     let (what, text) = match frame {
-        ClientFrame::Msg(text) => ("a message", text.len()),
-        ClientFrame::Leave(Some(text)) => ("a parting text", text.len()),
-        // Names are checked before they are sent, and the rest is short.
+        ClientFrame::Msg(text) | ClientFrame::Say { text, .. } | ClientFrame::Tell { text, .. } => {
+            ("a message", text.len())
+        }
+        ClientFrame::Leave(Some(text))
+        | ClientFrame::Part {
+            text: Some(text), ..
+        } => ("a parting text", text.len()),
+        ClientFrame::Topic {
+            text: Some(text), ..
+        } => ("a topic", text.len()),
+        // Names and rooms are checked before they are sent, and the rest
+        // is short.
         _ => ("a frame", bytes),
     };
     let limit = MAX_LINE - (bytes - text);
@@ -292,9 +301,29 @@ pub enum Sent {
 /// known by it, and not shown.
 pub const KEEPALIVE_TOKEN: &str = "keepalive";
 
-/// Whether `frame` answers one of the client's own keepalive `PING`s.
-pub fn is_keepalive_pong(frame: &ServerFrame) -> bool {
+/// What starts the token of the client's own `PING`s that wait for the
+/// answers to the frames sent before them (see [`sync_ping`]).
+const SYNC_TOKEN: &str = "sync-";
+
+/// The `PING` whose `PONG` tells that every frame sent before it has been
+/// answered: the client's `n`th wait of that kind.
+pub fn sync_ping(n: u64) -> ClientFrame {
+    ClientFrame::Ping(Some(format!("{SYNC_TOKEN}{n}")))
+}
+
+/// Which wait `frame` ends, if it answers a [`sync_ping`].
+pub fn synced(frame: &ServerFrame) -> Option<u64> {
+    match frame {
+        ServerFrame::Pong(Some(token)) => token.strip_prefix(SYNC_TOKEN)?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Whether `frame` answers one of the client's own `PING`s: its keepalive,
+/// or a wait for answers.
+pub fn is_own_pong(frame: &ServerFrame) -> bool {
     matches!(frame, ServerFrame::Pong(Some(token)) if token == KEEPALIVE_TOKEN)
+        || synced(frame).is_some()
 }
 
 /// Writes each frame from `frames` to the server, in order, until `LEAVE`
@@ -348,5 +377,38 @@ mod tests {
             Some("a parting text holds at most 4090 bytes, this one has 6000")
         );
         assert_eq!(too_long(&ClientFrame::Who), None);
+        let say = ClientFrame::Say {
+            room: "#rust".into(),
+            text: "a".repeat(5000),
+        };
+        assert_eq!(
+            too_long(&say).as_deref(),
+            Some("a message holds at most 4086 bytes, this one has 5000")
+        );
+        let tell = ClientFrame::Tell {
+            to: "bob".into(),
+            text: "a".repeat(4096 - "TELL bob ".len()),
+        };
+        assert_eq!(too_long(&tell), None);
+        let topic = ClientFrame::Topic {
+            room: "#a".into(),
+            text: Some("a".repeat(4090)),
+        };
+        assert_eq!(
+            too_long(&topic).as_deref(),
+            Some("a topic holds at most 4087 bytes, this one has 4090")
+        );
+    }
+
+    #[test]
+    fn own_pongs_are_known_by_their_token() {
+        let pong = |token: &str| ServerFrame::Pong(Some(token.to_owned()));
+        assert_eq!(sync_ping(7).to_string(), "PING sync-7");
+        assert_eq!(synced(&pong("sync-7")), Some(7));
+        assert_eq!(synced(&pong("sync-x")), None);
+        assert!(is_own_pong(&pong("sync-7")));
+        assert!(is_own_pong(&pong(KEEPALIVE_TOKEN)));
+        assert!(!is_own_pong(&pong("someone else's")));
+        assert!(!is_own_pong(&ServerFrame::Pong(None)));
     }
 }

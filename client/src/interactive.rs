@@ -5,6 +5,14 @@
 //! arrives through the [`Screen`], above the prompt. The editor hands typed
 //! lines to the conversation's writer over a channel.
 //!
+//! Both sides share the user's [`Rooms`]: the conversation keeps them as the
+//! server tells, the editor reads them for the prompt (`alice #rust>`), for
+//! where a plain line goes, and for Tab completion. A command that changes
+//! rooms (`/join`, `/part`) is followed by a `PING`, and the next prompt
+//! waits for its `PONG`: the server answers frames in order, so by then the
+//! rooms are as the server has them, and the prompt says where the user is.
+//! Joining a room also asks for its recent history, shown above the prompt.
+//!
 //! When the conversation ends by itself (the server went away) the editor is
 //! still waiting for a key. rustyline turns SIGINT into
 //! `ReadlineError::Interrupted` (Ctrl-C itself is only a key in raw mode), so
@@ -14,30 +22,36 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chat_protocol::ClientFrame;
-use rustyline::completion::Completer;
+use chat_protocol::{ClientFrame, ServerFrame};
+use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
 use rustyline::{
-    Cmd, ConditionalEventHandler, Config, Editor, Event, EventContext, EventHandler, Helper,
-    KeyCode, KeyEvent, Modifiers, Movement, RepeatCount,
+    Cmd, CompletionType, ConditionalEventHandler, Config, Editor, Event, EventContext,
+    EventHandler, Helper, KeyCode, KeyEvent, Modifiers, Movement, RepeatCount,
 };
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::{self, Command, HELP};
-use crate::connection::{send_frames, too_long, Connection, Incoming, LoggedIn, LoginError, Sent};
-use crate::render::{login_refusal, Format, Style};
+use crate::commands::{self, Command, Place, HELP};
+use crate::complete::complete;
+use crate::connection::{
+    send_frames, sync_ping, synced, too_long, Connection, Incoming, LoggedIn, LoginError, Sent,
+};
+use crate::render::{clean, login_refusal, Format, Renderer, Style};
+use crate::rooms::{Change, Rooms};
 use crate::screen::{rows_taken, Screen};
-use crate::session::{follow, Ending, BYE_WAIT};
+use crate::session::{follow, Ending, Follower, Track, BYE_WAIT};
 use crate::{piped, Exit, Options};
 
 type LineEditor = Editor<Watcher, FileHistory>;
@@ -54,6 +68,23 @@ const WAKE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the last lines may take to reach the screen at exit.
 const FLUSH_LIMIT: Duration = Duration::from_secs(1);
 
+/// How long the next prompt waits for the server to answer a `/join` or a
+/// `/part`. It answers at once; the bound is for one that does not, and
+/// then the prompt comes anyway, perhaps still showing the old room.
+const SYNC_LIMIT: Duration = Duration::from_secs(5);
+
+/// How many of a room's last messages are shown on joining it.
+const JOIN_HISTORY: NonZeroU64 = NonZeroU64::new(20).expect("not zero");
+
+/// The user's rooms, shared by the editor and the conversation.
+type SharedRooms = Arc<Mutex<Rooms>>;
+
+/// The rooms, whatever a panic elsewhere left them like: they are only
+/// ever changed whole, a frame at a time.
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Runs the interactive mode until the user leaves or the server goes away.
 pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     let _in_runtime = runtime.enter();
@@ -69,7 +100,11 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
             return Exit::Failed;
         }
     };
-    editor.set_helper(Some(Watcher::default()));
+    let rooms = SharedRooms::default();
+    editor.set_helper(Some(Watcher {
+        typed: RefCell::default(),
+        rooms: rooms.clone(),
+    }));
     // A terminal rustyline cannot drive (TERM=dumb, say) still works the
     // netcat way, where Ctrl-C keeps its default action.
     let Ok(printer) = editor.create_external_printer() else {
@@ -93,7 +128,8 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
         colors: options.colors(),
         timestamps: true,
     };
-    bind_keys(&mut editor, &screen, style);
+    let switched = Switched::default();
+    bind_keys(&mut editor, &screen, style, &rooms, &switched);
 
     let connected = interrupts.or_interrupt(runtime, Connection::connect(&options.addr));
     let exit = match connected {
@@ -116,6 +152,9 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
                 history: History { file: None },
                 interrupts,
                 runtime,
+                rooms,
+                switched,
+                syncs: 0,
             };
             chat.log_in_and_talk(connection, options)
         }
@@ -158,9 +197,14 @@ impl Interrupts {
 
 /// The line editor's settings: rustyline's own (100 lines of history,
 /// consecutive duplicates dropped, Emacs keys), except that lines enter the
-/// history only through [`History::add`], which also writes them out.
+/// history only through [`History::add`], which also writes them out, and
+/// that Tab completes as shells do: as far as all candidates agree, then a
+/// second Tab lists them.
 fn editor_config() -> Config {
-    Config::builder().auto_add_history(false).build()
+    Config::builder()
+        .auto_add_history(false)
+        .completion_type(CompletionType::List)
+        .build()
 }
 
 /// How rustyline lays a line out, to measure the accepted one.
@@ -170,15 +214,16 @@ struct Layout {
     tab_stop: usize,
 }
 
-/// The editor's helper, which only watches what is typed. When the
-/// conversation ends by itself it interrupts the editor, and the prompt
-/// with the half-typed line is erased like an accepted line; that takes
-/// knowing the line, which rustyline does not return with `Interrupted`.
-/// It asks the helper for a hint at every change of the line, so the
-/// hint is where the line is seen.
-#[derive(Default)]
+/// The editor's helper, which watches what is typed and completes words.
+/// When the conversation ends by itself it interrupts the editor, and the
+/// prompt with the half-typed line is erased like an accepted line; that
+/// takes knowing the line, which rustyline does not return with
+/// `Interrupted`. It asks the helper for a hint at every change of the
+/// line, so the hint is where the line is seen.
 struct Watcher {
     typed: RefCell<String>,
+    /// What completion draws names and rooms from.
+    rooms: SharedRooms,
 }
 
 impl Watcher {
@@ -200,7 +245,24 @@ impl Hinter for Watcher {
 }
 
 impl Completer for Watcher {
-    type Candidate = String;
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let (start, candidates) = complete(line, pos, &lock(&self.rooms));
+        let pairs = candidates
+            .into_iter()
+            .map(|c| Pair {
+                display: c.display,
+                replacement: c.replacement,
+            })
+            .collect();
+        Ok((start, pairs))
+    }
 }
 
 impl Highlighter for Watcher {}
@@ -210,8 +272,26 @@ impl Validator for Watcher {}
 impl Helper for Watcher {}
 
 /// Enter, and Ctrl-D on an empty line, hold the room's lines back until the
-/// line is erased; Ctrl-C clears the line instead of ending anything.
-fn bind_keys(editor: &mut LineEditor, screen: &Screen, style: Style) {
+/// line is erased; Ctrl-C clears the line instead of ending anything;
+/// Alt-Left and Alt-Right switch rooms.
+fn bind_keys(
+    editor: &mut LineEditor,
+    screen: &Screen,
+    style: Style,
+    rooms: &SharedRooms,
+    switched: &Switched,
+) {
+    for (key, step) in [(KeyCode::Left, -1), (KeyCode::Right, 1)] {
+        editor.bind_sequence(
+            KeyEvent(key, Modifiers::ALT),
+            EventHandler::Conditional(Box::new(SwitchRoom {
+                step,
+                screen: screen.clone(),
+                rooms: rooms.clone(),
+                switched: switched.clone(),
+            })),
+        );
+    }
     for enter in [
         KeyEvent(KeyCode::Enter, Modifiers::NONE),
         KeyEvent::ctrl('J'),
@@ -263,6 +343,40 @@ impl ConditionalEventHandler for EndOfInput {
         }
         self.screen.hold();
         Some(Cmd::EndOfFile)
+    }
+}
+
+/// The line being typed when a key switched rooms, with the cursor's
+/// place in it, to be typed on at the new room's prompt.
+#[derive(Clone, Default)]
+struct Switched {
+    line: Arc<Mutex<Option<(String, usize)>>>,
+}
+
+impl Switched {
+    fn take(&self) -> Option<(String, usize)> {
+        lock(&self.line).take()
+    }
+}
+
+/// Alt-Left, Alt-Right: make the previous or next room current. rustyline
+/// cannot change the prompt while a line is edited, so the editor is
+/// interrupted, the prompt erased, and the line given back at the new one.
+struct SwitchRoom {
+    step: isize,
+    screen: Screen,
+    rooms: SharedRooms,
+    switched: Switched,
+}
+
+impl ConditionalEventHandler for SwitchRoom {
+    fn handle(&self, _: &Event, _: RepeatCount, _: bool, ctx: &EventContext) -> Option<Cmd> {
+        if !lock(&self.rooms).cycle(self.step) {
+            return Some(Cmd::Noop);
+        }
+        *lock(&self.switched.line) = Some((ctx.line().to_owned(), ctx.pos()));
+        self.screen.hold();
+        Some(Cmd::Interrupt)
     }
 }
 
@@ -344,6 +458,10 @@ struct Chat<'r> {
     history: History,
     interrupts: Interrupts,
     runtime: &'r Runtime,
+    rooms: SharedRooms,
+    switched: Switched,
+    /// How many waits for the server's answers ([`sync_ping`]) were sent.
+    syncs: u64,
 }
 
 impl Chat<'_> {
@@ -364,8 +482,12 @@ impl Chat<'_> {
             &self.screen,
             self.style,
         );
-        for line in logged_in.frames.iter().filter_map(|f| format.frame(f)) {
-            self.screen.print(line);
+        let mut renderer = Renderer::new(format);
+        for frame in &logged_in.frames {
+            lock(&self.rooms).observe(frame);
+            for line in renderer.frame(frame) {
+                self.screen.print(line);
+            }
         }
         if !raw {
             self.screen.print(
@@ -377,19 +499,33 @@ impl Chat<'_> {
         let (incoming, outgoing) = connection.split();
         let (typed, typed_rx) = mpsc::channel(TYPED_BACKLOG);
         let (ended, ending) = oneshot::channel();
+        let (synced, synced_rx) = watch::channel(0);
         let noticed = CancellationToken::new();
         let writer = self
             .runtime
             .spawn(send_frames(outgoing, typed_rx, options.keepalive()));
+        let following = Following {
+            rooms: self.rooms.clone(),
+            synced,
+            // Raw format is for scripts, which ask for what they want.
+            history: (!raw).then_some(JOIN_HISTORY),
+        };
         self.runtime.spawn(converse(
             incoming,
             writer,
-            format,
+            Conversation {
+                renderer,
+                following,
+                answers: typed.clone(),
+            },
             self.screen.clone(),
             ended,
             noticed.clone(),
         ));
-        let ending = self.talk(&format!("{}> ", logged_in.name), &typed, ending);
+        if let Some(room) = &options.room {
+            self.send_and_wait(ClientFrame::Join(room.clone()), &typed, &synced_rx);
+        }
+        let ending = self.talk(&typed, &synced_rx, ending);
         noticed.cancel();
         self.report(&ending);
         ending.exit()
@@ -466,33 +602,49 @@ impl Chat<'_> {
     /// ends.
     fn talk(
         &mut self,
-        prompt: &str,
         typed: &mpsc::Sender<ClientFrame>,
+        synced: &watch::Receiver<u64>,
         mut ending: oneshot::Receiver<Ending>,
     ) -> Ending {
-        // What could not be sent, put back in the line for the user to fix.
-        let mut retype = String::new();
+        // What is given back to the line, before and after the cursor: what
+        // could not be sent, for the user to fix, or what was being typed
+        // when a key switched rooms.
+        let mut retype = (String::new(), String::new());
         loop {
             if let Some(ended) = try_ending(&mut ending) {
                 return ended;
             }
-            let input = match self
-                .editor
-                .readline_with_initial(prompt, (&std::mem::take(&mut retype), ""))
-            {
+            let prompt = self.prompt();
+            let (left, right) = std::mem::take(&mut retype);
+            let input = match self.editor.readline_with_initial(&prompt, (&left, &right)) {
                 Ok(input) => input,
                 // The conversation ended and interrupted the editor, or
                 // someone sent SIGINT, which is a request to leave. Either
-                // way the prompt goes, as with /quit.
+                // way the prompt goes, as with /quit. Or a key switched
+                // rooms: then the line is typed on at the new prompt.
                 Err(ReadlineError::Interrupted) => {
-                    let line = self.editor.helper().map(Watcher::typed).unwrap_or_default();
-                    let rows = self.rows_taken(prompt, &line);
+                    let switched = self.switched.take();
+                    let line = match &switched {
+                        Some((line, _)) => line.clone(),
+                        None => self.editor.helper().map(Watcher::typed).unwrap_or_default(),
+                    };
+                    let rows = self.rows_taken(&prompt, &line);
                     self.screen.release(rows);
+                    if let Some((line, pos)) = switched {
+                        let pos = if line.is_char_boundary(pos) {
+                            pos
+                        } else {
+                            line.len()
+                        };
+                        let (left, right) = line.split_at(pos);
+                        retype = (left.to_owned(), right.to_owned());
+                        continue;
+                    }
                     return try_ending(&mut ending)
                         .unwrap_or_else(|| self.leave(None, typed, ending));
                 }
                 Err(ReadlineError::Eof) => {
-                    let rows = self.rows_taken(prompt, "");
+                    let rows = self.rows_taken(&prompt, "");
                     self.screen.release(rows);
                     return self.leave(None, typed, ending);
                 }
@@ -502,47 +654,154 @@ impl Chat<'_> {
                     return Ending::CannotShow(std::io::Error::other(e.to_string()));
                 }
             };
-            let rows = self.rows_taken(prompt, &input);
+            let rows = self.rows_taken(&prompt, &input);
             self.screen.release(rows);
             self.history.add(&mut self.editor, &input);
             // A paste can bring several lines at once: each is its own.
             let lines: Vec<&str> = input.split('\n').collect();
             for (at, line) in lines.iter().enumerate() {
-                let frame = match commands::parse(line.trim_end_matches('\r')) {
-                    Command::Say(text) => ClientFrame::Msg(text),
-                    Command::Who => ClientFrame::Who,
-                    Command::Quit(text) => ClientFrame::Leave(text),
-                    Command::Help => {
-                        self.help();
-                        continue;
-                    }
-                    Command::Unknown(word) => {
-                        let hint = format!(
-                            "unknown command {word}: /help lists the commands, \
-                             and // starts a message with /"
-                        );
-                        self.screen.print(self.style.problem(&hint));
-                        continue;
-                    }
-                    Command::Nothing => continue,
+                let Some(request) = self.request(commands::parse(line.trim_end_matches('\r')))
+                else {
+                    continue;
                 };
                 // Sent, the server would refuse it and the text would be
                 // gone: it stays in the line instead, with what follows.
-                if let Some(why) = too_long(&frame) {
+                if let Some(why) = too_long(&request.frame) {
                     let problem = format!("not sent: {why}; edit it below");
                     self.screen.print(self.style.problem(&problem));
-                    retype = lines[at..].join("\n");
+                    retype = (lines[at..].join("\n"), String::new());
                     break;
                 }
-                if let ClientFrame::Leave(text) = frame {
+                if let ClientFrame::Leave(text) = request.frame {
                     return self.leave(text, typed, ending);
                 }
-                if typed.blocking_send(frame).is_err() {
+                let sent = if request.changes_rooms {
+                    self.send_and_wait(request.frame, typed, synced)
+                } else {
+                    typed.blocking_send(request.frame).is_ok()
+                };
+                if !sent {
                     // The writer is gone: the conversation is ending.
                     return self.wait(ending);
                 }
             }
         }
+    }
+
+    /// The prompt, which says who and where the user is: `alice #rust> `,
+    /// or `alice> ` in the lobby.
+    fn prompt(&self) -> String {
+        let rooms = lock(&self.rooms);
+        match rooms.current() {
+            Some(room) => format!("{} {}> ", clean(rooms.me()), clean(room)),
+            None => format!("{}> ", clean(rooms.me())),
+        }
+    }
+
+    /// What to send for a typed command, if anything; commands that need
+    /// no server (`/help`, `/go`) and mistakes are dealt with here.
+    fn request(&mut self, command: Command) -> Option<Request> {
+        let current = lock(&self.rooms).current().map(str::to_owned);
+        let frame = match command {
+            Command::Say(text) => match current {
+                Some(room) => ClientFrame::Say { room, text },
+                None => ClientFrame::Msg(text),
+            },
+            Command::Join(room) => {
+                // Already there: only a switch, as the user meant.
+                if lock(&self.rooms).go(Some(&room)) {
+                    return None;
+                }
+                return Some(Request::changing_rooms(ClientFrame::Join(room)));
+            }
+            Command::Part { room, text } => {
+                let Some(room) = room.or(current) else {
+                    self.problem("the lobby cannot be left; /quit leaves the server");
+                    return None;
+                };
+                let Some(room) = lock(&self.rooms).joined_room(&room).map(str::to_owned) else {
+                    self.problem(&format!("you are not in {room}"));
+                    return None;
+                };
+                return Some(Request::changing_rooms(ClientFrame::Part { room, text }));
+            }
+            Command::Go(room) => {
+                if !lock(&self.rooms).go(room.as_deref()) {
+                    let room = room.unwrap_or_default();
+                    self.problem(&format!("you are not in {room}; /join {room} enters it"));
+                }
+                return None;
+            }
+            Command::Tell { to, text } => ClientFrame::Tell { to, text },
+            Command::Topic(text) => {
+                let Some(room) = current else {
+                    self.problem("the lobby has no topic; /join a room first");
+                    return None;
+                };
+                ClientFrame::Topic { room, text }
+            }
+            Command::Who(place) => {
+                let room = match place {
+                    Place::Here => current,
+                    Place::Lobby => None,
+                    Place::Room(room) => Some(room),
+                };
+                room.map_or(ClientFrame::Who, ClientFrame::RoomWho)
+            }
+            Command::Rooms => ClientFrame::Rooms,
+            Command::History(count) => ClientFrame::History {
+                room: current,
+                count,
+            },
+            Command::Quit(text) => ClientFrame::Leave(text),
+            Command::Help => {
+                self.help();
+                return None;
+            }
+            Command::Usage(how) => {
+                self.problem(&how);
+                return None;
+            }
+            Command::Unknown(word) => {
+                self.problem(&format!(
+                    "unknown command {word}: /help lists the commands, \
+                     and // starts a message with /"
+                ));
+                return None;
+            }
+            Command::Nothing => return None,
+        };
+        Some(Request {
+            frame,
+            changes_rooms: false,
+        })
+    }
+
+    fn problem(&self, text: &str) {
+        self.screen.print(self.style.problem(text));
+    }
+
+    /// Sends `frame`, then waits until the server has answered it (or
+    /// [`SYNC_LIMIT`] has passed), so that the next prompt shows the rooms
+    /// as the answer left them. Whether the writer took the frames.
+    fn send_and_wait(
+        &mut self,
+        frame: ClientFrame,
+        typed: &mpsc::Sender<ClientFrame>,
+        synced: &watch::Receiver<u64>,
+    ) -> bool {
+        self.syncs += 1;
+        let wanted = self.syncs;
+        if typed.blocking_send(frame).is_err() || typed.blocking_send(sync_ping(wanted)).is_err() {
+            return false;
+        }
+        let mut synced = synced.clone();
+        let answered = synced.wait_for(|&n| n >= wanted);
+        // Late, or the conversation ended: the prompt comes anyway.
+        let _ = self
+            .runtime
+            .block_on(tokio::time::timeout(SYNC_LIMIT, answered));
+        true
     }
 
     /// Leaves the room: sends `LEAVE` and waits for the conversation to end
@@ -573,7 +832,7 @@ impl Chat<'_> {
     fn help(&self) {
         self.screen.print(self.style.notice("commands:"));
         for (command, what) in HELP {
-            self.screen.print(format!("    {command:<14} {what}"));
+            self.screen.print(format!("    {command:<20} {what}"));
         }
     }
 
@@ -609,19 +868,82 @@ fn stopped() -> Ending {
     Ending::Broken(std::io::Error::other("the conversation stopped"))
 }
 
+/// A frame to send for a typed line.
+struct Request {
+    frame: ClientFrame,
+    /// Whether the answer changes the user's rooms, so that the next
+    /// prompt waits for it.
+    changes_rooms: bool,
+}
+
+impl Request {
+    fn changing_rooms(frame: ClientFrame) -> Request {
+        Request {
+            frame,
+            changes_rooms: true,
+        }
+    }
+}
+
+/// What the conversation keeps track of for the editor.
+struct Following {
+    rooms: SharedRooms,
+    /// The last wait for answers that the server has answered.
+    synced: watch::Sender<u64>,
+    /// How many messages of a room's history to show on joining it, if any.
+    history: Option<NonZeroU64>,
+}
+
+impl Track for Following {
+    fn track(&mut self, frame: &ServerFrame) -> Option<ClientFrame> {
+        if let Some(n) = synced(frame) {
+            self.synced.send_replace(n);
+            return None;
+        }
+        match lock(&self.rooms).observe(frame)? {
+            // After the join's NAMES and TOPIC, which come together.
+            Change::Joined(room) => self.history.map(|count| ClientFrame::History {
+                room: Some(room),
+                count: Some(count),
+            }),
+        }
+    }
+}
+
+/// The conversation's side of the session.
+struct Conversation {
+    renderer: Renderer,
+    following: Following,
+    /// The writer's queue, for what the conversation sends by itself.
+    answers: mpsc::Sender<ClientFrame>,
+}
+
 /// The network side: shows what arrives while `writer` sends what the user
 /// typed, and once the conversation ends, reports how and interrupts the
 /// editor until the program has `noticed`.
 async fn converse(
     mut incoming: Incoming,
     mut writer: JoinHandle<std::io::Result<Sent>>,
-    format: Format,
+    conversation: Conversation,
     screen: Screen,
     ended: oneshot::Sender<Ending>,
     noticed: CancellationToken,
 ) {
+    let Conversation {
+        mut renderer,
+        mut following,
+        answers,
+    } = conversation;
     let mut lines = screen.lines();
-    let ending = follow(&mut incoming, format, &mut writer, &mut lines).await;
+    let follower = Follower {
+        renderer: &mut renderer,
+        out: &mut lines,
+        tracker: &mut following,
+        answers: &answers,
+    };
+    let ending = follow(&mut incoming, &mut writer, follower).await;
+    // The editor's waits for answers end with the conversation.
+    drop(following);
     writer.abort();
     lines.barrier().await;
     let _ = ended.send(ending);

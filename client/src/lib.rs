@@ -3,27 +3,32 @@
 //! Two ways of running share one connection layer:
 //!
 //! - **Interactive** ([`interactive`]), when stdin and stdout are terminals:
-//!   a line editor (rustyline) with history, where the room's lines appear
-//!   above the prompt without disturbing what the user is typing, commands
-//!   such as `/who` and `/quit`, colored names and `HH:MM` timestamps.
+//!   a line editor (rustyline) with history, where what is said appears
+//!   above the prompt without disturbing what the user is typing; rooms
+//!   with a current one shown in the prompt, direct messages, history and
+//!   the other [`commands`], Tab completion ([`complete`]), colored names
+//!   and `HH:MM` timestamps.
 //! - **Piped** ([`piped`]), otherwise: the seed's netcat behavior for scripts
-//!   and tests. Every stdin line is a message, the room's frames go to stdout
-//!   (rendered for people, or exactly as received with `--raw`), and the end
-//!   of stdin leaves the room.
+//!   and tests. Every stdin line is a message (to the lobby, or to the room
+//!   of `--room`), the frames go to stdout (rendered for people, or exactly
+//!   as received with `--raw`), and the end of stdin leaves.
 //!
 //! Both speak to the server only through `chat-protocol`: [`connection`]
 //! connects and logs in, [`session`] follows the conversation until it ends,
-//! [`render`] turns frames into lines for people.
+//! [`render`] turns frames into lines for people, and [`rooms`] keeps track
+//! of where the user is.
 //!
 //! The exit code tells a script how things ended: see [`Exit`].
 
 pub mod color;
 pub mod commands;
+pub mod complete;
 pub mod connection;
 pub mod interactive;
 pub mod options;
 pub mod piped;
 pub mod render;
+pub mod rooms;
 pub mod screen;
 pub mod session;
 

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chat_protocol::{is_valid_name, name_key, DEFAULT_ADDR};
+use chat_protocol::{is_valid_name, is_valid_room, name_key, DEFAULT_ADDR, ROOM_RULES};
 use clap::Parser;
 
 /// What the user asked for on the command line.
@@ -14,15 +14,18 @@ use clap::Parser;
     version,
     about = "The terminal client for the chat server: type to talk, /help for commands.",
     long_about = "The terminal client for the chat server.\n\n\
-        At a terminal it is a line editor: the room's messages appear above \
-        the prompt while you type, with /who, /quit [text] and /help. \
+        At a terminal it is a line editor: what is said appears above \
+        the prompt while you type. Lines go to the current room (the lobby, \
+        until you /join one); /msg, /go, /part, /who, /rooms, /history, \
+        /quit [text] and /help do the rest, and Tab completes. \
         With stdin or stdout redirected it behaves like netcat for scripts: \
-        every stdin line is sent as a message, what the room says is printed, \
-        and the end of stdin leaves the room.",
+        every stdin line is sent as a message (to the lobby, or to --room), \
+        what is said is printed, and the end of stdin leaves.",
     after_help = "Examples:\n  \
         chat-client --name alice\n  \
         chat-client --name bob --addr 10.0.0.7:8000 --no-color\n  \
-        printf 'hello\\nbye\\n' | chat-client --name bot --raw\n\n\
+        printf 'hello\\nbye\\n' | chat-client --name bot --raw\n  \
+        echo 'build is green' | chat-client --name ci --room '#ops'\n\n\
         Exit codes: 0 left, 1 cannot connect, no chat server there or local failure, \
         2 not logged in (name refused), 3 connection closed by the server."
 )]
@@ -51,6 +54,11 @@ pub struct Options {
     #[arg(long)]
     pub raw: bool,
 
+    /// Join this room after logging in: at a terminal it is the current
+    /// room; in a pipe every stdin line is said there instead of the lobby.
+    #[arg(long, env = "CHAT_ROOM", value_name = "#ROOM", value_parser = parse_room)]
+    pub room: Option<String>,
+
     /// Send a PING after this long without sending anything, so that the
     /// server's idle timeout (300s by default) does not disconnect someone
     /// who only reads; 0 or 'off' sends none.
@@ -77,6 +85,15 @@ fn parse_login_timeout(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         Duration::ZERO => Err("the login needs some time; give more than 0".to_owned()),
         limit => Ok(limit),
+    }
+}
+
+/// A room to join, as the protocol spells rooms.
+fn parse_room(text: &str) -> Result<String, String> {
+    if is_valid_room(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(ROOM_RULES.to_owned())
     }
 }
 
@@ -212,6 +229,21 @@ mod tests {
             Options::try_parse_from(["chat-client", "--name", "a", "--login-timeout", "0"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_room_must_be_one() {
+        assert_eq!(parse(&["--name", "a"]).room, None);
+        assert_eq!(
+            parse(&["--name", "a", "--room", "#Ops"]).room.as_deref(),
+            Some("#Ops")
+        );
+        for bad in ["ops", "#", "#a b", "#b!d"] {
+            assert!(
+                Options::try_parse_from(["chat-client", "--name", "a", "--room", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,23 +1,26 @@
 //! The piped mode: the seed's netcat, for scripts and tests.
 //!
-//! Every stdin line is sent as a message; whatever the room says is printed
-//! on stdout, one line per frame, rendered without colors or times (or raw
-//! with `--raw`), so a script can match it. At the end of stdin the client
-//! leaves, prints what arrives until `BYE`, and exits 0. The client's own
-//! messages (refusals, the reason for a close) go to stderr, never among the
-//! room's lines.
+//! Every stdin line is sent as a message: to the lobby (`MSG`), or with
+//! `--room #x` to that room (`JOIN #x` after login, then `SAY #x`). Whatever
+//! arrives is printed on stdout, one line per frame, rendered without colors
+//! or times but with the room's tag (or raw with `--raw`), so a script can
+//! match it. There are no commands: a line that starts with `/` is a
+//! message like any other. At the end of stdin the client leaves, prints
+//! what arrives until `BYE`, and exits 0. The client's own messages
+//! (refusals, the reason for a close) go to stderr, never among the room's
+//! lines.
 
 use std::io::{self, Read as _, Write as _};
 use std::thread;
 
 use bytes::BytesMut;
-use chat_protocol::{is_blank, ClientFrame, LineCodec, LineError};
+use chat_protocol::{is_blank, ClientFrame, LineCodec, LineError, MAX_LINE};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder as _;
 
-use crate::connection::{send_frames, Connection, LoginError, MAX_TEXT};
-use crate::render::{login_refusal, Format, Style};
-use crate::session::{follow, Ending, Show};
+use crate::connection::{send_frames, Connection, LoginError};
+use crate::render::{login_refusal, Format, Renderer, Style};
+use crate::session::{follow, Ending, Follower, Show};
 use crate::{Exit, Options};
 
 /// Stdin lines read ahead of the socket.
@@ -51,7 +54,8 @@ pub async fn run(options: &Options) -> Exit {
         }
     };
     let mut out = Stdout;
-    for line in logged_in.frames.iter().filter_map(|f| format.frame(f)) {
+    let mut renderer = Renderer::new(format);
+    for line in logged_in.frames.iter().flat_map(|f| renderer.frame(f)) {
         if let Err(e) = out.show(line).await {
             return report(Ending::CannotShow(e));
         }
@@ -60,18 +64,60 @@ pub async fn run(options: &Options) -> Exit {
     let (mut incoming, outgoing) = connection.split();
     let (frames, frames_rx) = mpsc::channel(STDIN_BACKLOG);
     let mut writer = tokio::spawn(send_frames(outgoing, frames_rx, options.keepalive()));
+    let to = match &options.room {
+        Some(room) => {
+            // Before any line of stdin: the server handles a connection's
+            // frames in order, so every SAY finds the user in the room.
+            let _ = frames.send(ClientFrame::Join(room.clone())).await;
+            To::Room(room.clone())
+        }
+        None => To::Lobby,
+    };
+    let answers = frames.clone();
     // A thread of its own, never joined: a read from a terminal or a pipe
     // that stays open cannot be cancelled, and must not keep the program
     // from exiting when the server goes away.
     if let Err(e) = thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || read_stdin(&frames))
+        .spawn(move || read_stdin(&to, &frames))
     {
         eprintln!("chat-client: cannot read stdin: {e}");
         return Exit::Failed;
     }
-    let ending = follow(&mut incoming, format, &mut writer, &mut out).await;
+    let follower = Follower {
+        renderer: &mut renderer,
+        out: &mut out,
+        tracker: &mut (),
+        answers: &answers,
+    };
+    let ending = follow(&mut incoming, &mut writer, follower).await;
     report(ending)
+}
+
+/// Where stdin's lines go.
+enum To {
+    Lobby,
+    Room(String),
+}
+
+impl To {
+    /// The frame that says `text` there.
+    fn say(&self, text: String) -> ClientFrame {
+        match self {
+            To::Lobby => ClientFrame::Msg(text),
+            To::Room(room) => ClientFrame::Say {
+                room: room.clone(),
+                text,
+            },
+        }
+    }
+
+    /// The longest text a line may hold: what fits in a frame with the
+    /// verb and the room before it.
+    fn max_text(&self) -> usize {
+        let frame = self.say(String::new());
+        MAX_LINE - frame.to_string().len()
+    }
 }
 
 /// Why the login as `name` failed, in plain words.
@@ -96,14 +142,16 @@ fn report(ending: Ending) -> Exit {
     ending.exit()
 }
 
-/// Sends each stdin line as a message, then `LEAVE` at the end of stdin.
+/// Sends each stdin line as a message `to` the lobby or a room, then
+/// `LEAVE` at the end of stdin.
 ///
 /// Lines are split by the protocol's own line codec, so they are bounded as
 /// the server bounds them: a line too long for a frame, or not UTF-8, is
 /// skipped with a warning instead of being refused by the server. Blank
 /// lines are skipped too; the server would refuse them.
-fn read_stdin(frames: &mpsc::Sender<ClientFrame>) {
-    let mut codec = LineCodec::new(MAX_TEXT);
+fn read_stdin(to: &To, frames: &mpsc::Sender<ClientFrame>) {
+    let max_text = to.max_text();
+    let mut codec = LineCodec::new(max_text);
     let mut buffer = BytesMut::new();
     let mut chunk = vec![0; 8192];
     let mut stdin = io::stdin().lock();
@@ -132,7 +180,7 @@ fn read_stdin(frames: &mpsc::Sender<ClientFrame>) {
                 Ok(text) if is_blank(&text) => continue,
                 Ok(text) => text,
                 Err(LineError::TooLong) => {
-                    eprintln!("chat-client: a line longer than {MAX_TEXT} bytes was not sent");
+                    eprintln!("chat-client: a line longer than {max_text} bytes was not sent");
                     continue;
                 }
                 Err(LineError::InvalidUtf8) => {
@@ -140,7 +188,7 @@ fn read_stdin(frames: &mpsc::Sender<ClientFrame>) {
                     continue;
                 }
             };
-            if frames.blocking_send(ClientFrame::Msg(text)).is_err() {
+            if frames.blocking_send(to.say(text)).is_err() {
                 // The conversation is over.
                 return;
             }

@@ -1,7 +1,10 @@
 //! Turning the server's frames into lines for people.
 //!
 //! `MSG alice hi` becomes `alice: hi`, `JOIN bob` becomes `* bob joined`,
-//! refusals become `! …`. At a terminal a line also gets the time and colored
+//! refusals become `! …`. A room's lines carry its tag (`[#rust] bob: hi`),
+//! the lobby's none, so they read as in version 1; direct messages read
+//! `bob -> you: hi`, and a history's messages carry their own time in the
+//! tag (`[#rust 12:00] bob: hi`). At a terminal a line also gets the time and colored
 //! names ([`Style`]); in pipes it stays plain so scripts can match it, and
 //! `--raw` skips rendering altogether ([`Format::Raw`]).
 //!
@@ -12,7 +15,11 @@
 
 use std::borrow::Cow;
 
-use chat_protocol::{forbidden_char, ClientDecodeError, ErrorCode, ServerFrame, NAME_RULES};
+use chat_protocol::{
+    forbidden_char, name_key, ClientDecodeError, ErrorCode, ServerFrame, Timestamp, NAME_RULES,
+    ROOM_RULES,
+};
+use chrono::{DateTime, Local, TimeZone};
 
 use crate::color;
 
@@ -42,19 +49,64 @@ impl Style {
     };
 }
 
-impl Format {
-    /// The line to print for `frame`, if it is worth a line.
-    pub fn frame(&self, frame: &ServerFrame) -> Option<String> {
-        match self {
-            Format::Raw => Some(frame.to_string()),
-            Format::Human(style) => style.frame_at(frame, &now()),
+/// Turns the frames of one conversation into lines, in order.
+///
+/// It remembers what a frame alone does not say: the user's own name (from
+/// `WELCOME`), to show direct messages as `alice -> you`, and how many
+/// `HIST` lines of a history reply are still due, to close the reply with
+/// `* end of history`.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    format: Format,
+    me: String,
+    history_left: u64,
+}
+
+impl Renderer {
+    pub fn new(format: Format) -> Renderer {
+        Renderer {
+            format,
+            me: String::new(),
+            history_left: 0,
         }
+    }
+
+    /// How frames are printed.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The lines to print for `frame`: none, one, or two at the end of a
+    /// history reply.
+    pub fn frame(&mut self, frame: &ServerFrame) -> Vec<String> {
+        if let ServerFrame::Welcome(name) = frame {
+            self.me = name.clone();
+        }
+        let style = match self.format {
+            Format::Raw => return vec![frame.to_string()],
+            Format::Human(style) => style,
+        };
+        match frame {
+            ServerFrame::History { count, .. } => self.history_left = *count,
+            ServerFrame::Hist { .. } => {
+                let mut lines = Vec::from_iter(style.frame_at(frame, &now(), &self.me));
+                if self.history_left > 0 {
+                    self.history_left -= 1;
+                    if self.history_left == 0 {
+                        lines.push(style.notice("end of history"));
+                    }
+                }
+                return lines;
+            }
+            _ => {}
+        }
+        Vec::from_iter(style.frame_at(frame, &now(), &self.me))
     }
 
     /// The line to print for a server line that is not a frame this client
     /// knows.
     pub fn unreadable(&self, error: &ClientDecodeError) -> Option<String> {
-        match (self, error) {
+        match (self.format, error) {
             (Format::Raw, ClientDecodeError::Malformed(malformed)) => Some(malformed.line.clone()),
             (Format::Raw, ClientDecodeError::Line(_)) => None,
             (Format::Human(style), error) => Some(style.problem_at(
@@ -86,14 +138,22 @@ impl Style {
         }
     }
 
-    fn frame_at(&self, frame: &ServerFrame, time: &str) -> Option<String> {
+    /// Text that must stand out: a direct message's `-> you`.
+    fn marked(&self, text: &str) -> String {
+        if self.colors {
+            color::bold(text)
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// `frame` as a line, at `time`, for the user called `me`.
+    fn frame_at(&self, frame: &ServerFrame, time: &str, me: &str) -> Option<String> {
+        let is_me = |name: &str| !me.is_empty() && name_key(name) == name_key(me);
         let body = match frame {
             ServerFrame::Welcome(name) => format!("* logged in as {}", self.name(name)),
             ServerFrame::Names(names) if names.is_empty() => "* the room is empty".to_owned(),
-            ServerFrame::Names(names) => {
-                let names: Vec<String> = names.iter().map(|n| self.name(n)).collect();
-                format!("* in the room: {}", names.join(", "))
-            }
+            ServerFrame::Names(names) => format!("* in the room: {}", self.names(names)),
             ServerFrame::Join(name) => format!("* {} joined", self.name(name)),
             ServerFrame::Msg { from, text } => format!("{}: {}", self.name(from), clean(text)),
             ServerFrame::Leave { name, text: None } => format!("* {} left", self.name(name)),
@@ -115,9 +175,92 @@ impl Style {
             ServerFrame::Error { code, detail } => {
                 return Some(self.problem_at(&refusal(code.as_str(), detail.as_deref()), time))
             }
-            other => clean(&other.to_string()).into_owned(),
+            ServerFrame::RoomNames { room, names } if names.is_empty() => {
+                format!("{} * nobody is there", tag(room))
+            }
+            ServerFrame::RoomNames { room, names } => {
+                format!("{} * in the room: {}", tag(room), self.names(names))
+            }
+            ServerFrame::RoomJoin { room, name } => {
+                format!("{} * {} joined", tag(room), self.name(name))
+            }
+            ServerFrame::RoomLeave { room, name, text } => {
+                let who = if is_me(name) {
+                    format!("you left {}", clean(room))
+                } else {
+                    format!("{} left", self.name(name))
+                };
+                match text {
+                    Some(text) => format!("{} * {who} ({})", tag(room), clean(text)),
+                    None => format!("{} * {who}", tag(room)),
+                }
+            }
+            ServerFrame::Say { room, from, text } => {
+                format!("{} {}: {}", tag(room), self.name(from), clean(text))
+            }
+            ServerFrame::Tell { from, to, text } => {
+                let who = |name: &str| {
+                    if is_me(name) {
+                        self.marked("you")
+                    } else {
+                        self.name(name)
+                    }
+                };
+                let (from, to) = (who(from), who(to));
+                format!("{from} {} {to}: {}", self.marked("->"), clean(text))
+            }
+            ServerFrame::Topic { room, setter, text } => format!(
+                "{} * topic: {} (set by {})",
+                tag(room),
+                clean(text),
+                self.name(setter)
+            ),
+            ServerFrame::NoTopic(room) => format!("{} * no topic is set", tag(room)),
+            ServerFrame::Rooms(rooms) if rooms.is_empty() => "* there are no rooms".to_owned(),
+            ServerFrame::Rooms(rooms) => {
+                let rooms: Vec<String> = rooms
+                    .iter()
+                    .map(|(room, count)| format!("{} ({count})", clean(room)))
+                    .collect();
+                format!("* rooms: {}", rooms.join(", "))
+            }
+            ServerFrame::History { room, count: 0 } => {
+                format!("* no messages in {} yet", place(room.as_deref()))
+            }
+            ServerFrame::History { room, .. } => {
+                format!("* history of {}:", place(room.as_deref()))
+            }
+            ServerFrame::Hist {
+                room,
+                time: sent,
+                from,
+                text,
+            } => {
+                // A message of the past: its own time instead of now's,
+                // inside the tag, and dimmed.
+                let when = message_time(*sent, &Local::now());
+                let tag = match room {
+                    Some(room) => format!("[{} {when}]", clean(room)),
+                    None => format!("[{when}]"),
+                };
+                return Some(if self.colors {
+                    format!(
+                        "{} {}{}",
+                        color::dim(&tag),
+                        self.name(from),
+                        color::dim(&format!(": {}", clean(text)))
+                    )
+                } else {
+                    format!("{tag} {}: {}", self.name(from), clean(text))
+                });
+            }
         };
         Some(self.line_at(&body, time))
+    }
+
+    fn names(&self, names: &[String]) -> String {
+        let names: Vec<String> = names.iter().map(|n| self.name(n)).collect();
+        names.join(", ")
     }
 
     fn problem_at(&self, text: &str, time: &str) -> String {
@@ -139,13 +282,77 @@ impl Style {
     }
 }
 
-/// What an `ERROR` says, for people: the server's own words when it gave
-/// some, after the code that names the kind of problem.
-fn refusal(code: &str, detail: Option<&str>) -> String {
-    match detail {
-        Some(detail) => format!("{}: {}", clean(code), clean(detail)),
-        None => clean(code).into_owned(),
+/// `[#rust]`: what marks a room's lines. The lobby's lines have none, and
+/// read as in version 1.
+fn tag(room: &str) -> String {
+    format!("[{}]", clean(room))
+}
+
+/// A room, or the lobby, in a sentence.
+fn place(room: Option<&str>) -> Cow<'_, str> {
+    match room {
+        Some(room) => clean(room),
+        None => Cow::Borrowed("the lobby"),
     }
+}
+
+/// When a message of a history was sent, in the time zone of `now`:
+/// `HH:MM` if that was today, with the date before it otherwise.
+fn message_time<Tz: TimeZone>(sent: Timestamp, now: &DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let sent = DateTime::<chrono::Utc>::from(sent.to_system_time()).with_timezone(&now.timezone());
+    if sent.date_naive() == now.date_naive() {
+        sent.format("%H:%M").to_string()
+    } else {
+        sent.format("%Y-%m-%d %H:%M").to_string()
+    }
+}
+
+/// What an `ERROR` says, for people: the server's own words when it gave
+/// some, after the code that names the kind of problem, and what to do
+/// about it where the client knows better than the code.
+fn refusal(code: &str, detail: Option<&str>) -> String {
+    let known = code.parse::<ErrorCode>().ok();
+    let said = match detail {
+        Some(detail) => Some(clean(detail)),
+        None => known.and_then(explanation).map(Cow::Borrowed),
+    };
+    let mut line = match said {
+        Some(said) => format!("{}: {said}", clean(code)),
+        None => clean(code).into_owned(),
+    };
+    if let Some(hint) = known.and_then(hint) {
+        line.push_str(&format!(" ({hint})"));
+    }
+    line
+}
+
+/// What a version 2 refusal means, for a server that sent only the code.
+fn explanation(code: ErrorCode) -> Option<&'static str> {
+    Some(match code {
+        ErrorCode::BadRoom => ROOM_RULES,
+        ErrorCode::NotInRoom => "you are not in that room",
+        ErrorCode::AlreadyInRoom => "you are already in that room",
+        ErrorCode::NoSuchUser => "nobody is logged in under that name",
+        ErrorCode::BadCount => "a count is a number from 1",
+        ErrorCode::TooManyRooms => "no more rooms for now",
+        _ => return None,
+    })
+}
+
+/// What to do about a refusal, where there is something to do.
+fn hint(code: ErrorCode) -> Option<&'static str> {
+    Some(match code {
+        ErrorCode::NoSuchUser => "/who lists who is here",
+        ErrorCode::TooManyRooms => "/part a room first, or try later",
+        // The client sends no verb but the protocol's: an older server.
+        ErrorCode::UnknownCommand => {
+            "this server speaks version 1 only: no rooms, direct messages or history"
+        }
+        _ => return None,
+    })
 }
 
 /// Why the server would not let the user in as `name`, in plain words.
@@ -185,7 +392,21 @@ mod tests {
     use super::*;
 
     fn plain(frame: ServerFrame) -> Option<String> {
-        Style::PLAIN.frame_at(&frame, "12:34")
+        Style::PLAIN.frame_at(&frame, "12:34", "alice")
+    }
+
+    fn parsed(line: &str) -> ServerFrame {
+        ServerFrame::parse(line).expect("a frame")
+    }
+
+    /// What a piped client logged in as alice prints for `lines`, in order.
+    fn piped(lines: &[&str]) -> Vec<String> {
+        let mut renderer = Renderer::new(Format::Human(Style::PLAIN));
+        renderer.frame(&parsed("WELCOME alice"));
+        lines
+            .iter()
+            .flat_map(|line| renderer.frame(&parsed(line)))
+            .collect()
     }
 
     fn msg(from: &str, text: &str) -> ServerFrame {
@@ -273,7 +494,9 @@ mod tests {
             timestamps: true,
         };
         assert_eq!(
-            style.frame_at(&msg("bob", "hi"), "09:05").as_deref(),
+            style
+                .frame_at(&msg("bob", "hi"), "09:05", "alice")
+                .as_deref(),
             Some("09:05 bob: hi")
         );
         assert_eq!(style.line_at("* note", "23:59"), "23:59 * note");
@@ -285,13 +508,17 @@ mod tests {
             colors: true,
             timestamps: true,
         };
-        let line = style.frame_at(&msg("bob", "hi"), "09:05").unwrap();
+        let line = style.frame_at(&msg("bob", "hi"), "09:05", "alice").unwrap();
         assert_eq!(
             line,
             format!("\x1b[2m09:05\x1b[0m {}: hi", color::paint_name("bob"))
         );
         let error = style
-            .frame_at(&ServerFrame::error(ErrorCode::BadText, "no"), "09:05")
+            .frame_at(
+                &ServerFrame::error(ErrorCode::BadText, "no"),
+                "09:05",
+                "alice",
+            )
             .unwrap();
         assert!(error.contains("\x1b[31m! bad-text: no\x1b[0m"), "{error:?}");
     }
@@ -310,17 +537,26 @@ mod tests {
 
     #[test]
     fn raw_format_prints_frames_as_they_came() {
-        let frame = msg("alice", " hi ");
-        assert_eq!(Format::Raw.frame(&frame).as_deref(), Some("MSG alice  hi "));
-        assert_eq!(Format::Raw.frame(&ServerFrame::Bye).as_deref(), Some("BYE"));
+        let mut raw = Renderer::new(Format::Raw);
+        for line in [
+            "MSG alice  hi ",
+            "BYE",
+            "SAY #rust bob  hi ",
+            "TELL bob alice psst",
+            "HISTORY #rust 1",
+            "HIST #rust 2026-11-29T12:00:00.123Z bob anyone here?",
+            "ROOMS",
+            "TOPIC #rust",
+        ] {
+            assert_eq!(raw.frame(&parsed(line)), [line]);
+        }
     }
 
     #[test]
     fn errors_with_newer_codes_show_the_code_and_detail_as_sent() {
-        let human = Format::Human(Style::PLAIN);
+        let mut human = Renderer::new(Format::Human(Style::PLAIN));
         let cases = [
             ("ERROR bad-room no room #x", "! bad-room: no room #x"),
-            ("ERROR not-in-room", "! not-in-room"),
             ("ERROR some-future-code", "! some-future-code"),
             (
                 "ERROR from-the-future nobody is called bob",
@@ -330,12 +566,12 @@ mod tests {
         ];
         for (line, shown) in cases {
             let frame = ServerFrame::parse(line).expect("an ERROR frame");
-            assert_eq!(human.frame(&frame).as_deref(), Some(shown), "{line:?}");
+            assert_eq!(human.frame(&frame), [shown], "{line:?}");
         }
         let frame = ServerFrame::parse("ERROR future-code no room #x").expect("a frame");
         assert_eq!(
-            Format::Raw.frame(&frame).as_deref(),
-            Some("ERROR future-code no room #x")
+            Renderer::new(Format::Raw).frame(&frame),
+            ["ERROR future-code no room #x"]
         );
     }
 
@@ -357,6 +593,185 @@ mod tests {
         assert_eq!(
             login_refusal("x", "bad-flavour", Some("as sent")),
             "bad-flavour: as sent"
+        );
+    }
+
+    #[test]
+    fn room_lines_carry_their_tag_and_lobby_lines_none() {
+        assert_eq!(
+            piped(&[
+                "NAMES #rust alice bob",
+                "TOPIC #rust bob async book club",
+                "SAY #rust bob  hi  all ",
+                "JOIN #rust carol",
+                "LEAVE #rust carol later",
+                "LEAVE #rust bob",
+                "NAMES #nope",
+                "TOPIC #rust",
+                "MSG bob lobby talk",
+                "LEAVE #rust alice",
+                "LEAVE #rust ALICE see you",
+            ]),
+            [
+                "[#rust] * in the room: alice, bob",
+                "[#rust] * topic: async book club (set by bob)",
+                "[#rust] bob:  hi  all ",
+                "[#rust] * carol joined",
+                "[#rust] * carol left (later)",
+                "[#rust] * bob left",
+                "[#nope] * nobody is there",
+                "[#rust] * no topic is set",
+                "bob: lobby talk",
+                "[#rust] * you left #rust",
+                "[#rust] * you left #rust (see you)",
+            ]
+        );
+    }
+
+    #[test]
+    fn direct_messages_say_who_to_whom() {
+        assert_eq!(
+            piped(&[
+                "TELL bob alice see you at 5?",
+                "TELL alice bob  ok ",
+                "TELL Alice ALICE note to self",
+            ]),
+            [
+                "bob -> you: see you at 5?",
+                "you -> bob:  ok ",
+                "you -> you: note to self",
+            ]
+        );
+    }
+
+    #[test]
+    fn direct_messages_stand_out_in_color() {
+        let style = Style {
+            colors: true,
+            timestamps: false,
+        };
+        let line = style
+            .frame_at(&parsed("TELL bob alice psst"), "09:05", "alice")
+            .unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "{} {} {}: psst",
+                color::paint_name("bob"),
+                color::bold("->"),
+                color::bold("you")
+            )
+        );
+    }
+
+    #[test]
+    fn rooms_are_listed_with_their_sizes() {
+        assert_eq!(
+            piped(&["ROOMS #ops 2 #rust 3", "ROOMS"]),
+            ["* rooms: #ops (2), #rust (3)", "* there are no rooms"]
+        );
+    }
+
+    #[test]
+    fn a_history_is_marked_as_the_past_and_closed() {
+        let today = Local::now().format("%Y-%m-%d").to_string();
+        let lines = piped(&[
+            "HISTORY #rust 2",
+            &format!("HIST #rust {today}T12:00:00.123Z bob anyone here?"),
+            &format!("HIST #rust {today}T12:00:03.456Z alice hi both"),
+            "SAY #rust bob now",
+            "HISTORY 0",
+            "HISTORY 1",
+            "HIST 2026-11-28T12:00:00.000Z bob yesterday",
+        ]);
+        let at = |text: &str| {
+            let utc = format!("{text}Z").parse::<Timestamp>().expect("a time");
+            message_time(utc, &Local::now())
+        };
+        assert_eq!(
+            lines,
+            [
+                "* history of #rust:".to_owned(),
+                format!(
+                    "[#rust {}] bob: anyone here?",
+                    at(&format!("{today}T12:00:00.123"))
+                ),
+                format!(
+                    "[#rust {}] alice: hi both",
+                    at(&format!("{today}T12:00:03.456"))
+                ),
+                "* end of history".to_owned(),
+                "[#rust] bob: now".to_owned(),
+                "* no messages in the lobby yet".to_owned(),
+                "* history of the lobby:".to_owned(),
+                format!("[{}] bob: yesterday", at("2026-11-28T12:00:00.000")),
+                "* end of history".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn history_times_are_local_with_the_date_unless_today() {
+        let zone = chrono::FixedOffset::east_opt(3600).expect("UTC+1");
+        let now = zone.with_ymd_and_hms(2026, 11, 29, 18, 0, 0).unwrap();
+        let time = |text: &str| text.parse::<Timestamp>().expect("a time");
+        assert_eq!(
+            message_time(time("2026-11-29T12:00:00.123Z"), &now),
+            "13:00"
+        );
+        assert_eq!(
+            message_time(time("2026-11-28T22:59:00.000Z"), &now),
+            "2026-11-28 23:59"
+        );
+        assert_eq!(
+            message_time(time("2026-11-28T23:00:00.000Z"), &now),
+            "00:00"
+        );
+    }
+
+    #[test]
+    fn history_lines_are_dimmed_but_names_keep_their_color() {
+        let style = Style {
+            colors: true,
+            timestamps: true,
+        };
+        let frame = parsed("HIST #rust 2026-11-29T12:00:00.123Z bob hi");
+        let line = style.frame_at(&frame, "09:05", "alice").unwrap();
+        assert!(line.starts_with("\x1b[2m[#rust "), "{line:?}");
+        assert!(line.contains(&color::paint_name("bob")), "{line:?}");
+        assert!(line.ends_with(&color::dim(": hi")), "{line:?}");
+        assert!(!line.contains("09:05"), "a history line has its own time");
+    }
+
+    #[test]
+    fn version_2_refusals_say_what_to_do() {
+        let cases = [
+            (
+                "ERROR not-in-room",
+                "! not-in-room: you are not in that room",
+            ),
+            (
+                "ERROR not-in-room you are not in that room; JOIN it first",
+                "! not-in-room: you are not in that room; JOIN it first",
+            ),
+            (
+                "ERROR no-such-user nobody is called zed",
+                "! no-such-user: nobody is called zed (/who lists who is here)",
+            ),
+            ("ERROR bad-count", "! bad-count: a count is a number from 1"),
+            (
+                "ERROR unknown-command commands are NAME, MSG, LEAVE, WHO and PING",
+                "! unknown-command: commands are NAME, MSG, LEAVE, WHO and PING \
+                 (this server speaks version 1 only: no rooms, direct messages or history)",
+            ),
+        ];
+        for (line, shown) in cases {
+            assert_eq!(plain(parsed(line)).as_deref(), Some(shown), "{line:?}");
+        }
+        let bad_room = plain(parsed("ERROR bad-room")).unwrap();
+        assert!(
+            bad_room.starts_with("! bad-room: a room is '#' then"),
+            "{bad_room}"
         );
     }
 }

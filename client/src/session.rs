@@ -1,18 +1,20 @@
 //! Following a logged-in conversation until it ends: the part both modes
-//! share. Each frame that arrives is rendered and handed to the mode's
-//! [`Show`]; the ending says why it stopped and how to exit.
+//! share. Each frame that arrives is noted by the mode's [`Track`], then
+//! rendered and handed to its [`Show`]; the ending says why it stopped and
+//! how to exit.
 
 use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use chat_protocol::ServerFrame;
+use chat_protocol::{ClientFrame, ServerFrame};
 use futures::StreamExt as _;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use crate::connection::{closes, error_of, is_keepalive_pong, Incoming, Sent};
-use crate::render::{clean, Format};
+use crate::connection::{closes, error_of, is_own_pong, Incoming, Sent};
+use crate::render::{clean, Format, Renderer};
 use crate::Exit;
 
 /// How long to wait for `BYE` after sending `LEAVE`. The server answers at
@@ -26,6 +28,20 @@ pub trait Show {
     /// terminal holds the conversation back, until the server skips frames
     /// for it and says so with `DROPPED`.
     fn show(&mut self, line: String) -> impl Future<Output = io::Result<()>>;
+}
+
+/// What a mode keeps track of as frames arrive, besides showing them.
+pub trait Track {
+    /// Takes note of `frame`, before it is shown; returns a frame to send in
+    /// answer, if it calls for one.
+    fn track(&mut self, frame: &ServerFrame) -> Option<ClientFrame>;
+}
+
+/// Keeping track of nothing: the netcat way.
+impl Track for () {
+    fn track(&mut self, _: &ServerFrame) -> Option<ClientFrame> {
+        None
+    }
 }
 
 /// Why a conversation stopped.
@@ -65,18 +81,36 @@ impl Ending {
     }
 }
 
+/// Where [`follow`] takes what arrives, and what it does with it.
+pub struct Follower<'a, S, T> {
+    /// Turns frames into lines.
+    pub renderer: &'a mut Renderer,
+    /// Where the lines go.
+    pub out: &'a mut S,
+    /// What notes the frames first.
+    pub tracker: &'a mut T,
+    /// Where the tracker's answers go: the writer's queue.
+    pub answers: &'a mpsc::Sender<ClientFrame>,
+}
+
 /// Shows what arrives on `incoming` until the conversation ends.
 ///
 /// `writer` is the task sending the user's frames: once it has sent
 /// `LEAVE`, the conversation ends at `BYE`, or after [`BYE_WAIT`] without
 /// one. An `ERROR` that announces a close is kept as the reason for it
 /// rather than shown as news (except in raw format, which shows everything).
-pub async fn follow(
+pub async fn follow<S: Show, T: Track>(
     incoming: &mut Incoming,
-    format: Format,
     writer: &mut JoinHandle<io::Result<Sent>>,
-    out: &mut impl Show,
+    follower: Follower<'_, S, T>,
 ) -> Ending {
+    let Follower {
+        renderer,
+        out,
+        tracker,
+        answers,
+    } = follower;
+    let format = renderer.format();
     let mut reason = None;
     let mut writing = true;
     let mut bye_deadline = None;
@@ -87,18 +121,24 @@ pub async fn follow(
                     None => return Ending::Closed { reason },
                     Some(Err(e)) => return Ending::Broken(e),
                     Some(Ok(Err(unreadable))) => {
-                        if let Some(line) = format.unreadable(&unreadable) {
+                        if let Some(line) = renderer.unreadable(&unreadable) {
                             if let Err(e) = out.show(line).await {
                                 return Ending::CannotShow(e);
                             }
                         }
                         continue;
                     }
-                    // The answers to the client's own keepalive are not
-                    // the room's business, even in raw format.
-                    Some(Ok(Ok(frame))) if is_keepalive_pong(&frame) => continue,
                     Some(Ok(Ok(frame))) => frame,
                 };
+                if let Some(answer) = tracker.track(&frame) {
+                    // A writer that is gone ends the conversation soon.
+                    let _ = answers.send(answer).await;
+                }
+                // The answers to the client's own pings are not the room's
+                // business, even in raw format.
+                if is_own_pong(&frame) {
+                    continue;
+                }
                 if let Some((code, detail)) = error_of(&frame) {
                     if closes(code) {
                         reason = Some(detail.unwrap_or(code).to_owned());
@@ -107,7 +147,7 @@ pub async fn follow(
                         }
                     }
                 }
-                if let Some(line) = format.frame(&frame) {
+                for line in renderer.frame(&frame) {
                     if let Err(e) = out.show(line).await {
                         return Ending::CannotShow(e);
                     }
