@@ -350,13 +350,13 @@ impl Job {
                 rate: 100.0,
                 duration: Duration::from_millis(500),
             }),
-            // Within our server's 1 024-frame backlog even if every frame
-            // is in flight at once, so that a server which drops under
-            // overload passes; the full-size run shows whether it does.
+            // Eight times the server's 1 024-frame backlog in flight at
+            // once: a server that drops frames for readers that keep up,
+            // instead of slowing the senders, fails here.
             Job::OpenLoop(open_loop::Sizes {
                 users: 20,
                 senders: 4,
-                messages: 200,
+                messages: 2_000,
             }),
             Job::LoginStorm(login_storm::Sizes { users: 100 }),
             Job::Fanout(fanout::Sizes { users: 200 }),
