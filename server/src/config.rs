@@ -15,7 +15,7 @@ use clap::Parser;
 #[command(
     name = "chat-server",
     version,
-    about = "A line-protocol chat server: one room, one order of messages.",
+    about = "A line-protocol chat server: a lobby and rooms, one order per room, no reader that keeps up loses a line.",
     after_help = "Durations take a unit (500ms, 30s, 5m, 1h) or are plain seconds.\n\nExample:\n  chat-server --addr 0.0.0.0:8000 --idle-timeout 10m\n  nc 127.0.0.1 8000     # then type: NAME alice"
 )]
 pub struct Config {
