@@ -23,6 +23,7 @@ mod link;
 mod pipeline;
 mod reader;
 mod reaper;
+mod replica;
 mod room;
 mod scripts;
 
