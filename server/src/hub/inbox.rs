@@ -107,7 +107,10 @@ impl Inbox {
         }
         if queue.attached && queue.frames.len() >= self.capacity && self.stopped(Instant::now()) {
             queue.attached = false;
-            debug!(queued = queue.frames.len(), "a reader stopped reading; skipping it");
+            debug!(
+                queued = queue.frames.len(),
+                "a reader stopped reading; skipping it"
+            );
         }
         if !queue.attached && queue.frames.len() >= self.capacity {
             // Keep the newest: the oldest becomes part of the gap.
