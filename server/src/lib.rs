@@ -3,18 +3,18 @@
 //! The shape is the gopl chat server's, made robust:
 //! - [`server`]: the accept loop, which enforces `--max-clients` and drains
 //!   connections on shutdown;
-//! - [`hub`]: the broadcaster, the one task that owns the set of users;
+//! - [`hub`]: the broadcaster, the one task that owns the set of users,
+//!   in one process or, with [`hub::cluster`], across several over Redis
+//!   (`--cluster`);
 //! - [`session`]: one task per connection that reads the client's frames and
 //!   writes what is queued for it;
 //! - [`shutdown`]: signals turned into a cancellation token;
 //! - [`essential`]: the tasks the server cannot live without, watched so
 //!   that losing one stops the server instead of leaving it half-alive;
-//! - [`logging`]: logs on stderr that never fail, even when stderr is gone;
-//! - [`cluster`]: the bus that makes several servers one room (`--cluster`).
+//! - [`logging`]: logs on stderr that never fail, even when stderr is gone.
 //!
 //! The wire format lives in the `chat-protocol` crate.
 
-pub mod cluster;
 pub mod config;
 pub mod essential;
 pub mod hub;

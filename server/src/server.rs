@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::cluster::{self, ClusterConfig};
 use crate::config::Config;
 use crate::essential::{self, Essential, Essentials};
+use crate::hub::cluster::{self, ClusterConfig};
 use crate::hub::Hub;
 use crate::session;
 

@@ -16,7 +16,7 @@
 //!
 //! Two hub tasks sit behind the same handle. The [`local`] one is the
 //! default: messages are pushed straight to the receivers by their sender's
-//! session. In cluster mode ([`crate::cluster`]) every lobby broadcast goes
+//! session. In cluster mode ([`cluster`]) every lobby broadcast goes
 //! through the bus first and reaches this node's users only when it comes
 //! back, so that all users of all nodes see one order.
 //!
@@ -25,6 +25,7 @@
 //! stopped draining while waiting for a publisher that waits for it would
 //! stall the room.
 
+pub mod cluster;
 pub(crate) mod inbox;
 pub(crate) mod local;
 pub(crate) mod room;
@@ -39,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Bus;
+use cluster::Bus;
 pub use inbox::{drained, Inbox, STALL_LIMIT};
 pub use room::{lock, Member, Room, SharedRoom};
 pub use rooms::{Full, Joined, Limits, Rooms, User};

@@ -14,8 +14,7 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::driver::stream_seq;
-use super::scripts;
+use super::scripts::{self, stream_seq};
 
 /// Entries asked for per read.
 const READ_COUNT: usize = 1024;
@@ -78,15 +77,10 @@ pub(crate) async fn run(
                         Ok((Some(current), settling, users, last)) => match &epoch {
                             None if settling == 1 => {}
                             None => {
-                                position = last
-                                    .strip_prefix("0-")
-                                    .and_then(|n| n.parse().ok())
-                                    .unwrap_or(0);
+                                position = scripts::seq_of_id(&last).unwrap_or(0);
                                 let users = users
                                     .iter()
-                                    .filter_map(|held| {
-                                        held.split_once(' ').map(|(_, name)| Arc::from(name))
-                                    })
+                                    .filter_map(|owner| scripts::held_name(owner).map(Arc::from))
                                     .collect();
                                 if deliveries
                                     .send(Delivery::Snapshot { users, position })
@@ -196,4 +190,62 @@ fn parse_entries(reply: Value) -> Vec<Entry> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn entry(id: &str, fields: &[&str]) -> Value {
+        Value::Array(vec![
+            bulk(id),
+            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+        ])
+    }
+
+    fn xread(entries: Vec<Value>) -> Value {
+        Value::Array(vec![Value::Array(vec![
+            bulk(scripts::STREAM),
+            Value::Array(entries),
+        ])])
+    }
+
+    #[test]
+    fn a_timed_out_read_has_no_entries() {
+        assert!(parse_entries(Value::Nil).is_empty());
+    }
+
+    #[test]
+    fn entries_come_with_their_number_frame_and_token() {
+        let reply = xread(vec![
+            entry("0-7", &["f", "MSG bob hi"]),
+            entry("0-9", &["f", "JOIN amy", "t", "node-a:3"]),
+        ]);
+        let entries = parse_entries(reply);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].seq, 7);
+        assert_eq!(&entries[0].frame[..], b"MSG bob hi\n");
+        assert_eq!(entries[0].token, None);
+        assert_eq!(entries[1].seq, 9);
+        assert_eq!(&entries[1].frame[..], b"JOIN amy\n");
+        assert_eq!(entries[1].token.as_deref(), Some("node-a:3"));
+    }
+
+    #[test]
+    fn entries_without_a_frame_or_a_number_are_skipped() {
+        let reply = xread(vec![
+            entry("0-1", &["t", "node-a:1"]),
+            entry("5-2", &["f", "MSG bob hi"]),
+            Value::Int(3),
+            entry("0-3", &["x", "y", "f", "MSG bob ok", "odd"]),
+        ]);
+        let entries = parse_entries(reply);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].seq, 3);
+        assert_eq!(&entries[0].frame[..], b"MSG bob ok\n");
+    }
 }

@@ -19,7 +19,7 @@
 //! - `chat:node:<id>`: a node's heartbeat, expiring after one lease.
 //! - `chat:node-users:<id>`: set of the lower-cased names a node holds.
 
-use redis::Script;
+use redis::{Script, Value};
 
 pub const EPOCH: &str = "chat:epoch";
 pub const SETTLE: &str = "chat:settle";
@@ -39,8 +39,62 @@ pub fn node_users_key(node: &str) -> String {
     format!("chat:node-users:{node}")
 }
 
+/// The sequence number of a stream id `0-<n>`.
+pub fn seq_of_id(id: &str) -> Option<u64> {
+    id.strip_prefix("0-")?.parse().ok()
+}
+
+/// The sequence number of a stream id as Redis replies with it.
+pub fn stream_seq(value: &Value) -> Option<u64> {
+    match value {
+        Value::BulkString(bytes) => seq_of_id(std::str::from_utf8(bytes).ok()?),
+        Value::SimpleString(s) => seq_of_id(s),
+        _ => None,
+    }
+}
+
+/// The name in a `chat:users` value, `<node> <name>`.
+pub fn held_name(owner: &str) -> Option<&str> {
+    owner.split_once(' ').map(|(_, name)| name)
+}
+
 /// Returned by every script when `chat:epoch` is not the caller's.
 pub const WRONG_EPOCH: i64 = -1;
+
+/// The scripts the driver runs, compiled once and loaded into Redis on
+/// every connection, so that a pipeline can call them by hash.
+pub struct Scripts {
+    pub hello: Script,
+    pub renew: Script,
+    pub login: Script,
+    pub leave: Script,
+    pub register: Script,
+    pub reap: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        Scripts {
+            hello: hello(),
+            renew: renew(),
+            login: login(),
+            leave: leave(),
+            register: register(),
+            reap: reap(),
+        }
+    }
+
+    pub fn all(&self) -> [&Script; 6] {
+        [
+            &self.hello,
+            &self.renew,
+            &self.login,
+            &self.leave,
+            &self.register,
+            &self.reap,
+        ]
+    }
+}
 
 /// `hello(epoch, settle; new_epoch, knew_one, lease_ms) -> epoch`: the
 /// current epoch, created if missing. A node that knew an older epoch also
@@ -191,4 +245,28 @@ end
 return freed
 "#,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_read_as_their_sequence_number() {
+        assert_eq!(seq_of_id("0-42"), Some(42));
+        assert_eq!(seq_of_id("0-0"), Some(0));
+        assert_eq!(seq_of_id("1-42"), None);
+        assert_eq!(seq_of_id("0-x"), None);
+        assert_eq!(stream_seq(&Value::BulkString(b"0-7".to_vec())), Some(7));
+        assert_eq!(stream_seq(&Value::SimpleString("0-8".into())), Some(8));
+        assert_eq!(stream_seq(&Value::BulkString(vec![0xff])), None);
+        assert_eq!(stream_seq(&Value::Int(7)), None);
+        assert_eq!(stream_seq(&Value::Nil), None);
+    }
+
+    #[test]
+    fn an_owner_names_its_user() {
+        assert_eq!(held_name("node-a Bob"), Some("Bob"));
+        assert_eq!(held_name("node-a"), None);
+    }
 }

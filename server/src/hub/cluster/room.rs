@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::driver::{Command, LinkState};
 use super::reader::{Delivery, Entry};
+use super::replica::{self, Replica};
 use crate::hub::{
     drained, lock, Entering, Inbox, Leaving, Member, Receipt, Requests, SharedRoom, Welcome,
 };
@@ -46,9 +47,8 @@ struct Pending {
 pub(crate) struct ClusterRoom {
     node: Arc<str>,
     lease: Duration,
-    /// Everyone in the cluster by lower-cased name, as of `delivered`.
-    replica: BTreeMap<String, Arc<str>>,
-    names: Option<Bytes>,
+    /// Everyone in the cluster, as of `delivered`.
+    replica: Replica,
     /// This node's users and what ends each session.
     local: HashMap<String, CancellationToken>,
     /// Logins waiting for their `JOIN` to come back, by token.
@@ -80,8 +80,7 @@ impl ClusterRoom {
         ClusterRoom {
             node,
             lease,
-            replica: BTreeMap::new(),
-            names: None,
+            replica: Replica::default(),
             local: HashMap::new(),
             pending: HashMap::new(),
             next_token: 0,
@@ -123,7 +122,7 @@ impl ClusterRoom {
                     }
                 }
                 Some(reply) = census.recv() => {
-                    let names = if self.available() { Ok(self.names()) } else { Err(ErrorCode::Unavailable) };
+                    let names = if self.available() { Ok(self.replica.names()) } else { Err(ErrorCode::Unavailable) };
                     let _ = reply.send(names);
                 }
                 Some((receipt, reply)) = syncs.recv() => {
@@ -150,7 +149,7 @@ impl ClusterRoom {
         }
         let key = name_key(&name);
         let pending_same = self.pending.values().any(|p| name_key(&p.name) == key);
-        if self.replica.contains_key(&key) || pending_same {
+        if self.replica.contains(&key) || pending_same {
             let _ = reply.send(Err(ErrorCode::NameTaken));
             return None;
         }
@@ -217,8 +216,7 @@ impl ClusterRoom {
     async fn deliver(&mut self, delivery: Delivery) {
         match delivery {
             Delivery::Snapshot { users, position } => {
-                self.replica = users.into_iter().map(|n| (name_key(&n), n)).collect();
-                self.names = None;
+                self.replica.reset(users);
                 self.delivered = position;
                 self.started = true;
                 info!(users = self.replica.len(), "following the cluster stream");
@@ -247,7 +245,7 @@ impl ClusterRoom {
                 .await;
         }
         self.delivered = seq;
-        self.track(&frame);
+        self.replica.track(&frame);
         let pending = token.as_ref().and_then(|token| self.pending.remove(token));
         let Some(pending) = pending else {
             self.deliver_here(&frame, None).await;
@@ -267,7 +265,7 @@ impl ClusterRoom {
         let evicted = self.vouched.child_token();
         let welcome = Welcome {
             name: pending.name.clone(),
-            names: self.names(),
+            names: self.replica.names(),
             evicted: evicted.clone(),
         };
         info!(user = %pending.name, users = self.replica.len(), "login");
@@ -301,8 +299,7 @@ impl ClusterRoom {
     }
 
     fn free_orphan(&mut self, join: &[u8]) {
-        let line = String::from_utf8_lossy(join);
-        if let Some(name) = line.trim_end().strip_prefix("JOIN ") {
+        if let Some(name) = replica::joined(join) {
             let leave = Command::Leave {
                 name: Arc::from(name),
                 text: None,
@@ -310,20 +307,6 @@ impl ClusterRoom {
             if self.commands.try_send(leave).is_err() {
                 warn!("could not free the name of a refused login");
             }
-        }
-    }
-
-    /// Keeps the replica in step with the `JOIN` and `LEAVE` frames.
-    fn track(&mut self, frame: &[u8]) {
-        let line = String::from_utf8_lossy(frame);
-        let line = line.trim_end_matches('\n');
-        if let Some(name) = line.strip_prefix("JOIN ") {
-            self.replica.insert(name_key(name), Arc::from(name));
-            self.names = None;
-        } else if let Some(rest) = line.strip_prefix("LEAVE ") {
-            let name = rest.split(' ').next().unwrap_or(rest);
-            self.replica.remove(&name_key(name));
-            self.names = None;
         }
     }
 
@@ -380,11 +363,5 @@ impl ClusterRoom {
                     .await;
             }
         }
-    }
-
-    fn names(&mut self) -> Bytes {
-        self.names
-            .get_or_insert_with(|| ServerFrame::names_bytes(self.replica.values().map(|n| &**n)))
-            .clone()
     }
 }

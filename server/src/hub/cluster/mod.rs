@@ -11,13 +11,19 @@
 //! - the [`room`](room::ClusterRoom): the node's hub task, which owns its
 //!   users and a replica of the cluster's user list;
 //! - the [`driver`](driver::Driver): the only writer to Redis, batching
-//!   commands into pipelines and keeping the lease and the link;
+//!   commands into pipelines ([`pipeline`]) and keeping the [`link`], the
+//!   [`lease`] and the [`reaper`];
 //! - the [`reader`](reader::run): follows the stream on its own connection.
 //!
 //! `docs/CLUSTER.md` describes the design and what it guarantees.
 
 mod driver;
+mod lease;
+mod link;
+mod pipeline;
 mod reader;
+mod reaper;
+mod replica;
 mod room;
 mod scripts;
 
@@ -124,5 +130,19 @@ pub fn start(
 
 /// A random node id, for when none is given.
 pub fn random_node_id() -> String {
-    format!("node-{:08x}", driver::rand_u64() as u32)
+    format!("node-{:08x}", rand_u64() as u32)
+}
+
+/// A random number for epoch and node ids, from the standard library's
+/// randomly seeded hasher: no dependency needed for a few unguessable bits.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.finish()
 }
