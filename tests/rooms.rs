@@ -320,7 +320,7 @@ async fn say_reaches_every_member_and_keeps_the_text_exactly() {
         let said = format!("SAY #r alice {text}");
         assert_eq!(
             alice.request(&format!("SAY #r {text}")).await,
-            [said.clone()]
+            std::slice::from_ref(&said)
         );
         assert_eq!(bob.barrier().await, [said]);
     }
@@ -1838,4 +1838,52 @@ async fn cluster_rooms_tell_and_history_are_cluster_wide() {
     assert_eq!(texts(&said), ["lobby"]);
     assert_eq!(bob.request("PART #r bye").await, ["LEAVE #r bob bye"]);
     alice.expect("LEAVE #r bob bye").await;
+}
+
+#[tokio::test]
+async fn a_rooms_history_keeps_what_departed_members_said() {
+    let server = Server::start(&[]);
+    let mut alice = member(&server, "Alice", &["#r"]).await;
+    let mut bob = member(&server, "bob", &["#r"]).await;
+    alice.request("SAY #r before parting").await;
+    alice.request("PART #r").await;
+    let mut carol = member(&server, "carol", &["#r"]).await;
+    carol.request("SAY #r after").await;
+    carol.send("LEAVE").await;
+    carol.expect("BYE").await;
+    bob.barrier().await;
+    let said = history(&mut bob, "HISTORY #r", Some("#r")).await;
+    assert_eq!(
+        said.iter()
+            .map(|(_, f, t)| (f.as_str(), t.as_str()))
+            .collect::<Vec<_>>(),
+        [("Alice", "before parting"), ("carol", "after")]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_room_members_without_room_leaves() {
+    let mut server = Server::start(&[]);
+    let mut alice = member(&server, "alice", &["#r", "#s"]).await;
+    let mut bob = member(&server, "bob", &["#r", "#s"]).await;
+    alice.request("TOPIC #r t").await;
+    bob.barrier().await;
+    server.signal(libc::SIGTERM);
+    for (name, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let mut lines = Vec::new();
+        while let Some(line) = client.try_recv().await {
+            lines.push(line);
+        }
+        assert!(
+            lines.iter().any(|l| l.starts_with("ERROR shutting-down")),
+            "{name}: {lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.starts_with("LEAVE #")),
+            "{name} got a room-level LEAVE: {lines:?}"
+        );
+    }
+    server
+        .wait_exit(Duration::from_secs(5))
+        .expect("the server exits within 5 s");
 }
