@@ -320,6 +320,13 @@ impl Client {
         }
     }
 
+    /// Sends one line and returns every line that came before a barrier
+    /// after it: the whole answer to a request, and anything else pending.
+    pub async fn request(&mut self, line: &str) -> Vec<String> {
+        self.send(line).await;
+        self.barrier().await
+    }
+
     /// Asserts nothing arrived before a barrier.
     pub async fn expect_quiet(&mut self) {
         assert_eq!(self.barrier().await, Vec::<String>::new());
