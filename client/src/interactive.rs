@@ -95,7 +95,9 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     };
     bind_keys(&mut editor, &screen, style);
 
-    let connected = interrupts.or_interrupt(runtime, Connection::connect(&options.addr));
+    let trust = options.trust();
+    let connected =
+        interrupts.or_interrupt(runtime, Connection::connect(&options.addr, trust.as_ref()));
     let exit = match connected {
         None => {
             let gave_up = format!("gave up connecting to {}", options.addr);

@@ -26,6 +26,7 @@ pub mod piped;
 pub mod render;
 pub mod screen;
 pub mod session;
+pub mod tls;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

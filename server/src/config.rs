@@ -1,6 +1,7 @@
 //! Command-line flags and their environment variables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_protocol::{DEFAULT_ADDR, MAX_LINE};
@@ -77,6 +78,63 @@ pub struct Config {
     #[arg(long, env = "CHAT_LEASE", hide_env_values = true, value_name = "DURATION",
           default_value = "10s", value_parser = parse_lease)]
     pub lease: Duration,
+
+    /// TLS certificate chain (PEM). With --tls-key, the server also listens
+    /// for TLS on --tls-addr; SIGHUP reads both files again.
+    #[arg(
+        long,
+        env = "CHAT_TLS_CERT",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM), for --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", hide_env_values = true, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Address of the TLS listener, as host:port (with --tls-cert and
+    /// --tls-key); port 0 picks a free port. Its line on stdout is
+    /// `listening for TLS on <address>`.
+    #[arg(long, env = "CHAT_TLS_ADDR", hide_env_values = true, value_name = "HOST:PORT",
+          default_value = DEFAULT_TLS_ADDR, value_parser = parse_addr)]
+    pub tls_addr: String,
+
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+}
+
+/// Where the TLS listener listens unless told otherwise.
+pub const DEFAULT_TLS_ADDR: &str = "127.0.0.1:8443";
+
+/// What the binary can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Tool {
+    /// Make a self-signed certificate and key for trying TLS out, as
+    /// DIR/cert.pem and DIR/key.pem; clients trust it with
+    /// `chat-client --tls --ca DIR/cert.pem`.
+    Mkcert {
+        /// Directory to write cert.pem and key.pem to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A host name or IP address the certificate is for; repeat for
+        /// more (default: localhost, 127.0.0.1 and ::1).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+impl Config {
+    /// The TLS certificate and key files, if TLS is asked for; giving only
+    /// one of them is an error.
+    pub fn tls_files(&self) -> Result<Option<(&std::path::Path, &std::path::Path)>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("--tls-cert needs --tls-key too".into()),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert too".into()),
+        }
+    }
 }
 
 /// What `--addr` needs: a `host:port` that can be listened on. Only the

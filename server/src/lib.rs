@@ -10,7 +10,8 @@
 //! - [`essential`]: the tasks the server cannot live without, watched so
 //!   that losing one stops the server instead of leaving it half-alive;
 //! - [`logging`]: logs on stderr that never fail, even when stderr is gone;
-//! - [`cluster`]: the bus that makes several servers one room (`--cluster`).
+//! - [`cluster`]: the bus that makes several servers one room (`--cluster`);
+//! - [`tls`]: the TLS listener's certificate, reloaded on SIGHUP.
 //!
 //! The wire format lives in the `chat-protocol` crate.
 
@@ -22,5 +23,6 @@ pub mod logging;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod tls;
 
 pub use config::Config;

@@ -24,6 +24,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -32,9 +33,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use chat_protocol::{ClientFrame, ErrorCode, Rejection, ServerCodec, ServerFrame, Verb};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -126,15 +125,20 @@ struct Farewell {
     answered: bool,
 }
 
-/// Serves one accepted connection until it ends.
-pub async fn run(
-    mut stream: TcpStream,
+/// Serves one accepted connection until it ends. The two halves of the
+/// connection may be a TCP socket's or a TLS stream's: the session does not
+/// know which listener the client came through.
+pub async fn run<R, W>(
+    read: R,
+    write: W,
+    peer: SocketAddr,
     hub: Hub,
     config: Arc<Config>,
     shutdown: CancellationToken,
-) {
-    let peer = stream.peer_addr().ok();
-    let (read, write) = stream.split();
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let mut session = Session {
         input: FramedRead::with_capacity(
             read,
@@ -152,16 +156,16 @@ pub async fn run(
     };
     let end = session.serve(&config, &shutdown).await;
     debug!(
-        ?peer,
+        %peer,
         user = session.user.as_ref().map(|u| &*u.name),
         "connection ends"
     );
     session.finish(end).await;
 }
 
-struct Session<'a> {
-    input: FramedRead<ReadHalf<'a>, ServerCodec>,
-    output: WriteHalf<'a>,
+struct Session<R, W> {
+    input: FramedRead<R, ServerCodec>,
+    output: W,
     /// Encoded frames waiting for the socket.
     queue: BytesMut,
     user: Option<LoggedIn>,
@@ -176,7 +180,11 @@ struct Session<'a> {
     hub: Hub,
 }
 
-impl Session<'_> {
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     async fn serve(&mut self, config: &Config, shutdown: &CancellationToken) -> End {
         // One timer, re-armed lazily: frames only note the time, and when the
         // timer fires it checks whether the user really was silent.
@@ -603,6 +611,7 @@ fn explain(code: ErrorCode) -> &'static str {
         ErrorCode::LoginTimeout => "no login in time; closing",
         ErrorCode::IdleTimeout => "idle for too long; closing",
         ErrorCode::ServerFull => "too many connections; try again later",
+        ErrorCode::TooManyConnections => "too many connections from your address",
         ErrorCode::ShuttingDown => "the server is shutting down",
         ErrorCode::Unavailable => "the room is unreachable; nothing was done",
         other => other.as_str(),
@@ -613,7 +622,11 @@ fn explain(code: ErrorCode) -> &'static str {
 /// too (within [`CLOSE_GRACE`]). Closing with unread input would make the
 /// kernel send a reset, which can destroy the last frames before the client
 /// reads them.
-async fn close(input: &mut ReadHalf<'_>, output: &mut WriteHalf<'_>, queue: &mut BytesMut) {
+async fn close<R, W>(input: &mut R, output: &mut W, queue: &mut BytesMut)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         output.write_all_buf(queue).await?;
         output.shutdown().await?;
@@ -624,10 +637,14 @@ async fn close(input: &mut ReadHalf<'_>, output: &mut WriteHalf<'_>, queue: &mut
     .await;
 }
 
-/// Refuses a connection over the limit with `ERROR server-full`.
-pub async fn refuse_full(mut stream: TcpStream) {
+/// Refuses a connection over a limit with `ERROR <code>` (`server-full`,
+/// `too-many-connections`) and closes it.
+pub async fn refuse<R, W>(mut input: R, mut output: W, code: ErrorCode)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut queue = BytesMut::new();
-    ServerFrame::error(ErrorCode::ServerFull, explain(ErrorCode::ServerFull)).write_to(&mut queue);
-    let (mut input, mut output) = stream.split();
+    ServerFrame::error(code, explain(code)).write_to(&mut queue);
     close(&mut input, &mut output, &mut queue).await;
 }
