@@ -100,6 +100,37 @@ pub struct Config {
           default_value = DEFAULT_TLS_ADDR, value_parser = parse_addr)]
     pub tls_addr: String,
 
+    /// Most connections open at once from one IP address (IPv6: one /64),
+    /// logged in or not, over both listeners; more get
+    /// `ERROR too-many-connections`. Loopback is spared unless
+    /// --limits-on-loopback.
+    #[arg(long, env = "CHAT_MAX_PER_IP", hide_env_values = true, value_name = "N",
+          default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_per_ip: usize,
+
+    /// Frames a connection may send at once before --flood-rate applies;
+    /// at least 1.
+    #[arg(long, env = "CHAT_FLOOD_BURST", hide_env_values = true, value_name = "FRAMES",
+          default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_burst: u32,
+
+    /// Frames a second a connection may send after its burst; beyond that
+    /// the server reads it more slowly. 0 turns flood control off.
+    #[arg(
+        long,
+        env = "CHAT_FLOOD_RATE",
+        hide_env_values = true,
+        value_name = "FRAMES",
+        default_value_t = 5
+    )]
+    pub flood_rate: u32,
+
+    /// Apply --max-per-ip and flood control to loopback peers too
+    /// (127.0.0.0/8, ::1), which are otherwise spared for local tools.
+    #[arg(long, env = "CHAT_LIMITS_ON_LOOPBACK", hide_env_values = true)]
+    pub limits_on_loopback: bool,
+
     #[command(subcommand)]
     pub tool: Option<Tool>,
 }
@@ -230,6 +261,23 @@ mod tests {
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(config.max_clients, 10_000);
         assert_eq!(config.client_buffer, 1024);
+        assert_eq!(config.tls_addr, "127.0.0.1:8443");
+        assert_eq!((config.tls_cert, config.tls_key), (None, None));
+        assert_eq!(config.max_per_ip, 16);
+        assert_eq!(config.flood_burst, 10);
+        assert_eq!(config.flood_rate, 5);
+        assert!(!config.limits_on_loopback);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let both = Config::try_parse_from(["chat-server", "--tls-cert", "c", "--tls-key", "k"])
+            .expect("valid");
+        assert!(matches!(both.tls_files(), Ok(Some(_))));
+        let cert = Config::try_parse_from(["chat-server", "--tls-cert", "c"]).expect("valid");
+        assert!(cert.tls_files().expect_err("no key").contains("--tls-key"));
+        let key = Config::try_parse_from(["chat-server", "--tls-key", "k"]).expect("valid");
+        assert!(key.tls_files().expect_err("no cert").contains("--tls-cert"));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `chat-server`: a line-protocol chat server.
 //!
 //! The shape is the gopl chat server's, made robust:
-//! - [`server`]: the accept loop, which enforces `--max-clients` and drains
+//! - [`server`]: the accept loops, which enforce `--max-clients` and drain
 //!   connections on shutdown;
+//! - [`limits`]: `--max-per-ip`, counted across both listeners;
 //! - [`hub`]: the broadcaster, the one task that owns the set of users;
 //! - [`session`]: one task per connection that reads the client's frames and
 //!   writes what is queued for it;
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod essential;
 pub mod hub;
+pub mod limits;
 pub mod logging;
 pub mod server;
 pub mod session;

@@ -20,6 +20,7 @@ use crate::cluster::{self, ClusterConfig};
 use crate::config::Config;
 use crate::essential::{self, Essential, Essentials};
 use crate::hub::Hub;
+use crate::limits::PerAddress;
 use crate::session;
 
 /// Connections the kernel may queue before they are accepted; a login storm
@@ -31,7 +32,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// `DROPPED` late or never, and the host's socket memory would go to readers
 /// that never read. Accepted sockets inherit it from the listener.
 const SEND_BUFFER: u32 = 64 * 1024;
-/// Refusals (`server-full`) in progress at once; beyond it excess connections
+/// Refusals (`server-full`, `too-many-connections`) in progress at once; beyond it excess connections
 /// are dropped without a word rather than costing memory.
 const MAX_REFUSALS: usize = 1024;
 /// Pause after a failed accept (for example out of file descriptors), so the
@@ -168,6 +169,8 @@ struct Shared {
     tasks: TaskTracker,
     /// `--max-clients`, across both listeners.
     connections: Arc<Semaphore>,
+    /// `--max-per-ip`, across both listeners.
+    per_address: Arc<PerAddress>,
     refusals: Arc<Semaphore>,
 }
 
@@ -177,6 +180,7 @@ struct Shared {
 async fn serve(listeners: Listeners, hub: Hub, config: Config, shutdown: CancellationToken) {
     let shared = Arc::new(Shared {
         connections: Arc::new(Semaphore::new(config.max_clients)),
+        per_address: PerAddress::new(config.max_per_ip, config.limits_on_loopback),
         refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
         config: Arc::new(config),
         hub,
@@ -223,21 +227,29 @@ async fn accept(listener: TcpListener, door: Door, shared: &Arc<Shared>) {
 }
 
 /// Gives an accepted connection its session, or refuses it if the server is
-/// full. Either way the work, TLS handshake included, happens in the
-/// connection's own task, never in the accept loop.
+/// full or its address has too many connections open (`server-full` wins
+/// when both hold). Either way the work, TLS handshake included, happens in
+/// the connection's own task, never in the accept loop.
 fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>) {
     // Replies are batched per write already; Nagle would only add delay.
     let _ = stream.set_nodelay(true);
     let door = door.clone();
     let code = match shared.connections.clone().try_acquire_owned() {
-        Ok(permit) => {
-            let connection = shared.clone();
-            shared.tasks.spawn(async move {
-                connect(stream, peer, door, &connection).await;
-                drop(permit);
-            });
-            return;
-        }
+        Ok(permit) => match shared.per_address.admit(peer.ip()) {
+            Some(slot) => {
+                let connection = shared.clone();
+                shared.tasks.spawn(async move {
+                    connect(stream, peer, door, &connection).await;
+                    drop((permit, slot));
+                });
+                return;
+            }
+            None => {
+                let limit = shared.config.max_per_ip;
+                warn!(%peer, limit, "too many connections from one address; refusing");
+                ErrorCode::TooManyConnections
+            }
+        },
         Err(_) => {
             let limit = shared.config.max_clients;
             warn!(%peer, limit, "server full; refusing");
@@ -247,7 +259,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
     if let Ok(permit) = shared.refusals.clone().try_acquire_owned() {
         let connection = shared.clone();
         shared.tasks.spawn(async move {
-            refuse(stream, door, &connection, code).await;
+            refuse(stream, peer, door, &connection, code).await;
             drop(permit);
         });
     }
@@ -278,16 +290,19 @@ async fn connect(mut stream: TcpStream, peer: SocketAddr, door: Door, shared: &S
 
 /// Tells a connection over a limit why it is refused, inside TLS on the TLS
 /// listener, and closes it.
-async fn refuse(mut stream: TcpStream, door: Door, shared: &Shared, code: ErrorCode) {
+async fn refuse(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    door: Door,
+    shared: &Shared,
+    code: ErrorCode,
+) {
     match door {
         Door::Plain => {
             let (read, write) = stream.split();
             session::refuse(read, write, code).await;
         }
         Door::Tls(acceptor) => {
-            let peer = stream
-                .peer_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
             if let Some(stream) = handshake(&acceptor, stream, peer, shared).await {
                 let (read, write) = tokio::io::split(stream);
                 session::refuse(read, write, code).await;
