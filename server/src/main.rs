@@ -9,7 +9,6 @@ use chat_server::essential::Essentials;
 use chat_server::server::Listeners;
 use chat_server::tls::{self, Certificates};
 use chat_server::{logging, server, shutdown, Config};
-use clap::Parser;
 use tracing::{info, warn};
 
 /// mimalloc (its v2 line) keeps far less memory than glibc's allocator
@@ -20,7 +19,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            logging::init();
+            return fail(format_args!("{e}"));
+        }
+    };
+    if config.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
     logging::init();
     if let Some(Tool::Mkcert { out, names }) = &config.tool {
         return match tls::mkcert(out, names) {
