@@ -137,6 +137,13 @@ pub struct Config {
     #[arg(long, env = "CHAT_LIMITS_ON_LOOPBACK", hide_env_values = true)]
     pub limits_on_loopback: bool,
 
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics, with /healthz
+    /// (the process serves) and /readyz (it can log users in); port 0 picks
+    /// a free port, named on stdout as `metrics on <address>`.
+    #[arg(long, env = "CHAT_METRICS", hide_env_values = true, value_name = "HOST:PORT",
+          value_parser = parse_addr)]
+    pub metrics: Option<String>,
+
     /// Read settings from this TOML file: each flag is a key (`max-clients
     /// = 500`, `idle-timeout = "10m"`); flags and CHAT_ variables override it.
     #[arg(long, env = "CHAT_CONFIG", hide_env_values = true, value_name = "FILE")]

@@ -12,7 +12,10 @@
 //!   that losing one stops the server instead of leaving it half-alive;
 //! - [`logging`]: logs on stderr that never fail, even when stderr is gone;
 //! - [`cluster`]: the bus that makes several servers one room (`--cluster`);
-//! - [`tls`]: the TLS listener's certificate, reloaded on SIGHUP.
+//! - [`tls`]: the TLS listener's certificate, reloaded on SIGHUP;
+//! - [`metrics`]: every metric and the functions that record them, and
+//!   [`status`]: the HTTP endpoint (`--metrics`) that serves them with
+//!   `/healthz` and `/readyz`.
 //!
 //! The wire format lives in the `chat-protocol` crate.
 
@@ -22,9 +25,11 @@ pub mod essential;
 pub mod hub;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod status;
 pub mod tls;
 
 pub use config::Config;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chat_server::config::Tool;
 use chat_server::essential::Essentials;
 use chat_server::server::Listeners;
+use chat_server::status::{self, Listening};
 use chat_server::tls::{self, Certificates};
 use chat_server::{logging, server, shutdown, Config};
 use tracing::{info, warn};
@@ -88,6 +89,25 @@ async fn main() -> ExitCode {
         }
         Err(e) => return fail(format_args!("{e}")),
     };
+    // The status endpoint comes up first: /readyz must say "not ready"
+    // while a cluster node is still joining.
+    let listening = Listening::default();
+    let status = match &config.metrics {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr.as_str()).await {
+            Ok(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let task =
+                    status::serve(listener, hub.clone(), listening.clone(), shutdown.clone());
+                essentials.watch([("metrics endpoint", task)]);
+                Some(addr)
+            }
+            Err(e) => return fail(format_args!("cannot listen on {addr} for metrics: {e}")),
+        },
+    };
     // Say nothing of listening until the room can serve (cluster mode:
     // until this node follows the bus), or clearly give up waiting.
     tokio::select! {
@@ -126,6 +146,7 @@ async fn main() -> ExitCode {
     };
     // Scripts and tests read these lines to learn the ports. Like the logs,
     // they must not panic if stdout is already gone.
+    listening.set();
     let mut stdout = std::io::stdout();
     let addr = local(&plain);
     let _ = writeln!(stdout, "listening on {addr}");
@@ -134,6 +155,10 @@ async fn main() -> ExitCode {
         let addr = local(listener);
         let _ = writeln!(stdout, "listening for TLS on {addr}");
         info!(%addr, "listening for TLS");
+    }
+    if let Some(addr) = &status {
+        let _ = writeln!(stdout, "metrics on {addr}");
+        info!(%addr, "serving metrics, /healthz and /readyz");
     }
     let _ = stdout.flush();
     let listeners = Listeners { plain, tls };

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::essential::{self, Essential, Essentials};
 use crate::hub::Hub;
 use crate::limits::PerAddress;
+use crate::metrics;
 use crate::session;
 
 /// Connections the kernel may queue before they are accepted; a login storm
@@ -238,9 +239,10 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
         Ok(permit) => match shared.per_address.admit(peer.ip()) {
             Some(slot) => {
                 let connection = shared.clone();
+                let open = metrics::connection_opened(matches!(door, Door::Tls(_)));
                 shared.tasks.spawn(async move {
                     connect(stream, peer, door, &connection).await;
-                    drop((permit, slot));
+                    drop((permit, slot, open));
                 });
                 return;
             }
@@ -256,6 +258,7 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
             ErrorCode::ServerFull
         }
     };
+    metrics::refused(code);
     if let Ok(permit) = shared.refusals.clone().try_acquire_owned() {
         let connection = shared.clone();
         shared.tasks.spawn(async move {
@@ -297,6 +300,7 @@ async fn refuse(
     shared: &Shared,
     code: ErrorCode,
 ) {
+    metrics::error_sent(code);
     match door {
         Door::Plain => {
             let (read, write) = stream.split();
@@ -327,10 +331,12 @@ async fn handshake(
     match outcome {
         Ok(Ok(stream)) => Some(stream),
         Ok(Err(e)) => {
+            metrics::tls_handshake_failed();
             debug!(%peer, error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
+            metrics::tls_handshake_failed();
             debug!(%peer, "TLS handshake timed out");
             None
         }

@@ -41,6 +41,7 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::hub::{Hub, Next, Reader, Receipt, Socket, Welcome};
+use crate::metrics;
 
 /// Output queued beyond this stops the session from taking more broadcasts
 /// or reading more input until the client catches up.
@@ -263,6 +264,7 @@ where
     /// Acts on one decoded line; returns how the session ends, if it does.
     /// Anything that must wait for the hub is left in `pending`.
     fn handle(&mut self, frame: Result<ClientFrame, Rejection>) -> Option<End> {
+        metrics::frame_received(frame.as_ref().map_or_else(|r| r.verb, |f| Some(f.verb())));
         let logged_in = self.user.is_some();
         let frame = match frame {
             Ok(frame) => frame,
@@ -362,6 +364,7 @@ where
     fn complete(&mut self, done: Done) -> Option<End> {
         match done {
             Done::Entered(Ok(welcome)) => {
+                metrics::login();
                 self.reply(&ServerFrame::Welcome(welcome.name.to_string()));
                 self.queue.extend_from_slice(&welcome.names);
                 self.evicted = Some(welcome.evicted);
@@ -442,6 +445,9 @@ where
     }
 
     fn reply(&mut self, frame: &ServerFrame) {
+        if let ServerFrame::Error { code, .. } = frame {
+            metrics::error_sent(*code)
+        }
         frame.write_to(&mut self.queue);
     }
 
@@ -479,6 +485,7 @@ where
                         }
                     }
                     flush_dropped(&mut self.queue, &mut skipped);
+                    metrics::delivered();
                     self.queue.extend_from_slice(&frame);
                 }
                 Some(Next::Lost(n)) => skipped += n,
@@ -522,6 +529,7 @@ where
             // Publishers must not wait for a reader that is going.
             drop(messages);
             let cause = end.cause();
+            metrics::leave(cause);
             let text = match end {
                 End::Left(text) => text,
                 _ => None,
@@ -597,6 +605,7 @@ async fn evicted(token: &Option<CancellationToken>) {
 
 fn flush_dropped(queue: &mut BytesMut, skipped: &mut u64) {
     if *skipped > 0 {
+        metrics::dropped(*skipped);
         ServerFrame::Dropped(*skipped).write_to(queue);
         *skipped = 0;
     }

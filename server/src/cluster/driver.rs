@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::scripts::{self, WRONG_EPOCH};
 use crate::hub::Receipt;
+use crate::metrics;
 
 /// Most commands sent in one round trip.
 const MAX_BATCH: usize = 512;
@@ -218,6 +219,7 @@ impl Driver {
                 match &self.epoch {
                     Some(old) if *old != epoch => {
                         warn!("Redis lost its data; registering this node's users again");
+                        metrics::bus_settling(self.lease);
                         self.generation += 1;
                         self.renewed = None;
                         self.register_pending = !self.held.is_empty();
@@ -228,6 +230,7 @@ impl Driver {
                 self.conn = Some(conn);
                 self.backoff = BACKOFF_START;
                 self.state.send_modify(|s| s.up = true);
+                metrics::bus_link(true);
             }
             Err(e) => {
                 self.mark_down(&e);
@@ -272,6 +275,7 @@ impl Driver {
             debug!(%error, "cluster bus still unreachable");
         }
         self.state.send_modify(|s| s.up = false);
+        metrics::bus_link(false);
     }
 
     /// One round trip: housekeeping plus the batch, or, with no link, the
@@ -373,11 +377,15 @@ impl Driver {
         if slots.is_empty() {
             return;
         }
+        let started = Instant::now();
         let sent = tokio::time::timeout(
             self.command_timeout(),
             pipe.query_async::<Vec<Value>>(&mut conn),
         )
         .await;
+        if matches!(sent, Ok(Ok(_))) {
+            metrics::bus_round_trip(started.elapsed());
+        }
         let values = match sent {
             Ok(Ok(values)) if values.len() == slots.len() => values,
             Ok(Ok(_)) => {
@@ -449,6 +457,9 @@ impl Driver {
                     }
                 }
                 Slot::Publish(reply) => {
+                    if let Some(seq) = stream_seq(&value) {
+                        metrics::bus_appended(seq);
+                    }
                     let _ = reply.send(
                         stream_seq(&value)
                             .map(Receipt)

@@ -110,6 +110,7 @@ pub fn start(config: &ClusterConfig, backlog: usize) -> Result<(Hub, Vec<Essenti
     let room = ClusterRoom::new(node, config.lease, hub.messages().clone(), commands, link);
     let room = tokio::spawn(room.run(inbox, syncs_rx, deliveries_rx));
     info!(node = %config.node_id, lease = ?config.lease, "cluster mode");
+    crate::metrics::cluster_mode();
     let tasks = vec![
         ("cluster room", room),
         ("cluster driver", driver),

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::driver::stream_seq;
 use super::scripts;
+use crate::metrics;
 
 /// Entries asked for per read.
 const READ_COUNT: usize = 1024;
@@ -136,6 +137,7 @@ pub(crate) async fn run(
                 let entries = parse_entries(value);
                 if let Some(last) = entries.last() {
                     position = last.seq;
+                    metrics::bus_read(position);
                     if deliveries.send(Delivery::Entries(entries)).await.is_err() {
                         return;
                     }

@@ -133,6 +133,7 @@ keys! {
     flood_burst: u32,
     flood_rate: u32,
     limits_on_loopback: bool,
+    metrics: String,
 }
 
 /// Reads and parses the file; an error names the file, line and key.
@@ -204,10 +205,11 @@ pub(super) fn render(config: &super::Config) -> String {
         "limits-on-loopback",
         Some(Value::Boolean(config.limits_on_loopback)),
     );
+    put("metrics", config.metrics.clone().map(Value::String));
     let mut out = String::from(
         "# chat-server's effective settings (chat-server --print-config);\n\
          # load them with --config. Unset options (cluster, node-id, tls-cert,\n\
-         # tls-key) are left out.\n",
+         # tls-key, metrics) are left out.\n",
     );
     out.push_str(&toml::to_string(&table).unwrap_or_default());
     if !out.ends_with('\n') {
