@@ -17,22 +17,30 @@ use chat_protocol::{
 };
 use futures::{SinkExt as _, StreamExt as _};
 use humantime::format_duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::tls::{self, TlsError, Trust};
 
 /// How long connecting may take before the client gives up: long enough for
 /// a slow network, short enough that a mistyped address does not look like a
 /// hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The reading half of a connection, plain TCP or TLS alike.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The writing half of a connection, plain TCP or TLS alike.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// The server's side of the conversation, frame by frame.
-pub type Incoming = FramedRead<OwnedReadHalf, ClientCodec>;
+pub type Incoming = FramedRead<ReadHalf, ClientCodec>;
 
 /// The writing side of a connection, for [`send_frames`].
-pub type Outgoing = FramedWrite<OwnedWriteHalf, ClientCodec>;
+pub type Outgoing = FramedWrite<WriteHalf, ClientCodec>;
 
 /// A connection, not yet split into its two directions.
 pub struct Connection {
@@ -44,18 +52,26 @@ pub struct Connection {
 
 /// Why no connection could be made.
 #[derive(Debug)]
-pub struct ConnectError {
-    addr: String,
-    error: io::Error,
+pub enum ConnectError {
+    /// No TCP connection.
+    Tcp { addr: String, error: io::Error },
+    /// Connected, but TLS could not be set up or the server's certificate
+    /// did not verify.
+    Tls(TlsError),
 }
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot connect to {}: {}", self.addr, self.error)?;
-        if self.error.kind() == io::ErrorKind::ConnectionRefused {
-            write!(f, " (is chat-server running there?)")?;
+        match self {
+            ConnectError::Tcp { addr, error } => {
+                write!(f, "cannot connect to {addr}: {error}")?;
+                if error.kind() == io::ErrorKind::ConnectionRefused {
+                    write!(f, " (is chat-server running there?)")?;
+                }
+                Ok(())
+            }
+            ConnectError::Tls(error) => write!(f, "{error}"),
         }
-        Ok(())
     }
 }
 
@@ -92,9 +108,10 @@ pub enum LoginError {
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`).
-    pub async fn connect(addr: &str) -> Result<Connection, ConnectError> {
-        let failed = |error| ConnectError {
+    /// Connects to `addr` (`host:port`), over TLS if `tls` says whom to
+    /// trust.
+    pub async fn connect(addr: &str, tls: Option<&Trust>) -> Result<Connection, ConnectError> {
+        let failed = |error| ConnectError::Tcp {
             addr: addr.to_owned(),
             error,
         };
@@ -104,7 +121,19 @@ impl Connection {
             .map_err(failed)?;
         // Chat lines are small and typed one at a time: send each at once.
         stream.set_nodelay(true).map_err(failed)?;
-        let (read, write) = stream.into_split();
+        let (read, write): (ReadHalf, WriteHalf) = match tls {
+            None => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Some(trust) => {
+                let stream = tls::handshake(stream, addr, trust)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                let (read, write) = tokio::io::split(stream);
+                (Box::new(read), Box::new(write))
+            }
+        };
         Ok(Connection {
             addr: addr.to_owned(),
             incoming: FramedRead::new(read, ClientCodec::new()),

@@ -131,7 +131,9 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     let switched = Switched::default();
     bind_keys(&mut editor, &screen, style, &rooms, &switched);
 
-    let connected = interrupts.or_interrupt(runtime, Connection::connect(&options.addr));
+    let trust = options.trust();
+    let connected =
+        interrupts.or_interrupt(runtime, Connection::connect(&options.addr, trust.as_ref()));
     let exit = match connected {
         None => {
             let gave_up = format!("gave up connecting to {}", options.addr);

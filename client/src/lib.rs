@@ -31,6 +31,7 @@ pub mod render;
 pub mod rooms;
 pub mod screen;
 pub mod session;
+pub mod tls;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;

@@ -7,6 +7,8 @@ use std::time::Duration;
 use chat_protocol::{is_valid_name, is_valid_room, name_key, DEFAULT_ADDR, ROOM_RULES};
 use clap::Parser;
 
+use crate::tls::Trust;
+
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -69,6 +71,18 @@ pub struct Options {
     /// gives up: whatever listens at the address is not a chat server.
     #[arg(long, env = "CHAT_LOGIN_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_login_timeout)]
     pub login_timeout: Duration,
+
+    /// Connect over TLS, trusting the system's root certificates; --addr
+    /// then names the server's TLS listener (its --tls-addr, port 8443 by
+    /// default). A certificate that does
+    /// not verify ends the attempt; there is no plaintext fallback.
+    #[arg(long, env = "CHAT_TLS")]
+    pub tls: bool,
+
+    /// Trust only the certificates in this PEM file (a private CA, or a
+    /// certificate made by `chat-server mkcert`); implies --tls.
+    #[arg(long, env = "CHAT_CA", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
 }
 
 /// A duration as the server's flags take them: `500ms`, `30s`, `5m`, or
@@ -124,6 +138,14 @@ fn default_history(name: &str) -> Option<PathBuf> {
 }
 
 impl Options {
+    /// Whom to trust over TLS, if the connection is to use TLS at all.
+    pub fn trust(&self) -> Option<Trust> {
+        match &self.ca {
+            Some(ca) => Some(Trust::Ca(ca.clone())),
+            None => self.tls.then_some(Trust::System),
+        }
+    }
+
     /// The history file to use for `name`, if any: the one `--history`
     /// names (`''` keeps none), or the name's own.
     pub fn history_file(&self, name: &str) -> Option<PathBuf> {
@@ -244,6 +266,19 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn tls_is_off_unless_asked_and_ca_implies_it() {
+        assert_eq!(parse(&["--name", "a"]).trust(), None);
+        assert_eq!(
+            parse(&["--name", "a", "--tls"]).trust(),
+            Some(Trust::System)
+        );
+        assert_eq!(
+            parse(&["--name", "a", "--ca", "ca.pem"]).trust(),
+            Some(Trust::Ca("ca.pem".into()))
+        );
     }
 
     #[test]

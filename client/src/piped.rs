@@ -34,7 +34,7 @@ pub async fn run(options: &Options) -> Exit {
     } else {
         Format::Human(Style::PLAIN)
     };
-    let mut connection = match Connection::connect(&options.addr).await {
+    let mut connection = match Connection::connect(&options.addr, options.trust().as_ref()).await {
         Ok(connection) => connection,
         Err(e) => {
             eprintln!("chat-client: {e}");

@@ -1,14 +1,21 @@
-//! Command-line flags and their environment variables.
+//! Command-line flags, their environment variables, and the config file.
+//!
+//! Where a setting comes from, first to last: the command line, the
+//! `CHAT_…` variable, the `--config` file ([`file`]), the default.
+
+mod file;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_protocol::{DEFAULT_ADDR, MAX_LINE};
 use clap::builder::TypedValueParser as _;
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
 
 /// How a server is set up. Every flag can also come from a `CHAT_…`
-/// environment variable; a flag on the command line wins. The help never
+/// environment variable and from a key of the `--config` file; a flag on
+/// the command line wins, then the variable, then the file. The help never
 /// shows those variables' values (`hide_env_values`): a `--cluster` URL may
 /// carry a password, and an unset variable would show as an empty one.
 #[derive(Debug, Clone, Parser)]
@@ -119,6 +126,164 @@ pub struct Config {
     #[arg(long, env = "CHAT_LEASE", hide_env_values = true, value_name = "DURATION",
           default_value = "10s", value_parser = parse_lease)]
     pub lease: Duration,
+
+    /// TLS certificate chain (PEM). With --tls-key, the server also listens
+    /// for TLS on --tls-addr; SIGHUP reads both files again.
+    #[arg(
+        long,
+        env = "CHAT_TLS_CERT",
+        hide_env_values = true,
+        value_name = "PEM"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM), for --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", hide_env_values = true, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Address of the TLS listener, as host:port (with --tls-cert and
+    /// --tls-key); port 0 picks a free port. Its line on stdout is
+    /// `listening for TLS on <address>`.
+    #[arg(long, env = "CHAT_TLS_ADDR", hide_env_values = true, value_name = "HOST:PORT",
+          default_value = DEFAULT_TLS_ADDR, value_parser = parse_addr)]
+    pub tls_addr: String,
+
+    /// Most connections open at once from one IP address (IPv6: one /64),
+    /// logged in or not, over both listeners; more get
+    /// `ERROR too-many-connections`. Loopback is spared unless
+    /// --limits-on-loopback.
+    #[arg(long, env = "CHAT_MAX_PER_IP", hide_env_values = true, value_name = "N",
+          default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_per_ip: usize,
+
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics, with /healthz
+    /// (the process serves) and /readyz (it can log users in); port 0 picks
+    /// a free port, named on stdout as `metrics on <address>`.
+    #[arg(long, env = "CHAT_METRICS", hide_env_values = true, value_name = "HOST:PORT",
+          value_parser = parse_addr)]
+    pub metrics: Option<String>,
+
+    /// Read settings from this TOML file: each flag is a key (`max-clients
+    /// = 500`, `idle-timeout = "10m"`); flags and CHAT_ variables override it.
+    #[arg(long, env = "CHAT_CONFIG", hide_env_values = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective settings as a config file and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+}
+
+/// Where the TLS listener listens unless told otherwise.
+pub const DEFAULT_TLS_ADDR: &str = "127.0.0.1:8443";
+
+/// What the binary can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Tool {
+    /// Make a self-signed certificate and key for trying TLS out, as
+    /// DIR/cert.pem and DIR/key.pem; clients trust it with
+    /// `chat-client --tls --ca DIR/cert.pem`.
+    Mkcert {
+        /// Directory to write cert.pem and key.pem to.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A host name or IP address the certificate is for; repeat for
+        /// more (default: localhost, 127.0.0.1 and ::1).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+    },
+}
+
+impl Config {
+    /// The settings from the process's arguments, variables and config
+    /// file. Bad flags end the process as clap does (usage, exit 2); a bad
+    /// config file is an error naming its file, line and key.
+    pub fn load() -> Result<Config, String> {
+        Config::load_from(std::env::args_os())
+    }
+
+    /// [`load`](Config::load) from the given arguments (the first is the
+    /// program's name).
+    pub fn load_from<I, T>(args: I) -> Result<Config, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        match Config::try_load_from(&args) {
+            Ok(config) => config,
+            Err(e) => e.exit(),
+        }
+    }
+
+    /// The work of [`load_from`](Config::load_from): the outer error is
+    /// clap's, the inner one the config file's.
+    fn try_load_from(args: &[std::ffi::OsString]) -> Result<Result<Config, String>, clap::Error> {
+        let mut command = Config::command();
+        let first = command.clone().try_get_matches_from(args)?;
+        let Some(path) = first.get_one::<PathBuf>("config") else {
+            return Config::from_arg_matches(&first).map(Ok);
+        };
+        let (text, file) = match file::read(path) {
+            Ok(read) => read,
+            Err(e) => return Ok(Err(e)),
+        };
+        // The file's values become the flags' defaults, so a flag or a
+        // variable still wins; each is checked as its flag would be.
+        for entry in file.entries() {
+            let Some(arg) = command.get_arguments().find(|a| a.get_id() == entry.id) else {
+                continue;
+            };
+            // The flag alone, without its variable: its own check only.
+            if arg.get_action().takes_values() {
+                let alone = clap::Command::new("chat-server")
+                    .no_binary_name(true)
+                    .arg(arg.clone().env(None).required(false));
+                let flag = format!("--{}", arg.get_long().unwrap_or(entry.id));
+                if let Err(e) = alone.try_get_matches_from([flag, entry.text.clone()]) {
+                    let why = clap_reason(&e).unwrap_or_else(|| e.kind().to_string());
+                    return Ok(Err(file::located(path, &text, &entry.span, &why)));
+                }
+            }
+            command = command.mut_arg(entry.id, |arg| arg.default_value(entry.text.clone()));
+        }
+        let matches = command.try_get_matches_from(args)?;
+        Config::from_arg_matches(&matches).map(Ok)
+    }
+
+    /// The effective settings as TOML that `--config` reads back.
+    pub fn to_toml(&self) -> String {
+        file::render(self)
+    }
+
+    /// The TLS certificate and key files, if TLS is asked for; giving only
+    /// one of them is an error.
+    pub fn tls_files(&self) -> Result<Option<(&std::path::Path, &std::path::Path)>, String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("--tls-cert needs --tls-key too".into()),
+            (None, Some(_)) => Err("--tls-key needs --tls-cert too".into()),
+        }
+    }
+}
+
+/// Why a value parser refused a value, without clap's usage lines.
+fn clap_reason(error: &clap::Error) -> Option<String> {
+    use clap::error::ContextKind;
+    let value = error.get(ContextKind::InvalidValue)?;
+    let text = error.to_string();
+    let reason = text
+        .lines()
+        .next()
+        .and_then(|line| line.split_once("': ").map(|(_, why)| why.to_owned()));
+    Some(match reason {
+        Some(why) => format!("invalid value {value}: {why}"),
+        None => format!("invalid value {value}"),
+    })
 }
 
 /// What `--addr` needs: a `host:port` that can be listened on. Only the
@@ -228,6 +393,23 @@ mod tests {
         assert_eq!(config.history, 100);
         assert_eq!(config.max_rooms_per_user, 50);
         assert_eq!(config.max_rooms, 10_000);
+        assert_eq!(config.tls_addr, "127.0.0.1:8443");
+        assert_eq!((config.tls_cert, config.tls_key), (None, None));
+        assert_eq!(config.max_per_ip, 16);
+        assert_eq!(config.flood_burst, 10);
+        assert_eq!(config.flood_rate, 5);
+        assert!(!config.limits_on_loopback);
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let both = Config::try_parse_from(["chat-server", "--tls-cert", "c", "--tls-key", "k"])
+            .expect("valid");
+        assert!(matches!(both.tls_files(), Ok(Some(_))));
+        let cert = Config::try_parse_from(["chat-server", "--tls-cert", "c"]).expect("valid");
+        assert!(cert.tls_files().expect_err("no key").contains("--tls-key"));
+        let key = Config::try_parse_from(["chat-server", "--tls-key", "k"]).expect("valid");
+        assert!(key.tls_files().expect_err("no cert").contains("--tls-cert"));
     }
 
     #[test]
@@ -279,6 +461,162 @@ mod tests {
                     .contains("--addr needs host:port, e.g. 127.0.0.1:8000"),
                 "{bad}: {error}"
             );
+        }
+    }
+
+    /// A config file in a scratch directory, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> TempFile {
+            let path = std::env::temp_dir()
+                .join(format!("chat-config-{}-{name}.toml", std::process::id()));
+            std::fs::write(&path, text).expect("write the config file");
+            TempFile(path)
+        }
+
+        fn load(&self, flags: &[&str]) -> Result<Config, String> {
+            let mut args = vec!["chat-server", "--config", self.0.to_str().unwrap()];
+            args.extend_from_slice(flags);
+            let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+            Config::try_load_from(&args).expect("valid flags")
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn flag_beats_variable_beats_file_beats_default() {
+        let file = TempFile::new(
+            "precedence",
+            "# a comment\nnode-id = \"from-file\"\nmax-line = 512\n",
+        );
+        // Only this test sets CHAT_NODE_ID, and no other test looks at it.
+        std::env::remove_var("CHAT_NODE_ID");
+        let config = file.load(&[]).expect("valid file");
+        assert_eq!(config.node_id.as_deref(), Some("from-file"));
+        assert_eq!(config.max_line, 512);
+        assert_eq!(config.max_clients, 10_000, "a default the file leaves");
+        std::env::set_var("CHAT_NODE_ID", "from-env");
+        let config = file.load(&[]).expect("valid file");
+        assert_eq!(config.node_id.as_deref(), Some("from-env"));
+        let config = file.load(&["--node-id", "from-flag"]).expect("valid file");
+        std::env::remove_var("CHAT_NODE_ID");
+        assert_eq!(config.node_id.as_deref(), Some("from-flag"));
+        assert_eq!(config.max_line, 512);
+    }
+
+    #[test]
+    fn durations_and_switches_take_their_kinds() {
+        let file = TempFile::new(
+            "kinds",
+            "login-timeout = \"250ms\"\nidle-timeout = 0\nlease = 20\nlimits-on-loopback = true\n",
+        );
+        let config = file.load(&[]).expect("valid file");
+        assert_eq!(config.login_timeout, Duration::from_millis(250));
+        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.lease, Duration::from_secs(20));
+        assert!(config.limits_on_loopback);
+    }
+
+    #[test]
+    fn file_errors_name_the_file_line_and_key() {
+        let cases = [
+            (
+                "unknown",
+                "addr = \"127.0.0.1:0\"\n\nmax-client = 5\n",
+                ":3:",
+                "max-client",
+                "unknown field",
+            ),
+            (
+                "kind",
+                "max-clients = \"many\"\n",
+                ":1:",
+                "max-clients",
+                "invalid type",
+            ),
+            (
+                "range",
+                "max-line = 512\nmax-clients = 0\n",
+                ":2:",
+                "max-clients",
+                "invalid value",
+            ),
+            (
+                "duration",
+                "\nidle-timeout = \"soon\"\n",
+                ":2:",
+                "idle-timeout",
+                "invalid value",
+            ),
+            (
+                "switch",
+                "limits-on-loopback = \"yes\"\n",
+                ":1:",
+                "limits-on-loopback",
+                "invalid type",
+            ),
+            ("syntax", "addr = \n", ":1:", "addr", ""),
+            (
+                "burst",
+                "flood-burst = 0\n",
+                ":1:",
+                "flood-burst",
+                "invalid value",
+            ),
+        ];
+        for (name, text, line, key, why) in cases {
+            let file = TempFile::new(name, text);
+            let error = file.load(&[]).expect_err(name);
+            let path = file.0.display().to_string();
+            assert!(
+                error.starts_with(&format!("{path}{line}")),
+                "{name}: {error}"
+            );
+            assert!(error.contains(&format!("key `{key}`")), "{name}: {error}");
+            assert!(error.contains(why), "{name}: {error}");
+        }
+        let missing = TempFile::new("missing", "");
+        std::fs::remove_file(&missing.0).unwrap();
+        let error = missing.load(&[]).expect_err("missing");
+        assert!(error.contains("cannot read the config file"), "{error}");
+    }
+
+    #[test]
+    fn printed_config_loads_back_the_same() {
+        let file = TempFile::new(
+            "print",
+            "addr = \"0.0.0.0:7000\"\nidle-timeout = \"90s\"\ncluster = \"redis://127.0.0.1:6379\"\n\
+             tls-cert = \"/etc/chat/cert.pem\"\ntls-key = \"/etc/chat/key.pem\"\nmax-per-ip = 4\n",
+        );
+        let config = file.load(&["--flood-rate", "0"]).expect("valid file");
+        let printed = TempFile::new("printed", &config.to_toml());
+        let again = printed.load(&[]).expect("the printed config loads");
+        assert_eq!(
+            format!("{again:?}"),
+            format!("{config:?}").replace(
+                &file.0.display().to_string(),
+                &printed.0.display().to_string(),
+            )
+        );
+        let default = TempFile::new("default", &Config::default().to_toml());
+        let again = default.load(&[]).expect("the default config loads");
+        assert_eq!(again.idle_timeout, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn every_flag_has_a_key() {
+        let meta = ["help", "version", "config", "print_config"];
+        for arg in Config::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if !meta.contains(&id) {
+                assert!(file::File::IDS.contains(&id), "no config key for --{id}");
+            }
         }
     }
 

@@ -1,8 +1,9 @@
 //! `chat-server`: a line-protocol chat server.
 //!
 //! The shape is the gopl chat server's, made robust:
-//! - [`server`]: the accept loop, which enforces `--max-clients` and drains
+//! - [`server`]: the accept loops, which enforce `--max-clients` and drain
 //!   connections on shutdown;
+//! - [`limits`]: `--max-per-ip`, counted across both listeners;
 //! - [`hub`]: the broadcaster, the one task that owns the set of users,
 //!   in one process or, with [`hub::cluster`], across several over Redis
 //!   (`--cluster`);
@@ -11,16 +12,24 @@
 //! - [`shutdown`]: signals turned into a cancellation token;
 //! - [`essential`]: the tasks the server cannot live without, watched so
 //!   that losing one stops the server instead of leaving it half-alive;
-//! - [`logging`]: logs on stderr that never fail, even when stderr is gone.
+//! - [`logging`]: logs on stderr that never fail, even when stderr is gone;
+//! - [`tls`]: the TLS listener's certificate, reloaded on SIGHUP;
+//! - [`metrics`]: every metric and the functions that record them, and
+//!   [`status`]: the HTTP endpoint (`--metrics`) that serves them with
+//!   `/healthz` and `/readyz`.
 //!
 //! The wire format lives in the `chat-protocol` crate.
 
 pub mod config;
 pub mod essential;
 pub mod hub;
+pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod status;
+pub mod tls;
 
 pub use config::Config;

@@ -2,10 +2,14 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use chat_server::config::Tool;
 use chat_server::essential::Essentials;
+use chat_server::server::Listeners;
+use chat_server::status::{self, Listening};
+use chat_server::tls::{self, Certificates};
 use chat_server::{logging, server, shutdown, Config};
-use clap::Parser;
 use tracing::{info, warn};
 
 /// mimalloc (its v2 line) keeps far less memory than glibc's allocator
@@ -16,8 +20,44 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            logging::init();
+            return fail(format_args!("{e}"));
+        }
+    };
+    if config.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
     logging::init();
+    if let Some(Tool::Mkcert { out, names }) = &config.tool {
+        return match tls::mkcert(out, names) {
+            Ok((cert, key)) => {
+                println!("wrote {} and {}", cert.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format_args!("{e}")),
+        };
+    }
+    // A TLS setup that cannot work stops the server before anything else.
+    let certificates = match config.tls_files() {
+        Ok(None) => None,
+        Ok(Some((cert, key))) => match Certificates::load(cert, key) {
+            Ok(certificates) => Some(Arc::new(certificates)),
+            Err(e) => return fail(format_args!("{e}")),
+        },
+        Err(e) => return fail(format_args!("{e}")),
+    };
+    let acceptor = match certificates
+        .as_ref()
+        .map(Certificates::acceptor)
+        .transpose()
+    {
+        Ok(acceptor) => acceptor,
+        Err(e) => return fail(format_args!("{e}")),
+    };
     // Each user is a file descriptor; allow as many as the hard limit does.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if (limit as usize) < config.max_clients + 64 => warn!(
@@ -36,12 +76,37 @@ async fn main() -> ExitCode {
         }
         Err(e) => return fail(format_args!("cannot watch for signals: {e}")),
     };
+    if let Some(certificates) = certificates {
+        match tls::reload_on_hangup(certificates) {
+            Ok(reloader) => essentials.watch([("certificate reloader", reloader)]),
+            Err(e) => return fail(format_args!("cannot watch for SIGHUP: {e}")),
+        }
+    }
     let hub = match server::start_hub(&config, &shutdown) {
         Ok((hub, tasks)) => {
             essentials.watch(tasks);
             hub
         }
         Err(e) => return fail(format_args!("{e}")),
+    };
+    // The status endpoint comes up first: /readyz must say "not ready"
+    // while a cluster node is still joining.
+    let listening = Listening::default();
+    let status = match &config.metrics {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr.as_str()).await {
+            Ok(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let task =
+                    status::serve(listener, hub.clone(), listening.clone(), shutdown.clone());
+                essentials.watch([("metrics endpoint", task)]);
+                Some(addr)
+            }
+            Err(e) => return fail(format_args!("cannot listen on {addr} for metrics: {e}")),
+        },
     };
     // Say nothing of listening until the room can serve (cluster mode:
     // until this node follows the bus), or clearly give up waiting.
@@ -62,21 +127,42 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let listener = match server::bind(&config.addr).await {
+    let plain = match server::bind(&config.addr).await {
         Ok(listener) => listener,
         Err(e) => return fail(format_args!("cannot listen on {}: {e}", config.addr)),
     };
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    // Scripts and tests read this line to learn the port. Like the logs,
-    // it must not panic if stdout is already gone.
+    let tls = match acceptor {
+        None => None,
+        Some(acceptor) => match server::bind(&config.tls_addr).await {
+            Ok(listener) => Some((listener, acceptor)),
+            Err(e) => return fail(format_args!("cannot listen on {}: {e}", config.tls_addr)),
+        },
+    };
+    let local = |listener: &tokio::net::TcpListener| {
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    };
+    // Scripts and tests read these lines to learn the ports. Like the logs,
+    // they must not panic if stdout is already gone.
+    listening.set();
     let mut stdout = std::io::stdout();
+    let addr = local(&plain);
     let _ = writeln!(stdout, "listening on {addr}");
-    let _ = stdout.flush();
     info!(%addr, "listening");
-    match server::run(listener, hub, config, shutdown, essentials).await {
+    if let Some((listener, _)) = &tls {
+        let addr = local(listener);
+        let _ = writeln!(stdout, "listening for TLS on {addr}");
+        info!(%addr, "listening for TLS");
+    }
+    if let Some(addr) = &status {
+        let _ = writeln!(stdout, "metrics on {addr}");
+        info!(%addr, "serving metrics, /healthz and /readyz");
+    }
+    let _ = stdout.flush();
+    let listeners = Listeners { plain, tls };
+    match server::run(listeners, hub, config, shutdown, essentials).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => fail(format_args!("{failure}; exiting")),
     }

@@ -1,21 +1,27 @@
-//! The accept loop: limits, one session task per connection, and a drain on
-//! shutdown; and the wait, in cluster mode, until the node can serve at all.
+//! The accept loops: the plaintext listener and, with `--tls-cert`, the TLS
+//! one; limits, one session task per connection, and a drain on shutdown;
+//! and the wait, in cluster mode, until the node can serve at all.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use chat_protocol::ErrorCode;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::essential::{self, Essential, Essentials};
 use crate::hub::cluster::{self, ClusterConfig};
 use crate::hub::Hub;
+use crate::limits::PerAddress;
+use crate::metrics;
 use crate::session;
 
 /// Connections the kernel may queue before they are accepted; a login storm
@@ -27,7 +33,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// `DROPPED` late or never, and the host's socket memory would go to readers
 /// that never read. Accepted sockets inherit it from the listener.
 const SEND_BUFFER: u32 = 64 * 1024;
-/// Refusals (`server-full`) in progress at once; beyond it excess connections
+/// Refusals (`server-full`, `too-many-connections`) in progress at once; beyond it excess connections
 /// are dropped without a word rather than costing memory.
 const MAX_REFUSALS: usize = 1024;
 /// Pause after a failed accept (for example out of file descriptors), so the
@@ -114,18 +120,25 @@ pub async fn until_ready(hub: &Hub, config: &Config) -> bool {
     }
 }
 
-/// Serves `listener` until `shutdown` fires, then drains the connections
+/// The server's listening sockets: the plaintext one, and the TLS one
+/// with its acceptor when `--tls-cert` and `--tls-key` are given.
+pub struct Listeners {
+    pub plain: TcpListener,
+    pub tls: Option<(TcpListener, TlsAcceptor)>,
+}
+
+/// Serves the listeners until `shutdown` fires, then drains the connections
 /// and lets the room go. If an essential task (or the accept loop itself)
 /// fails first, stops the same way and returns what went wrong: the server
 /// must exit rather than keep accepting connections it cannot serve.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     hub: Hub,
     config: Config,
     shutdown: CancellationToken,
     mut essentials: Essentials,
 ) -> Result<(), String> {
-    let mut serving = tokio::spawn(serve(listener, hub, config, shutdown.clone()));
+    let mut serving = tokio::spawn(serve(listeners, hub, config, shutdown.clone()));
     let failure = tokio::select! {
         served = &mut serving => {
             return match served {
@@ -143,49 +156,48 @@ pub async fn run(
     Err(failure)
 }
 
-/// The accept loop: serves `listener` until `shutdown` fires, then tells
-/// every connection `ERROR shutting-down`, waits (boundedly) for them to
-/// close, and closes the room (in cluster mode: frees this node's names).
-async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: CancellationToken) {
-    let config = Arc::new(config);
-    let connections = Arc::new(Semaphore::new(config.max_clients));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-    let tasks = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                error!(error = %e, "accept failed; pausing");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        // Replies are batched per write already; Nagle would only add delay.
-        let _ = stream.set_nodelay(true);
-        match connections.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let (hub, config, shutdown) = (hub.clone(), config.clone(), shutdown.clone());
-                tasks.spawn(async move {
-                    session::run(stream, hub, config, shutdown).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                warn!(%peer, limit = config.max_clients, "server full; refusing");
-                if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                    tasks.spawn(async move {
-                        session::refuse_full(stream).await;
-                        drop(permit);
-                    });
-                }
-            }
+/// Which listener a connection came through. Only the accept path knows:
+/// sessions are the same on both.
+#[derive(Clone)]
+enum Door {
+    Plain,
+    Tls(TlsAcceptor),
+}
+
+/// What every accept loop shares: the room, the settings and the limits.
+struct Shared {
+    hub: Hub,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    /// `--max-clients`, across both listeners.
+    connections: Arc<Semaphore>,
+    /// `--max-per-ip`, across both listeners.
+    per_address: Arc<PerAddress>,
+    refusals: Arc<Semaphore>,
+}
+
+/// The accept loops: serve the listeners until `shutdown` fires, then tell
+/// every connection `ERROR shutting-down`, wait (boundedly) for them to
+/// close, and close the room (in cluster mode: free this node's names).
+async fn serve(listeners: Listeners, hub: Hub, config: Config, shutdown: CancellationToken) {
+    let shared = Arc::new(Shared {
+        connections: Arc::new(Semaphore::new(config.max_clients)),
+        per_address: PerAddress::new(config.max_per_ip, config.limits_on_loopback),
+        refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+        config: Arc::new(config),
+        hub,
+        shutdown,
+        tasks: TaskTracker::new(),
+    });
+    let plain = accept(listeners.plain, Door::Plain, &shared);
+    match listeners.tls {
+        Some((listener, acceptor)) => {
+            tokio::join!(plain, accept(listener, Door::Tls(acceptor), &shared));
         }
+        None => plain.await,
     }
-    drop(listener);
+    let tasks = &shared.tasks;
     tasks.close();
     info!(connections = tasks.len(), "shutting down");
     if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
@@ -197,5 +209,138 @@ async fn serve(listener: TcpListener, hub: Hub, config: Config, shutdown: Cancel
     // Sessions told the room of their users' leaves as they ended; in a
     // cluster those may still be queued, so the node frees whatever names
     // it holds in one step, and the others announce them at once.
-    hub.close().await;
+    shared.hub.close().await;
+}
+
+/// One listener's accept loop, until shutdown.
+async fn accept(listener: TcpListener, door: Door, shared: &Arc<Shared>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => admit(stream, peer, &door, shared),
+            Err(e) => {
+                error!(error = %e, "accept failed; pausing");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Gives an accepted connection its session, or refuses it if the server is
+/// full or its address has too many connections open (`server-full` wins
+/// when both hold). Either way the work, TLS handshake included, happens in
+/// the connection's own task, never in the accept loop.
+fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>) {
+    // Replies are batched per write already; Nagle would only add delay.
+    let _ = stream.set_nodelay(true);
+    let door = door.clone();
+    let code = match shared.connections.clone().try_acquire_owned() {
+        Ok(permit) => match shared.per_address.admit(peer.ip()) {
+            Some(slot) => {
+                let connection = shared.clone();
+                let open = metrics::connection_opened(matches!(door, Door::Tls(_)));
+                shared.tasks.spawn(async move {
+                    connect(stream, peer, door, &connection).await;
+                    drop((permit, slot, open));
+                });
+                return;
+            }
+            None => {
+                let limit = shared.config.max_per_ip;
+                warn!(%peer, limit, "too many connections from one address; refusing");
+                ErrorCode::TooManyConnections
+            }
+        },
+        Err(_) => {
+            let limit = shared.config.max_clients;
+            warn!(%peer, limit, "server full; refusing");
+            ErrorCode::ServerFull
+        }
+    };
+    metrics::refused(code);
+    if let Ok(permit) = shared.refusals.clone().try_acquire_owned() {
+        let connection = shared.clone();
+        shared.tasks.spawn(async move {
+            refuse(stream, peer, door, &connection, code).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serves one admitted connection: a session straight away on the
+/// plaintext listener, after the handshake on the TLS one.
+async fn connect(mut stream: TcpStream, peer: SocketAddr, door: Door, shared: &Shared) {
+    let (hub, config, shutdown) = (
+        shared.hub.clone(),
+        shared.config.clone(),
+        shared.shutdown.clone(),
+    );
+    match door {
+        Door::Plain => {
+            let (read, write) = stream.split();
+            session::run(read, write, peer, hub, config, shutdown).await;
+        }
+        Door::Tls(acceptor) => {
+            let Some(stream) = handshake(&acceptor, stream, peer, shared).await else {
+                return;
+            };
+            let (read, write) = tokio::io::split(stream);
+            session::run(read, write, peer, hub, config, shutdown).await;
+        }
+    }
+}
+
+/// Tells a connection over a limit why it is refused, inside TLS on the TLS
+/// listener, and closes it.
+async fn refuse(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    door: Door,
+    shared: &Shared,
+    code: ErrorCode,
+) {
+    metrics::error_sent(code);
+    match door {
+        Door::Plain => {
+            let (read, write) = stream.split();
+            session::refuse(read, write, code).await;
+        }
+        Door::Tls(acceptor) => {
+            if let Some(stream) = handshake(&acceptor, stream, peer, shared).await {
+                let (read, write) = tokio::io::split(stream);
+                session::refuse(read, write, code).await;
+            }
+        }
+    }
+}
+
+/// The TLS handshake, bounded by `--login-timeout` (a client that never
+/// finishes it must not hold a connection longer than one that never logs
+/// in) and cut short by shutdown.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<TlsStream<TcpStream>> {
+    let outcome = tokio::select! {
+        _ = shared.shutdown.cancelled() => return None,
+        outcome = tokio::time::timeout(shared.config.login_timeout, acceptor.accept(stream)) => outcome,
+    };
+    match outcome {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            metrics::tls_handshake_failed();
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics::tls_handshake_failed();
+            debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }

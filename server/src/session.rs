@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -33,9 +34,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use chat_protocol::{name_key, ClientFrame, ErrorCode, Rejection, ServerCodec, ServerFrame, Verb};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +42,7 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::hub::{self, drained, Full, Hub, Inbox, Joined, Member, Receipt, User, Welcome};
+use crate::metrics;
 
 /// Output queued beyond this stops the session from taking more frames
 /// from its inbox or reading more input until the client catches up.
@@ -78,8 +78,8 @@ struct Allowance {
 
 impl Allowance {
     /// The allowance for a connection from `peer`, if it is limited at all.
-    fn for_peer(config: &Config, peer: Option<std::net::SocketAddr>) -> Option<Allowance> {
-        let loopback = peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
+    fn for_peer(config: &Config, peer: SocketAddr) -> Option<Allowance> {
+        let loopback = peer.ip().to_canonical().is_loopback();
         if config.flood_rate == 0 || (loopback && !config.limits_on_loopback) {
             return None;
         }
@@ -175,15 +175,20 @@ enum Outcome {
     Wait(Pending),
 }
 
-/// Serves one accepted connection until it ends.
-pub async fn run(
-    mut stream: TcpStream,
+/// Serves one accepted connection until it ends. The two halves of the
+/// connection may be a TCP socket's or a TLS stream's: the session does not
+/// know which listener the client came through.
+pub async fn run<R, W>(
+    read: R,
+    write: W,
+    peer: SocketAddr,
     hub: Hub,
     config: Arc<Config>,
     shutdown: CancellationToken,
-) {
-    let peer = stream.peer_addr().ok();
-    let (read, write) = stream.split();
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let mut session = Session {
         input: FramedRead::with_capacity(
             read,
@@ -209,9 +214,9 @@ pub async fn run(
     session.finish(end).await;
 }
 
-struct Session<'a> {
-    input: FramedRead<ReadHalf<'a>, ServerCodec>,
-    output: WriteHalf<'a>,
+struct Session<R, W> {
+    input: FramedRead<R, ServerCodec>,
+    output: W,
     /// Encoded frames waiting for the socket.
     queue: BytesMut,
     /// Frames for this connection, once logged in.
@@ -228,7 +233,11 @@ struct Session<'a> {
     hub: Hub,
 }
 
-impl Session<'_> {
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     async fn serve(&mut self, config: &Config, shutdown: &CancellationToken) -> End {
         // One timer, re-armed lazily: frames only note the time, and when the
         // timer fires it checks whether the user really was silent, whether
@@ -279,6 +288,7 @@ impl Session<'_> {
                     if let Some(allowance) = &mut self.allowance {
                         self.held_until = allowance.spend(last_frame);
                         if self.held_until.is_some() {
+                            metrics::flood_delayed();
                             self.rearm(timer.as_mut(), config, connected, last_frame);
                         }
                     }
@@ -364,6 +374,7 @@ impl Session<'_> {
     /// Acts on one decoded line; returns how the session ends, if it does.
     /// Anything that must wait is left in `pending`.
     fn handle(&mut self, frame: Result<ClientFrame, Rejection>) -> Option<End> {
+        metrics::frame_received(frame.as_ref().map_or_else(|r| r.verb, |f| Some(f.verb())));
         let logged_in = self.user.is_some();
         let frame = match frame {
             Ok(frame) => frame,
@@ -419,6 +430,7 @@ impl Session<'_> {
     fn complete(&mut self, done: Done) -> Option<End> {
         match done {
             Done::Entered(Ok(welcome)) => {
+                metrics::login();
                 self.reply(&ServerFrame::Welcome(welcome.name.to_string()));
                 self.queue.extend_from_slice(&welcome.names);
                 self.evicted = Some(welcome.evicted);
@@ -479,6 +491,9 @@ impl Session<'_> {
     }
 
     fn reply(&mut self, frame: &ServerFrame) {
+        if let ServerFrame::Error { code, .. } = frame {
+            metrics::error_sent(*code)
+        }
         frame.write_to(&mut self.queue);
     }
 
@@ -516,6 +531,9 @@ impl Session<'_> {
             )),
             End::Disconnected => {}
             End::Failed(e) => debug!(error = %e, "connection failed"),
+        }
+        if user.is_some() {
+            metrics::leave(end.cause());
         }
         // After its own LEAVE the hub knows already.
         if let (Some(mut user), false) = (user, matches!(end, End::Left)) {
@@ -682,6 +700,7 @@ fn explain(code: ErrorCode) -> &'static str {
         ErrorCode::LoginTimeout => "no login in time; closing",
         ErrorCode::IdleTimeout => "idle for too long; closing",
         ErrorCode::ServerFull => "too many connections; try again later",
+        ErrorCode::TooManyConnections => "too many connections from your address",
         ErrorCode::ShuttingDown => "the server is shutting down",
         ErrorCode::Unavailable => "the room is unreachable; nothing was done",
         ErrorCode::NotInRoom => "you are not in that room; JOIN it first",
@@ -696,7 +715,11 @@ fn explain(code: ErrorCode) -> &'static str {
 /// too (within [`CLOSE_GRACE`]). Closing with unread input would make the
 /// kernel send a reset, which can destroy the last frames before the client
 /// reads them.
-async fn close(input: &mut ReadHalf<'_>, output: &mut WriteHalf<'_>, queue: &mut BytesMut) {
+async fn close<R, W>(input: &mut R, output: &mut W, queue: &mut BytesMut)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         output.write_all_buf(queue).await?;
         output.shutdown().await?;
@@ -707,10 +730,14 @@ async fn close(input: &mut ReadHalf<'_>, output: &mut WriteHalf<'_>, queue: &mut
     .await;
 }
 
-/// Refuses a connection over the limit with `ERROR server-full`.
-pub async fn refuse_full(mut stream: TcpStream) {
+/// Refuses a connection over a limit with `ERROR <code>` (`server-full`,
+/// `too-many-connections`) and closes it.
+pub async fn refuse<R, W>(mut input: R, mut output: W, code: ErrorCode)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut queue = BytesMut::new();
-    ServerFrame::error(ErrorCode::ServerFull, explain(ErrorCode::ServerFull)).write_to(&mut queue);
-    let (mut input, mut output) = stream.split();
+    ServerFrame::error(code, explain(code)).write_to(&mut queue);
     close(&mut input, &mut output, &mut queue).await;
 }

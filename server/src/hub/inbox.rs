@@ -168,15 +168,19 @@ impl Inbox {
         let mut queue = self.lock();
         let was_full = queue.frames.len() >= self.capacity;
         if queue.skipped > 0 {
+            crate::metrics::dropped(queue.skipped);
             ServerFrame::Dropped(queue.skipped).write_to(out);
             queue.skipped = 0;
         }
+        let mut taken = 0;
         while out.len() < limit {
             let Some(frame) = queue.frames.pop_front() else {
                 break;
             };
             out.extend_from_slice(&frame);
+            taken += 1;
         }
+        crate::metrics::delivered(taken);
         if queue.frames.is_empty() {
             if queue.frames.capacity() > QUEUE_KEEP {
                 queue.frames = VecDeque::new();

@@ -29,6 +29,7 @@ use super::pipeline::{Batch, Failure, PendingLeave, Reply, Slot};
 use super::reaper::{self, Reaper};
 use super::scripts::Scripts;
 use crate::hub::Receipt;
+use crate::metrics;
 
 /// Most commands sent in one round trip.
 const MAX_BATCH: usize = 512;
@@ -150,10 +151,12 @@ impl Driver {
                 self.link.up(conn);
                 self.lease.epoch_seen(epoch);
                 self.state.send_modify(|s| s.up = true);
+                metrics::bus_link(true);
             }
             Err(e) => {
                 self.link.attempt_failed(&e);
                 self.state.send_modify(|s| s.up = false);
+                metrics::bus_link(false);
             }
         }
     }
@@ -234,7 +237,11 @@ impl Driver {
                     }
                 }
                 Slot::Publish(answer) => {
-                    let _ = answer.send(reply.receipt());
+                    let receipt = reply.receipt();
+                    if let Ok(Receipt(seq)) = receipt {
+                        metrics::bus_appended(seq);
+                    }
+                    let _ = answer.send(receipt);
                 }
                 Slot::Login(name, answer) => {
                     let outcome = reply.login();
@@ -263,6 +270,7 @@ impl Driver {
     fn fail(&mut self, slots: Vec<Slot>, failure: &Failure) {
         self.link.broke(failure);
         self.state.send_modify(|s| s.up = false);
+        metrics::bus_link(false);
         for slot in slots {
             match slot {
                 Slot::Publish(reply) => {

@@ -101,6 +101,7 @@ impl Lease {
         match &self.epoch {
             Some(old) if *old != epoch => {
                 warn!("Redis lost its data; registering this node's users again");
+                crate::metrics::bus_settling(self.length);
                 self.generation += 1;
                 self.renewed = None;
                 self.register_pending = !self.held.is_empty();

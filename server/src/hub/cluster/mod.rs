@@ -120,6 +120,7 @@ pub fn start(
     let room = ClusterRoom::new(node, config.lease, hub.lobby().clone(), commands, link);
     let room = tokio::spawn(room.run(requests, syncs_rx, deliveries_rx));
     info!(node = %config.node_id, lease = ?config.lease, "cluster mode");
+    crate::metrics::cluster_mode();
     let tasks = vec![
         ("cluster room", room),
         ("cluster driver", driver),

@@ -192,7 +192,11 @@ impl<'a> Batch<'a> {
         timeout: Duration,
     ) -> Result<Vec<(Slot, Reply)>, (Vec<Slot>, Failure)> {
         let Batch { pipe, slots, .. } = self;
+        let started = std::time::Instant::now();
         let sent = tokio::time::timeout(timeout, pipe.query_async::<Vec<Value>>(conn)).await;
+        if matches!(sent, Ok(Ok(_))) {
+            crate::metrics::bus_round_trip(started.elapsed());
+        }
         match sent {
             Ok(Ok(values)) if values.len() == slots.len() => Ok(slots
                 .into_iter()

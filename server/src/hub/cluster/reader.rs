@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::scripts::{self, stream_seq};
+use crate::metrics;
 
 /// Entries asked for per read.
 const READ_COUNT: usize = 1024;
@@ -130,6 +131,7 @@ pub(crate) async fn run(
                 let entries = parse_entries(value);
                 if let Some(last) = entries.last() {
                     position = last.seq;
+                    metrics::bus_read(position);
                     if deliveries.send(Delivery::Entries(entries)).await.is_err() {
                         return;
                     }

@@ -1,0 +1,228 @@
+//! `--config chat.toml`: every flag as a key of a TOML file.
+//!
+//! The file only supplies defaults: a key's value is used where neither the
+//! command line nor the `CHAT_…` variable gives the flag. Keys are the flags'
+//! names without the dashes in front (`max-clients = 500`); each value must
+//! be of the kind its flag takes (a string, a whole number, `true`/`false`;
+//! a duration is a string such as `"30s"` or a whole number of seconds), and
+//! passes the flag's own checks. Anything else names the file, the line and
+//! the key.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A value as its flag would take it on the command line.
+trait FlagText {
+    fn flag_text(&self) -> String;
+}
+
+impl FlagText for String {
+    fn flag_text(&self) -> String {
+        self.clone()
+    }
+}
+
+impl FlagText for u32 {
+    fn flag_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl FlagText for bool {
+    fn flag_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// A duration: `"30s"`, `"5m"`, … or a whole number of seconds.
+#[derive(Debug)]
+pub(super) enum DurationValue {
+    Text(String),
+    Seconds(u64),
+}
+
+impl FlagText for DurationValue {
+    fn flag_text(&self) -> String {
+        match self {
+            DurationValue::Text(text) => text.clone(),
+            DurationValue::Seconds(seconds) => seconds.to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Expecting;
+        impl Visitor<'_> for Expecting {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as \"30s\" or a whole number of seconds")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<DurationValue, E> {
+                Ok(DurationValue::Text(text.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, seconds: u64) -> Result<DurationValue, E> {
+                Ok(DurationValue::Seconds(seconds))
+            }
+            fn visit_i64<E: de::Error>(self, seconds: i64) -> Result<DurationValue, E> {
+                u64::try_from(seconds)
+                    .map(DurationValue::Seconds)
+                    .map_err(|_| E::custom("a duration cannot be negative"))
+            }
+        }
+        deserializer.deserialize_any(Expecting)
+    }
+}
+
+/// One key the file gave: the flag's id, where the value is, and the value
+/// as the flag's text.
+pub(super) struct Entry {
+    pub id: &'static str,
+    pub span: Range<usize>,
+    pub text: String,
+}
+
+macro_rules! keys {
+    ($($field:ident: $kind:ty),* $(,)?) => {
+        /// The file's keys, one for each flag, each of its flag's kind.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        pub(super) struct File {
+            $($field: Option<Spanned<$kind>>,)*
+        }
+
+        impl File {
+            /// The flag ids that have a key.
+            #[cfg(test)]
+            pub(super) const IDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            pub(super) fn entries(&self) -> Vec<Entry> {
+                let mut entries = Vec::new();
+                $(if let Some(value) = &self.$field {
+                    entries.push(Entry {
+                        id: stringify!($field),
+                        span: value.span(),
+                        text: value.get_ref().flag_text(),
+                    });
+                })*
+                entries
+            }
+        }
+    };
+}
+
+keys! {
+    addr: String,
+    max_line: u32,
+    login_timeout: DurationValue,
+    idle_timeout: DurationValue,
+    max_clients: u32,
+    client_buffer: u32,
+    history: u32,
+    max_rooms_per_user: u32,
+    max_rooms: u32,
+    cluster: String,
+    node_id: String,
+    lease: DurationValue,
+    tls_cert: String,
+    tls_key: String,
+    tls_addr: String,
+    max_per_ip: u32,
+    flood_burst: u32,
+    flood_rate: u32,
+    limits_on_loopback: bool,
+    metrics: String,
+}
+
+/// Reads and parses the file; an error names the file, line and key.
+pub(super) fn read(path: &Path) -> Result<(String, File), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    let file = parse(path, &text)?;
+    Ok((text, file))
+}
+
+pub(super) fn parse(path: &Path, text: &str) -> Result<File, String> {
+    toml::from_str(text).map_err(|e| {
+        let message = e.message().trim_end();
+        match e.span() {
+            Some(span) => located(path, text, &span, message),
+            None => format!("{}: {message}", path.display()),
+        }
+    })
+}
+
+/// `file:line: key `k`: message`, for whatever lies at `span`.
+pub(super) fn located(path: &Path, text: &str, span: &Range<usize>, message: &str) -> String {
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = &text[line_start..line_end];
+    let number = text[..start].matches('\n').count() + 1;
+    let key = match line.split_once('=') {
+        Some((key, _)) => key.trim(),
+        None => text[start..span.end.min(text.len()).max(start)].trim(),
+    };
+    format!("{}:{number}: key `{key}`: {message}", path.display())
+}
+
+/// The effective settings as a file `--config` reads back.
+pub(super) fn render(config: &super::Config) -> String {
+    use toml::Value;
+    let duration = |d: Duration| Value::String(humantime::format_duration(d).to_string());
+    let number = |n: usize| Value::Integer(n as i64);
+    let path = |p: &Path| Value::String(p.display().to_string());
+    let mut table = toml::Table::new();
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            table.insert(key.to_owned(), value);
+        }
+    };
+    put("addr", Some(Value::String(config.addr.clone())));
+    put("max-line", Some(number(config.max_line)));
+    put("login-timeout", Some(duration(config.login_timeout)));
+    put(
+        "idle-timeout",
+        Some(config.idle_timeout.map_or(Value::Integer(0), duration)),
+    );
+    put("max-clients", Some(number(config.max_clients)));
+    put("client-buffer", Some(number(config.client_buffer)));
+    put("history", Some(number(config.history)));
+    put(
+        "max-rooms-per-user",
+        Some(number(config.max_rooms_per_user)),
+    );
+    put("max-rooms", Some(number(config.max_rooms)));
+    put("cluster", config.cluster.clone().map(Value::String));
+    put("node-id", config.node_id.clone().map(Value::String));
+    put("lease", Some(duration(config.lease)));
+    put("tls-cert", config.tls_cert.as_deref().map(path));
+    put("tls-key", config.tls_key.as_deref().map(path));
+    put("tls-addr", Some(Value::String(config.tls_addr.clone())));
+    put("max-per-ip", Some(number(config.max_per_ip)));
+    put(
+        "flood-burst",
+        Some(Value::Integer(config.flood_burst.into())),
+    );
+    put("flood-rate", Some(Value::Integer(config.flood_rate.into())));
+    put(
+        "limits-on-loopback",
+        Some(Value::Boolean(config.limits_on_loopback)),
+    );
+    put("metrics", config.metrics.clone().map(Value::String));
+    let mut out = String::from(
+        "# chat-server's effective settings (chat-server --print-config);\n\
+         # load them with --config. Unset options (cluster, node-id, tls-cert,\n\
+         # tls-key, metrics) are left out.\n",
+    );
+    out.push_str(&toml::to_string(&table).unwrap_or_default());
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}

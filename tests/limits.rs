@@ -1,0 +1,120 @@
+//! `--max-per-ip` end to end, as the contract's "Running in public" says:
+//! counted from accept, logged in or not, one count for the plaintext and
+//! TLS listeners, `ERROR too-many-connections` inside TLS on the TLS port,
+//! `server-full` first when both limits are reached, and loopback spared
+//! unless `--limits-on-loopback` (which every test here but one gives, since
+//! loopback is all a test can use).
+
+#[path = "support/tls.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use chat_tests::{Client, TIMEOUT};
+use support::{start_fails, trusting, Pair, Running, Scratch, TlsClient};
+
+/// Connects and proves the connection was admitted (a `PING` answered).
+async fn admitted(running: &Running) -> Client {
+    let mut client = Client::connect(running.addr).await;
+    client.send("PING in").await;
+    client.expect("PONG in").await;
+    client
+}
+
+#[tokio::test]
+async fn one_address_gets_max_per_ip_connections_then_too_many_connections() {
+    let server = Running::start(&["--max-per-ip", "3", "--limits-on-loopback"]);
+    let mut first = Client::connect(server.addr).await;
+    first.login("first").await;
+    let _second = admitted(&server).await;
+    // Not logged in, and still counted.
+    let _third = admitted(&server).await;
+    let mut fourth = Client::connect(server.addr).await;
+    fourth.expect_error("too-many-connections").await;
+    fourth.expect_closed().await;
+    // Closing one frees its place, once the server has seen it go.
+    first.send("LEAVE").await;
+    first.expect("BYE").await;
+    first.expect_closed().await;
+    drop(first);
+    let deadline = Instant::now() + TIMEOUT;
+    let mut again = loop {
+        let mut client = Client::connect(server.addr).await;
+        client.send("PING in").await;
+        match client.recv().await.as_str() {
+            "PONG in" => break client,
+            line => assert!(line.starts_with("ERROR too-many-connections"), "{line}"),
+        }
+        assert!(Instant::now() < deadline, "the place never came free");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    again.login("again").await;
+    let mut over = Client::connect(server.addr).await;
+    over.expect_error("too-many-connections").await;
+    over.expect_closed().await;
+}
+
+#[tokio::test]
+async fn plaintext_and_tls_share_one_count_and_tls_hears_why_inside_tls() {
+    let scratch = Scratch::new("limits-tls");
+    let pair = Pair::generate();
+    let (cert, key) = pair.write(&scratch.0);
+    let server = Running::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--max-per-ip",
+        "2",
+        "--limits-on-loopback",
+    ]);
+    let connector = trusting(&[&pair.der]);
+    let _plain = admitted(&server).await;
+    let mut tls = TlsClient::connect(server.tls_addr(), &connector).await;
+    tls.login("secure").await;
+    // The handshake succeeds; the refusal comes inside TLS.
+    let mut refused = TlsClient::connect(server.tls_addr(), &connector).await;
+    refused.expect_error("too-many-connections").await;
+    refused.expect_closed().await;
+    let mut refused = Client::connect(server.addr).await;
+    refused.expect_error("too-many-connections").await;
+    refused.expect_closed().await;
+}
+
+#[tokio::test]
+async fn server_full_wins_when_both_limits_are_reached() {
+    let server = Running::start(&[
+        "--max-clients",
+        "2",
+        "--max-per-ip",
+        "2",
+        "--limits-on-loopback",
+    ]);
+    let _a = admitted(&server).await;
+    let _b = admitted(&server).await;
+    let mut refused = Client::connect(server.addr).await;
+    refused.expect_error("server-full").await;
+    refused.expect_closed().await;
+}
+
+#[tokio::test]
+async fn loopback_is_spared_by_default() {
+    let server = Running::start(&["--max-per-ip", "2"]);
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let mut client = admitted(&server).await;
+        client.login(&format!("local{i}")).await;
+        clients.push(client);
+    }
+}
+
+#[test]
+fn flood_flags_are_checked_at_start() {
+    let (code, stderr) = start_fails(&["--flood-burst", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--flood-burst"), "{stderr}");
+    let (code, stderr) = start_fails(&["--max-per-ip", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--max-per-ip"), "{stderr}");
+    let _off = Running::start(&["--flood-rate", "0", "--flood-burst", "1"]);
+}

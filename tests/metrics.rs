@@ -1,0 +1,190 @@
+//! `--metrics`: Prometheus text on `/metrics`, `/healthz`, and `/readyz`
+//! that follows whether the server can log users in (in cluster mode:
+//! whether the node reaches the bus).
+
+#[path = "support/tls.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chat_tests::cluster::{redis_available, Redis};
+use chat_tests::{Client, TIMEOUT};
+use support::Running;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One HTTP/1.1 GET: the status code, the headers and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels) in the text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .parse()
+        .expect("a number")
+}
+
+/// Polls `path` until it answers `status`.
+async fn until_status(addr: SocketAddr, path: &str, status: u16) {
+    let deadline = Instant::now() + 3 * TIMEOUT;
+    while get(addr, path).await.0 != status {
+        assert!(Instant::now() < deadline, "{path} never answered {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened_and_probes_answer() {
+    let server = Running::start(&["--metrics", "127.0.0.1:0"]);
+    let http = server.metrics_addr.expect("a metrics address");
+    assert_eq!(get(http, "/healthz").await.0, 200);
+    assert_eq!(get(http, "/readyz").await.0, 200);
+    assert_eq!(get(http, "/nothing").await.0, 404);
+
+    let mut alice = Client::connect(server.addr).await;
+    alice.login("alice").await;
+    let mut bob = Client::connect(server.addr).await;
+    bob.login("bob").await;
+    alice.expect("JOIN bob").await;
+    alice.send("MSG hi").await;
+    alice.expect("MSG alice hi").await;
+    bob.expect("MSG alice hi").await;
+    alice.send("FOO").await;
+    alice.expect_error("unknown-command").await;
+    bob.send("NAME again").await;
+    bob.expect_error("already-logged-in").await;
+    bob.send("LEAVE").await;
+    bob.expect("BYE").await;
+    bob.expect_closed().await;
+    alice.expect("LEAVE bob").await;
+    alice.expect_quiet().await;
+
+    let (status, head, text) = get(http, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert_eq!(sample(&text, "chat_logins_total"), 2.0);
+    assert_eq!(sample(&text, "chat_users_logged_in"), 1.0);
+    assert_eq!(sample(&text, r#"chat_leaves_total{cause="left"}"#), 1.0);
+    assert_eq!(
+        sample(&text, r#"chat_frames_received_total{verb="NAME"}"#),
+        3.0
+    );
+    assert_eq!(
+        sample(&text, r#"chat_frames_received_total{verb="MSG"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"chat_frames_received_total{verb="unknown"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"chat_errors_sent_total{code="unknown-command"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"chat_errors_sent_total{code="already-logged-in"}"#),
+        1.0
+    );
+    // JOIN bob and MSG to alice, MSG and LEAVE bob... to whom was there.
+    assert!(sample(&text, "chat_deliveries_total") >= 3.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"chat_connections_accepted_total{listener="plain"}"#
+        ),
+        2.0
+    );
+    assert!(!text.contains("chat_bus_"), "no bus without --cluster");
+    drop(alice);
+}
+
+#[tokio::test]
+async fn refusals_are_counted_by_reason() {
+    let server = Running::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-per-ip",
+        "1",
+        "--limits-on-loopback",
+    ]);
+    let http = server.metrics_addr.expect("a metrics address");
+    let mut first = Client::connect(server.addr).await;
+    first.send("PING").await;
+    first.expect("PONG").await;
+    let mut refused = Client::connect(server.addr).await;
+    refused.expect_error("too-many-connections").await;
+    let text = get(http, "/metrics").await.2;
+    assert_eq!(
+        sample(
+            &text,
+            r#"chat_connections_refused_total{reason="too-many-connections"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"chat_connections_open{listener="plain"}"#),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_cluster_bus() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let server = Running::start(&[
+        "--cluster",
+        &url,
+        "--lease",
+        "2s",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let http = server.metrics_addr.expect("a metrics address");
+    until_status(http, "/readyz", 200).await;
+    assert_eq!(
+        sample(&get(http, "/metrics").await.2, "chat_bus_link_up"),
+        1.0
+    );
+
+    redis.kill();
+    until_status(http, "/readyz", 503).await;
+    assert_eq!(get(http, "/healthz").await.0, 200, "alive, only not ready");
+    assert_eq!(
+        sample(&get(http, "/metrics").await.2, "chat_bus_link_up"),
+        0.0
+    );
+
+    redis.restart();
+    until_status(http, "/readyz", 200).await;
+    let mut alice = Client::connect(server.addr).await;
+    alice.login("alice").await;
+    let text = get(http, "/metrics").await.2;
+    assert_eq!(sample(&text, "chat_bus_link_up"), 1.0);
+    assert!(sample(&text, "chat_bus_round_trip_seconds") > 0.0);
+    sample(&text, "chat_bus_stream_lag");
+}
