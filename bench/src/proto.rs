@@ -3,7 +3,7 @@
 //! the protocol crate itself. The hot three are split by hand so that a
 //! delivery costs no allocation.
 
-use chat_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use chat_protocol::{ClientFrame, ErrorCode, ServerFrame, ServerFrameRef};
 
 use crate::dialect::Event;
 
@@ -13,6 +13,14 @@ pub const MSG_PREFIX: &[u8] = b"MSG ";
 /// The `NAME` frame with its line ending.
 pub fn login(name: &str) -> String {
     format!("{}\n", ClientFrame::Name(name.to_owned()))
+}
+
+/// `SAY ` as the client writes it, ahead of the room and each bench text.
+pub const SAY_PREFIX: &[u8] = b"SAY ";
+
+/// The `JOIN <room>` frame with its line ending.
+pub fn join(room: &str) -> String {
+    format!("{}\n", ClientFrame::Join(room.to_owned()))
 }
 
 /// The `PING` frame with its line ending.
@@ -26,6 +34,8 @@ pub fn parse(line: &[u8]) -> Event<'_> {
         None => (line, &b""[..]),
     };
     match verb {
+        // Version 2: a frame whose first argument is a room.
+        _ if rest.starts_with(b"#") => room_frame(line),
         b"MSG" => match memchr::memchr(b' ', rest) {
             Some(at) => Event::Text(&rest[at + 1..]),
             None => Event::Error(line),
@@ -53,6 +63,20 @@ pub fn parse(line: &[u8]) -> Event<'_> {
     }
 }
 
+/// A frame about a room: the bench needs its `NAMES` (the reply to a
+/// `JOIN`) and its `SAY`s; `JOIN`, `LEAVE` and `TOPIC` of others are noise.
+fn room_frame(line: &[u8]) -> Event<'_> {
+    match ServerFrameRef::from_bytes(line) {
+        Ok(ServerFrameRef::RoomNames { room, .. }) => Event::RoomNames(room.as_bytes()),
+        Ok(ServerFrameRef::Say { room, text, .. }) => Event::Say {
+            room: room.as_bytes(),
+            text: text.as_bytes(),
+        },
+        Ok(_) => Event::Other,
+        Err(_) => Event::Error(line),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +96,15 @@ mod tests {
             Event::Error(b"ERROR name-taken x")
         );
         assert_eq!(parse(b"LEAVE a"), Event::Other);
+        assert_eq!(join("#r1"), "JOIN #r1\n");
+        assert_eq!(parse(b"NAMES #r1 a b"), Event::RoomNames(b"#r1"));
+        assert_eq!(parse(b"JOIN #r1 b"), Event::Other);
+        assert_eq!(
+            parse(b"SAY #r1 a m 1 2 3"),
+            Event::Say {
+                room: b"#r1",
+                text: b"m 1 2 3"
+            }
+        );
     }
 }
