@@ -982,3 +982,67 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker holding users `first..first + count` of rooms of `size`.
+    fn worker(first: u32, count: u32, size: u32, rooms: u32) -> Shared {
+        let shared = Shared::new(Assignment {
+            addr: "127.0.0.1:1".into(),
+            dialect: Dialect::Chat,
+            first,
+            count,
+            prefix: "b7_".into(),
+        });
+        shared.layout.set(Layout { size, rooms });
+        shared
+    }
+
+    #[test]
+    fn rooms_hold_the_first_users_and_their_first_members_send() {
+        let layout = Layout { size: 10, rooms: 3 };
+        assert_eq!(layout.room(0), Some(0));
+        assert_eq!(layout.room(29), Some(2));
+        assert_eq!(layout.room(30), None);
+        assert!(layout.sends(21, 2) && !layout.sends(22, 2) && !layout.sends(30, 2));
+        assert_eq!(layout.sender(21), 1);
+        let lobby = Layout::default();
+        assert_eq!(lobby.room(3), None);
+        assert!(lobby.sends(1, 2) && !lobby.sends(2, 2));
+        assert_eq!(lobby.sender(7), 7);
+    }
+
+    #[test]
+    fn room_names_read_back_only_for_this_run() {
+        let shared = worker(0, 10, 10, 1);
+        assert_eq!(shared.room_name(42), "#b7_r42");
+        assert_eq!(shared.room_number(b"#b7_r42"), Some(42));
+        assert_eq!(shared.room_number(b"#b8_r42"), None);
+        assert_eq!(shared.room_number(b"#b7_rx"), None);
+    }
+
+    #[test]
+    fn a_sender_waits_only_for_its_rooms_members_in_this_worker() {
+        // Users 15..40 in rooms of 10: room 1 is cut, room 3 is lobby only.
+        let shared = worker(15, 25, 10, 3);
+        assert_eq!(shared.audience(15), 0..5);
+        assert_eq!(shared.audience(21), 5..15);
+        assert!(shared.audience(0).is_empty(), "a room with no member here");
+        assert_eq!(shared.audience(35), 0..25, "no room: the lobby");
+        assert_eq!(shared.group(0), 1);
+        assert_eq!(shared.group(5), 2);
+        assert_eq!(shared.group(24), 0);
+    }
+
+    #[test]
+    fn whole_rooms_are_checked_here_and_cut_ones_passed_on() {
+        let shared = worker(15, 30, 10, 5);
+        let mut tally = Tally::default();
+        let orders = [(1, 7), (1, 7), (2, 5), (2, 5), (3, 1), (3, 2), (4, 9)];
+        shared.tally_rooms(&mut tally, &orders);
+        assert_eq!(tally.rooms_disordered, 1, "room 3 has two orders");
+        assert_eq!(tally.room_orders, vec![(1, 7, 2), (4, 9, 1)]);
+    }
+}
