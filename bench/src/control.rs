@@ -26,6 +26,16 @@ pub enum Command {
         send: bool,
         timeout_ms: u64,
     },
+    /// Rooms: users `0..size * rooms` each `JOIN` room `id / size`; the
+    /// others stay in the lobby only. The worker waits until every `JOIN`
+    /// was answered. From then on, a run's senders are the first `senders`
+    /// of each room (not of the lobby), and each room's members check that
+    /// room's messages only.
+    Join {
+        size: u32,
+        rooms: u32,
+        timeout_ms: u64,
+    },
     /// Get ready to check a run of `messages` from each of `senders`.
     /// Every worker is armed before any sender starts: a worker that
     /// learned of the run late would take its first messages for strays.
@@ -56,6 +66,11 @@ impl Command {
                 send,
                 timeout_ms,
             } => format!("sync {round} {} {timeout_ms}\n", u8::from(*send)),
+            Command::Join {
+                size,
+                rooms,
+                timeout_ms,
+            } => format!("join {size} {rooms} {timeout_ms}\n"),
             Command::Arm { senders, messages } => format!("arm {senders} {messages}\n"),
             Command::Run {
                 senders,
@@ -81,6 +96,11 @@ impl Command {
             "sync" => Command::Sync {
                 round: next()?.parse().ok()?,
                 send: next()? == "1",
+                timeout_ms: next()?.parse().ok()?,
+            },
+            "join" => Command::Join {
+                size: next()?.parse().ok()?,
+                rooms: next()?.parse().ok()?,
                 timeout_ms: next()?.parse().ok()?,
             },
             "arm" => Command::Arm {
@@ -148,6 +168,12 @@ pub struct Tally {
     pub orders: Vec<(u64, u64)>,
     /// Receivers whose order did not fit in `orders` (already too many).
     pub orders_other: u64,
+    /// With rooms, each room has its own order, the same for its members:
+    /// rooms whose members (all held by one worker) saw more than one.
+    pub rooms_disordered: u64,
+    /// The orders of the rooms a worker holds only some members of (its
+    /// first and last): (room, order, receivers), compared across workers.
+    pub room_orders: Vec<(u32, u64, u64)>,
 }
 
 impl Default for Tally {
@@ -173,6 +199,8 @@ impl Default for Tally {
             errors: Vec::new(),
             orders: Vec::new(),
             orders_other: 0,
+            rooms_disordered: 0,
+            room_orders: Vec::new(),
         }
     }
 }
@@ -212,6 +240,30 @@ impl Tally {
             self.add_order(order, receivers);
         }
         self.orders_other += other.orders_other;
+        self.rooms_disordered += other.rooms_disordered;
+        for &(room, order, receivers) in &other.room_orders {
+            self.add_room_order(room, order, receivers);
+        }
+    }
+
+    /// Counts `receivers` more members of `room` that saw it in `order`.
+    pub fn add_room_order(&mut self, room: u32, order: u64, receivers: u64) {
+        match self
+            .room_orders
+            .iter_mut()
+            .find(|(r, o, _)| (*r, *o) == (room, order))
+        {
+            Some((_, _, n)) => *n += receivers,
+            None => self.room_orders.push((room, order, receivers)),
+        }
+    }
+
+    /// Rooms whose members did not all see the room in one order.
+    pub fn disordered_rooms(&self) -> u64 {
+        let mut rooms: Vec<u32> = self.room_orders.iter().map(|r| r.0).collect();
+        rooms.sort_unstable();
+        let split = rooms.chunk_by(|a, b| a == b).filter(|c| c.len() > 1);
+        self.rooms_disordered + split.count() as u64
     }
 
     /// Counts `receivers` more receivers that saw the run in `order`.
@@ -237,7 +289,8 @@ impl Tally {
             "tally logged_in={} full={} failed={} incomplete={} received={} lost={} skipped={} \
              duplicated={} reordered={} foreign={} dropped_frames={} first_ns={} last_ns={} \
              written_first_ns={} written_last_ns={} handled_first_ns={} handled_last_ns={} \
-             known_sum={} known_min={} known_max={} bench_cpu_ns={} orders_other={}\n",
+             known_sum={} known_min={} known_max={} bench_cpu_ns={} orders_other={} \
+             rooms_disordered={}\n",
             self.logged_in,
             self.full,
             self.failed,
@@ -259,7 +312,8 @@ impl Tally {
             self.known_min,
             self.known_max,
             self.bench_cpu_ns,
-            self.orders_other
+            self.orders_other,
+            self.rooms_disordered
         );
         for (tag, h) in [("lat", &self.latency), ("mem", &self.membership)] {
             for v in h.iter_recorded() {
@@ -273,6 +327,9 @@ impl Tally {
         }
         for (order, receivers) in &self.orders {
             let _ = writeln!(out, "order {order} {receivers}");
+        }
+        for (room, order, receivers) in &self.room_orders {
+            let _ = writeln!(out, "room_order {room} {order} {receivers}");
         }
         for e in &self.errors {
             let _ = writeln!(out, "error {}", e.replace('\n', " "));
@@ -293,6 +350,16 @@ impl Tally {
                     .and_then(|(o, n)| Some((o.parse().ok()?, n.parse().ok()?)))
                     .ok_or_else(|| format!("bad order line {line:?}"))?;
                 self.add_order(order, receivers);
+            }
+            "room_order" => {
+                let mut words = rest.split(' ').map(str::parse::<u64>);
+                let mut next = || words.next().and_then(Result::ok);
+                let (room, order, receivers) = (next(), next(), next());
+                let (Some(room), Some(order), Some(receivers)) = (room, order, receivers) else {
+                    return Err(format!("bad room order line {line:?}"));
+                };
+                let room = u32::try_from(room).map_err(|_| format!("bad room in {line:?}"))?;
+                self.add_room_order(room, order, receivers);
             }
             "lat" | "mem" => {
                 let (value, count) = rest
@@ -344,6 +411,7 @@ impl Tally {
                 self.known_max = get("known_max")?;
                 self.bench_cpu_ns = get("bench_cpu_ns")?;
                 self.orders_other = get("orders_other")?;
+                self.rooms_disordered = get("rooms_disordered")?;
             }
             _ => return Err(format!("unexpected line from a worker: {line:?}")),
         }
@@ -367,6 +435,11 @@ mod tests {
                 round: 2,
                 send: true,
                 timeout_ms: 7,
+            },
+            Command::Join {
+                size: 10,
+                rooms: 1000,
+                timeout_ms: 9,
             },
             Command::Arm {
                 senders: 3,
@@ -398,6 +471,8 @@ mod tests {
             known_max: 2,
             errors: vec!["ERROR name-taken".into()],
             orders: vec![(u64::MAX, 2), (7, 1)],
+            rooms_disordered: 1,
+            room_orders: vec![(4, u64::MAX, 3), (4, 5, 1), (9, 6, 2)],
             ..Tally::default()
         };
         tally.counts.received = 9;
@@ -413,6 +488,25 @@ mod tests {
         assert_eq!(read.to_lines(), tally.to_lines());
         assert_eq!(read.latency.len(), 2);
         assert_eq!(read.distinct_orders(), 2);
+        assert_eq!(read.disordered_rooms(), 2);
+    }
+
+    #[test]
+    fn a_room_split_between_workers_is_ordered_if_both_halves_agree() {
+        let mut a = Tally::default();
+        a.add_room_order(7, 42, 6);
+        let mut b = Tally::default();
+        b.add_room_order(7, 42, 4);
+        b.add_room_order(8, 1, 10);
+        let mut total = Tally::default();
+        total.add(&a);
+        total.add(&b);
+        assert_eq!(total.disordered_rooms(), 0);
+        assert_eq!(total.room_orders[0], (7, 42, 10));
+        let mut c = Tally::default();
+        c.add_room_order(8, 2, 1);
+        total.add(&c);
+        assert_eq!(total.disordered_rooms(), 1);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum Event<'a> {
     Join(&'a [u8]),
     /// A broadcast text, as its sender wrote it.
     Text(&'a [u8]),
+    /// `NAMES <room> …`: this connection's `JOIN` of `<room>` went through.
+    RoomNames(&'a [u8]),
+    /// `SAY <room> <from> <text>`: a room's message, its text as sent.
+    Say { room: &'a [u8], text: &'a [u8] },
     /// `DROPPED <n>`.
     Dropped(u64),
     /// `PONG <token>`: the server has handled everything this connection
@@ -100,6 +104,16 @@ impl Dialect {
     }
 }
 
+/// Appends message `seq` of `sender` said in `room` (`SAY`: our dialect
+/// only, the raw one has no rooms).
+pub fn write_say(out: &mut Vec<u8>, room: &str, sender: u32, seq: u64, sent_ns: u64) {
+    out.extend_from_slice(proto::SAY_PREFIX);
+    out.extend_from_slice(room.as_bytes());
+    out.push(b' ');
+    // Writing into a Vec cannot fail.
+    let _ = writeln!(out, "m {sender} {seq} {sent_ns}");
+}
+
 impl Payload {
     pub fn parse(text: &[u8]) -> Option<Payload> {
         let mut fields = text.split(|&b| b == b' ');
@@ -157,6 +171,25 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn room_messages_round_trip() {
+        let mut out = Vec::new();
+        write_say(&mut out, "#b1_r4", 41, 7, 99);
+        assert_eq!(out, b"SAY #b1_r4 m 41 7 99\n");
+        let Event::Say { room, text } = Dialect::Chat.parse(b"SAY #b1_r4 b1_41 m 41 7 99") else {
+            panic!("not a SAY");
+        };
+        assert_eq!(room, b"#b1_r4");
+        assert_eq!(
+            Payload::parse(text),
+            Some(Payload::Message {
+                sender: 41,
+                seq: 7,
+                sent_ns: 99
+            })
+        );
     }
 
     #[test]

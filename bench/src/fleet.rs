@@ -107,6 +107,25 @@ impl Fleet {
         Ok(start_ns)
     }
 
+    /// Has users `0..size * rooms` join room `id / size` (see
+    /// [`Command::Join`]); returns how many joined, were refused, and had
+    /// no answer before the timeout.
+    pub async fn join(&mut self, size: u32, rooms: u32, timeout_ms: u64) -> io::Result<[u64; 3]> {
+        let replies = self
+            .ask(&Command::Join {
+                size,
+                rooms,
+                timeout_ms,
+            })
+            .await?;
+        Ok(replies.iter().fold([0; 3], |mut sum, reply| {
+            for (s, v) in sum.iter_mut().zip(reply) {
+                *s += v;
+            }
+            sum
+        }))
+    }
+
     /// Sends `command` only to the worker holding user 0, and the rest of
     /// the barrier to all.
     pub async fn sync(&mut self, round: u32, timeout_ms: u64) -> io::Result<u64> {

@@ -2,7 +2,8 @@
 //!
 //! It measures our `chat-server` (and, with `--compare`, a second server such
 //! as the gopl seed in raw mode; with `--floor`, the machine's floor with no
-//! chat server) on six scenarios, checks every delivery for loss,
+//! chat server) on seven scenarios, rooms among them, checks every delivery
+//! for loss,
 //! duplication and order, and prints a table plus one JSON line per
 //! scenario. The coordinating process holds no connections: it starts
 //! workers (this binary again, `chat-bench worker`) that do.
@@ -29,7 +30,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::dialect::Dialect;
 use crate::report::{Comparison, Outcome};
-use crate::scenario::{capacity, fanout, latency, login_storm, open_loop, throughput, Options};
+use crate::scenario::{
+    capacity, fanout, latency, login_storm, open_loop, rooms, throughput, Options,
+};
 use crate::server::{Launch, Target};
 
 #[derive(Debug, Parser)]
@@ -48,6 +51,7 @@ use crate::server::{Launch, Target};
         chat-bench open-loop --senders 1 --messages 100000 --users 101   # one client pipelining\n  \
         chat-bench login-storm --users 5000                 # the storm at default server flags\n  \
         chat-bench floor                                    # fanout + latency: ours, the floor, ratios\n  \
+        chat-bench rooms                                    # 1 000 rooms of 10 vs the lobby; isolation\n  \
         chat-bench fanout --users 2000 --floor              # any fanout/latency size against the floor"
 )]
 struct Cli {
@@ -149,6 +153,13 @@ enum Scenario {
     /// figures as multiples of the floor's ("x floor"). --alone: the floor
     /// only.
     Floor(FloorSizes),
+    /// Version 2 rooms: --users users in rooms of --room-size, every room
+    /// chatting at once (`SAY`), each member checking its room's order and
+    /// isolation; next to the lobby's `throughput` on the same server
+    /// ("x lobby"), then the same room traffic (--isolation-rooms rooms)
+    /// with few and with many users logged in ("x <few> users": server CPU
+    /// per SAY should not grow). --alone: the rooms run only.
+    Rooms(RoomsSizes),
     /// Every scenario at its default size.
     All,
     /// Every scenario at tiny sizes; fails on any lost, duplicated,
@@ -262,8 +273,146 @@ impl FloorSizes {
     }
 }
 
-/// Jobs and the servers each of them runs on.
-type Section = (Vec<Job>, Vec<Target>);
+/// The sizes of the `rooms` comparisons.
+#[derive(Debug, Clone, Args)]
+struct RoomsSizes {
+    #[command(flatten)]
+    rooms: rooms::Sizes,
+    /// Users in the lobby `throughput` run next to it.
+    #[arg(long, default_value_t = 100)]
+    lobby_users: u32,
+    /// Senders in the lobby run (its window is --window).
+    #[arg(long, default_value_t = 10)]
+    lobby_senders: u32,
+    /// Messages per sender in the lobby run.
+    #[arg(long, default_value_t = 2000)]
+    lobby_messages: u64,
+    /// Rooms that chat in the isolation runs (of --room-size, --senders).
+    #[arg(long, default_value_t = 10)]
+    isolation_rooms: u32,
+    /// Users logged in for the first isolation run (the rooms' members).
+    #[arg(long, default_value_t = 100)]
+    isolation_few: u32,
+    /// Users logged in for the second (the others idle in the lobby).
+    #[arg(long, default_value_t = 10_000)]
+    isolation_many: u32,
+    /// Messages per sender in the isolation runs.
+    #[arg(long, default_value_t = 2000)]
+    isolation_messages: u64,
+    /// The rooms run only: no lobby run, no isolation runs.
+    #[arg(long)]
+    alone: bool,
+}
+
+impl RoomsSizes {
+    /// The comparisons, all on our server (`ours`).
+    fn matches(&self, ours: &Target) -> Vec<Match> {
+        let rooms = Job::Rooms(self.rooms.clone());
+        if self.alone {
+            return vec![Match::across(rooms, std::slice::from_ref(ours))];
+        }
+        let lobby = Job::Throughput(throughput::Sizes {
+            users: self.lobby_users,
+            senders: self.lobby_senders,
+            messages: self.lobby_messages,
+            window: self.rooms.window,
+        });
+        let isolation = |users| {
+            let sizes = rooms::Sizes {
+                users,
+                rooms: self.isolation_rooms,
+                messages: self.isolation_messages,
+                ..self.rooms.clone()
+            };
+            (format!("{users} users"), Job::Rooms(sizes))
+        };
+        vec![
+            Match::pair(
+                "rooms",
+                ("rooms".into(), rooms),
+                ("lobby".into(), lobby),
+                ours,
+            ),
+            Match::pair(
+                "rooms-isolation",
+                isolation(self.isolation_many),
+                isolation(self.isolation_few),
+                ours,
+            ),
+        ]
+    }
+
+    /// Small enough for CI.
+    fn smoke() -> RoomsSizes {
+        RoomsSizes {
+            rooms: rooms::Sizes {
+                users: 60,
+                room_size: 10,
+                rooms: 0,
+                senders: 2,
+                messages: 100,
+                window: 64,
+                rate: 0.0,
+            },
+            lobby_users: 20,
+            lobby_senders: 4,
+            lobby_messages: 500,
+            isolation_rooms: 2,
+            isolation_few: 20,
+            isolation_many: 300,
+            isolation_messages: 100,
+            alone: false,
+        }
+    }
+}
+
+/// One table: its sides run alternately, each `--runs` times.
+#[derive(Debug, Clone)]
+struct Match {
+    scenario: String,
+    params: String,
+    /// Each side's name in the table, what it runs, and on which server.
+    sides: Vec<(String, Job, Target)>,
+    /// The second side is a baseline that the first is a multiple of (see
+    /// [`Comparison::baseline`]).
+    baseline: Option<String>,
+}
+
+impl Match {
+    /// `job` on each of `targets`; as a multiple of the floor if that is
+    /// the second.
+    fn across(job: Job, targets: &[Target]) -> Match {
+        let against_floor = targets.len() == 2 && matches!(targets[1].launch, Launch::Floor { .. });
+        Match {
+            scenario: job.name().to_owned(),
+            params: job.params(),
+            sides: targets
+                .iter()
+                .map(|t| (t.label.clone(), job.clone(), t.clone()))
+                .collect(),
+            baseline: against_floor.then(|| "floor".to_owned()),
+        }
+    }
+
+    /// Two jobs on one server, the first as a multiple of the second.
+    fn pair(scenario: &str, first: (String, Job), second: (String, Job), target: &Target) -> Match {
+        Match {
+            scenario: scenario.to_owned(),
+            params: format!(
+                "{}: {}; {}: {}",
+                first.0,
+                first.1.params(),
+                second.0,
+                second.1.params()
+            ),
+            baseline: Some(second.0.clone()),
+            sides: vec![
+                (first.0, first.1, target.clone()),
+                (second.0, second.1, target.clone()),
+            ],
+        }
+    }
+}
 
 /// One scenario at one size.
 #[derive(Debug, Clone)]
@@ -274,6 +423,7 @@ enum Job {
     LoginStorm(login_storm::Sizes),
     Fanout(fanout::Sizes),
     Capacity(capacity::Sizes),
+    Rooms(rooms::Sizes),
 }
 
 impl Job {
@@ -285,6 +435,7 @@ impl Job {
             Job::LoginStorm(_) => "login-storm",
             Job::Fanout(_) => "fanout",
             Job::Capacity(_) => "capacity",
+            Job::Rooms(_) => "rooms",
         }
     }
 
@@ -296,6 +447,7 @@ impl Job {
             Job::LoginStorm(s) => s.params(),
             Job::Fanout(s) => s.params(),
             Job::Capacity(s) => s.params(),
+            Job::Rooms(s) => s.params(),
         }
     }
 
@@ -307,6 +459,7 @@ impl Job {
             Job::LoginStorm(s) => login_storm::run(target, s, options).await,
             Job::Fanout(s) => fanout::run(target, s, options).await,
             Job::Capacity(s) => capacity::run(target, s, options).await,
+            Job::Rooms(s) => rooms::run(target, s, options).await,
         }
     }
 
@@ -390,7 +543,15 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         }
+        Scenario::Rooms(_)
+            if cli.servers.compare.is_some() || cli.servers.compare_cmd.is_some() =>
+        {
+            eprintln!("chat-bench: rooms run on our server only, next to its own lobby");
+            return ExitCode::from(2);
+        }
+        Scenario::Rooms(s) => Shape::Rooms(s.clone()),
         Scenario::Cluster(_) => Shape::Cluster,
+        Scenario::All => Shape::All,
         Scenario::Smoke => Shape::Smoke,
         _ => Shape::Plain,
     };
@@ -434,11 +595,12 @@ fn main() -> ExitCode {
         Scenario::Capacity(s) => vec![Job::Capacity(s)],
         Scenario::Cluster(s) => s.jobs(),
         Scenario::Floor(s) => s.jobs(),
+        Scenario::Rooms(_) => Vec::new(),
         Scenario::All => Job::all(),
         Scenario::Smoke => Job::smoke(),
     };
-    let sections = match sections(&cli.servers, shape, jobs) {
-        Ok(sections) => sections,
+    let matches = match matches(&cli.servers, shape, jobs) {
+        Ok(matches) => matches,
         Err(e) => {
             eprintln!("chat-bench: {e}");
             return ExitCode::from(2);
@@ -459,7 +621,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(&sections, cli.servers.runs.max(1), &options)) {
+    match runtime.block_on(bench(&matches, cli.servers.runs.max(1), &options)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -470,7 +632,7 @@ fn main() -> ExitCode {
 }
 
 /// Which servers a command measures.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Shape {
     /// Ours, and the peer or the floor if asked for.
     Plain,
@@ -478,54 +640,83 @@ enum Shape {
     Cluster,
     /// Ours and the floor, or the floor alone.
     Floor { alone: bool },
-    /// Ours (and the peer): every scenario; then ours and the floor.
+    /// Ours: rooms, next to the lobby and with few and many users.
+    Rooms(RoomsSizes),
+    /// Ours (and the peer): every scenario; then the rooms on ours.
+    All,
+    /// Ours (and the peer): every scenario; then ours and the floor, and
+    /// the rooms on ours.
     Smoke,
 }
 
-/// The jobs, each with the servers it runs on.
-fn sections(servers: &Servers, shape: Shape, jobs: Vec<Job>) -> io::Result<Vec<Section>> {
+/// The tables to make: the jobs, each with the servers it runs on.
+fn matches(servers: &Servers, shape: Shape, jobs: Vec<Job>) -> io::Result<Vec<Match>> {
+    let across = |jobs: Vec<Job>, targets: &[Target]| -> Vec<Match> {
+        jobs.into_iter()
+            .map(|job| Match::across(job, targets))
+            .collect()
+    };
     Ok(match shape {
-        Shape::Plain => vec![(jobs, targets(servers, servers.floor)?)],
-        Shape::Cluster => vec![(jobs, cluster_targets(servers)?)],
-        Shape::Floor { alone: true } => vec![(jobs, vec![floor_target(servers)])],
-        Shape::Floor { alone: false } => vec![(jobs, targets(servers, true)?)],
+        Shape::Plain => across(jobs, &targets(servers, servers.floor)?),
+        Shape::Cluster => across(jobs, &cluster_targets(servers)?),
+        Shape::Floor { alone: true } => across(jobs, &[floor_target(servers)]),
+        Shape::Floor { alone: false } => across(jobs, &targets(servers, true)?),
+        Shape::Rooms(sizes) => sizes.matches(&targets(servers, false)?[0]),
+        Shape::All => {
+            let all = targets(servers, false)?;
+            let mut matches = across(jobs, &all);
+            matches.extend(rooms_defaults().matches(&all[0]));
+            matches
+        }
         Shape::Smoke => {
             let all = targets(servers, false)?;
-            let floor = vec![all[0].clone(), floor_target(servers)];
-            vec![(jobs, all), (Job::smoke_floor(), floor)]
+            let floor = [all[0].clone(), floor_target(servers)];
+            let mut matches = across(jobs, &all);
+            matches.extend(across(Job::smoke_floor(), &floor));
+            if servers.nodes > 0 || servers.proto != Dialect::Chat {
+                eprintln!("chat-bench: smoke without rooms (not served in cluster mode or raw)");
+            } else {
+                matches.extend(RoomsSizes::smoke().matches(&all[0]));
+            }
+            matches
         }
     })
 }
 
-/// Runs every job on every target of its section, alternating; returns
-/// whether all passed.
-async fn bench(sections: &[Section], runs: u32, options: &Options) -> io::Result<bool> {
+/// The `rooms` comparisons at their default sizes.
+fn rooms_defaults() -> RoomsSizes {
+    match Cli::parse_from(["chat-bench", "rooms"]).scenario {
+        Scenario::Rooms(sizes) => sizes,
+        _ => unreachable!("parsed as rooms"),
+    }
+}
+
+/// Runs the sides of every match alternately; returns whether all passed.
+async fn bench(matches: &[Match], runs: u32, options: &Options) -> io::Result<bool> {
     let mut passed = true;
     let mut lines = Vec::new();
-    for (job, targets) in sections
-        .iter()
-        .flat_map(|(jobs, targets)| jobs.iter().map(move |job| (job, targets)))
-    {
-        let against_floor = targets.len() == 2 && matches!(targets[1].launch, Launch::Floor { .. });
-        let mut sides: Vec<(String, Vec<Outcome>)> = targets
+    for m in matches {
+        let mut sides: Vec<(String, Vec<Outcome>)> = m
+            .sides
             .iter()
-            .map(|t| (t.label.clone(), Vec::new()))
+            .map(|(label, _, _)| (label.clone(), Vec::new()))
             .collect();
         for run in 1..=runs {
-            for (target, side) in targets.iter().zip(&mut sides) {
+            for ((_, job, target), side) in m.sides.iter().zip(&mut sides) {
                 eprintln!(
-                    "chat-bench: {} on {} (run {run}/{runs})",
+                    "chat-bench: {} ({}) on {} (run {run}/{runs})",
                     job.name(),
+                    job.params(),
                     target.label
                 );
                 side.1.push(job.run(target, options).await?);
             }
         }
         let comparison = Comparison {
-            scenario: job.name(),
-            params: job.params(),
+            scenario: &m.scenario,
+            params: m.params.clone(),
             sides,
-            against_floor,
+            baseline: m.baseline.clone(),
         };
         print!("{}", comparison.table());
         passed &= !comparison.failed();

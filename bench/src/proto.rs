@@ -15,6 +15,14 @@ pub fn login(name: &str) -> String {
     format!("{}\n", ClientFrame::Name(name.to_owned()))
 }
 
+/// `SAY ` as the client writes it, ahead of the room and each bench text.
+pub const SAY_PREFIX: &[u8] = b"SAY ";
+
+/// The `JOIN <room>` frame with its line ending.
+pub fn join(room: &str) -> String {
+    format!("{}\n", ClientFrame::Join(room.to_owned()))
+}
+
 /// The `PING` frame with its line ending.
 pub fn ping(token: &str) -> String {
     format!("{}\n", ClientFrame::Ping(Some(token.to_owned())))
@@ -27,6 +35,12 @@ pub fn parse(line: &[u8]) -> Event<'_> {
         Ok(ServerFrameRef::Names(names)) => Event::Names(names.as_str().as_bytes()),
         Ok(ServerFrameRef::Pong(token)) => Event::Pong(token.unwrap_or_default().as_bytes()),
         Ok(ServerFrameRef::Welcome(_)) => Event::Welcome,
+        // Version 2: a room's members, and its messages.
+        Ok(ServerFrameRef::RoomNames { room, .. }) => Event::RoomNames(room.as_bytes()),
+        Ok(ServerFrameRef::Say { room, text, .. }) => Event::Say {
+            room: room.as_bytes(),
+            text: text.as_bytes(),
+        },
         Ok(ServerFrameRef::Dropped(n)) => Event::Dropped(n),
         Ok(ServerFrameRef::Error {
             code: ErrorCode::ServerFull,
@@ -39,6 +53,8 @@ pub fn parse(line: &[u8]) -> Event<'_> {
     }
 }
 
+/// A frame about a room: the bench needs its `NAMES` (the reply to a
+/// `JOIN`) and its `SAY`s; `JOIN`, `LEAVE` and `TOPIC` of others are noise.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +78,15 @@ mod tests {
         assert_eq!(parse(b"LEAVE a"), Event::Other);
         assert_eq!(parse(b"MSG a"), Event::Error(b"MSG a"));
         assert_eq!(parse(b"what"), Event::Error(b"what"));
+        assert_eq!(join("#r1"), "JOIN #r1\n");
+        assert_eq!(parse(b"NAMES #r1 a b"), Event::RoomNames(b"#r1"));
+        assert_eq!(parse(b"JOIN #r1 b"), Event::Other);
+        assert_eq!(
+            parse(b"SAY #r1 a m 1 2 3"),
+            Event::Say {
+                room: b"#r1",
+                text: b"m 1 2 3"
+            }
+        );
     }
 }

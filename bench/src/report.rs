@@ -44,6 +44,11 @@ impl Outcome {
         });
     }
 
+    /// The value of metric `key`, if measured.
+    pub fn value(&self, key: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.key == key).map(|m| m.value)
+    }
+
     /// Turns the delivery checks of a tally into problems and notes.
     pub fn check_deliveries(&mut self, tally: &Tally, strict: bool) {
         let c = &tally.counts;
@@ -63,6 +68,13 @@ impl Outcome {
                  (receivers per order: {})",
                 tally.distinct_orders(),
                 seen.join(", ")
+            ));
+        }
+        let disordered = tally.disordered_rooms();
+        if disordered > 0 {
+            self.problems.push(format!(
+                "no order per room: in {disordered} rooms the members saw the room's messages \
+                 in different orders"
             ));
         }
         if tally.incomplete > 0 {
@@ -93,10 +105,12 @@ pub struct Comparison<'a> {
     pub scenario: &'a str,
     pub params: String,
     pub sides: Vec<(String, Vec<Outcome>)>,
-    /// The second side is the machine's floor (no chat server): the ratio
-    /// is then ours as a multiple of the floor (`x floor`: 1.0 is as good
-    /// as it gets), rather than how many times better ours is.
-    pub against_floor: bool,
+    /// The second side is a baseline that the first is a multiple of, by
+    /// this name: the machine's floor (no chat server; `x floor`: 1.0 is as
+    /// good as it gets), the lobby for rooms (`x lobby`). The ratio is then
+    /// the first side's value over the second's, rather than how many times
+    /// better the first is.
+    pub baseline: Option<String>,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -133,18 +147,17 @@ fn show(value: f64) -> String {
 impl Comparison<'_> {
     /// The ratio of the two sides' values for a metric, if it has one.
     fn ratio(&self, better: Better, ours: f64, peer: f64) -> Option<f64> {
-        if !self.against_floor {
+        if self.baseline.is_none() {
             return ratio(better, ours, peer);
         }
         let r = ours / peer;
         (better != Better::Neither && r.is_finite()).then_some(r)
     }
 
-    fn ratio_name(&self) -> &'static str {
-        if self.against_floor {
-            "x floor"
-        } else {
-            "ratio"
+    fn ratio_name(&self) -> String {
+        match &self.baseline {
+            Some(baseline) => format!("x {baseline}"),
+            None => "ratio".to_owned(),
         }
     }
 
@@ -238,11 +251,7 @@ impl Comparison<'_> {
             let _ = write!(out, ",\"problems\":{problems}}}");
         }
         if self.sides.len() == 2 {
-            let key = if self.against_floor {
-                "x_floor"
-            } else {
-                "ratio"
-            };
+            let key = self.ratio_name().replace(' ', "_");
             let _ = write!(out, ",\"{key}\":{{");
             let mut first = true;
             for (row, values) in rows.iter().zip(&all) {
@@ -287,7 +296,7 @@ mod tests {
                 ),
                 ("peer".into(), vec![outcome(10.0)]),
             ],
-            against_floor: false,
+            baseline: None,
         };
         let json = c.json();
         assert!(
@@ -307,7 +316,7 @@ mod tests {
                 ("ours".into(), vec![outcome(10.0)]),
                 ("floor".into(), vec![outcome(40.0)]),
             ],
-            against_floor: true,
+            baseline: Some("floor".into()),
         };
         let json = c.json();
         // Both ways: ours is a quarter of the floor's rate and takes 4x

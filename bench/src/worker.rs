@@ -6,9 +6,15 @@
 //! connections read into one scratch buffer (a connection keeps bytes only
 //! for a line cut in two), each read takes the clock once for all the lines
 //! it brought, and no delivery allocates.
+//!
+//! A run is the lobby's (senders `MSG`, everyone checks everything) or, once
+//! the users joined rooms ([`Command::Join`]), the rooms' (the first senders
+//! of each room `SAY`, each member checks its own room's messages, and
+//! anything of another room counts as foreign).
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -22,7 +28,8 @@ use tokio::time::{sleep_until, Instant};
 use crate::check::Checker;
 use crate::clock::now_ns;
 use crate::control::{histogram, Command, Tally, MAX_ERRORS};
-use crate::dialect::{Dialect, Event, Payload};
+use crate::dialect::{self, number, Dialect, Event, Payload};
+use crate::proto;
 
 /// One read's worth of bytes; shared by every connection of the worker.
 const SCRATCH: usize = 256 * 1024;
@@ -37,6 +44,8 @@ const QUIET: Duration = Duration::from_secs(2);
 const SENT_TOKEN: &str = "sent";
 /// A (first, last) pair of times before anything happened.
 const NEVER: (u64, u64) = (u64::MAX, 0);
+/// A sender number no run has: the checker counts its messages as foreign.
+const FOREIGN: usize = usize::MAX;
 
 /// Widens the (first, last) times in `cell` to take in `now`.
 fn widen(cell: &Cell<(u64, u64)>, now: u64) {
@@ -53,6 +62,37 @@ pub struct Assignment {
     pub count: u32,
     /// Names are `<prefix><id>`; only those count as this run's users.
     pub prefix: String,
+}
+
+/// Who is in which room: users `0..size * rooms` are in room `id / size`
+/// (named `#<prefix>r<room>`), the others in the lobby only. A `size` of 0
+/// means no rooms: runs are the lobby's.
+#[derive(Debug, Clone, Copy, Default)]
+struct Layout {
+    size: u32,
+    rooms: u32,
+}
+
+impl Layout {
+    fn room(self, id: u32) -> Option<u32> {
+        (self.size > 0 && id / self.size < self.rooms).then(|| id / self.size)
+    }
+
+    /// Whether user `id` sends in a run of `senders` senders (per room).
+    fn sends(self, id: u32, senders: u32) -> bool {
+        match self.size {
+            0 => id < senders,
+            size => self.room(id).is_some() && id % size < senders,
+        }
+    }
+
+    /// User `id`'s sender number in its receivers' checkers.
+    fn sender(self, id: u32) -> usize {
+        match self.size {
+            0 => id as usize,
+            size => (id % size) as usize,
+        }
+    }
 }
 
 /// Serves commands from stdin until it closes.
@@ -105,6 +145,15 @@ async fn serve(assignment: Assignment) -> io::Result<()> {
                 };
                 shared.run(plan, deadline(timeout_ms)).await
             }
+            Command::Join {
+                size,
+                rooms,
+                timeout_ms,
+            } => {
+                shared
+                    .join(Layout { size, rooms }, deadline(timeout_ms))
+                    .await
+            }
             Command::Report => shared.tally().to_lines(),
         };
         replies.write_all(reply.as_bytes()).await?;
@@ -148,6 +197,16 @@ enum Login {
     Failed,
 }
 
+/// Where a user's `JOIN` of its room stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joining {
+    /// Not asked to join (the lobby only).
+    No,
+    Asked,
+    In,
+    Refused,
+}
+
 /// What one user has seen.
 struct Inbox {
     login: Login,
@@ -156,6 +215,7 @@ struct Inbox {
     /// Other users of this run it learned of, and when it last did.
     known: u64,
     membership_ns: u64,
+    joining: Joining,
     checker: Checker,
     complete: bool,
 }
@@ -199,8 +259,15 @@ struct Shared {
     at_least: RefCell<Vec<usize>>,
     /// Woken when a counter above moves.
     progress: Notify,
-    /// Woken when users received bench messages (senders wait on it).
-    delivered: Notify,
+    /// Rooms, once the users joined them.
+    layout: Cell<Layout>,
+    /// `JOIN`s answered with the room's `NAMES`, and refused.
+    joined: Cell<usize>,
+    join_refused: Cell<usize>,
+    /// Woken when users received bench messages (senders wait on it): one
+    /// for the lobby, then one per room this worker holds members of, so
+    /// that a sender wakes only for its own room's deliveries.
+    delivered: RefCell<Rc<[Notify]>>,
 }
 
 impl Shared {
@@ -217,6 +284,7 @@ impl Shared {
                         round: 0,
                         known: 0,
                         membership_ns: 0,
+                        joining: Joining::No,
                         checker: Checker::new(0, 0),
                         complete: true,
                     })
@@ -238,7 +306,10 @@ impl Shared {
             complete: Cell::new(0),
             at_least: RefCell::new(vec![0]),
             progress: Notify::new(),
-            delivered: Notify::new(),
+            layout: Cell::new(Layout::default()),
+            joined: Cell::new(0),
+            join_refused: Cell::new(0),
+            delivered: RefCell::new(Rc::new([Notify::new()])),
         }
     }
 
@@ -392,6 +463,8 @@ impl Shared {
         let mut latency = self.latency.borrow_mut();
         let inbox = &mut inboxes[index];
         let dialect = self.assignment.dialect;
+        let layout = self.layout.get();
+        let id = self.assignment.first + index as u32;
         let (mut login, mut moved) = (None, false);
         let mut used = 0;
         let mut last_message = false;
@@ -423,14 +496,14 @@ impl Shared {
                         seq,
                         sent_ns,
                     }) => {
-                        inbox.checker.message(sender as usize, seq);
+                        // With rooms, the bench says nothing in the lobby.
+                        let sender = match layout.size {
+                            0 => sender as usize,
+                            _ => FOREIGN,
+                        };
+                        moved |= self.take(inbox, sender, seq);
                         latency.saturating_record(now.saturating_sub(sent_ns) / 1000);
                         last_message = true;
-                        if !inbox.complete && inbox.checker.is_complete() {
-                            inbox.complete = true;
-                            self.complete.set(self.complete.get() + 1);
-                            moved = true;
-                        }
                     }
                     Some(Payload::Sync(round)) if round > inbox.round => {
                         let mut at_least = self.at_least.borrow_mut();
@@ -445,12 +518,44 @@ impl Shared {
                     }
                     Some(Payload::Sync(_)) | None => {}
                 },
+                Event::Say { room, text } => {
+                    if let Some(Payload::Message {
+                        sender,
+                        seq,
+                        sent_ns,
+                    }) = Payload::parse(text)
+                    {
+                        // Only the receiver's own room, from one of its
+                        // members: anything else broke the rooms' isolation.
+                        let mine = layout.room(id);
+                        let ours = mine.is_some()
+                            && self.room_number(room) == mine
+                            && layout.room(sender) == mine;
+                        let sender = if ours { layout.sender(sender) } else { FOREIGN };
+                        moved |= self.take(inbox, sender, seq);
+                        latency.saturating_record(now.saturating_sub(sent_ns) / 1000);
+                        last_message = true;
+                    }
+                }
+                Event::RoomNames(room) => {
+                    if inbox.joining == Joining::Asked && self.room_number(room) == layout.room(id)
+                    {
+                        inbox.joining = Joining::In;
+                        self.joined.set(self.joined.get() + 1);
+                        moved = true;
+                    }
+                }
                 Event::Dropped(n) => inbox.checker.dropped(n),
                 Event::Pong(token) if token == SENT_TOKEN.as_bytes() => widen(&self.handled, now),
                 Event::Full => login = Some(Login::Full),
                 Event::Error(line) => {
                     if inbox.login == Login::Pending {
                         login = Some(Login::Failed);
+                    }
+                    if inbox.joining == Joining::Asked {
+                        inbox.joining = Joining::Refused;
+                        self.join_refused.set(self.join_refused.get() + 1);
+                        moved = true;
                     }
                     self.error(String::from_utf8_lossy(line).into_owned());
                 }
@@ -470,9 +575,106 @@ impl Shared {
             self.progress.notify_waiters();
         }
         if last_message {
-            self.delivered.notify_waiters();
+            self.delivered.borrow()[self.group(index)].notify_waiters();
         }
         used
+    }
+
+    /// Takes message `seq` of checker sender `sender` into `inbox`; true if
+    /// that made the inbox complete.
+    fn take(&self, inbox: &mut Inbox, sender: usize, seq: u64) -> bool {
+        inbox.checker.message(sender, seq);
+        if !inbox.complete && inbox.checker.is_complete() {
+            inbox.complete = true;
+            self.complete.set(self.complete.get() + 1);
+            return true;
+        }
+        false
+    }
+
+    /// `#<prefix>r<room>`: the name of room `room`.
+    fn room_name(&self, room: u32) -> String {
+        format!("#{}r{room}", self.assignment.prefix)
+    }
+
+    /// The room a room name is the name of, if it is one of this run's.
+    fn room_number(&self, name: &[u8]) -> Option<u32> {
+        let digits = name
+            .strip_prefix(b"#")?
+            .strip_prefix(&self.prefix[..])?
+            .strip_prefix(b"r")?;
+        u32::try_from(number(digits)?).ok()
+    }
+
+    /// The delivery notice local user `index` wakes: 0 for the lobby (and
+    /// users in no room), then one per room from this worker's first.
+    fn group(&self, index: usize) -> usize {
+        let layout = self.layout.get();
+        let first = self.assignment.first;
+        match layout.room(first + index as u32) {
+            Some(room) => (room - first / layout.size) as usize + 1,
+            None => 0,
+        }
+    }
+
+    /// The local indexes of the users who receive what user `id` sends:
+    /// everyone in the lobby, the members of its room with rooms.
+    fn audience(&self, id: u32) -> Range<usize> {
+        let layout = self.layout.get();
+        let (first, count) = (self.assignment.first, self.assignment.count);
+        match layout.room(id) {
+            None => 0..count as usize,
+            Some(room) => {
+                let start = (room * layout.size).clamp(first, first + count);
+                let end = ((room + 1) * layout.size).clamp(first, first + count);
+                (start - first) as usize..(end - first) as usize
+            }
+        }
+    }
+
+    /// Has every logged-in user of the room layout `JOIN` its room, and
+    /// waits until each was answered.
+    async fn join(&self, layout: Layout, deadline: Instant) -> String {
+        let (first, count) = (self.assignment.first, self.assignment.count);
+        self.layout.set(layout);
+        self.joined.set(0);
+        self.join_refused.set(0);
+        let groups = match layout.size {
+            0 => 1,
+            size => (first + count.max(1) - 1) / size - first / size + 2,
+        };
+        *self.delivered.borrow_mut() = (0..groups).map(|_| Notify::new()).collect();
+        let mut asked = 0;
+        for index in 0..count as usize {
+            let Some(room) = layout.room(first + index as u32) else {
+                continue;
+            };
+            if self.inboxes.borrow()[index].login != Login::In {
+                continue;
+            }
+            let writer = self.writers.borrow_mut()[index].take();
+            let Some(mut writer) = writer else {
+                continue;
+            };
+            self.inboxes.borrow_mut()[index].joining = Joining::Asked;
+            asked += 1;
+            let line = proto::join(&self.room_name(room));
+            if let Err(e) = writer.write_all(line.as_bytes()).await {
+                self.error(format!("join: {e}"));
+                if self.inboxes.borrow()[index].joining == Joining::Asked {
+                    self.inboxes.borrow_mut()[index].joining = Joining::Refused;
+                    self.join_refused.set(self.join_refused.get() + 1);
+                }
+            }
+            self.writers.borrow_mut()[index] = Some(writer);
+        }
+        let answered = || self.joined.get() + self.join_refused.get();
+        self.wait(deadline, || answered() >= asked).await;
+        let (joined, refused) = (self.joined.get(), self.join_refused.get());
+        format!(
+            "joined {joined} {refused} {}\n",
+            asked.saturating_sub(joined + refused)
+        )
     }
 
     async fn sync(&self, round: u32, send: bool, deadline: Instant) -> String {
@@ -501,14 +703,24 @@ impl Shared {
     /// Resets every user's checker for a run of `messages` from each of
     /// `senders`.
     fn arm(&self, senders: u32, messages: u64) -> String {
-        for inbox in self.inboxes.borrow_mut().iter_mut() {
+        let layout = self.layout.get();
+        // Users in who expect nothing (in no room) are done from the start.
+        let mut complete = 0;
+        for (index, inbox) in self.inboxes.borrow_mut().iter_mut().enumerate() {
             let earlier = inbox.checker.counts().dropped_frames;
             self.dropped_earlier
                 .set(self.dropped_earlier.get() + earlier);
+            // With rooms, a user in none of them is to get nothing.
+            let id = self.assignment.first + index as u32;
+            let senders = match layout.room(id) {
+                None if layout.size > 0 => 0,
+                _ => senders,
+            };
             inbox.checker = Checker::new(senders as usize, messages);
             inbox.complete = inbox.checker.is_complete() || inbox.login != Login::In;
+            complete += usize::from(inbox.complete && inbox.login == Login::In);
         }
-        self.complete.set(0);
+        self.complete.set(complete);
         self.armed_cpu_ns.set(own_cpu_ns());
         self.latency.borrow_mut().reset();
         self.first_ns.set(u64::MAX);
@@ -526,11 +738,12 @@ impl Shared {
             .filter(|inbox| inbox.login == Login::In)
             .count();
         let first = self.assignment.first;
+        let layout = self.layout.get();
         let start = Instant::now();
         for index in 0..self.assignment.count {
             let id = first + index;
-            if id >= plan.senders {
-                break;
+            if !layout.sends(id, plan.senders) {
+                continue;
             }
             let writer = self.writers.borrow_mut()[index as usize].take();
             if let Some(writer) = writer {
@@ -627,19 +840,20 @@ impl Shared {
         ));
     }
 
-    /// How far the slowest user of this worker got in `sender`'s messages.
-    fn slowest(&self, sender: u32) -> u64 {
-        self.inboxes
-            .borrow()
+    /// How far the slowest of `audience` (local indexes) got in the
+    /// messages of checker sender `sender`.
+    fn slowest(&self, audience: &Range<usize>, sender: usize) -> u64 {
+        self.inboxes.borrow()[audience.clone()]
             .iter()
             .filter(|inbox| inbox.login == Login::In)
-            .map(|inbox| inbox.checker.next(sender as usize))
+            .map(|inbox| inbox.checker.next(sender))
             .min()
             .unwrap_or(0)
     }
 
     /// One sender: `plan.messages` messages, paced by the rate or by how
-    /// many of them some user of this worker still waits for (the window).
+    /// many of them some user of this worker (of its room, with rooms)
+    /// still waits for (the window).
     async fn send(
         &self,
         id: u32,
@@ -648,13 +862,18 @@ impl Shared {
         start: Instant,
     ) -> Option<OwnedWriteHalf> {
         let dialect = self.assignment.dialect;
-        let mut buf = Vec::with_capacity(64 * SEND_BATCH as usize);
+        let layout = self.layout.get();
+        let room = layout.room(id).map(|room| self.room_name(room));
+        let (audience, sender) = (self.audience(id), layout.sender(id));
+        let delivered = self.delivered.borrow().clone();
+        let wake = &delivered[self.group((id - self.assignment.first) as usize)];
+        let mut buf = Vec::with_capacity(96 * SEND_BATCH as usize);
         let mut seq = 0;
         while seq < plan.messages {
             let mut batch = if plan.rate > 0.0 {
                 // Senders take turns, so the offered load is even rather
                 // than every sender's message landing at the same instant.
-                let turn = f64::from(id) / f64::from(plan.senders);
+                let turn = sender as f64 / f64::from(plan.senders);
                 sleep_until(start + Duration::from_secs_f64((seq as f64 + turn) / plan.rate)).await;
                 1
             } else {
@@ -662,19 +881,22 @@ impl Shared {
             };
             if plan.window > 0 {
                 loop {
-                    let in_flight = seq - self.slowest(id).min(seq);
+                    let in_flight = seq - self.slowest(&audience, sender).min(seq);
                     if in_flight < plan.window {
                         batch = batch.min(plan.window - in_flight);
                         break;
                     }
-                    self.delivered.notified().await;
+                    wake.notified().await;
                 }
             }
             batch = batch.min(plan.messages - seq);
             buf.clear();
             let now = now_ns();
             for s in seq..seq + batch {
-                dialect.write_message(&mut buf, id, s, now);
+                match &room {
+                    None => dialect.write_message(&mut buf, id, s, now),
+                    Some(room) => dialect::write_say(&mut buf, room, id, s, now),
+                }
             }
             if let Err(e) = writer.write_all(&buf).await {
                 self.error(format!("send: {e}"));
@@ -711,7 +933,10 @@ impl Shared {
         tally.counts.dropped_frames = self.dropped_earlier.get();
         tally.bench_cpu_ns = own_cpu_ns().saturating_sub(self.armed_cpu_ns.get());
         let start_ns = self.start_ns.get();
-        for inbox in self.inboxes.borrow().iter() {
+        let layout = self.layout.get();
+        // With rooms: (room, order) of each member that vouches for one.
+        let mut room_orders: Vec<(u32, u64)> = Vec::new();
+        for (index, inbox) in self.inboxes.borrow().iter().enumerate() {
             if inbox.login != Login::In {
                 continue;
             }
@@ -720,7 +945,11 @@ impl Shared {
             tally.incomplete += u64::from(!inbox.complete);
             // Only a receiver that saw the whole run can vouch for its order.
             if inbox.complete && counts.dropped_frames == 0 && counts.skipped == 0 {
-                tally.add_order(inbox.checker.order(), 1);
+                match layout.room(self.assignment.first + index as u32) {
+                    None if layout.size == 0 => tally.add_order(inbox.checker.order(), 1),
+                    None => {}
+                    Some(room) => room_orders.push((room, inbox.checker.order())),
+                }
             }
             tally.known_sum += inbox.known;
             tally.known_min = tally.known_min.min(inbox.known);
@@ -729,6 +958,91 @@ impl Shared {
                 .membership
                 .saturating_record(inbox.membership_ns.saturating_sub(start_ns) / 1000);
         }
+        self.tally_rooms(&mut tally, &room_orders);
         tally
+    }
+
+    /// Each room must have one order for all its members: checked here for
+    /// the rooms this worker holds whole, left to the coordinator (as
+    /// `room_orders`) for the ones it shares with another worker.
+    fn tally_rooms(&self, tally: &mut Tally, room_orders: &[(u32, u64)]) {
+        let layout = self.layout.get();
+        let (first, count) = (self.assignment.first, self.assignment.count);
+        for members in room_orders.chunk_by(|a, b| a.0 == b.0) {
+            let room = members[0].0;
+            let whole = room * layout.size >= first && (room + 1) * layout.size <= first + count;
+            if whole {
+                let order = members[0].1;
+                tally.rooms_disordered += u64::from(members.iter().any(|m| m.1 != order));
+            } else {
+                for &(room, order) in members {
+                    tally.add_room_order(room, order, 1);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker holding users `first..first + count` of rooms of `size`.
+    fn worker(first: u32, count: u32, size: u32, rooms: u32) -> Shared {
+        let shared = Shared::new(Assignment {
+            addr: "127.0.0.1:1".into(),
+            dialect: Dialect::Chat,
+            first,
+            count,
+            prefix: "b7_".into(),
+        });
+        shared.layout.set(Layout { size, rooms });
+        shared
+    }
+
+    #[test]
+    fn rooms_hold_the_first_users_and_their_first_members_send() {
+        let layout = Layout { size: 10, rooms: 3 };
+        assert_eq!(layout.room(0), Some(0));
+        assert_eq!(layout.room(29), Some(2));
+        assert_eq!(layout.room(30), None);
+        assert!(layout.sends(21, 2) && !layout.sends(22, 2) && !layout.sends(30, 2));
+        assert_eq!(layout.sender(21), 1);
+        let lobby = Layout::default();
+        assert_eq!(lobby.room(3), None);
+        assert!(lobby.sends(1, 2) && !lobby.sends(2, 2));
+        assert_eq!(lobby.sender(7), 7);
+    }
+
+    #[test]
+    fn room_names_read_back_only_for_this_run() {
+        let shared = worker(0, 10, 10, 1);
+        assert_eq!(shared.room_name(42), "#b7_r42");
+        assert_eq!(shared.room_number(b"#b7_r42"), Some(42));
+        assert_eq!(shared.room_number(b"#b8_r42"), None);
+        assert_eq!(shared.room_number(b"#b7_rx"), None);
+    }
+
+    #[test]
+    fn a_sender_waits_only_for_its_rooms_members_in_this_worker() {
+        // Users 15..40 in rooms of 10: room 1 is cut, room 3 is lobby only.
+        let shared = worker(15, 25, 10, 3);
+        assert_eq!(shared.audience(15), 0..5);
+        assert_eq!(shared.audience(21), 5..15);
+        assert!(shared.audience(0).is_empty(), "a room with no member here");
+        assert_eq!(shared.audience(35), 0..25, "no room: the lobby");
+        assert_eq!(shared.group(0), 1);
+        assert_eq!(shared.group(5), 2);
+        assert_eq!(shared.group(24), 0);
+    }
+
+    #[test]
+    fn whole_rooms_are_checked_here_and_cut_ones_passed_on() {
+        let shared = worker(15, 30, 10, 5);
+        let mut tally = Tally::default();
+        let orders = [(1, 7), (1, 7), (2, 5), (2, 5), (3, 1), (3, 2), (4, 9)];
+        shared.tally_rooms(&mut tally, &orders);
+        assert_eq!(tally.rooms_disordered, 1, "room 3 has two orders");
+        assert_eq!(tally.room_orders, vec![(1, 7, 2), (4, 9, 1)]);
     }
 }

@@ -7,6 +7,7 @@ pub mod fanout;
 pub mod latency;
 pub mod login_storm;
 pub mod open_loop;
+pub mod rooms;
 pub mod throughput;
 
 use std::io;

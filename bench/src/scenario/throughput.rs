@@ -44,6 +44,14 @@ impl Sizes {
 
 pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Result<Outcome> {
     let (mut outcome, start_ns, tally) = flat_out(target, sizes, options).await?;
+    rate_metrics(&mut outcome, start_ns, &tally);
+    outcome.check_deliveries(&tally, options.strict);
+    Ok(outcome)
+}
+
+/// Deliveries per second from the senders' start to the last delivery, the
+/// run's time and deliveries, and their latency.
+pub fn rate_metrics(outcome: &mut Outcome, start_ns: u64, tally: &Tally) {
     let secs = tally.last_ns.saturating_sub(start_ns) as f64 / 1e9;
     let deliveries = tally.counts.received as f64;
     outcome.metric(
@@ -55,7 +63,7 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     outcome.metric("secs", "run time (s)", secs, Better::Lower);
     outcome.metric("deliveries", "deliveries", deliveries, Better::Neither);
     latency_metrics(
-        &mut outcome,
+        outcome,
         &tally.latency,
         [
             ("p50_ms", "latency p50 (ms)"),
@@ -63,8 +71,6 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
             ("max_ms", "latency max (ms)"),
         ],
     );
-    outcome.check_deliveries(&tally, options.strict);
-    Ok(outcome)
 }
 
 /// Logs the room in and has the senders send as fast as `sizes.window`
