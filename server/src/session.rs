@@ -141,6 +141,8 @@ struct LoggedIn {
     /// The last frame this user published through the cluster bus, for
     /// `PING` to wait on.
     published: Receipt,
+    /// The user sent `LEAVE`: the hub has been told, once.
+    leaving: bool,
 }
 
 /// A request to the hub in flight; input waits until it completes.
@@ -167,6 +169,9 @@ enum Outcome {
     Published(Full),
     /// A reply that follows everything already sent to this user.
     Reply(Bytes),
+    /// The reply went into the user's inbox, in its place among the frames
+    /// of the room it is about.
+    Queued,
     Pong(Option<String>),
     Refused(ErrorCode),
     /// An `ERROR` with a detail of its own.
@@ -336,6 +341,12 @@ where
         self.user.is_none() || config.idle_timeout.is_some() || self.held_until.is_some()
     }
 
+    /// A `NAME` in flight: the login timeout waits for its answer, since
+    /// the login may already have succeeded.
+    fn logging_in(&self) -> bool {
+        self.user.is_none() && self.pending.is_some()
+    }
+
     /// The timeout that has passed at `now`, if one has.
     fn timed_out(
         &self,
@@ -345,7 +356,7 @@ where
         now: Instant,
     ) -> Option<ErrorCode> {
         let deadline = self.deadline(config, connected, last_frame)?;
-        if deadline > now {
+        if deadline > now || self.logging_in() {
             return None;
         }
         Some(match self.user {
@@ -414,6 +425,7 @@ where
                 self.queue.extend_from_slice(&reply);
             }
             Outcome::Pong(token) => self.pong(token),
+            Outcome::Queued => {}
             Outcome::Refused(code) => return self.refused(code),
             Outcome::Error(code, detail) => self.reply(&ServerFrame::error(code, detail)),
             Outcome::Wait(request) => self.pending = Some(request),
@@ -442,6 +454,7 @@ where
                     },
                     joined: BTreeMap::new(),
                     published: Receipt::default(),
+                    leaving: false,
                 });
             }
             Done::Published(Ok(receipt)) => {
@@ -518,9 +531,24 @@ where
 
     /// Says goodbye as the end requires, tells the hub, and closes.
     async fn finish(mut self, end: End) {
-        let user = self.user.take();
+        let mut user = self.user.take();
         // Nothing more is delivered, and no publisher waits for this inbox.
         self.inbox.close();
+        if user.is_none() {
+            // A login the hub may have granted just as the session ended:
+            // its answer is awaited, so that the name is not left held.
+            if let Some(pending) = self.pending.take() {
+                if let Ok(Done::Entered(Ok(welcome))) =
+                    tokio::time::timeout(CLOSE_GRACE, pending).await
+                {
+                    let cause = end.cause();
+                    metrics::leave(cause);
+                    self.hub
+                        .leave(welcome.name, self.inbox.clone(), None, cause)
+                        .await;
+                }
+            }
+        }
         let failed = matches!(end, End::Failed(_));
         match &end {
             End::Left => self.reply(&ServerFrame::Bye),
@@ -532,13 +560,16 @@ where
             End::Disconnected => {}
             End::Failed(e) => debug!(error = %e, "connection failed"),
         }
-        if user.is_some() {
+        if let Some(user) = &mut user {
             metrics::leave(end.cause());
-        }
-        // After its own LEAVE the hub knows already.
-        if let (Some(mut user), false) = (user, matches!(end, End::Left)) {
-            self.hub.rooms().leave_all(&user.key, &mut user.joined);
-            self.hub.leave(user.member.name, None, end.cause()).await;
+            // After its own LEAVE the hub knows already.
+            if !user.leaving {
+                self.hub.rooms().leave_all(&user.key, &mut user.joined);
+                let name = user.member.name.clone();
+                self.hub
+                    .leave(name, self.inbox.clone(), None, end.cause())
+                    .await;
+            }
         }
         if failed {
             return;
@@ -551,6 +582,25 @@ where
             &mut self.queue,
         ))
         .await;
+    }
+}
+
+impl<R, W> Drop for Session<R, W> {
+    /// A session that ends without [`Session::finish`] (a panic) must not
+    /// leave publishers waiting for its inbox, nor its name held.
+    fn drop(&mut self) {
+        self.inbox.close();
+        if let Some(user) = self.user.take() {
+            let runtime = tokio::runtime::Handle::try_current();
+            if let (false, Ok(runtime)) = (user.leaving, runtime) {
+                let (hub, inbox) = (self.hub.clone(), self.inbox.clone());
+                runtime.spawn(async move {
+                    let mut joined = user.joined;
+                    hub.rooms().leave_all(&user.key, &mut joined);
+                    hub.leave(user.member.name, inbox, None, "failed").await;
+                });
+            }
+        }
     }
 }
 
@@ -578,6 +628,10 @@ fn request(hub: &Hub, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
                 Outcome::Wait(Box::pin(async move { Done::Published(published.await) }))
             }
         },
+        ClientFrame::Who if hub.serves_rooms() => {
+            hub.lobby_names(&user.member.inbox);
+            Outcome::Queued
+        }
         ClientFrame::Who => {
             let counted = hub.who();
             Outcome::Wait(Box::pin(async move { Done::Counted(counted.await) }))
@@ -585,8 +639,14 @@ fn request(hub: &Hub, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
         ClientFrame::Leave(text) => {
             // Out of every room silently: the lobby's LEAVE tells everyone.
             rooms.leave_all(&user.key, &mut user.joined);
-            let left = hub.leave_in_order(user.member.name.clone(), text);
+            user.leaving = true;
+            // In cluster mode the user's own last messages come back from
+            // the bus first, so the leaver gets them before BYE.
+            let synced = hub.sync(user.published);
+            let left =
+                hub.leave_in_order(user.member.name.clone(), user.member.inbox.clone(), text);
             Outcome::Wait(Box::pin(async move {
+                synced.await;
                 left.await;
                 Done::Left
             }))
@@ -624,25 +684,40 @@ fn request(hub: &Hub, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
             &room,
             text,
         )),
-        ClientFrame::Topic { room, text: None } => match hub::rooms::topic(&user.joined, &room) {
-            Ok(topic) => Outcome::Reply(topic.to_bytes()),
-            Err(code) => Outcome::Refused(code),
+        ClientFrame::Topic { room, text: None } => {
+            queued(hub::rooms::topic(&user.joined, &user.member, &room))
+        }
+        ClientFrame::RoomWho(room) => match hub::rooms::joined_room(&user.joined, &room) {
+            Ok(shared) => {
+                hub::rooms::who_member(shared, &user.member);
+                Outcome::Queued
+            }
+            Err(_) => Outcome::Reply(rooms.who(&room)),
         },
-        ClientFrame::RoomWho(room) => Outcome::Reply(rooms.who(&room)),
         ClientFrame::Rooms => Outcome::Reply(rooms.list().to_bytes()),
         ClientFrame::History { room, count } => {
             let count = count.map_or(HISTORY_DEFAULT, |n| n.get());
-            let mut out = BytesMut::new();
             match room {
-                None => hub.lobby_history(count, &mut out),
-                Some(room) => {
-                    if let Err(code) = hub::rooms::history(&user.joined, &room, count, &mut out) {
-                        return Outcome::Refused(code);
-                    }
+                None => {
+                    hub.lobby_history(&user.member.inbox, count);
+                    Outcome::Queued
                 }
+                Some(room) => queued(hub::rooms::history(
+                    &user.joined,
+                    &user.member,
+                    &room,
+                    count,
+                )),
             }
-            Outcome::Reply(out.freeze())
         }
+    }
+}
+
+/// A reply queued in the inbox, or the refusal.
+fn queued(result: Result<(), ErrorCode>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Queued,
+        Err(code) => Outcome::Refused(code),
     }
 }
 

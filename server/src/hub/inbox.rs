@@ -37,6 +37,10 @@ use tracing::debug;
 /// all makes its socket writable again far sooner; this bounds how long
 /// one reader that stopped can hold a busy room back, once.
 pub const STALL_LIMIT: Duration = Duration::from_millis(250);
+/// A receiver that was skipped this recently is skipped again as soon as
+/// its socket is full and its inbox too, without the [`STALL_LIMIT`] wait:
+/// a client that keeps pausing costs the room one pause, not one each time.
+const REPEAT_WINDOW: Duration = Duration::from_secs(10);
 /// A waiting publisher looks again this often even if nobody woke it, so a
 /// wake-up lost to a race costs a pause, never a hang.
 const RECHECK: Duration = Duration::from_millis(50);
@@ -53,6 +57,9 @@ pub struct Inbox {
     /// When the client's socket stopped taking bytes, as milliseconds since
     /// [`epoch`] plus one; 0 while it takes them.
     stalled_since: AtomicU64,
+    /// When it was last detached, as milliseconds since [`epoch`] plus one;
+    /// 0 if never.
+    detached_at: AtomicU64,
     /// The session, when it waits for frames.
     reader: AtomicWaker,
     /// Publishers waiting for this inbox to drain.
@@ -92,6 +99,7 @@ impl Inbox {
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
             stalled_since: AtomicU64::new(0),
+            detached_at: AtomicU64::new(0),
             reader: AtomicWaker::new(),
             space: Notify::new(),
             publisher_waits: AtomicBool::new(false),
@@ -106,11 +114,7 @@ impl Inbox {
             return Pushed::Done;
         }
         if queue.attached && queue.frames.len() >= self.capacity && self.stopped(Instant::now()) {
-            queue.attached = false;
-            debug!(
-                queued = queue.frames.len(),
-                "a reader stopped reading; skipping it"
-            );
+            self.detach(&mut queue);
         }
         if !queue.attached && queue.frames.len() >= self.capacity {
             // Keep the newest: the oldest becomes part of the gap.
@@ -188,7 +192,7 @@ impl Inbox {
             queue.attached = true;
         }
         let len = queue.frames.len();
-        self.len.store(len, Ordering::Release);
+        self.len.store(len, Ordering::SeqCst);
         drop(queue);
         if was_full && len <= self.capacity {
             self.wake_publishers();
@@ -198,6 +202,11 @@ impl Inbox {
     /// Whether frames are waiting.
     pub fn is_empty(&self) -> bool {
         self.len.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// The session has ended: drop what is queued and release publishers.
@@ -222,12 +231,30 @@ impl Inbox {
         }
     }
 
-    /// Whether the socket has taken nothing for [`STALL_LIMIT`].
+    /// Whether the socket has taken nothing for [`STALL_LIMIT`], or is
+    /// full again soon after this receiver was last skipped.
     fn stopped(&self, now: Instant) -> bool {
+        let now = millis(now);
         match self.stalled_since.load(Ordering::Relaxed) {
             0 => false,
-            since => millis(now) >= since - 1 + STALL_LIMIT.as_millis() as u64,
+            since if now >= since - 1 + STALL_LIMIT.as_millis() as u64 => true,
+            _ => match self.detached_at.load(Ordering::Relaxed) {
+                0 => false,
+                at => now < at - 1 + REPEAT_WINDOW.as_millis() as u64,
+            },
         }
+    }
+
+    /// Stops waiting for this receiver: from now on its inbox keeps the
+    /// newest frames and counts the rest.
+    fn detach(&self, queue: &mut Queue) {
+        queue.attached = false;
+        self.detached_at
+            .store(millis(Instant::now()) + 1, Ordering::Relaxed);
+        debug!(
+            queued = queue.frames.len(),
+            "a reader stopped reading; skipping it"
+        );
     }
 
     /// When the socket will count as stopped if it stays stalled.
@@ -246,18 +273,14 @@ impl Inbox {
             tokio::pin!(space);
             space.as_mut().enable();
             self.publisher_waits.store(true, Ordering::SeqCst);
-            if self.len.load(Ordering::Acquire) <= self.capacity {
+            if self.len.load(Ordering::SeqCst) <= self.capacity {
                 return;
             }
             let now = Instant::now();
             if self.stopped(now) {
                 let mut queue = self.lock();
                 if !queue.closed && queue.attached {
-                    queue.attached = false;
-                    debug!(
-                        queued = queue.frames.len(),
-                        "a reader stopped reading; skipping it"
-                    );
+                    self.detach(&mut queue);
                 }
                 return;
             }

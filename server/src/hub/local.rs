@@ -65,12 +65,16 @@ impl Local {
                 let _ = reply.send(Err(ErrorCode::NameTaken));
                 return;
             }
+            if inbox.is_closed() {
+                // The session ended while its NAME waited here.
+                return;
+            }
             // Everyone else hears of the newcomer; the newcomer's inbox gets
             // what follows its JOIN.
             lobby.publish(&ServerFrame::Join(name.to_string()).to_bytes(), &mut full);
             let member = Member {
                 name: name.clone(),
-                inbox,
+                inbox: inbox.clone(),
             };
             lobby.add(key, member);
             (lobby.names(), lobby.len())
@@ -81,11 +85,13 @@ impl Local {
             names,
             evicted: self.evicted.clone(),
         };
+        let welcome_inbox = inbox;
         if reply.send(Ok(welcome)).is_err() {
             // The session vanished meanwhile; undo the login so the name
             // is not held by nobody.
             let gone = Leaving {
                 name,
+                inbox: welcome_inbox,
                 text: None,
                 cause: "closed during login",
                 placed: None,
@@ -99,6 +105,7 @@ impl Local {
     async fn leave(&self, gone: Leaving) {
         let Leaving {
             name,
+            inbox,
             text,
             cause,
             placed,
@@ -107,7 +114,7 @@ impl Local {
         let (removed, users) = {
             let mut lobby = lock(&self.lobby);
             // Out of the lobby first: the leaver does not hear of itself.
-            let removed = lobby.remove(&name_key(&name)).is_some();
+            let removed = lobby.remove_exact(&name_key(&name), &inbox).is_some();
             if removed && !self.shutdown.is_cancelled() {
                 let leave = ServerFrame::Leave {
                     name: name.to_string(),

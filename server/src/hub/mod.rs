@@ -75,6 +75,9 @@ pub(crate) struct Entering {
 
 pub(crate) struct Leaving {
     pub name: Arc<str>,
+    /// The leaver's inbox: only the session that holds the name now may
+    /// free it.
+    pub inbox: Arc<Inbox>,
     pub text: Option<String>,
     /// Why the user went, for the log.
     pub cause: &'static str,
@@ -186,9 +189,16 @@ impl Hub {
 
     /// Frees the name and tells everyone else the user is gone; `cause`
     /// says why, for the log.
-    pub async fn leave(&self, name: Arc<str>, text: Option<String>, cause: &'static str) {
+    pub async fn leave(
+        &self,
+        name: Arc<str>,
+        inbox: Arc<Inbox>,
+        text: Option<String>,
+        cause: &'static str,
+    ) {
         let gone = Leaving {
             name,
+            inbox,
             text,
             cause,
             placed: None,
@@ -202,6 +212,7 @@ impl Hub {
     pub fn leave_in_order(
         &self,
         name: Arc<str>,
+        inbox: Arc<Inbox>,
         text: Option<String>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let leaving = self.leaving.clone();
@@ -209,6 +220,7 @@ impl Hub {
             let (placed, answer) = oneshot::channel();
             let gone = Leaving {
                 name,
+                inbox,
                 text,
                 cause: "left",
                 placed: Some(placed),
@@ -292,9 +304,20 @@ impl Hub {
         Ok(full)
     }
 
-    /// `HISTORY [<n>]` of the lobby, written to `out`.
-    pub fn lobby_history(&self, count: u64, out: &mut bytes::BytesMut) {
-        lock(&self.lobby).write_history(count, out);
+    /// `HISTORY [<n>]` of the lobby, queued in the asker's inbox in its
+    /// place among the lobby's messages.
+    pub fn lobby_history(&self, asker: &Inbox, count: u64) {
+        let lobby = lock(&self.lobby);
+        let mut out = bytes::BytesMut::new();
+        lobby.write_history(count, &mut out);
+        asker.push_reply(out.freeze());
+    }
+
+    /// `WHO` of the single-process lobby: its `NAMES`, queued in the
+    /// asker's inbox after the `JOIN`s and `LEAVE`s it reflects.
+    pub fn lobby_names(&self, asker: &Inbox) {
+        let mut lobby = lock(&self.lobby);
+        asker.push_reply(lobby.names());
     }
 
     /// Lets the hub go: in cluster mode, frees the names this node still

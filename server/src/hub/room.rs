@@ -113,6 +113,15 @@ impl Room {
         self.names = None;
     }
 
+    /// Takes out the member under `key` if it is the one with `inbox`:
+    /// a late leave must not remove someone who took the name since.
+    pub fn remove_exact(&mut self, key: &str, inbox: &Arc<Inbox>) -> Option<Member> {
+        match self.members.get(key) {
+            Some(member) if Arc::ptr_eq(&member.inbox, inbox) => self.remove(key),
+            _ => None,
+        }
+    }
+
     pub fn remove(&mut self, key: &str) -> Option<Member> {
         let gone = self.members.remove(key);
         if gone.is_some() {

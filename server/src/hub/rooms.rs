@@ -212,19 +212,28 @@ pub fn set_topic(
     Ok(full)
 }
 
-/// `TOPIC <room>`: the answer to a member who asks.
-pub fn topic(joined: &Joined, room: &str) -> Result<ServerFrame, ErrorCode> {
-    Ok(lock(joined_room(joined, room)?).topic())
+/// `TOPIC <room>`: the answer to a member who asks, queued in its place
+/// among the room's frames.
+pub fn topic(joined: &Joined, asker: &Member, room: &str) -> Result<(), ErrorCode> {
+    let room = lock(joined_room(joined, room)?);
+    asker.inbox.push_reply(room.topic().to_bytes());
+    Ok(())
 }
 
-/// `HISTORY <room> [<n>]` of a room the user is in, written to `out`.
-pub fn history(
-    joined: &Joined,
-    room: &str,
-    count: u64,
-    out: &mut BytesMut,
-) -> Result<(), ErrorCode> {
-    lock(joined_room(joined, room)?).write_history(count, out);
+/// `WHO <room>` from a member: the room's `NAMES`, queued in its place
+/// among the room's `JOIN`s and `LEAVE`s.
+pub fn who_member(shared: &SharedRoom, asker: &Member) {
+    let mut room = lock(shared);
+    asker.inbox.push_reply(room.names());
+}
+
+/// `HISTORY <room> [<n>]` of a room the user is in, queued in its place
+/// among the room's frames, all at once.
+pub fn history(joined: &Joined, asker: &Member, room: &str, count: u64) -> Result<(), ErrorCode> {
+    let room = lock(joined_room(joined, room)?);
+    let mut out = BytesMut::new();
+    room.write_history(count, &mut out);
+    asker.inbox.push_reply(out.freeze());
     Ok(())
 }
 

@@ -193,6 +193,7 @@ impl ClusterRoom {
     async fn leave(&mut self, gone: Leaving) {
         let Leaving {
             name,
+            inbox,
             text,
             cause,
             placed,
@@ -200,7 +201,7 @@ impl ClusterRoom {
         // Out of the delivery list now; the LEAVE comes back from the
         // stream later (or, in an outage, much later) for the others.
         let key = name_key(&name);
-        lock(&self.lobby).remove(&key);
+        lock(&self.lobby).remove_exact(&key, &inbox);
         if let Some(placed) = placed {
             let _ = placed.send(());
         }
