@@ -141,6 +141,11 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
             "B flooder msgs handled",
             flood.handled as f64,
         ),
+        (
+            "flood_last_s",
+            "B flooder's last handled at (s)",
+            flood.last_s,
+        ),
         ("flood_per_s", "B flooder handled/s", flood.per_s),
         (
             "flood_per_s_late",
@@ -316,8 +321,10 @@ struct FloodStats {
 struct FloodReport {
     /// Own messages back (so handled by the server) by the end of the run.
     handled: u64,
-    /// Per second from its first write to the end of the run, and over
-    /// the second half of that time only (past any burst).
+    /// When the last of them came back, since its first write (s).
+    last_s: f64,
+    /// Per second from its first write to the last one back, and over the
+    /// second half of the run only (past any burst).
     per_s: f64,
     per_s_late: f64,
     written: u64,
@@ -491,15 +498,25 @@ impl Flooder {
                 .iter()
                 .filter(|&&t| t > middle && t <= end_ns)
                 .count();
-            let per_s = |n: f64, from: u64| n / ((end_ns - from) as f64 / 1e9).max(1e-9);
-            let (per_s_all, per_s_late) = if stats.start_ns == 0 {
+            let last_ns = stats
+                .echoes
+                .iter()
+                .rev()
+                .find(|&&t| t <= end_ns)
+                .map_or(start, |&t| t.max(start));
+            let secs = |from: u64, to: u64| (to - from) as f64 / 1e9;
+            let (per_s, per_s_late) = if stats.start_ns == 0 {
                 (0.0, 0.0)
             } else {
-                (per_s(handled as f64, start), per_s(late as f64, middle))
+                (
+                    handled as f64 / secs(start, last_ns).max(1e-9),
+                    late as f64 / secs(middle, end_ns).max(1e-9),
+                )
             };
             FloodReport {
                 handled,
-                per_s: per_s_all,
+                last_s: secs(start, last_ns),
+                per_s,
                 per_s_late,
                 written: stats.written,
                 echo_gaps: stats.echo_gaps,
