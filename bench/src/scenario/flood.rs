@@ -582,14 +582,14 @@ async fn read_all(read: OwnedReadHalf, dialect: Dialect, stats: Arc<Mutex<FloodS
                 stats.humans.dropped(n);
             }
             Event::Full => stats.errors.push("server-full".into()),
-            Event::Error(line) => {
-                if stats.errors.len() < 5 {
-                    stats
-                        .errors
-                        .push(String::from_utf8_lossy(line).into_owned());
-                }
+            Event::Error(line) if stats.errors.len() < 5 => {
+                stats
+                    .errors
+                    .push(String::from_utf8_lossy(line).into_owned());
             }
-            Event::Names(_) | Event::Join(_) | Event::Pong(_) | Event::Other => {}
+            // Arrivals, PONGs, departures, errors past the first few, and
+            // whatever else the dialect knows of.
+            _ => {}
         }
     }
 }
