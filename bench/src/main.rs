@@ -31,7 +31,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::dialect::Dialect;
 use crate::report::{Comparison, Outcome};
 use crate::scenario::{
-    capacity, fanout, latency, login_storm, open_loop, rooms, throughput, Options,
+    capacity, fanout, flood, latency, login_storm, open_loop, rooms, throughput, Options,
 };
 use crate::server::{Launch, Target};
 
@@ -143,6 +143,10 @@ enum Scenario {
     Fanout(fanout::Sizes),
     /// As many users as descriptors allow, none refused, one broadcast.
     Capacity(capacity::Sizes),
+    /// Users chatting at a human rate, with and without one client
+    /// pipelining MSGs (flood control on loopback): the humans' p50/p99/max
+    /// both ways, and how many of the flood the server handled.
+    Flood(flood::Sizes),
     /// Throughput and latency on one plain server and on a cluster of
     /// `--nodes` nodes (default 3) on one Redis, same users.
     Cluster(ClusterSizes),
@@ -424,6 +428,7 @@ enum Job {
     Fanout(fanout::Sizes),
     Capacity(capacity::Sizes),
     Rooms(rooms::Sizes),
+    Flood(flood::Sizes),
 }
 
 impl Job {
@@ -436,6 +441,7 @@ impl Job {
             Job::Fanout(_) => "fanout",
             Job::Capacity(_) => "capacity",
             Job::Rooms(_) => "rooms",
+            Job::Flood(_) => "flood",
         }
     }
 
@@ -448,6 +454,7 @@ impl Job {
             Job::Fanout(s) => s.params(),
             Job::Capacity(s) => s.params(),
             Job::Rooms(s) => s.params(),
+            Job::Flood(s) => s.params(),
         }
     }
 
@@ -460,6 +467,7 @@ impl Job {
             Job::Fanout(s) => fanout::run(target, s, options).await,
             Job::Capacity(s) => capacity::run(target, s, options).await,
             Job::Rooms(s) => rooms::run(target, s, options).await,
+            Job::Flood(s) => flood::run(target, s, options).await,
         }
     }
 
@@ -474,6 +482,7 @@ impl Job {
             "login-storm",
             "fanout",
             "capacity",
+            "flood",
         ] {
             match defaults(&["chat-bench", name]) {
                 Scenario::Throughput(s) => jobs.push(Job::Throughput(s)),
@@ -482,6 +491,7 @@ impl Job {
                 Scenario::LoginStorm(s) => jobs.push(Job::LoginStorm(s)),
                 Scenario::Fanout(s) => jobs.push(Job::Fanout(s)),
                 Scenario::Capacity(s) => jobs.push(Job::Capacity(s)),
+                Scenario::Flood(s) => jobs.push(Job::Flood(s)),
                 _ => unreachable!("only scenarios are listed"),
             }
         }
@@ -514,6 +524,14 @@ impl Job {
             Job::LoginStorm(login_storm::Sizes { users: 100 }),
             Job::Fanout(fanout::Sizes { users: 200 }),
             Job::Capacity(capacity::Sizes { users: 500 }),
+            // Three messages a user (and a login, a PING): within the
+            // default flood burst of 10, which the flooder is far over.
+            Job::Flood(flood::Sizes {
+                users: 10,
+                interval: Duration::from_millis(200),
+                duration: Duration::from_millis(600),
+                flood: 2000,
+            }),
         ]
     }
 
@@ -593,6 +611,7 @@ fn main() -> ExitCode {
         Scenario::LoginStorm(s) => vec![Job::LoginStorm(s)],
         Scenario::Fanout(s) => vec![Job::Fanout(s)],
         Scenario::Capacity(s) => vec![Job::Capacity(s)],
+        Scenario::Flood(s) => vec![Job::Flood(s)],
         Scenario::Cluster(s) => s.jobs(),
         Scenario::Floor(s) => s.jobs(),
         Scenario::Rooms(_) => Vec::new(),

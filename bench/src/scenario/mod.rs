@@ -4,6 +4,7 @@
 
 pub mod capacity;
 pub mod fanout;
+pub mod flood;
 pub mod latency;
 pub mod login_storm;
 pub mod open_loop;
