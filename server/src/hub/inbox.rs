@@ -46,7 +46,7 @@ const REPEAT_WINDOW: Duration = Duration::from_secs(10);
 const RECHECK: Duration = Duration::from_millis(50);
 /// An empty queue whose buffer holds more frames than this gives it back:
 /// after a burst, an idle user should not keep the burst's buffer.
-const QUEUE_KEEP: usize = 16;
+const QUEUE_KEEP: usize = 4;
 
 /// Frames addressed to one connection.
 pub struct Inbox {
