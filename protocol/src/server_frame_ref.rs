@@ -324,12 +324,14 @@ fn token(rest: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Splits `rest` into its room, if its first token starts with `#`, and what
-/// follows that room and one space.
+/// Splits `rest` into its room, if its first token is one (`#` and a valid
+/// name), and what follows that room and one space. A first token that
+/// starts with `#` but is no room (`#` alone) is not taken for one, so that
+/// every line reads back the same once written out again.
 fn about_room(rest: &str) -> (Option<&str>, Option<&str>) {
-    if rest.starts_with('#') {
-        let (room, rest) = token(rest);
-        (Some(room), rest)
+    let (first, after) = token(rest);
+    if crate::is_valid_room(first) {
+        (Some(first), after)
     } else {
         (None, Some(rest))
     }
@@ -360,9 +362,14 @@ fn parse(line: &str) -> Result<ServerFrameRef<'_>, Reason> {
                     raw: names.unwrap_or(""),
                 },
             },
-            (None, names) => ServerFrameRef::Names(NameList {
-                raw: names.unwrap_or(""),
-            }),
+            (None, names) => {
+                let raw = names.unwrap_or("");
+                // A name never starts with `#`: such a list is no lobby's.
+                if raw.split(' ').any(|n| n.starts_with('#')) {
+                    return Err("NAMES with a room where a name is due");
+                }
+                ServerFrameRef::Names(NameList { raw })
+            }
         },
         "JOIN" => match about_room(non_empty(rest).ok_or("JOIN without a name")?) {
             (Some(room), name) => ServerFrameRef::RoomJoin {
@@ -388,6 +395,9 @@ fn parse(line: &str) -> Result<ServerFrameRef<'_>, Reason> {
             }
             (None, rest) => {
                 let (name, text) = token(rest.unwrap_or(""));
+                if name.is_empty() {
+                    return Err("LEAVE without a name");
+                }
                 ServerFrameRef::Leave {
                     name,
                     text: non_empty(text),
