@@ -294,7 +294,11 @@ mod tests {
     #[test]
     fn a_room_against_the_rules_is_never_joined() {
         let mut rooms = alice();
-        assert_eq!(join(&mut rooms, "NAMES #\x1b[2J alice"), None);
+        // The protocol crate may not read such a line as a frame at all;
+        // if it does, the client must not take it for a room it joined.
+        if let Ok(frame) = ServerFrame::parse("NAMES #\x1b[2J alice") {
+            assert_eq!(rooms.observe(&frame), None);
+        }
         assert_eq!(rooms.current(), None);
     }
 
