@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -280,15 +281,17 @@ async fn connect(mut stream: TcpStream, peer: SocketAddr, door: Door, shared: &S
     );
     match door {
         Door::Plain => {
+            let socket = stream.as_raw_fd();
             let (read, write) = stream.split();
-            session::run(read, write, peer, hub, config, shutdown).await;
+            session::run(read, write, socket, peer, hub, config, shutdown).await;
         }
         Door::Tls(acceptor) => {
             let Some(stream) = handshake(&acceptor, stream, peer, shared).await else {
                 return;
             };
+            let socket = stream.get_ref().0.as_raw_fd();
             let (read, write) = tokio::io::split(stream);
-            session::run(read, write, peer, hub, config, shutdown).await;
+            session::run(read, write, socket, peer, hub, config, shutdown).await;
         }
     }
 }

@@ -186,6 +186,7 @@ enum Outcome {
 pub async fn run<R, W>(
     read: R,
     write: W,
+    socket: std::os::fd::RawFd,
     peer: SocketAddr,
     hub: Hub,
     config: Arc<Config>,
@@ -194,6 +195,9 @@ pub async fn run<R, W>(
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    let inbox = hub.inbox();
+    // Publishers ask the socket itself before they skip this client.
+    inbox.watch_socket(socket);
     let mut session = Session {
         input: FramedRead::with_capacity(
             read,
@@ -202,7 +206,7 @@ pub async fn run<R, W>(
         ),
         output: write,
         queue: BytesMut::new(),
-        inbox: hub.inbox(),
+        inbox,
         allowance: Allowance::for_peer(&config, peer),
         held_until: None,
         user: None,

@@ -20,7 +20,8 @@
 //! never loses a frame.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,6 +42,9 @@ pub const STALL_LIMIT: Duration = Duration::from_millis(250);
 /// its socket is full and its inbox too, without the [`STALL_LIMIT`] wait:
 /// a client that keeps pausing costs the room one pause, not one each time.
 const REPEAT_WINDOW: Duration = Duration::from_secs(10);
+/// How soon a waiting publisher looks again at a receiver whose stall has
+/// lasted long enough but whose socket still takes bytes.
+const RECHECK_WRITABLE: Duration = Duration::from_millis(10);
 /// A waiting publisher looks again this often even if nobody woke it, so a
 /// wake-up lost to a race costs a pause, never a hang.
 const RECHECK: Duration = Duration::from_millis(50);
@@ -60,6 +64,11 @@ pub struct Inbox {
     /// When it was last detached, as milliseconds since [`epoch`] plus one;
     /// 0 if never.
     detached_at: AtomicU64,
+    /// The client's socket, asked directly before a receiver is judged to
+    /// have stopped; -1 when unknown. Only read under the queue's lock,
+    /// while the inbox is open: the session closes its inbox before its
+    /// socket.
+    socket: AtomicI32,
     /// The session, when it waits for frames.
     reader: AtomicWaker,
     /// Publishers waiting for this inbox to drain.
@@ -100,6 +109,7 @@ impl Inbox {
             len: AtomicUsize::new(0),
             stalled_since: AtomicU64::new(0),
             detached_at: AtomicU64::new(0),
+            socket: AtomicI32::new(-1),
             reader: AtomicWaker::new(),
             space: Notify::new(),
             publisher_waits: AtomicBool::new(false),
@@ -204,6 +214,11 @@ impl Inbox {
         self.len.load(Ordering::Acquire) == 0
     }
 
+    /// The client's socket, for the check in [`Inbox::stopped`].
+    pub fn watch_socket(&self, fd: RawFd) {
+        self.socket.store(fd, Ordering::Relaxed);
+    }
+
     /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
         self.lock().closed
@@ -232,17 +247,38 @@ impl Inbox {
     }
 
     /// Whether the socket has taken nothing for [`STALL_LIMIT`], or is
-    /// full again soon after this receiver was last skipped.
+    /// full again soon after this receiver was last skipped, and is full
+    /// right now: a session that is merely not scheduled has a socket that
+    /// would take bytes, and is waited for. Called with the queue locked.
     fn stopped(&self, now: Instant) -> bool {
         let now = millis(now);
-        match self.stalled_since.load(Ordering::Relaxed) {
+        let stalled = match self.stalled_since.load(Ordering::Relaxed) {
             0 => false,
             since if now >= since - 1 + STALL_LIMIT.as_millis() as u64 => true,
             _ => match self.detached_at.load(Ordering::Relaxed) {
                 0 => false,
                 at => now < at - 1 + REPEAT_WINDOW.as_millis() as u64,
             },
+        };
+        stalled && !self.socket_writable()
+    }
+
+    /// Asks the socket whether it would take bytes now.
+    fn socket_writable(&self) -> bool {
+        let fd = self.socket.load(Ordering::Relaxed);
+        if fd < 0 {
+            return false;
         }
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting; the fd stays open while the
+        // inbox is, and the caller holds the queue's lock, which closing
+        // the inbox takes before the session drops its socket.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready == 1 && poll.revents & libc::POLLOUT != 0
     }
 
     /// Stops waiting for this receiver: from now on its inbox keeps the
@@ -277,22 +313,23 @@ impl Inbox {
                 return;
             }
             let now = Instant::now();
-            if self.stopped(now) {
-                let mut queue = self.lock();
-                if !queue.closed && queue.attached {
-                    self.detach(&mut queue);
-                }
-                return;
-            }
             {
-                let queue = self.lock();
+                let mut queue = self.lock();
                 if queue.closed || !queue.attached {
                     return;
                 }
+                if self.stopped(now) {
+                    self.detach(&mut queue);
+                    return;
+                }
             }
-            let recheck = self
-                .stops_at()
-                .map_or(now + RECHECK, |at| at.min(now + RECHECK));
+            // Until the stall would count, or soon if it would but the
+            // socket still takes bytes (its session is not scheduled yet).
+            let recheck = match self.stops_at() {
+                Some(at) if at > now => at.min(now + RECHECK),
+                Some(_) => now + RECHECK_WRITABLE,
+                None => now + RECHECK,
+            };
             let _ = tokio::time::timeout_at(recheck, space).await;
         }
     }
