@@ -336,12 +336,21 @@ async fn newer_error_codes_during_login() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let client = Piped::spawn(addr, &["--name", "alice"]);
-        let (mut stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
             .await
             .expect("the client connects")
             .expect("accept");
-        stream.write_all(answer).await.expect("write");
-        drop(stream);
+        let (read, mut write) = stream.into_split();
+        // Read the client's NAME first, as the server does before it closes:
+        // a socket closed with unread input is reset, and a reset may discard
+        // the ERROR before the client reads it.
+        let mut from_client = BufReader::new(read).lines();
+        assert_eq!(
+            next_line(&mut from_client).await.as_deref(),
+            Some("NAME alice")
+        );
+        write.write_all(answer).await.expect("write");
+        drop((from_client, write));
         let (status, out, stderr) = client.finish_with_stdin_open().await;
         assert_eq!(status.code(), Some(2), "stderr: {stderr}");
         assert_eq!(out, Vec::<String>::new());
