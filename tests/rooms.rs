@@ -1804,7 +1804,7 @@ async fn cluster_user(server: &Server, name: &str) -> Client {
 }
 
 #[tokio::test]
-#[ignore = "server bug: in cluster mode every version 2 verb is answered `ERROR unknown-command` (rooms, TELL, HISTORY are not served)"]
+
 async fn cluster_rooms_tell_and_history_are_cluster_wide() {
     use chat_tests::cluster::{redis_available, Redis};
     if !redis_available() {
@@ -1834,6 +1834,7 @@ async fn cluster_rooms_tell_and_history_are_cluster_wide() {
     let said = history(&mut alice, "HISTORY #r", Some("#r")).await;
     assert_eq!(texts(&said), ["hi"]);
     bob.request("MSG lobby").await;
+    alice.expect("MSG bob lobby").await;
     let said = history(&mut alice, "HISTORY", None).await;
     assert_eq!(texts(&said), ["lobby"]);
     assert_eq!(bob.request("PART #r bye").await, ["LEAVE #r bob bye"]);

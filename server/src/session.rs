@@ -40,8 +40,12 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+mod cluster;
+
 use crate::config::Config;
-use crate::hub::{self, drained, Full, Hub, Inbox, Joined, Member, Receipt, User, Welcome};
+use crate::hub::{
+    self, drained, Full, Hub, Inbox, Joined, Member, Receipt, SharedRoom, User, Welcome,
+};
 use crate::metrics;
 
 /// Output queued beyond this stops the session from taking more frames
@@ -155,7 +159,13 @@ enum Done {
     Published(Result<Receipt, ErrorCode>),
     /// The receivers a publish left over capacity have drained.
     Drained,
-    Counted(Result<Bytes, ErrorCode>),
+    /// A reply the hub or the bus worked out.
+    Answered(Result<Bytes, ErrorCode>),
+    /// Cluster mode: the user is in the room of this key now, or not.
+    Joined(String, Result<SharedRoom, ErrorCode>),
+    /// Cluster mode: the user's `PART` of the room of this key is in the
+    /// stream, or was refused.
+    Parted(String, Result<Receipt, ErrorCode>),
     /// Everything this user published has come back: answer `PING`.
     Synced(Option<String>),
     /// The user is out of the lobby: its inbox holds all it is owed.
@@ -174,8 +184,6 @@ enum Outcome {
     Queued,
     Pong(Option<String>),
     Refused(ErrorCode),
-    /// An `ERROR` with a detail of its own.
-    Error(ErrorCode, &'static str),
     /// Wait for the hub.
     Wait(Pending),
 }
@@ -431,7 +439,6 @@ where
             Outcome::Pong(token) => self.pong(token),
             Outcome::Queued => {}
             Outcome::Refused(code) => return self.refused(code),
-            Outcome::Error(code, detail) => self.reply(&ServerFrame::error(code, detail)),
             Outcome::Wait(request) => self.pending = Some(request),
         }
         None
@@ -467,11 +474,22 @@ where
                 }
             }
             Done::Drained => {}
-            Done::Counted(Ok(names)) => {
+            Done::Answered(Ok(names)) => {
                 // Whatever the hub had sent when it counted goes first, so
                 // the list never runs ahead of the JOINs.
                 self.catch_up();
                 self.queue.extend_from_slice(&names);
+            }
+            Done::Joined(key, Ok(room)) => {
+                if let Some(user) = &mut self.user {
+                    user.joined.insert(key, room);
+                }
+            }
+            Done::Parted(key, Ok(receipt)) => {
+                if let Some(user) = &mut self.user {
+                    user.joined.remove(&key);
+                    user.published = receipt;
+                }
             }
             Done::Synced(token) => {
                 if let Some(user) = &mut self.user {
@@ -484,9 +502,11 @@ where
                 self.catch_up();
                 return Some(End::Left);
             }
-            Done::Entered(Err(code)) | Done::Published(Err(code)) | Done::Counted(Err(code)) => {
-                return self.refused(code)
-            }
+            Done::Entered(Err(code))
+            | Done::Published(Err(code))
+            | Done::Answered(Err(code))
+            | Done::Joined(_, Err(code))
+            | Done::Parted(_, Err(code)) => return self.refused(code),
         }
         None
     }
@@ -610,6 +630,13 @@ impl<R, W> Drop for Session<R, W> {
 
 /// Carries out a logged-in user's request.
 fn request(hub: &Hub, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
+    let common = matches!(
+        frame,
+        ClientFrame::Ping(_) | ClientFrame::Name(_) | ClientFrame::Leave(_)
+    );
+    if let (Some(bus), false) = (hub.bus(), common) {
+        return cluster::request(hub, bus, user, frame);
+    }
     let rooms = hub.rooms();
     let refused = |result: Result<Full, ErrorCode>| match result {
         Ok(full) => Outcome::Published(full),
@@ -625,20 +652,10 @@ fn request(hub: &Hub, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
         }
         ClientFrame::Ping(token) => Outcome::Pong(token),
         ClientFrame::Name(_) => Outcome::Refused(ErrorCode::AlreadyLoggedIn),
-        ClientFrame::Msg(text) => match hub.try_say(&user.member.name, text) {
-            Ok(full) => Outcome::Published(full),
-            Err(frame) => {
-                let published = hub.publish(frame);
-                Outcome::Wait(Box::pin(async move { Done::Published(published.await) }))
-            }
-        },
-        ClientFrame::Who if hub.serves_rooms() => {
+        ClientFrame::Msg(text) => Outcome::Published(hub.say(&user.member.name, text)),
+        ClientFrame::Who => {
             hub.lobby_names(&user.member.inbox);
             Outcome::Queued
-        }
-        ClientFrame::Who => {
-            let counted = hub.who();
-            Outcome::Wait(Box::pin(async move { Done::Counted(counted.await) }))
         }
         ClientFrame::Leave(text) => {
             // Out of every room silently: the lobby's LEAVE tells everyone.
@@ -655,10 +672,6 @@ fn request(hub: &Hub, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
                 Done::Left
             }))
         }
-        _ if !hub.serves_rooms() => Outcome::Error(
-            ErrorCode::UnknownCommand,
-            "rooms, TELL and HISTORY are not served in cluster mode yet",
-        ),
         ClientFrame::Join(room) => {
             let user = User {
                 key: &user.key,

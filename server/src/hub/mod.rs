@@ -158,10 +158,14 @@ impl Hub {
         &self.rooms
     }
 
-    /// Whether rooms, `TELL` and history are served: not yet in cluster
-    /// mode, where they would be this node's alone.
-    pub fn serves_rooms(&self) -> bool {
-        self.bus.is_none()
+    /// The rooms, for the cluster's hub task to deliver to.
+    pub(crate) fn rooms_shared(&self) -> Arc<Rooms> {
+        self.rooms.clone()
+    }
+
+    /// Cluster mode: the bus that rooms, `TELL` and history go through.
+    pub(crate) fn bus(&self) -> Option<&Bus> {
+        self.bus.as_ref()
     }
 
     /// A new connection's inbox.
@@ -244,41 +248,23 @@ impl Hub {
         }
     }
 
-    /// `MSG`: locally, pushes the frame to every logged-in user, the sender
-    /// too, and keeps it for history; the inboxes left over capacity come
-    /// back, to wait on. In cluster mode the frame goes to the bus instead:
-    /// `Err` hands it back for [`Hub::publish`].
-    pub fn try_say(&self, from: &Arc<str>, text: String) -> Result<Full, Bytes> {
+    /// `MSG` of the single process: pushes the frame to every logged-in
+    /// user, the sender too, and keeps it for history; the inboxes left
+    /// over capacity come back, to wait on. (In cluster mode the frame goes
+    /// through the bus instead.)
+    pub fn say(&self, from: &Arc<str>, text: String) -> Full {
         let msg = ServerFrame::Msg {
             from: from.to_string(),
             text,
         };
         let frame = msg.to_bytes();
-        if self.bus.is_some() {
-            return Err(frame);
-        }
         let mut full = Vec::new();
         let mut lobby = lock(&self.lobby);
         lobby.publish(&frame, &mut full);
         if let ServerFrame::Msg { text, .. } = &msg {
             lobby.record(from, text);
         }
-        Ok(full)
-    }
-
-    /// Cluster mode: broadcasts an encoded frame through the bus; nobody
-    /// gets it if the bus is unreachable.
-    pub fn publish(
-        &self,
-        frame: Bytes,
-    ) -> impl Future<Output = Result<Receipt, ErrorCode>> + Send + 'static {
-        let bus = self.bus.clone();
-        async move {
-            match bus {
-                None => Err(ErrorCode::Unavailable),
-                Some(bus) => bus.publish(frame).await,
-            }
-        }
+        full
     }
 
     /// `TELL`: the receiver and the sender both get the frame.

@@ -100,6 +100,11 @@ impl Room {
         self.history = VecDeque::new();
     }
 
+    /// The members by lower-cased name.
+    pub fn members(&self) -> impl Iterator<Item = (&String, &Member)> {
+        self.members.iter()
+    }
+
     pub fn member(&self, key: &str) -> Option<&Member> {
         self.members.get(key)
     }

@@ -176,6 +176,61 @@ impl Rooms {
     }
 }
 
+/// In cluster mode the directory holds the rooms as this node sees them:
+/// its own members only, added and taken out by the cluster's hub task as
+/// the rooms' `JOIN`s and `LEAVE`s come back from the stream, so that a
+/// room's frames reach this node's members in the stream's order. The
+/// cluster-wide state (every member, the limits) lives in Redis.
+impl Rooms {
+    /// The room of this key, if a user of this node is in it.
+    pub fn here(&self, key: &str) -> Option<SharedRoom> {
+        self.directory().get(key).cloned()
+    }
+
+    /// Adds a member whose `JOIN` came back, creating the room here.
+    pub fn admit(&self, spelled: &str, user_key: &str, member: Member) -> SharedRoom {
+        let mut directory = self.directory();
+        let shared = directory
+            .entry(room_key(spelled))
+            .or_insert_with(|| Arc::new(Mutex::new(Room::new(spelled, 0))))
+            .clone();
+        lock(&shared).add(user_key.to_owned(), member);
+        shared
+    }
+
+    /// Takes out a member whose room `LEAVE` came back.
+    pub fn release(&self, key: &str, user_key: &str) {
+        let mut directory = self.directory();
+        if let Some(shared) = directory.get(key).cloned() {
+            let mut room = lock(&shared);
+            room.remove(user_key);
+            forget_if_empty(&mut directory, key, &mut room);
+        }
+    }
+
+    /// Every membership here, as (room key, room, user key, user).
+    pub fn memberships(&self) -> Vec<(String, String, String, String)> {
+        let rooms: Vec<(String, SharedRoom)> = self
+            .directory()
+            .iter()
+            .map(|(key, room)| (key.clone(), room.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (key, shared) in rooms {
+            let room = lock(&shared);
+            for (user_key, member) in room.members() {
+                out.push((
+                    key.clone(),
+                    room.name().to_owned(),
+                    user_key.clone(),
+                    member.name.to_string(),
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// A room the user is in, or `not-in-room`.
 pub fn joined_room<'a>(joined: &'a Joined, room: &str) -> Result<&'a SharedRoom, ErrorCode> {
     joined.get(&room_key(room)).ok_or(ErrorCode::NotInRoom)

@@ -17,12 +17,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chat_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::debug;
 
+use super::calls::Call;
 use super::lease::{Lease, Renewal};
 use super::link::{self, Link};
 use super::pipeline::{Batch, Failure, PendingLeave, Reply, Slot};
@@ -38,10 +38,11 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// A request to change the bus.
 pub(crate) enum Command {
-    /// Append a frame to the stream.
-    Publish {
-        frame: Bytes,
-        reply: oneshot::Sender<Result<Receipt, ErrorCode>>,
+    /// Run a script for a session: rooms, `TELL`, a message kept for
+    /// history. Answered with the raw reply, read by [`calls`](super::calls).
+    Call {
+        call: Call,
+        reply: oneshot::Sender<Result<Reply, ErrorCode>>,
     },
     /// Claim a name and append its `JOIN`, tagged with `token`.
     Login {
@@ -181,7 +182,7 @@ impl Driver {
         }
         for command in commands {
             match command {
-                Command::Publish { frame, reply } => batch.publish(&frame, reply),
+                Command::Call { call, reply } => batch.call(call, reply),
                 Command::Login { name, token, reply } => batch.login(name, token, reply),
                 Command::Leave { name, text } => {
                     self.lease.release(&name);
@@ -236,12 +237,16 @@ impl Driver {
                         self.leaves.push_back(leave);
                     }
                 }
-                Slot::Publish(answer) => {
-                    let receipt = reply.receipt();
-                    if let Ok(Receipt(seq)) = receipt {
+                Slot::Call(answer) => {
+                    if let Ok(Receipt(seq)) = reply.receipt() {
                         metrics::bus_appended(seq);
                     }
-                    let _ = answer.send(receipt);
+                    let answer_is = if reply.wrong_epoch() {
+                        Err(ErrorCode::Unavailable)
+                    } else {
+                        Ok(reply)
+                    };
+                    let _ = answer.send(answer_is);
                 }
                 Slot::Login(name, answer) => {
                     let outcome = reply.login();
@@ -273,7 +278,7 @@ impl Driver {
         metrics::bus_link(false);
         for slot in slots {
             match slot {
-                Slot::Publish(reply) => {
+                Slot::Call(reply) => {
                     let _ = reply.send(Err(ErrorCode::Unavailable));
                 }
                 Slot::Login(_, reply) => {
@@ -292,7 +297,7 @@ impl Driver {
     fn refuse(&mut self, commands: Vec<Command>) {
         for command in commands {
             match command {
-                Command::Publish { reply, .. } => {
+                Command::Call { reply, .. } => {
                     let _ = reply.send(Err(ErrorCode::Unavailable));
                 }
                 Command::Login { reply, .. } => {

@@ -88,6 +88,7 @@ impl Lease {
             .hello
             .key(scripts::EPOCH)
             .key(scripts::SETTLE)
+            .key(scripts::RECONCILING)
             .arg(fresh)
             .arg(if self.epoch.is_some() { "1" } else { "0" })
             .arg(self.length.as_millis() as u64)

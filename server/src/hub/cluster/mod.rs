@@ -17,6 +17,7 @@
 //!
 //! `docs/CLUSTER.md` describes the design and what it guarantees.
 
+pub(crate) mod calls;
 mod driver;
 mod lease;
 mod link;
@@ -25,20 +26,21 @@ mod reader;
 mod reaper;
 mod replica;
 mod room;
-mod scripts;
+pub(crate) mod scripts;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chat_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 use crate::essential::Essential;
-use crate::hub::{Hub, Limits, Receipt, REQUEST_QUEUE};
+use crate::hub::{Hub, Limits, Member, Receipt, SharedRoom, REQUEST_QUEUE};
+use calls::Call;
 use driver::{Command, Driver, LinkState};
-use room::{ClusterRoom, SyncRequest};
+pub(crate) use pipeline::Reply;
+use room::{ClusterRoom, RoomEntering, SyncRequest};
 
 /// Longest a `PING` waits for the sender's earlier messages to come back
 /// from the bus before it is answered anyway.
@@ -64,13 +66,32 @@ pub struct ClusterConfig {
 pub(crate) struct Bus {
     commands: mpsc::Sender<Command>,
     syncs: mpsc::Sender<SyncRequest>,
+    joins: mpsc::Sender<RoomEntering>,
 }
 
 impl Bus {
-    pub(crate) async fn publish(&self, frame: Bytes) -> Result<Receipt, ErrorCode> {
+    /// Runs a script for a session in the driver's next round trip.
+    pub(crate) async fn call(&self, call: Call) -> Result<Reply, ErrorCode> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Publish { frame, reply })
+            .send(Command::Call { call, reply })
+            .await
+            .map_err(|_| ErrorCode::ShuttingDown)?;
+        answer.await.map_err(|_| ErrorCode::Unavailable)?
+    }
+
+    /// Enters a room; once answered, the member's inbox gets the room's
+    /// `NAMES` (and `TOPIC`) and then everything the room says after its
+    /// `JOIN`.
+    pub(crate) async fn join(&self, room: String, member: Member) -> Result<SharedRoom, ErrorCode> {
+        let (reply, answer) = oneshot::channel();
+        let entering = RoomEntering {
+            room,
+            member,
+            reply,
+        };
+        self.joins
+            .send(entering)
             .await
             .map_err(|_| ErrorCode::ShuttingDown)?;
         answer.await.map_err(|_| ErrorCode::Unavailable)?
@@ -107,18 +128,27 @@ pub fn start(
     let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (syncs, syncs_rx) = mpsc::channel(REQUEST_QUEUE);
     let (deliveries, deliveries_rx) = mpsc::channel(REQUEST_QUEUE);
+    let (joins, joins_rx) = mpsc::channel(REQUEST_QUEUE);
     let (state, link) = watch::channel(LinkState::default());
     let bus = Bus {
         commands: commands.clone(),
         syncs,
+        joins,
     };
     let (hub, requests) = Hub::channels(backlog, limits, Some(bus));
     let driver = Driver::new(client.clone(), node.clone(), config.lease, state);
     let read_timeout = driver.command_timeout();
     let driver = tokio::spawn(driver.run(commands_rx));
     let reader = tokio::spawn(reader::run(client, deliveries, read_timeout));
-    let room = ClusterRoom::new(node, config.lease, hub.lobby().clone(), commands, link);
-    let room = tokio::spawn(room.run(requests, syncs_rx, deliveries_rx));
+    let room = ClusterRoom::new(
+        node,
+        config.lease,
+        hub.lobby().clone(),
+        hub.rooms_shared(),
+        commands,
+        link,
+    );
+    let room = tokio::spawn(room.run(requests, syncs_rx, deliveries_rx, joins_rx));
     info!(node = %config.node_id, lease = ?config.lease, "cluster mode");
     crate::metrics::cluster_mode();
     let tasks = vec![

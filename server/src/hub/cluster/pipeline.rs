@@ -11,12 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chat_protocol::{name_key, ErrorCode, ServerFrame};
 use redis::aio::MultiplexedConnection;
 use redis::{Pipeline, Script, ServerError, Value};
 use tokio::sync::oneshot;
 
+use super::calls::Call;
 use super::scripts::{self, Scripts, WRONG_EPOCH};
 use crate::hub::Receipt;
 
@@ -34,7 +34,8 @@ pub(super) enum Slot {
     /// The held names, this many of them, put back after a new epoch.
     Register(usize),
     Leave(PendingLeave),
-    Publish(oneshot::Sender<Result<Receipt, ErrorCode>>),
+    /// A session's script call, answered with the raw reply.
+    Call(oneshot::Sender<Result<Reply, ErrorCode>>),
     Login(Arc<str>, oneshot::Sender<Result<(), ErrorCode>>),
     Depart(oneshot::Sender<()>),
 }
@@ -107,23 +108,14 @@ impl<'a> Batch<'a> {
             .arg(keys)
     }
 
-    /// Appends a frame, without its `\n`, to the stream.
-    pub(super) fn publish(
-        &mut self,
-        frame: &Bytes,
-        reply: oneshot::Sender<Result<Receipt, ErrorCode>>,
-    ) {
-        let line = &frame[..frame.len().saturating_sub(1)];
-        self.pipe
-            .cmd("XADD")
-            .arg(scripts::STREAM)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(scripts::STREAM_MAXLEN)
-            .arg("0-*")
-            .arg("f")
-            .arg(line);
-        self.slots.push(Slot::Publish(reply));
+    /// Appends a session's script call.
+    pub(super) fn call(&mut self, call: Call, reply: oneshot::Sender<Result<Reply, ErrorCode>>) {
+        let Call { script, keys, args } = call;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let epoch = self.epoch;
+        self.script(script(self.scripts), &keys, Slot::Call(reply))
+            .arg(epoch)
+            .arg(args);
     }
 
     /// Claims `name` for this node and appends its `JOIN`, tagged with
@@ -211,11 +203,11 @@ impl<'a> Batch<'a> {
 
 /// One reply of a pipeline, read the way the scripts report outcomes.
 #[derive(Debug)]
-pub(super) struct Reply(pub Value);
+pub(crate) struct Reply(pub Value);
 
 impl Reply {
     /// A script's outcome.
-    pub(super) fn number(&self) -> Option<i64> {
+    pub(crate) fn number(&self) -> Option<i64> {
         match self.0 {
             Value::Int(n) => Some(n),
             _ => None,
@@ -237,7 +229,7 @@ impl Reply {
     }
 
     /// An `XADD`'s answer: where the frame stands in the room's order.
-    pub(super) fn receipt(&self) -> Result<Receipt, ErrorCode> {
+    pub(crate) fn receipt(&self) -> Result<Receipt, ErrorCode> {
         scripts::stream_seq(&self.0)
             .map(Receipt)
             .ok_or(ErrorCode::Unavailable)

@@ -40,8 +40,12 @@ pub(crate) struct Entry {
     pub seq: u64,
     /// The frame, with its `\n`, ready for the ring.
     pub frame: Bytes,
-    /// The login token, on a `JOIN` appended by a login.
+    /// The token of the login or room join that appended a `JOIN`.
     pub token: Option<String>,
+    /// On a room's `JOIN`: what the joiner is owed at that point, the
+    /// members (names separated by spaces) and the topic (`<setter> <text>`).
+    pub names: Option<String>,
+    pub topic: Option<String>,
 }
 
 pub(crate) async fn run(
@@ -169,7 +173,7 @@ fn parse_entries(reply: Value) -> Vec<Entry> {
             };
             let Some(seq) = stream_seq(&id) else { continue };
             let mut frame = None;
-            let mut token = None;
+            let (mut token, mut names, mut topic) = (None, None, None);
             let mut fields = fields.into_iter();
             while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
                 let (Value::BulkString(name), Value::BulkString(value)) = (name, value) else {
@@ -183,11 +187,19 @@ fn parse_entries(reply: Value) -> Vec<Entry> {
                         frame = Some(line.freeze());
                     }
                     b"t" => token = String::from_utf8(value).ok(),
+                    b"n" => names = String::from_utf8(value).ok(),
+                    b"p" => topic = String::from_utf8(value).ok(),
                     _ => {}
                 }
             }
             if let Some(frame) = frame {
-                out.push(Entry { seq, frame, token });
+                out.push(Entry {
+                    seq,
+                    frame,
+                    token,
+                    names,
+                    topic,
+                });
             }
         }
     }
@@ -235,6 +247,28 @@ mod tests {
         assert_eq!(entries[1].seq, 9);
         assert_eq!(&entries[1].frame[..], b"JOIN amy\n");
         assert_eq!(entries[1].token.as_deref(), Some("node-a:3"));
+        assert_eq!(entries[1].names, None);
+    }
+
+    #[test]
+    fn a_rooms_join_carries_its_members_and_topic() {
+        let reply = xread(vec![entry(
+            "0-4",
+            &[
+                "f",
+                "JOIN #r amy",
+                "t",
+                "node-a:5",
+                "n",
+                "amy Bob",
+                "p",
+                "bob a topic",
+            ],
+        )]);
+        let entries = parse_entries(reply);
+        assert_eq!(&entries[0].frame[..], b"JOIN #r amy\n");
+        assert_eq!(entries[0].names.as_deref(), Some("amy Bob"));
+        assert_eq!(entries[0].topic.as_deref(), Some("bob a topic"));
     }
 
     #[test]

@@ -34,6 +34,11 @@ impl Replica {
         self.users.contains_key(key)
     }
 
+    /// Everyone, as (lower-cased name, name).
+    pub(super) fn users(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.users.iter().map(|(key, name)| (key.as_str(), &**name))
+    }
+
     pub(super) fn len(&self) -> usize {
         self.users.len()
     }

@@ -1,11 +1,17 @@
 //! The cluster room: the hub task of a node in cluster mode.
 //!
-//! It owns the same things as the local room, and one more: a replica of
+//! It owns the same things as the local hub, and one more: a replica of
 //! the cluster's user list, kept by applying the stream's `JOIN` and
 //! `LEAVE` frames in stream order. Because the replica moves with the
-//! stream, the `NAMES` a newcomer gets describes the room at exactly the
+//! stream, the `NAMES` a newcomer gets describes the lobby at exactly the
 //! point from which it receives broadcasts: a login is completed when its
 //! own `JOIN` comes back from the stream, not when Redis answers the login.
+//!
+//! Rooms work the same way. Every room frame comes through the stream, and
+//! this task pushes it to the room's members on this node only. A room
+//! join is completed when its `JOIN` comes back, which carries the
+//! members and topic as of that point for the joiner's `NAMES` and
+//! `TOPIC`; a room's `LEAVE` takes the member out once delivered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -14,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_protocol::{name_key, ErrorCode, ServerFrame};
+use chat_protocol::{name_key, room_key, ErrorCode, ServerFrame, ServerFrameRef};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -22,11 +28,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::calls::{self, Call, Joining};
 use super::driver::{Command, LinkState};
 use super::reader::{Delivery, Entry};
 use super::replica::{self, Replica};
+use crate::hub::inbox::fan_out;
 use crate::hub::{
-    drained, lock, Entering, Inbox, Leaving, Member, Receipt, Requests, SharedRoom, Welcome,
+    drained, lock, Entering, Inbox, Leaving, Member, Receipt, Requests, Rooms, SharedRoom, Welcome,
 };
 
 /// How often stale logins are looked for.
@@ -35,7 +43,28 @@ const SWEEP: Duration = Duration::from_secs(1);
 /// A `PING` waiting for a published frame to come back.
 pub(crate) type SyncRequest = (Receipt, oneshot::Sender<()>);
 
-type LoginOutcome = Pin<Box<dyn Future<Output = (String, Result<(), ErrorCode>)> + Send>>;
+/// A request to enter a room, from a session.
+pub(crate) struct RoomEntering {
+    /// As the user typed it; a new room keeps this spelling.
+    pub room: String,
+    pub member: Member,
+    pub reply: oneshot::Sender<Result<SharedRoom, ErrorCode>>,
+}
+
+/// Redis's answer to a login or a room join, by token.
+enum Answer {
+    Login(String, Result<(), ErrorCode>),
+    Join(String, Result<(), ErrorCode>),
+}
+
+type Answering = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// A room join waiting for its `JOIN` to come back.
+struct PendingJoin {
+    member: Member,
+    reply: oneshot::Sender<Result<SharedRoom, ErrorCode>>,
+    since: Instant,
+}
 
 struct Pending {
     name: Arc<str>,
@@ -53,6 +82,13 @@ pub(crate) struct ClusterRoom {
     local: HashMap<String, CancellationToken>,
     /// Logins waiting for their `JOIN` to come back, by token.
     pending: HashMap<String, Pending>,
+    /// Room joins waiting for their `JOIN` to come back, by token.
+    joining: HashMap<String, PendingJoin>,
+    /// The rooms with members on this node.
+    rooms: Arc<Rooms>,
+    /// After Redis lost its data: when to announce the users nobody
+    /// registered again.
+    reconcile_at: Option<Instant>,
     next_token: u64,
     /// Whether the reader has told where the stream starts.
     started: bool,
@@ -74,6 +110,7 @@ impl ClusterRoom {
         node: Arc<str>,
         lease: Duration,
         lobby: SharedRoom,
+        rooms: Arc<Rooms>,
         commands: mpsc::Sender<Command>,
         link: watch::Receiver<LinkState>,
     ) -> ClusterRoom {
@@ -83,6 +120,9 @@ impl ClusterRoom {
             replica: Replica::default(),
             local: HashMap::new(),
             pending: HashMap::new(),
+            joining: HashMap::new(),
+            rooms,
+            reconcile_at: None,
             next_token: 0,
             started: false,
             delivered: 0,
@@ -101,24 +141,30 @@ impl ClusterRoom {
         requests: Requests,
         mut syncs: mpsc::Receiver<SyncRequest>,
         mut deliveries: mpsc::Receiver<Delivery>,
+        mut joins: mpsc::Receiver<RoomEntering>,
     ) {
         let Requests {
             mut entering,
             mut leaving,
             mut census,
         } = requests;
-        let mut logins: FuturesUnordered<LoginOutcome> = FuturesUnordered::new();
+        let mut answers: FuturesUnordered<Answering> = FuturesUnordered::new();
         let mut sweep = tokio::time::interval(SWEEP);
         loop {
             tokio::select! {
                 biased;
                 Some(delivery) = deliveries.recv() => self.deliver(delivery).await,
                 Ok(()) = self.link.changed() => self.link_changed(),
-                Some((token, outcome)) = logins.next() => self.login_answered(token, outcome),
+                Some(answer) = answers.next() => self.answered(answer),
                 Some(gone) = leaving.recv() => self.leave(gone).await,
                 Some(newcomer) = entering.recv() => {
-                    if let Some(outcome) = self.enter(newcomer).await {
-                        logins.push(outcome);
+                    if let Some(answer) = self.enter(newcomer).await {
+                        answers.push(answer);
+                    }
+                }
+                Some(joiner) = joins.recv() => {
+                    if let Some(answer) = self.enter_room(joiner).await {
+                        answers.push(answer);
                     }
                 }
                 Some(reply) = census.recv() => {
@@ -142,7 +188,7 @@ impl ClusterRoom {
         self.started && self.link.borrow().up
     }
 
-    async fn enter(&mut self, Entering { name, inbox, reply }: Entering) -> Option<LoginOutcome> {
+    async fn enter(&mut self, Entering { name, inbox, reply }: Entering) -> Option<Answering> {
         if !self.available() {
             let _ = reply.send(Err(ErrorCode::Unavailable));
             return None;
@@ -176,17 +222,76 @@ impl ClusterRoom {
             },
         );
         Some(Box::pin(async move {
-            (token, outcome.await.unwrap_or(Err(ErrorCode::Unavailable)))
+            Answer::Login(token, outcome.await.unwrap_or(Err(ErrorCode::Unavailable)))
         }))
     }
 
-    /// Redis answered a login. Success needs nothing more: the login
-    /// completes when its `JOIN` is delivered, which may already have been.
-    fn login_answered(&mut self, token: String, outcome: Result<(), ErrorCode>) {
-        if let Err(code) = outcome {
-            if let Some(pending) = self.pending.remove(&token) {
-                let _ = pending.reply.send(Err(code));
+    /// Asks Redis to put a user in a room; the join completes when its
+    /// `JOIN` comes back from the stream.
+    async fn enter_room(&mut self, entering: RoomEntering) -> Option<Answering> {
+        let RoomEntering {
+            room,
+            member,
+            reply,
+        } = entering;
+        if !self.available() {
+            let _ = reply.send(Err(ErrorCode::Unavailable));
+            return None;
+        }
+        self.next_token += 1;
+        let token = format!("{}:{}", self.node, self.next_token);
+        let user_key = name_key(&member.name);
+        let room_key = room_key(&room);
+        let joining = Joining {
+            key: &room_key,
+            spelled: &room,
+            user_key: &user_key,
+            user: &member.name,
+        };
+        let call = Call::join(&joining, &self.node, self.rooms.limits().max_rooms, &token);
+        let (answer, outcome) = oneshot::channel();
+        let command = Command::Call {
+            call,
+            reply: answer,
+        };
+        if self.commands.send(command).await.is_err() {
+            let _ = reply.send(Err(ErrorCode::ShuttingDown));
+            return None;
+        }
+        self.joining.insert(
+            token.clone(),
+            PendingJoin {
+                member,
+                reply,
+                since: Instant::now(),
+            },
+        );
+        Some(Box::pin(async move {
+            let outcome = match outcome.await {
+                Ok(Ok(reply)) => calls::joined(&reply),
+                Ok(Err(code)) => Err(code),
+                Err(_) => Err(ErrorCode::Unavailable),
+            };
+            Answer::Join(token, outcome)
+        }))
+    }
+
+    /// Redis answered a login or a join. Success needs nothing more: the
+    /// request completes when its `JOIN` is delivered, which may already
+    /// have been.
+    fn answered(&mut self, answer: Answer) {
+        match answer {
+            Answer::Login(token, Err(code)) => {
+                if let Some(pending) = self.pending.remove(&token) {
+                    let _ = pending.reply.send(Err(code));
+                }
             }
+            Answer::Join(token, Err(code)) => {
+                if let Some(pending) = self.joining.remove(&token) {
+                    let _ = pending.reply.send(Err(code));
+                }
+            }
+            Answer::Login(_, Ok(())) | Answer::Join(_, Ok(())) => {}
         }
     }
 
@@ -225,6 +330,10 @@ impl ClusterRoom {
             Delivery::Restart => {
                 self.delivered = 0;
                 self.release_waiters(u64::MAX);
+                self.enroll().await;
+                // Once the survivors have registered their users again,
+                // whoever nobody registered is gone.
+                self.reconcile_at = Some(Instant::now() + self.lease * 3 / 2);
             }
             Delivery::Entries(entries) => {
                 for entry in entries {
@@ -235,7 +344,8 @@ impl ClusterRoom {
         }
     }
 
-    async fn apply(&mut self, Entry { seq, frame, token }: Entry) {
+    async fn apply(&mut self, entry: Entry) {
+        let seq = entry.seq;
         if seq <= self.delivered {
             return;
         }
@@ -246,6 +356,167 @@ impl ClusterRoom {
                 .await;
         }
         self.delivered = seq;
+        match ServerFrameRef::from_bytes(&entry.frame) {
+            Ok(ServerFrameRef::RoomJoin { room, name }) => {
+                let (room, name) = (room.to_owned(), name_key(name));
+                self.room_joined(&room, &name, &entry).await;
+            }
+            Ok(ServerFrameRef::RoomLeave { room, name, .. }) => {
+                let (key, name) = (room_key(room), name_key(name));
+                self.deliver_in_room(&key, &entry.frame, None).await;
+                self.rooms.release(&key, &name);
+            }
+            Ok(ServerFrameRef::Say { room, .. }) => {
+                self.deliver_in_room(&room_key(room), &entry.frame, None)
+                    .await;
+            }
+            Ok(ServerFrameRef::Topic { room, setter, text }) => {
+                let topic = (Arc::from(setter), text.to_owned());
+                self.deliver_in_room(&room_key(room), &entry.frame, Some(topic))
+                    .await;
+            }
+            Ok(ServerFrameRef::Tell { from, to, .. }) => {
+                let (from, to) = (name_key(from), name_key(to));
+                self.deliver_tell(&from, &to, &entry.frame).await;
+            }
+            _ => self.apply_lobby(entry).await,
+        }
+    }
+
+    /// A room's `JOIN`: the members here hear of it; if it is one of this
+    /// node's joins, the joiner is added after it and gets the room's
+    /// `NAMES` and `TOPIC` as of that point, carried by the entry.
+    async fn room_joined(&mut self, room: &str, user_key: &str, entry: &Entry) {
+        let key = room_key(room);
+        self.deliver_in_room(&key, &entry.frame, None).await;
+        let pending = entry.token.as_ref().and_then(|t| self.joining.remove(t));
+        let Some(pending) = pending else {
+            if self.is_ours(&entry.token) {
+                // Refused here already (swept, or its answer lost with the
+                // link), yet in the room: take the user out again.
+                let frame = ServerFrame::RoomLeave {
+                    room: room.to_owned(),
+                    name: user_key.to_owned(),
+                    text: None,
+                }
+                .to_bytes();
+                let (reply, _) = oneshot::channel();
+                let call = Call::part(&key, user_key, &frame);
+                let _ = self.commands.try_send(Command::Call { call, reply });
+            }
+            return;
+        };
+        let shared = self.rooms.admit(room, user_key, pending.member.clone());
+        {
+            let mut joined = lock(&shared);
+            let topic = entry.topic.as_deref().and_then(|t| t.split_once(' '));
+            if let Some((setter, text)) = topic {
+                joined.set_topic(&Arc::from(setter), text.to_owned());
+            }
+            let names = entry.names.as_deref().unwrap_or_default();
+            let names = names.split(' ').filter(|n| !n.is_empty());
+            let inbox = &pending.member.inbox;
+            inbox.push_reply(ServerFrame::room_names_bytes(joined.name(), names));
+            if joined.has_topic() {
+                inbox.push_reply(joined.topic().to_bytes());
+            }
+        }
+        if pending.reply.send(Ok(shared)).is_err() {
+            // The session is gone; its leave takes it out of the room in
+            // Redis.
+            self.rooms.release(&key, user_key);
+        }
+    }
+
+    /// Whether a `JOIN`'s token was handed out by this node.
+    fn is_ours(&self, token: &Option<String>) -> bool {
+        token
+            .as_deref()
+            .and_then(|t| t.split_once(':'))
+            .is_some_and(|(node, _)| node == &*self.node)
+    }
+
+    /// Pushes a room's frame to its members on this node, setting its
+    /// topic first if the frame says one; waits while members that read
+    /// are a whole backlog behind.
+    async fn deliver_in_room(&self, key: &str, frame: &Bytes, topic: Option<(Arc<str>, String)>) {
+        let Some(shared) = self.rooms.here(key) else {
+            return;
+        };
+        let mut full = Vec::new();
+        {
+            let mut room = lock(&shared);
+            if let Some((setter, text)) = topic {
+                room.set_topic(&setter, text);
+            }
+            room.publish(frame, &mut full);
+        }
+        drained(full).await;
+    }
+
+    /// A `TELL` reaches its receiver and its sender, once each, where they
+    /// are logged in here.
+    async fn deliver_tell(&self, from: &str, to: &str, frame: &Bytes) {
+        let mut full = Vec::new();
+        {
+            let lobby = lock(&self.lobby);
+            let mut receivers: Vec<&Arc<Inbox>> = Vec::with_capacity(2);
+            for key in [to, from] {
+                if let Some(member) = lobby.member(key) {
+                    if !receivers.iter().any(|r| Arc::ptr_eq(r, &member.inbox)) {
+                        receivers.push(&member.inbox);
+                    }
+                }
+            }
+            fan_out(receivers, frame, &mut full);
+        }
+        drained(full).await;
+    }
+
+    /// After Redis lost its data: puts this node's users back in their
+    /// rooms.
+    async fn enroll(&self) {
+        let memberships = self.rooms.memberships();
+        if memberships.is_empty() {
+            return;
+        }
+        let (reply, _) = oneshot::channel();
+        let call = Call::enroll(&memberships);
+        let _ = self.commands.send(Command::Call { call, reply }).await;
+    }
+
+    /// After the survivors registered their users again: announces, once
+    /// across the cluster, the users this node still lists that nobody
+    /// registered (their node died while Redis was down).
+    async fn reconcile(&mut self) {
+        self.reconcile_at = None;
+        if self.replica.len() == 0 {
+            return;
+        }
+        let call = Call::bury(self.replica.users());
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Call { call, reply })
+            .await
+            .is_ok()
+        {
+            tokio::spawn(async move {
+                if let Ok(Ok(reply)) = answer.await {
+                    if let Some(n) = reply.number().filter(|n| *n > 0) {
+                        info!(
+                            users = n,
+                            "announced users nobody registered after Redis lost its data"
+                        );
+                    }
+                }
+            });
+        }
+    }
+
+    /// A lobby frame: the replica follows it, and a login of this node's
+    /// completes with its own `JOIN`.
+    async fn apply_lobby(&mut self, Entry { frame, token, .. }: Entry) {
         self.replica.track(&frame);
         let pending = token.as_ref().and_then(|token| self.pending.remove(token));
         let Some(pending) = pending else {
@@ -344,8 +615,22 @@ impl ClusterRoom {
         }
     }
 
-    /// A login whose `JOIN` never came back within a lease is refused.
+    /// A login or a room join whose `JOIN` never came back within a lease
+    /// is refused; a reconciliation that is due runs.
     async fn sweep(&mut self) {
+        if self.reconcile_at.is_some_and(|at| at <= Instant::now()) {
+            self.reconcile().await;
+        }
+        let lease = self.lease;
+        self.joining.retain(|_, pending| {
+            let stale = pending.since.elapsed() > lease;
+            if stale {
+                let (reply, _) = oneshot::channel();
+                let _ =
+                    std::mem::replace(&mut pending.reply, reply).send(Err(ErrorCode::Unavailable));
+            }
+            !stale
+        });
         let stale: Vec<String> = self
             .pending
             .iter()

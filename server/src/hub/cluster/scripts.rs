@@ -18,6 +18,18 @@
 //! - `chat:nodes`: set of nodes that may hold users.
 //! - `chat:node:<id>`: a node's heartbeat, expiring after one lease.
 //! - `chat:node-users:<id>`: set of the lower-cased names a node holds.
+//! - `chat:history`: the lobby's last `--history` messages, a list of
+//!   `<time> <from> <text>` records, oldest first.
+//! - `chat:rooms`: hash from room key (lower-cased) to the room as spelled
+//!   when it was created; a room exists while it has members.
+//! - `chat:room:<key>:members`: hash from lower-cased name to name.
+//! - `chat:room:<key>:topic`: `<setter> <text>`.
+//! - `chat:room:<key>:history`: like `chat:history`, for the room.
+//! - `chat:user-rooms:<name key>`: set of the room keys a user is in, so
+//!   that a leave or a reap takes the user out of each.
+//! - `chat:reconciling`, `chat:buried`: for a few leases after Redis lost
+//!   its data, every name announced gone, so that the survivors' sweep of
+//!   users nobody registered again announces each of them once.
 
 use redis::{Script, Value};
 
@@ -26,6 +38,15 @@ pub const SETTLE: &str = "chat:settle";
 pub const STREAM: &str = "chat:stream";
 pub const USERS: &str = "chat:users";
 pub const NODES: &str = "chat:nodes";
+pub const LOBBY_HISTORY: &str = "chat:history";
+pub const ROOMS: &str = "chat:rooms";
+pub const RECONCILING: &str = "chat:reconciling";
+pub const BURIED: &str = "chat:buried";
+
+/// The history list of a room, by room key.
+pub fn room_history_key(room: &str) -> String {
+    format!("chat:room:{room}:history")
+}
 
 /// Entries the stream keeps (approximately): at 100 000 messages/s, a
 /// second's worth for a node that was cut off.
@@ -70,6 +91,16 @@ pub struct Scripts {
     pub leave: Script,
     pub register: Script,
     pub reap: Script,
+    pub say: Script,
+    pub join: Script,
+    pub part: Script,
+    pub tell: Script,
+    pub topic: Script,
+    pub who: Script,
+    pub rooms: Script,
+    pub history: Script,
+    pub enroll: Script,
+    pub bury: Script,
 }
 
 impl Scripts {
@@ -81,10 +112,20 @@ impl Scripts {
             leave: leave(),
             register: register(),
             reap: reap(),
+            say: say(),
+            join: join(),
+            part: part(),
+            tell: tell(),
+            topic: topic(),
+            who: who(),
+            rooms: rooms(),
+            history: history(),
+            enroll: enroll(),
+            bury: bury(),
         }
     }
 
-    pub fn all(&self) -> [&Script; 6] {
+    pub fn all(&self) -> [&Script; 16] {
         [
             &self.hello,
             &self.renew,
@@ -92,27 +133,71 @@ impl Scripts {
             &self.leave,
             &self.register,
             &self.reap,
+            &self.say,
+            &self.join,
+            &self.part,
+            &self.tell,
+            &self.topic,
+            &self.who,
+            &self.rooms,
+            &self.history,
+            &self.enroll,
+            &self.bury,
         ]
     }
 }
 
-/// `hello(epoch, settle; new_epoch, knew_one, lease_ms) -> epoch`: the
-/// current epoch, created if missing. A node that knew an older epoch also
-/// starts the settling period.
+/// `hello(epoch, settle, reconciling; new_epoch, knew_one, lease_ms) ->
+/// epoch`: the current epoch, created if missing. A node that knew an older
+/// epoch also starts the settling period, and the window in which names
+/// announced gone are kept (`chat:buried`) for the survivors' sweep.
 pub fn hello() -> Script {
     Script::new(
-        r#"
+        &r#"
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
   if ARGV[2] == '1' then
     redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+    redis.call('SET', KEYS[3], '1', 'PX', tonumber(ARGV[3]) * RECONCILE_LEASES)
   end
 end
 return epoch
-"#,
+"#
+        .replace("RECONCILE_LEASES", &RECONCILE_LEASES.to_string()),
     )
+}
+
+/// Leases after a new epoch during which names announced gone are kept
+/// for the sweep of unregistered users (`bury`), which runs after one and
+/// a half.
+pub const RECONCILE_LEASES: u32 = 4;
+
+/// Lua shared by the scripts that end a user: takes the user (by name key)
+/// out of every room, forgetting each room it empties, and notes the name
+/// as announced gone while the cluster reconciles.
+const GONE: &str = r#"
+local function part_all(key)
+  local mine = 'chat:user-rooms:' .. key
+  for _, room in ipairs(redis.call('SMEMBERS', mine)) do
+    local base = 'chat:room:' .. room
+    redis.call('HDEL', base .. ':members', key)
+    if redis.call('HLEN', base .. ':members') == 0 then
+      redis.call('DEL', base .. ':members', base .. ':topic', base .. ':history')
+      redis.call('HDEL', 'chat:rooms', room)
+    end
+  end
+  redis.call('DEL', mine)
+  if redis.call('EXISTS', 'chat:reconciling') == 1 then
+    redis.call('SADD', 'chat:buried', key)
+  end
+end
+"#;
+
+/// A script that starts with [`GONE`]'s functions.
+fn with_gone(body: &str) -> Script {
+    Script::new(&format!("{GONE}{body}"))
 }
 
 /// `snapshot(epoch, users, stream, settle) -> {epoch, settling, users, last}`:
@@ -169,8 +254,9 @@ return 1
 /// maxlen) -> 1 | 0 | -1`: frees the name if this node holds it and appends
 /// the `LEAVE`. With `force`, a name nobody holds is announced too: the
 /// user left during an outage that cost Redis its data.
+/// The user leaves every room with the name, silently: the `LEAVE` says it.
 pub fn leave() -> Script {
-    Script::new(
+    with_gone(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local owner = redis.call('HGET', KEYS[2], ARGV[2])
@@ -181,6 +267,7 @@ if owner then
 elseif ARGV[5] ~= '1' then
   return 0
 end
+part_all(ARGV[2])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '0-*', 'f', ARGV[4])
 return 1
 "#,
@@ -214,8 +301,9 @@ return conflicts
 /// the users of every node whose heartbeat lapsed (or, with `only`, of that
 /// node, for a clean departure) and appends one `LEAVE` each. Atomic, so
 /// whichever node runs it first announces each user exactly once.
+/// A dead node's users leave their rooms too, announced by the `LEAVE` alone.
 pub fn reap() -> Script {
-    Script::new(
+    with_gone(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local freed = 0
@@ -232,6 +320,7 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
       local owner = redis.call('HGET', KEYS[3], key)
       if owner and string.sub(owner, 1, #node + 1) == node .. ' ' then
         redis.call('HDEL', KEYS[3], key)
+        part_all(key)
         local name = string.sub(owner, #node + 2)
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '0-*', 'f', 'LEAVE ' .. name)
         freed = freed + 1
@@ -243,6 +332,201 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   end
 end
 return freed
+"#,
+    )
+}
+
+/// `say(epoch, stream, history; epoch, frame, record, maxlen, keep, room)
+/// -> id | -1`: appends a `MSG` or `SAY` and keeps its record for
+/// `HISTORY`, trimmed to `keep`; a room's record only while the room
+/// exists. Both in one step, so history has the stream's order.
+pub fn say() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-*', 'f', ARGV[2])
+local keep = tonumber(ARGV[5])
+if keep > 0 and (ARGV[6] == '' or redis.call('HEXISTS', 'chat:rooms', ARGV[6]) == 1) then
+  redis.call('RPUSH', KEYS[3], ARGV[3])
+  redis.call('LTRIM', KEYS[3], -keep, -1)
+end
+return id
+"#,
+    )
+}
+
+/// `join(epoch, users, rooms, stream; epoch, room, spelled, key, name,
+/// node, max_rooms, token, maxlen) -> 1 | 0 | -1 | -3 | -4`: puts the user
+/// in the room, creating it, and appends `JOIN <room> <name>` carrying what
+/// the joiner is owed at that point: the members (`n`, sorted by key) and
+/// the topic (`p`). 0: already in it; -3: this node does not hold the user;
+/// -4: `--max-rooms` reached.
+pub fn join() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local owner = redis.call('HGET', KEYS[2], ARGV[4])
+if (not owner) or string.sub(owner, 1, #ARGV[6] + 1) ~= ARGV[6] .. ' ' then return -3 end
+local base = 'chat:room:' .. ARGV[2]
+if redis.call('HEXISTS', base .. ':members', ARGV[4]) == 1 then return 0 end
+local spelled = redis.call('HGET', KEYS[3], ARGV[2])
+if not spelled then
+  if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[7]) then return -4 end
+  spelled = ARGV[3]
+  redis.call('HSET', KEYS[3], ARGV[2], spelled)
+end
+redis.call('HSET', base .. ':members', ARGV[4], ARGV[5])
+redis.call('SADD', 'chat:user-rooms:' .. ARGV[4], ARGV[2])
+local all = redis.call('HGETALL', base .. ':members')
+local keys, names, by_key = {}, {}, {}
+for i = 1, #all, 2 do
+  table.insert(keys, all[i])
+  by_key[all[i]] = all[i + 1]
+end
+table.sort(keys)
+for _, key in ipairs(keys) do table.insert(names, by_key[key]) end
+local fields = {'f', 'JOIN ' .. spelled .. ' ' .. ARGV[5], 't', ARGV[8], 'n', table.concat(names, ' ')}
+local topic = redis.call('GET', base .. ':topic')
+if topic then
+  table.insert(fields, 'p')
+  table.insert(fields, topic)
+end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '0-*', unpack(fields))
+return 1
+"#,
+    )
+}
+
+/// `part(epoch, rooms, stream; epoch, room, key, frame, maxlen) -> id | -1`:
+/// takes the user out of the room, forgetting it if emptied, and appends
+/// the room's `LEAVE`.
+pub fn part() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local base = 'chat:room:' .. ARGV[2]
+redis.call('HDEL', base .. ':members', ARGV[3])
+redis.call('SREM', 'chat:user-rooms:' .. ARGV[3], ARGV[2])
+if redis.call('HLEN', base .. ':members') == 0 then
+  redis.call('DEL', base .. ':members', base .. ':topic', base .. ':history')
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-*', 'f', ARGV[4])
+"#,
+    )
+}
+
+/// `tell(epoch, users, stream; epoch, from, to_key, text, maxlen) -> id |
+/// 0 | -1`: appends `TELL <from> <to> <text>`, the receiver spelled as it
+/// logged in; 0 when nobody holds that name anywhere.
+pub fn tell() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local owner = redis.call('HGET', KEYS[2], ARGV[3])
+if not owner then return 0 end
+local to = string.sub(owner, string.find(owner, ' ', 1, true) + 1)
+local frame = 'TELL ' .. ARGV[2] .. ' ' .. to .. ' ' .. ARGV[4]
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-*', 'f', frame)
+"#,
+    )
+}
+
+/// `topic(epoch, rooms, stream; epoch, room, record, frame, maxlen) -> id |
+/// -1`: sets the topic (`<setter> <text>`) and appends its `TOPIC`.
+pub fn topic() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
+  redis.call('SET', 'chat:room:' .. ARGV[2] .. ':topic', ARGV[3])
+end
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-*', 'f', ARGV[4])
+"#,
+    )
+}
+
+/// `who(epoch, rooms; epoch, room) -> {spelled, key, name, …} | -1`: the
+/// room as spelled (empty if it does not exist) and its members.
+pub fn who() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local out = {redis.call('HGET', KEYS[2], ARGV[2]) or ''}
+for _, v in ipairs(redis.call('HGETALL', 'chat:room:' .. ARGV[2] .. ':members')) do
+  table.insert(out, v)
+end
+return out
+"#,
+    )
+}
+
+/// `rooms(epoch, rooms; epoch) -> {key, spelled, count, …} | -1`.
+pub fn rooms() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local out = {}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local count = redis.call('HLEN', 'chat:room:' .. all[i] .. ':members')
+  if count > 0 then
+    table.insert(out, all[i])
+    table.insert(out, all[i + 1])
+    table.insert(out, count)
+  end
+end
+return out
+"#,
+    )
+}
+
+/// `history(epoch, list; epoch, count) -> {record, …} | -1`: the last
+/// `count` records, oldest first.
+pub fn history() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+return redis.call('LRANGE', KEYS[2], -tonumber(ARGV[2]), -1)
+"#,
+    )
+}
+
+/// `enroll(epoch, rooms; epoch, room, spelled, key, name, …) -> 1 | -1`:
+/// after Redis lost its data, puts this node's users back in their rooms.
+/// No frames, as for names; topics and history were lost with the data.
+pub fn enroll() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+for i = 2, #ARGV, 4 do
+  redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', 'chat:room:' .. ARGV[i] .. ':members', ARGV[i + 2], ARGV[i + 3])
+  redis.call('SADD', 'chat:user-rooms:' .. ARGV[i + 2], ARGV[i])
+end
+return 1
+"#,
+    )
+}
+
+/// `bury(epoch, users, stream, buried; epoch, maxlen, key, name, …) ->
+/// announced | -1`: after Redis lost its data and the survivors registered
+/// their users again, announces the `LEAVE` of each listed user that nobody
+/// registered (their node died meanwhile) and that was not announced gone
+/// already, by this sweep on another node or by a leave.
+pub fn bury() -> Script {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local announced = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 and redis.call('SISMEMBER', KEYS[4], ARGV[i]) == 0 then
+    redis.call('SADD', KEYS[4], ARGV[i])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '0-*', 'f', 'LEAVE ' .. ARGV[i + 1])
+    announced = announced + 1
+  end
+end
+return announced
 "#,
     )
 }

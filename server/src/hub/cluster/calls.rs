@@ -1,0 +1,358 @@
+//! The requests of version 2 as script calls, and their answers read back.
+//!
+//! Rooms, `TELL`, topics and history live in Redis and change only inside
+//! scripts that also append the frame to the stream, so a room's state and
+//! its frames have one order. A [`Call`] is one such script call, built
+//! here and carried to Redis by the driver in its next round trip; the
+//! functions below turn the answers into frames. Both halves are pure, so
+//! they are tested without Redis.
+
+use bytes::{Bytes, BytesMut};
+use chat_protocol::{ErrorCode, ServerFrame, Timestamp};
+use redis::{Script, Value};
+
+use super::pipeline::Reply;
+use super::scripts::{self, Scripts, STREAM_MAXLEN};
+use crate::hub::Receipt;
+
+/// One script call: which script, its keys, and its arguments after the
+/// epoch, which the driver adds.
+pub(crate) struct Call {
+    pub(super) script: fn(&Scripts) -> &Script,
+    pub(super) keys: Vec<String>,
+    pub(super) args: Vec<String>,
+}
+
+impl Call {
+    fn new(script: fn(&Scripts) -> &Script, keys: &[&str]) -> Call {
+        let mut all = vec![scripts::EPOCH.to_owned()];
+        all.extend(keys.iter().map(|k| k.to_string()));
+        Call {
+            script,
+            keys: all,
+            args: Vec::new(),
+        }
+    }
+
+    fn arg(mut self, arg: impl ToString) -> Call {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// A `MSG` (`room` empty) or a `SAY` (`room` its key), kept in the
+    /// history list `history` up to `keep` records.
+    pub(crate) fn say(
+        frame: &Bytes,
+        record: String,
+        history: &str,
+        room: &str,
+        keep: usize,
+    ) -> Call {
+        Call::new(|s| &s.say, &[scripts::STREAM, history])
+            .arg(line(frame))
+            .arg(record)
+            .arg(STREAM_MAXLEN)
+            .arg(keep)
+            .arg(room)
+    }
+
+    /// A user of `node` enters a room; `token` marks its `JOIN` in the
+    /// stream.
+    pub(crate) fn join(room: &Joining<'_>, node: &str, max_rooms: usize, token: &str) -> Call {
+        Call::new(
+            |s| &s.join,
+            &[scripts::USERS, scripts::ROOMS, scripts::STREAM],
+        )
+        .arg(room.key)
+        .arg(room.spelled)
+        .arg(room.user_key)
+        .arg(room.user)
+        .arg(node)
+        .arg(max_rooms)
+        .arg(token)
+        .arg(STREAM_MAXLEN)
+    }
+
+    /// A user parts a room, announced by `frame`.
+    pub(crate) fn part(room: &str, user_key: &str, frame: &Bytes) -> Call {
+        Call::new(|s| &s.part, &[scripts::ROOMS, scripts::STREAM])
+            .arg(room)
+            .arg(user_key)
+            .arg(line(frame))
+            .arg(STREAM_MAXLEN)
+    }
+
+    pub(crate) fn tell(from: &str, to_key: &str, text: &str) -> Call {
+        Call::new(|s| &s.tell, &[scripts::USERS, scripts::STREAM])
+            .arg(from)
+            .arg(to_key)
+            .arg(text)
+            .arg(STREAM_MAXLEN)
+    }
+
+    /// A topic set by `setter`, announced by `frame`.
+    pub(crate) fn topic(room: &str, setter: &str, text: &str, frame: &Bytes) -> Call {
+        Call::new(|s| &s.topic, &[scripts::ROOMS, scripts::STREAM])
+            .arg(room)
+            .arg(format!("{setter} {text}"))
+            .arg(line(frame))
+            .arg(STREAM_MAXLEN)
+    }
+
+    pub(crate) fn who(room: &str) -> Call {
+        Call::new(|s| &s.who, &[scripts::ROOMS]).arg(room)
+    }
+
+    pub(crate) fn rooms() -> Call {
+        Call::new(|s| &s.rooms, &[scripts::ROOMS])
+    }
+
+    /// The last `count` records of the history list `history`.
+    pub(crate) fn history(history: &str, count: u64) -> Call {
+        Call::new(|s| &s.history, &[history]).arg(count)
+    }
+
+    /// This node's users put back in their rooms: (room key, room as
+    /// spelled, user key, user).
+    pub(crate) fn enroll(memberships: &[(String, String, String, String)]) -> Call {
+        let mut call = Call::new(|s| &s.enroll, &[scripts::ROOMS]);
+        for (room, spelled, key, name) in memberships {
+            call = call.arg(room).arg(spelled).arg(key).arg(name);
+        }
+        call
+    }
+
+    /// The users in `users` (key, name) that nobody registered again are
+    /// announced gone, each once.
+    pub(crate) fn bury<'a>(users: impl IntoIterator<Item = (&'a str, &'a str)>) -> Call {
+        let mut call = Call::new(
+            |s| &s.bury,
+            &[scripts::USERS, scripts::STREAM, scripts::BURIED],
+        )
+        .arg(STREAM_MAXLEN);
+        for (key, name) in users {
+            call = call.arg(key).arg(name);
+        }
+        call
+    }
+}
+
+/// The room a user enters, as the join script needs it.
+pub(crate) struct Joining<'a> {
+    pub key: &'a str,
+    pub spelled: &'a str,
+    pub user_key: &'a str,
+    pub user: &'a str,
+}
+
+/// A frame without its `\n`, as the stream keeps it.
+fn line(frame: &Bytes) -> &str {
+    let bytes = &frame[..frame.len().saturating_sub(1)];
+    // Frames are built from checked text.
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// A history record: `<time> <from> <text>`.
+pub(crate) fn record(from: &str, text: &str) -> String {
+    format!("{} {from} {text}", Timestamp::now())
+}
+
+/// Where an appending script's frame stands in the stream.
+pub(crate) fn appended(reply: &Reply) -> Result<Receipt, ErrorCode> {
+    reply.receipt()
+}
+
+/// The join script's outcome: the `JOIN` is in the stream, or why not.
+pub(crate) fn joined(reply: &Reply) -> Result<(), ErrorCode> {
+    match reply.number() {
+        Some(1) => Ok(()),
+        Some(0) => Err(ErrorCode::AlreadyInRoom),
+        Some(-4) => Err(ErrorCode::TooManyRooms),
+        _ => Err(ErrorCode::Unavailable),
+    }
+}
+
+/// The tell script's outcome.
+pub(crate) fn told(reply: &Reply) -> Result<Receipt, ErrorCode> {
+    match reply.number() {
+        Some(0) => Err(ErrorCode::NoSuchUser),
+        _ => reply.receipt(),
+    }
+}
+
+fn strings(reply: Reply) -> Result<Vec<String>, ErrorCode> {
+    let Value::Array(values) = reply.0 else {
+        return Err(ErrorCode::Unavailable);
+    };
+    values
+        .into_iter()
+        .map(|v| match v {
+            Value::Int(n) => Ok(n.to_string()),
+            v => redis::from_redis_value::<String>(v).map_err(|_| ErrorCode::Unavailable),
+        })
+        .collect()
+}
+
+/// `NAMES <room> …` from the who script; `asked` names a room that does
+/// not exist.
+pub(crate) fn names(reply: Reply, asked: &str) -> Result<Bytes, ErrorCode> {
+    let values = strings(reply)?;
+    let Some((spelled, pairs)) = values.split_first() else {
+        return Err(ErrorCode::Unavailable);
+    };
+    let room = if spelled.is_empty() { asked } else { spelled };
+    let mut members: Vec<(&str, &str)> = pairs
+        .chunks_exact(2)
+        .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+        .collect();
+    members.sort_unstable();
+    Ok(ServerFrame::room_names_bytes(
+        room,
+        members.iter().map(|(_, name)| *name),
+    ))
+}
+
+/// `ROOMS …` from the rooms script, sorted like names.
+pub(crate) fn rooms(reply: Reply) -> Result<Bytes, ErrorCode> {
+    let values = strings(reply)?;
+    let mut listed: Vec<(&str, &str, u64)> = values
+        .chunks_exact(3)
+        .filter_map(|r| Some((r[0].as_str(), r[1].as_str(), r[2].parse().ok()?)))
+        .collect();
+    listed.sort_unstable();
+    Ok(ServerFrame::Rooms(
+        listed
+            .into_iter()
+            .map(|(_, name, count)| (name.to_owned(), count))
+            .collect(),
+    )
+    .to_bytes())
+}
+
+/// A `HISTORY` reply, all its frames at once, from the history script's
+/// records; a record that does not read back is left out.
+pub(crate) fn history(reply: Reply, room: Option<&str>) -> Result<Bytes, ErrorCode> {
+    let records = strings(reply)?;
+    let said: Vec<ServerFrame> = records
+        .iter()
+        .filter_map(|record| {
+            let (time, rest) = record.split_once(' ')?;
+            let (from, text) = rest.split_once(' ')?;
+            Some(ServerFrame::Hist {
+                room: room.map(str::to_owned),
+                time: time.parse().ok()?,
+                from: from.to_owned(),
+                text: text.to_owned(),
+            })
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    ServerFrame::History {
+        room: room.map(str::to_owned),
+        count: said.len() as u64,
+    }
+    .write_to(&mut out);
+    for frame in &said {
+        frame.write_to(&mut out);
+    }
+    Ok(out.freeze())
+}
+
+/// An empty `HISTORY` reply, for a server that keeps none.
+pub(crate) fn no_history(room: Option<&str>) -> Bytes {
+    ServerFrame::History {
+        room: room.map(str::to_owned),
+        count: 0,
+    }
+    .to_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(resp: &str) -> Reply {
+        Reply(redis::parse_redis_value(resp.as_bytes()).unwrap())
+    }
+
+    /// An array reply of bulk strings.
+    fn bulks(items: &[&str]) -> Reply {
+        Reply(Value::Array(
+            items
+                .iter()
+                .map(|s| Value::BulkString(s.as_bytes().to_vec()))
+                .collect(),
+        ))
+    }
+
+    fn text(bytes: Result<Bytes, ErrorCode>) -> String {
+        String::from_utf8(bytes.unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_call_names_the_epoch_first_and_frames_without_their_newline() {
+        let call = Call::part("#r", "bob", &Bytes::from_static(b"LEAVE #r bob bye\n"));
+        assert_eq!(call.keys, [scripts::EPOCH, scripts::ROOMS, scripts::STREAM]);
+        assert_eq!(call.args[..3], ["#r", "bob", "LEAVE #r bob bye"]);
+    }
+
+    #[test]
+    fn join_outcomes_are_codes() {
+        assert_eq!(joined(&Reply(Value::Int(1))), Ok(()));
+        assert_eq!(joined(&Reply(Value::Int(0))), Err(ErrorCode::AlreadyInRoom));
+        assert_eq!(joined(&Reply(Value::Int(-4))), Err(ErrorCode::TooManyRooms));
+        for not_now in [-1, -3] {
+            assert_eq!(
+                joined(&Reply(Value::Int(not_now))),
+                Err(ErrorCode::Unavailable)
+            );
+        }
+    }
+
+    #[test]
+    fn a_tell_to_nobody_is_no_such_user() {
+        assert_eq!(told(&Reply(Value::Int(0))), Err(ErrorCode::NoSuchUser));
+        assert_eq!(told(&wire("$4\r\n0-42\r\n")), Ok(Receipt(42)));
+        assert_eq!(told(&Reply(Value::Int(-1))), Err(ErrorCode::Unavailable));
+    }
+
+    #[test]
+    fn names_are_sorted_by_key_and_keep_the_rooms_spelling() {
+        let reply = bulks(&["#Rust", "bob", "Bob", "alice", "alice"]);
+        assert_eq!(text(names(reply, "#rust")), "NAMES #Rust alice Bob\n");
+        let nobody = bulks(&[""]);
+        assert_eq!(text(names(nobody, "#gone")), "NAMES #gone\n");
+        assert!(names(Reply(Value::Int(-1)), "#r").is_err());
+    }
+
+    #[test]
+    fn rooms_are_sorted_by_key_with_their_counts() {
+        let reply = wire("*6\r\n$1\r\nb\r\n$2\r\n#B\r\n:2\r\n$1\r\na\r\n$2\r\n#a\r\n:1\r\n");
+        assert_eq!(text(rooms(reply)), "ROOMS #a 1 #B 2\n");
+        assert_eq!(text(rooms(wire("*0\r\n"))), "ROOMS\n");
+    }
+
+    #[test]
+    fn history_records_read_back_as_hist_frames() {
+        let reply = bulks(&[
+            "2026-11-29T12:00:00.123Z bob hi  there",
+            "broken!",
+            "2026-11-29T12:00:01.000Z amy x",
+        ]);
+        assert_eq!(
+            text(history(reply, Some("#r"))),
+            "HISTORY #r 2\nHIST #r 2026-11-29T12:00:00.123Z bob hi  there\n\
+             HIST #r 2026-11-29T12:00:01.000Z amy x\n"
+        );
+        assert_eq!(text(history(wire("*0\r\n"), None)), "HISTORY 0\n");
+        assert_eq!(&no_history(None)[..], b"HISTORY 0\n");
+    }
+
+    #[test]
+    fn a_record_starts_with_the_time() {
+        let said = record("bob", "hi there");
+        let (time, rest) = said.split_once(' ').unwrap();
+        assert!(time.parse::<Timestamp>().is_ok());
+        assert_eq!(rest, "bob hi there");
+    }
+}
