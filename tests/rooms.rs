@@ -1852,7 +1852,7 @@ async fn a_rooms_history_keeps_what_departed_members_said() {
     carol.request("SAY #r after").await;
     carol.send("LEAVE").await;
     carol.expect("BYE").await;
-    bob.barrier().await;
+    bob.recv_until("LEAVE carol").await;
     let said = history(&mut bob, "HISTORY #r", Some("#r")).await;
     assert_eq!(
         said.iter()

@@ -161,6 +161,9 @@ enum Done {
     Drained,
     /// A reply the hub or the bus worked out.
     Answered(Result<Bytes, ErrorCode>),
+    /// Cluster mode: a reply read from Redis went into the inbox, or the
+    /// request was refused.
+    Placed(Result<(), ErrorCode>),
     /// Cluster mode: the user is in the room of this key now, or not.
     Joined(String, Result<SharedRoom, ErrorCode>),
     /// Cluster mode: the user's `PART` of the room of this key is in the
@@ -473,7 +476,7 @@ where
                     user.published = receipt;
                 }
             }
-            Done::Drained => {}
+            Done::Drained | Done::Placed(Ok(())) => {}
             Done::Answered(Ok(names)) => {
                 // Whatever the hub had sent when it counted goes first, so
                 // the list never runs ahead of the JOINs.
@@ -505,6 +508,7 @@ where
             Done::Entered(Err(code))
             | Done::Published(Err(code))
             | Done::Answered(Err(code))
+            | Done::Placed(Err(code))
             | Done::Joined(_, Err(code))
             | Done::Parted(_, Err(code)) => return self.refused(code),
         }

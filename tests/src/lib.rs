@@ -77,15 +77,26 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The server's own Redis, when it runs as a one-node cluster.
+    _redis: Option<cluster::Redis>,
 }
 
 impl Server {
     /// Starts the server on a free loopback port with extra flags.
     pub fn start(args: &[&str]) -> Server {
         let mut command = Command::new(binary("chat-server"));
+        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        // With CHAT_TEST_CLUSTER set, every server of a suite that does not
+        // choose its mode runs as a one-node cluster on a Redis of its own,
+        // so the suite checks the cluster's path of every request.
+        let redis = (std::env::var_os("CHAT_TEST_CLUSTER").is_some()
+            && !args.contains(&"--cluster"))
+        .then(|| {
+            let redis = cluster::Redis::start();
+            command.args(["--cluster", &redis.url(), "--lease", "2s"]);
+            redis
+        });
         command
-            .args(["--addr", "127.0.0.1:0"])
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         if std::env::var_os("CHAT_TEST_LOG").is_none() {
@@ -102,7 +113,11 @@ impl Server {
             .strip_prefix("listening on ")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            _redis: redis,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -8,12 +8,14 @@
 //! single process; what only the cluster knows (the other members, the
 //! rooms, a name on another node, history) is asked of Redis.
 
+use std::sync::Arc;
+
 use chat_protocol::{name_key, room_key, ClientFrame, ErrorCode, ServerFrame};
 
 use super::{queued, Done, LoggedIn, Outcome, HISTORY_DEFAULT};
-use crate::hub::cluster::calls::{self, Call};
+use crate::hub::cluster::calls::{self, Call, Placed};
 use crate::hub::cluster::{scripts, Bus, Reply};
-use crate::hub::{self, lock, Hub};
+use crate::hub::{self, lock, Hub, Inbox};
 
 pub(super) fn request(hub: &Hub, bus: &Bus, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
     let limits = hub.rooms().limits();
@@ -112,9 +114,11 @@ pub(super) fn request(hub: &Hub, bus: &Bus, user: &mut LoggedIn, frame: ClientFr
         }
         ClientFrame::RoomWho(room) => {
             let call = Call::who(&room_key(&room));
-            answered(bus, call, move |reply| calls::names(reply, &room))
+            answered(bus, &user.member.inbox, call, move |reply| {
+                calls::names(reply, &room)
+            })
         }
-        ClientFrame::Rooms => answered(bus, Call::rooms(), calls::rooms),
+        ClientFrame::Rooms => answered(bus, &user.member.inbox, Call::rooms(), calls::rooms),
         ClientFrame::History { room, count } => {
             let count = count.map_or(HISTORY_DEFAULT, |n| n.get());
             let count = count.min(limits.history as u64);
@@ -131,9 +135,12 @@ pub(super) fn request(hub: &Hub, bus: &Bus, user: &mut LoggedIn, frame: ClientFr
             if count == 0 {
                 return Outcome::Reply(calls::no_history(spelled.as_deref()));
             }
-            answered(bus, Call::history(&list, count), move |reply| {
-                calls::history(reply, spelled.as_deref())
-            })
+            answered(
+                bus,
+                &user.member.inbox,
+                Call::history(&list, count),
+                move |reply| calls::history(reply, spelled.as_deref()),
+            )
         }
         // Answered the same way in both modes, before this is called.
         ClientFrame::Ping(_) | ClientFrame::Name(_) | ClientFrame::Leave(_) => {
@@ -151,14 +158,23 @@ fn appended(bus: &Bus, call: Call) -> Outcome {
     }))
 }
 
-/// A call whose answer, read by `read`, is the reply.
+/// A call whose answer, read by `read`, is the reply: it goes into the
+/// asker's inbox right after the stream entry that was last when Redis
+/// read it, so it never runs ahead of the frames it reflects.
 fn answered(
     bus: &Bus,
+    inbox: &Arc<Inbox>,
     call: Call,
-    read: impl FnOnce(Reply) -> Result<bytes::Bytes, ErrorCode> + Send + 'static,
+    read: impl FnOnce(Reply) -> Result<Placed, ErrorCode> + Send + 'static,
 ) -> Outcome {
-    let bus = bus.clone();
+    let (bus, inbox) = (bus.clone(), inbox.clone());
     Outcome::Wait(Box::pin(async move {
-        Done::Answered(bus.call(call).await.and_then(read))
+        match bus.call(call).await.and_then(read) {
+            Ok((last, reply)) => {
+                bus.place(last, inbox, reply).await;
+                Done::Placed(Ok(()))
+            }
+            Err(code) => Done::Placed(Err(code)),
+        }
     }))
 }

@@ -180,23 +180,33 @@ pub(crate) fn told(reply: &Reply) -> Result<Receipt, ErrorCode> {
     }
 }
 
-fn strings(reply: Reply) -> Result<Vec<String>, ErrorCode> {
+/// A reading script's answer: the stream's last entry when it ran, and
+/// what it read.
+fn read(reply: Reply) -> Result<(Receipt, Vec<String>), ErrorCode> {
     let Value::Array(values) = reply.0 else {
         return Err(ErrorCode::Unavailable);
     };
-    values
-        .into_iter()
+    let mut values = values.into_iter();
+    let last = values
+        .next()
+        .and_then(|id| scripts::stream_seq(&id))
+        .ok_or(ErrorCode::Unavailable)?;
+    let read = values
         .map(|v| match v {
             Value::Int(n) => Ok(n.to_string()),
             v => redis::from_redis_value::<String>(v).map_err(|_| ErrorCode::Unavailable),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((Receipt(last), read))
 }
+
+/// A reply read from Redis, with the stream entry it follows.
+pub(crate) type Placed = (Receipt, Bytes);
 
 /// `NAMES <room> …` from the who script; `asked` names a room that does
 /// not exist.
-pub(crate) fn names(reply: Reply, asked: &str) -> Result<Bytes, ErrorCode> {
-    let values = strings(reply)?;
+pub(crate) fn names(reply: Reply, asked: &str) -> Result<Placed, ErrorCode> {
+    let (last, values) = read(reply)?;
     let Some((spelled, pairs)) = values.split_first() else {
         return Err(ErrorCode::Unavailable);
     };
@@ -206,33 +216,29 @@ pub(crate) fn names(reply: Reply, asked: &str) -> Result<Bytes, ErrorCode> {
         .map(|kv| (kv[0].as_str(), kv[1].as_str()))
         .collect();
     members.sort_unstable();
-    Ok(ServerFrame::room_names_bytes(
-        room,
-        members.iter().map(|(_, name)| *name),
-    ))
+    let names = members.iter().map(|(_, name)| *name);
+    Ok((last, ServerFrame::room_names_bytes(room, names)))
 }
 
 /// `ROOMS …` from the rooms script, sorted like names.
-pub(crate) fn rooms(reply: Reply) -> Result<Bytes, ErrorCode> {
-    let values = strings(reply)?;
+pub(crate) fn rooms(reply: Reply) -> Result<Placed, ErrorCode> {
+    let (last, values) = read(reply)?;
     let mut listed: Vec<(&str, &str, u64)> = values
         .chunks_exact(3)
         .filter_map(|r| Some((r[0].as_str(), r[1].as_str(), r[2].parse().ok()?)))
         .collect();
     listed.sort_unstable();
-    Ok(ServerFrame::Rooms(
-        listed
-            .into_iter()
-            .map(|(_, name, count)| (name.to_owned(), count))
-            .collect(),
-    )
-    .to_bytes())
+    let rooms = listed
+        .into_iter()
+        .map(|(_, name, count)| (name.to_owned(), count))
+        .collect();
+    Ok((last, ServerFrame::Rooms(rooms).to_bytes()))
 }
 
 /// A `HISTORY` reply, all its frames at once, from the history script's
 /// records; a record that does not read back is left out.
-pub(crate) fn history(reply: Reply, room: Option<&str>) -> Result<Bytes, ErrorCode> {
-    let records = strings(reply)?;
+pub(crate) fn history(reply: Reply, room: Option<&str>) -> Result<Placed, ErrorCode> {
+    let (last, records) = read(reply)?;
     let said: Vec<ServerFrame> = records
         .iter()
         .filter_map(|record| {
@@ -255,7 +261,7 @@ pub(crate) fn history(reply: Reply, room: Option<&str>) -> Result<Bytes, ErrorCo
     for frame in &said {
         frame.write_to(&mut out);
     }
-    Ok(out.freeze())
+    Ok((last, out.freeze()))
 }
 
 /// An empty `HISTORY` reply, for a server that keeps none.
@@ -285,8 +291,10 @@ mod tests {
         ))
     }
 
-    fn text(bytes: Result<Bytes, ErrorCode>) -> String {
-        String::from_utf8(bytes.unwrap().to_vec()).unwrap()
+    fn text(placed: Result<Placed, ErrorCode>) -> String {
+        let (last, bytes) = placed.unwrap();
+        assert_eq!(last, Receipt(7));
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 
     #[test]
@@ -318,23 +326,26 @@ mod tests {
 
     #[test]
     fn names_are_sorted_by_key_and_keep_the_rooms_spelling() {
-        let reply = bulks(&["#Rust", "bob", "Bob", "alice", "alice"]);
+        let reply = bulks(&["0-7", "#Rust", "bob", "Bob", "alice", "alice"]);
         assert_eq!(text(names(reply, "#rust")), "NAMES #Rust alice Bob\n");
-        let nobody = bulks(&[""]);
+        let nobody = bulks(&["0-7", ""]);
         assert_eq!(text(names(nobody, "#gone")), "NAMES #gone\n");
         assert!(names(Reply(Value::Int(-1)), "#r").is_err());
+        assert!(names(bulks(&["not an id", ""]), "#r").is_err());
     }
 
     #[test]
     fn rooms_are_sorted_by_key_with_their_counts() {
-        let reply = wire("*6\r\n$1\r\nb\r\n$2\r\n#B\r\n:2\r\n$1\r\na\r\n$2\r\n#a\r\n:1\r\n");
+        let reply =
+            wire("*7\r\n$3\r\n0-7\r\n$1\r\nb\r\n$2\r\n#B\r\n:2\r\n$1\r\na\r\n$2\r\n#a\r\n:1\r\n");
         assert_eq!(text(rooms(reply)), "ROOMS #a 1 #B 2\n");
-        assert_eq!(text(rooms(wire("*0\r\n"))), "ROOMS\n");
+        assert_eq!(text(rooms(bulks(&["0-7"]))), "ROOMS\n");
     }
 
     #[test]
     fn history_records_read_back_as_hist_frames() {
         let reply = bulks(&[
+            "0-7",
             "2026-11-29T12:00:00.123Z bob hi  there",
             "broken!",
             "2026-11-29T12:00:01.000Z amy x",
@@ -344,7 +355,7 @@ mod tests {
             "HISTORY #r 2\nHIST #r 2026-11-29T12:00:00.123Z bob hi  there\n\
              HIST #r 2026-11-29T12:00:01.000Z amy x\n"
         );
-        assert_eq!(text(history(wire("*0\r\n"), None)), "HISTORY 0\n");
+        assert_eq!(text(history(bulks(&["0-7"]), None)), "HISTORY 0\n");
         assert_eq!(&no_history(None)[..], b"HISTORY 0\n");
     }
 

@@ -31,16 +31,17 @@ pub(crate) mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chat_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 use crate::essential::Essential;
-use crate::hub::{Hub, Limits, Member, Receipt, SharedRoom, REQUEST_QUEUE};
+use crate::hub::{Hub, Inbox, Limits, Member, Receipt, SharedRoom, REQUEST_QUEUE};
 use calls::Call;
 use driver::{Command, Driver, LinkState};
 pub(crate) use pipeline::Reply;
-use room::{ClusterRoom, RoomEntering, SyncRequest};
+use room::{ClusterRoom, RoomEntering, SyncRequest, Waiter};
 
 /// Longest a `PING` waits for the sender's earlier messages to come back
 /// from the bus before it is answered anyway.
@@ -99,7 +100,24 @@ impl Bus {
 
     pub(crate) async fn sync(&self, receipt: Receipt) {
         let (reply, answer) = oneshot::channel();
-        if self.syncs.send((receipt, reply)).await.is_ok() {
+        if self
+            .syncs
+            .send((receipt, Waiter::Wake(reply)))
+            .await
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(SYNC_LIMIT, answer).await;
+        }
+    }
+
+    /// Puts a reply read from Redis into `inbox` right after the stream's
+    /// entry `at`, the last one when Redis read it.
+    /// Resolves once it is there, so that the session's next reply
+    /// follows it.
+    pub(crate) async fn place(&self, at: Receipt, inbox: Arc<Inbox>, reply: Bytes) {
+        let (placed, answer) = oneshot::channel();
+        let waiter = Waiter::Place(inbox, reply, placed);
+        if self.syncs.send((at, waiter)).await.is_ok() {
             let _ = tokio::time::timeout(SYNC_LIMIT, answer).await;
         }
     }

@@ -40,8 +40,33 @@ use crate::hub::{
 /// How often stale logins are looked for.
 const SWEEP: Duration = Duration::from_secs(1);
 
-/// A `PING` waiting for a published frame to come back.
-pub(crate) type SyncRequest = (Receipt, oneshot::Sender<()>);
+/// Something that waits for the stream's entry `Receipt` to be delivered
+/// here.
+pub(crate) enum Waiter {
+    /// A `PING` waiting for its user's last frame to come back.
+    Wake(oneshot::Sender<()>),
+    /// A reply read from Redis when the stream ended at that entry: it goes
+    /// into the asker's inbox right after that entry, where it belongs
+    /// among the frames.
+    /// The session is told once it is there.
+    Place(Arc<Inbox>, Bytes, oneshot::Sender<()>),
+}
+
+impl Waiter {
+    fn release(self) {
+        match self {
+            Waiter::Wake(waiter) => {
+                let _ = waiter.send(());
+            }
+            Waiter::Place(inbox, reply, placed) => {
+                inbox.push_reply(reply);
+                let _ = placed.send(());
+            }
+        }
+    }
+}
+
+pub(crate) type SyncRequest = (Receipt, Waiter);
 
 /// A request to enter a room, from a session.
 pub(crate) struct RoomEntering {
@@ -94,7 +119,7 @@ pub(crate) struct ClusterRoom {
     started: bool,
     /// The number of the last entry put into the ring.
     delivered: u64,
-    waiters: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    waiters: BTreeMap<u64, Vec<Waiter>>,
     /// This node's users, for delivering what the stream brings.
     lobby: SharedRoom,
     /// Parent of every user's token; replaced when the lease is lost.
@@ -171,11 +196,11 @@ impl ClusterRoom {
                     let names = if self.available() { Ok(self.replica.names()) } else { Err(ErrorCode::Unavailable) };
                     let _ = reply.send(names);
                 }
-                Some((receipt, reply)) = syncs.recv() => {
+                Some((receipt, waiter)) = syncs.recv() => {
                     if receipt.0 <= self.delivered {
-                        let _ = reply.send(());
+                        waiter.release();
                     } else {
-                        self.waiters.entry(receipt.0).or_default().push(reply);
+                        self.waiters.entry(receipt.0).or_default().push(waiter);
                     }
                 }
                 _ = sweep.tick() => self.sweep().await,
@@ -338,8 +363,8 @@ impl ClusterRoom {
             Delivery::Entries(entries) => {
                 for entry in entries {
                     self.apply(entry).await;
+                    self.release_waiters(self.delivered);
                 }
-                self.release_waiters(self.delivered);
             }
         }
     }
@@ -588,7 +613,7 @@ impl ClusterRoom {
                 break;
             }
             for waiter in entry.remove() {
-                let _ = waiter.send(());
+                waiter.release();
             }
         }
     }

@@ -446,13 +446,28 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-*', 'f', ARGV[4])
     )
 }
 
-/// `who(epoch, rooms; epoch, room) -> {spelled, key, name, …} | -1`: the
-/// room as spelled (empty if it does not exist) and its members.
+/// Lua for the scripts that read: `last()` is the id of the stream's last
+/// entry, so that the node can place the answer right after it.
+const LAST: &str = r#"
+local function last()
+  local tail = redis.call('XREVRANGE', 'chat:stream', '+', '-', 'COUNT', 1)
+  if tail[1] then return tail[1][1] end
+  return '0-0'
+end
+"#;
+
+/// A script that starts with [`LAST`]'s function.
+fn with_last(body: &str) -> Script {
+    Script::new(&format!("{LAST}{body}"))
+}
+
+/// `who(epoch, rooms; epoch, room) -> {last, spelled, key, name, …} | -1`:
+/// the room as spelled (empty if it does not exist) and its members.
 pub fn who() -> Script {
-    Script::new(
+    with_last(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local out = {redis.call('HGET', KEYS[2], ARGV[2]) or ''}
+local out = {last(), redis.call('HGET', KEYS[2], ARGV[2]) or ''}
 for _, v in ipairs(redis.call('HGETALL', 'chat:room:' .. ARGV[2] .. ':members')) do
   table.insert(out, v)
 end
@@ -461,12 +476,12 @@ return out
     )
 }
 
-/// `rooms(epoch, rooms; epoch) -> {key, spelled, count, …} | -1`.
+/// `rooms(epoch, rooms; epoch) -> {last, key, spelled, count, …} | -1`.
 pub fn rooms() -> Script {
-    Script::new(
+    with_last(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local out = {}
+local out = {last()}
 local all = redis.call('HGETALL', KEYS[2])
 for i = 1, #all, 2 do
   local count = redis.call('HLEN', 'chat:room:' .. all[i] .. ':members')
@@ -481,13 +496,17 @@ return out
     )
 }
 
-/// `history(epoch, list; epoch, count) -> {record, …} | -1`: the last
-/// `count` records, oldest first.
+/// `history(epoch, list; epoch, count) -> {last, record, …} | -1`: the
+/// last `count` records, oldest first.
 pub fn history() -> Script {
-    Script::new(
+    with_last(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-return redis.call('LRANGE', KEYS[2], -tonumber(ARGV[2]), -1)
+local out = {last()}
+for _, record in ipairs(redis.call('LRANGE', KEYS[2], -tonumber(ARGV[2]), -1)) do
+  table.insert(out, record)
+end
+return out
 "#,
     )
 }
