@@ -20,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chat_tests::cluster::{redis_available, Redis};
 use chat_tests::{Client, Server, TIMEOUT};
 
+const LEASE: Duration = Duration::from_secs(2);
+
 /// A node on `url` with a 2 s lease and `extra` flags.
 fn node(url: &str, id: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--cluster", url, "--node-id", id, "--lease", "2s"];
@@ -505,4 +507,160 @@ async fn history_is_served_by_a_node_that_started_later() {
         assert_eq!(history(client, "HISTORY", None).await, lobby_on_c);
         assert_eq!(history(client, "HISTORY #r", Some("#r")).await, room_on_c);
     }
+}
+
+// ---------------------------------------------------------------------------
+// 4. A node's death
+// ---------------------------------------------------------------------------
+
+/// A node killed with SIGKILL takes its users out of their rooms with the
+/// lobby's `LEAVE` alone: members of `#r` on the surviving nodes a and c get
+/// `LEAVE bob` within the lease plus a reaping tick, exactly once, and no
+/// `LEAVE #r bob`; `WHO #r` then omits bob on both; `#solo`, which bob held
+/// alone (with a topic and history), is gone from `ROOMS` on every node and
+/// is created anew, without topic or history, by the next `JOIN`; what bob
+/// said in `#r` stays in its history; the name is free again, and the new
+/// bob is in no room.
+#[tokio::test]
+async fn a_dead_nodes_users_leave_their_rooms_with_the_lobbys_leave_alone() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut servers = nodes(&redis, &["a", "b", "c"], &[]);
+    let mut alice = user(&servers[0], "alice").await;
+    let mut bob = user(&servers[1], "bob").await;
+    let mut carol = user(&servers[2], "carol").await;
+    alice.expect("JOIN bob").await;
+    alice.expect("JOIN carol").await;
+    bob.expect("JOIN carol").await;
+    assert_eq!(alice.request("JOIN #r").await, ["NAMES #r alice"]);
+    assert_eq!(bob.request("JOIN #r").await, ["NAMES #r alice bob"]);
+    alice.expect("JOIN #r bob").await;
+    assert_eq!(carol.request("JOIN #r").await, ["NAMES #r alice bob carol"]);
+    all_expect(&mut [&mut alice, &mut bob], "JOIN #r carol").await;
+    assert_eq!(bob.request("JOIN #solo").await, ["NAMES #solo bob"]);
+    bob.send("TOPIC #solo mine").await;
+    bob.expect("TOPIC #solo bob mine").await;
+    bob.send("SAY #solo note").await;
+    bob.expect("SAY #solo bob note").await;
+    bob.send("SAY #r last words").await;
+    all_expect(
+        &mut [&mut bob, &mut alice, &mut carol],
+        "SAY #r bob last words",
+    )
+    .await;
+    for client in [&mut alice, &mut carol] {
+        assert_eq!(client.request("ROOMS").await, ["ROOMS #r 3 #solo 1"]);
+    }
+
+    let killed = Instant::now();
+    servers[1].kill();
+    all_expect(&mut [&mut alice, &mut carol], "LEAVE bob").await;
+    let took = killed.elapsed();
+    assert!(took < LEASE + Duration::from_secs(1), "took {took:?}");
+    // Once, and no room-level LEAVE, even a reaping tick or two later.
+    tokio::time::sleep(LEASE / 2).await;
+    alice.expect_quiet().await;
+    carol.expect_quiet().await;
+
+    for client in [&mut alice, &mut carol] {
+        assert_eq!(client.request("WHO #r").await, ["NAMES #r alice carol"]);
+        assert_eq!(client.request("ROOMS").await, ["ROOMS #r 2"]);
+        assert_eq!(client.request("WHO #solo").await, ["NAMES #solo"]);
+    }
+    let kept = history(&mut alice, "HISTORY #r", Some("#r")).await;
+    assert_eq!(said(&kept), [("bob", "last words")]);
+
+    // The name is free; the new bob is in no room, and #solo starts afresh.
+    let mut again = user(&servers[2], "bob").await;
+    all_expect(&mut [&mut alice, &mut carol], "JOIN bob").await;
+    again.send("SAY #r back").await;
+    again.expect_error("not-in-room").await;
+    assert_eq!(again.request("JOIN #solo").await, ["NAMES #solo bob"]);
+    assert_eq!(again.request("TOPIC #solo").await, ["TOPIC #solo"]);
+    assert_eq!(again.request("HISTORY #solo").await, ["HISTORY #solo 0"]);
+    alice.expect_quiet().await;
+    carol.expect_quiet().await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. Ghosts after Redis restarts empty
+// ---------------------------------------------------------------------------
+
+/// The hole in docs/CLUSTER.md ("What is guaranteed"): a node that dies
+/// while Redis is down, Redis then restarting empty, never re-registers its
+/// users, and nobody used to announce them. The contract still promises
+/// that a dead node's users are announced gone exactly once and their
+/// names freed: after the settling period (one lease) and a few seconds,
+/// the users of both surviving nodes a and c get exactly one `LEAVE <name>`
+/// for each of b's users and nothing else, `WHO` no longer lists them, and
+/// the names can be taken again by new logins on either node.
+#[tokio::test]
+async fn a_node_that_died_while_redis_was_down_is_reconciled_after_an_empty_restart() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let mut servers = nodes(&redis, &["a", "b", "c"], &[]);
+    let mut alice = user(&servers[0], "alice").await;
+    let mut carol = user(&servers[2], "carol").await;
+    let _bob = user(&servers[1], "bob").await;
+    let _dave = user(&servers[1], "dave").await;
+    for line in ["JOIN carol", "JOIN bob", "JOIN dave"] {
+        alice.expect(line).await;
+    }
+    for line in ["JOIN bob", "JOIN dave"] {
+        carol.expect(line).await;
+    }
+
+    // Redis goes away (with all its data), b dies meanwhile, and Redis
+    // comes back empty well within the lease, so a and c keep their users.
+    assert_eq!(redis_reply(&redis, "SET chat-tests:before 1"), "+OK");
+    redis.kill();
+    servers[1].kill();
+    redis.restart();
+    let restarted = Instant::now();
+    // Empty indeed: nothing from before the restart is left.
+    assert_eq!(redis_reply(&redis, "EXISTS chat-tests:before"), ":0");
+
+    for client in [&mut alice, &mut carol] {
+        let mut gone = vec![client.recv().await, client.recv().await];
+        gone.sort();
+        assert_eq!(gone, ["LEAVE bob", "LEAVE dave"]);
+    }
+    let took = restarted.elapsed();
+    assert!(
+        took < LEASE + Duration::from_secs(3),
+        "took {took:?} after the restart"
+    );
+    // Exactly once, though two survivors reconcile.
+    tokio::time::sleep(LEASE).await;
+    alice.expect_quiet().await;
+    carol.expect_quiet().await;
+    assert_eq!(alice.request("WHO").await, ["NAMES alice carol"]);
+    assert_eq!(carol.request("WHO").await, ["NAMES alice carol"]);
+
+    // The names are free again, on either node.
+    let (_bob, names) = login(&servers[0], "bob").await;
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    all_expect(&mut [&mut alice, &mut carol], "JOIN bob").await;
+    let (_dave, names) = login(&servers[2], "Dave").await;
+    assert_eq!(names, ["alice", "bob", "carol", "Dave"]);
+    all_expect(&mut [&mut alice, &mut carol], "JOIN Dave").await;
+    assert_eq!(alice.request("WHO").await, ["NAMES alice bob carol Dave"]);
+}
+
+/// Sends Redis one inline command; returns the first line of its reply.
+fn redis_reply(redis: &Redis, command: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = std::net::TcpStream::connect(redis.addr()).expect("connect to Redis");
+    conn.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
+    conn.write_all(format!("{command}\r\n").as_bytes())
+        .expect("send to Redis");
+    let mut reply = String::new();
+    BufReader::new(conn)
+        .read_line(&mut reply)
+        .expect("Redis answers");
+    reply.trim_end().to_owned()
 }
