@@ -111,7 +111,7 @@ pub async fn until_ready(hub: &Hub, config: &Config) -> bool {
     };
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if hub.who().await.is_ok() {
+        if hub.serves().await {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {

@@ -159,10 +159,8 @@ enum Done {
     Published(Result<Receipt, ErrorCode>),
     /// The receivers a publish left over capacity have drained.
     Drained,
-    /// A reply the hub or the bus worked out.
-    Answered(Result<Bytes, ErrorCode>),
-    /// Cluster mode: a reply read from Redis went into the inbox, or the
-    /// request was refused.
+    /// A reply worked out by the hub or read from Redis went into the
+    /// inbox, or the request was refused.
     Placed(Result<(), ErrorCode>),
     /// Cluster mode: the user is in the room of this key now, or not.
     Joined(String, Result<SharedRoom, ErrorCode>),
@@ -477,12 +475,6 @@ where
                 }
             }
             Done::Drained | Done::Placed(Ok(())) => {}
-            Done::Answered(Ok(names)) => {
-                // Whatever the hub had sent when it counted goes first, so
-                // the list never runs ahead of the JOINs.
-                self.catch_up();
-                self.queue.extend_from_slice(&names);
-            }
             Done::Joined(key, Ok(room)) => {
                 if let Some(user) = &mut self.user {
                     user.joined.insert(key, room);
@@ -507,7 +499,6 @@ where
             }
             Done::Entered(Err(code))
             | Done::Published(Err(code))
-            | Done::Answered(Err(code))
             | Done::Placed(Err(code))
             | Done::Joined(_, Err(code))
             | Done::Parted(_, Err(code)) => return self.refused(code),
@@ -662,14 +653,19 @@ fn request(hub: &Hub, user: &mut LoggedIn, frame: ClientFrame) -> Outcome {
             Outcome::Queued
         }
         ClientFrame::Leave(text) => {
-            // Out of every room silently: the lobby's LEAVE tells everyone.
-            rooms.leave_all(&user.key, &mut user.joined);
+            // Out of every room silently, with the lobby: its LEAVE tells
+            // everyone.
+            let joined = std::mem::take(&mut user.joined);
             user.leaving = true;
             // In cluster mode the user's own last messages come back from
             // the bus first, so the leaver gets them before BYE.
             let synced = hub.sync(user.published);
-            let left =
-                hub.leave_in_order(user.member.name.clone(), user.member.inbox.clone(), text);
+            let left = hub.leave_in_order(
+                user.member.name.clone(),
+                user.member.inbox.clone(),
+                text,
+                joined,
+            );
             Outcome::Wait(Box::pin(async move {
                 synced.await;
                 left.await;

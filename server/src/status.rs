@@ -120,8 +120,8 @@ async fn ready(hub: &Hub, listening: &Listening, shutdown: &CancellationToken) -
         return false;
     }
     matches!(
-        tokio::time::timeout(READY_LIMIT, hub.who()).await,
-        Ok(Ok(_))
+        tokio::time::timeout(READY_LIMIT, hub.serves()).await,
+        Ok(true)
     )
 }
 

@@ -96,9 +96,7 @@ impl Server {
             command.args(["--cluster", &redis.url(), "--lease", "2s"]);
             redis
         });
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped());
+        command.stdin(Stdio::null()).stdout(Stdio::piped());
         if std::env::var_os("CHAT_TEST_LOG").is_none() {
             command.stderr(Stdio::null());
         }

@@ -10,21 +10,23 @@ use tracing::info;
 
 use super::inbox::drained;
 use super::room::{lock, Member};
-use super::{Entering, Leaving, Requests, SharedRoom, Welcome};
+use super::{Entering, Leaving, Requests, Rooms, SharedRoom, Welcome};
 
 /// The state the hub task owns, besides the lobby it shares with sessions
 /// for their broadcasts.
 pub(crate) struct Local {
     lobby: SharedRoom,
+    rooms: Arc<Rooms>,
     shutdown: CancellationToken,
     /// Never cancelled: a single process always vouches for its users.
     evicted: CancellationToken,
 }
 
 impl Local {
-    pub(crate) fn new(lobby: SharedRoom, shutdown: CancellationToken) -> Local {
+    pub(crate) fn new(lobby: SharedRoom, rooms: Arc<Rooms>, shutdown: CancellationToken) -> Local {
         Local {
             lobby,
+            rooms,
             shutdown,
             evicted: CancellationToken::new(),
         }
@@ -43,8 +45,9 @@ impl Local {
                 biased;
                 Some(gone) = leaving.recv() => self.leave(gone).await,
                 Some(newcomer) = entering.recv() => self.enter(newcomer).await,
-                Some(reply) = census.recv() => {
-                    let _ = reply.send(Ok(lock(&self.lobby).names()));
+                Some((inbox, reply)) = census.recv() => {
+                    inbox.push_reply(lock(&self.lobby).names());
+                    let _ = reply.send(Ok(()));
                 }
                 else => break,
             }
@@ -95,6 +98,7 @@ impl Local {
                 text: None,
                 cause: "closed during login",
                 placed: None,
+                joined: Default::default(),
             };
             self.leave(gone).await;
         }
@@ -109,7 +113,9 @@ impl Local {
             text,
             cause,
             placed,
+            mut joined,
         } = gone;
+        self.rooms.leave_all(&name_key(&name), &mut joined);
         let mut full = Vec::new();
         let (removed, users) = {
             let mut lobby = lock(&self.lobby);

@@ -85,9 +85,15 @@ pub(crate) struct Leaving {
     /// lobby, when its inbox holds everything broadcast before its `LEAVE`
     /// and will get nothing after.
     pub placed: Option<oneshot::Sender<()>>,
+    /// For a user who sent `LEAVE`: the rooms it is in, left silently
+    /// together with the lobby, so that it gets every room frame before
+    /// its `LEAVE` too.
+    pub joined: Joined,
 }
 
-pub(crate) type Census = oneshot::Sender<Result<Bytes, ErrorCode>>;
+/// A `WHO`: the asker's inbox, for the `NAMES` to go into in its place
+/// among the lobby's frames, and the answer once it is there.
+pub(crate) type Census = (Arc<Inbox>, oneshot::Sender<Result<(), ErrorCode>>);
 
 /// The receiving ends a hub task serves.
 pub(crate) struct Requests {
@@ -122,7 +128,8 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> (Hub, JoinHandle<()>) {
         let (hub, requests) = Hub::channels(backlog, limits, None);
-        let task = tokio::spawn(local::Local::new(hub.lobby.clone(), shutdown).run(requests));
+        let local = local::Local::new(hub.lobby.clone(), hub.rooms.clone(), shutdown);
+        let task = tokio::spawn(local.run(requests));
         (hub, task)
     }
 
@@ -206,18 +213,21 @@ impl Hub {
             text,
             cause,
             placed: None,
+            joined: Joined::new(),
         };
         // Fails only when the hub has stopped, and then nobody is left to tell.
         let _ = self.leaving.send(gone).await;
     }
 
-    /// Leaves on the user's own `LEAVE`; resolves once the user's inbox
-    /// holds everything broadcast before that `LEAVE`, and nothing after.
+    /// Leaves on the user's own `LEAVE`, the lobby and the rooms in
+    /// `joined`; resolves once the user's inbox holds everything broadcast
+    /// before that `LEAVE`, and nothing after.
     pub fn leave_in_order(
         &self,
         name: Arc<str>,
         inbox: Arc<Inbox>,
         text: Option<String>,
+        joined: Joined,
     ) -> impl Future<Output = ()> + Send + 'static {
         let leaving = self.leaving.clone();
         async move {
@@ -228,6 +238,7 @@ impl Hub {
                 text,
                 cause: "left",
                 placed: Some(placed),
+                joined,
             };
             if leaving.send(gone).await.is_ok() {
                 let _ = answer.await;
@@ -235,13 +246,22 @@ impl Hub {
         }
     }
 
-    /// The encoded `NAMES` frame for the lobby as it is now.
-    pub fn who(&self) -> impl Future<Output = Result<Bytes, ErrorCode>> + Send + 'static {
+    /// Whether the hub can serve a login now: it answers a `WHO`.
+    pub async fn serves(&self) -> bool {
+        self.who(self.inbox()).await.is_ok()
+    }
+
+    /// Puts the lobby's `NAMES` into `inbox`, after the `JOIN`s and
+    /// `LEAVE`s it reflects and before any other.
+    pub fn who(
+        &self,
+        inbox: Arc<Inbox>,
+    ) -> impl Future<Output = Result<(), ErrorCode>> + Send + 'static {
         let census = self.census.clone();
         async move {
             let (reply, answer) = oneshot::channel();
             census
-                .send(reply)
+                .send((inbox, reply))
                 .await
                 .map_err(|_| ErrorCode::ShuttingDown)?;
             answer.await.map_err(|_| ErrorCode::ShuttingDown)?

@@ -31,9 +31,15 @@ pub(super) fn request(hub: &Hub, bus: &Bus, user: &mut LoggedIn, frame: ClientFr
             let call = Call::say(&frame, record, scripts::LOBBY_HISTORY, "", limits.history);
             appended(bus, call)
         }
+        // After the user's own messages have come back, so that its
+        // `NAMES` follows them as in a single process.
         ClientFrame::Who => {
-            let counted = hub.who();
-            Outcome::Wait(Box::pin(async move { Done::Answered(counted.await) }))
+            let synced = hub.sync(user.published);
+            let counted = hub.who(user.member.inbox.clone());
+            Outcome::Wait(Box::pin(async move {
+                synced.await;
+                Done::Placed(counted.await)
+            }))
         }
         ClientFrame::Join(room) => {
             let key = room_key(&room);

@@ -34,7 +34,8 @@ use super::reader::{Delivery, Entry};
 use super::replica::{self, Replica};
 use crate::hub::inbox::fan_out;
 use crate::hub::{
-    drained, lock, Entering, Inbox, Leaving, Member, Receipt, Requests, Rooms, SharedRoom, Welcome,
+    drained, lock, Entering, Inbox, Joined, Leaving, Member, Receipt, Requests, Rooms, SharedRoom,
+    Welcome,
 };
 
 /// How often stale logins are looked for.
@@ -84,6 +85,14 @@ enum Answer {
 
 type Answering = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
+/// A user who sent `LEAVE`, waiting for it to come back.
+struct Departing {
+    inbox: Arc<Inbox>,
+    joined: Joined,
+    placed: oneshot::Sender<()>,
+    since: Instant,
+}
+
 /// A room join waiting for its `JOIN` to come back.
 struct PendingJoin {
     member: Member,
@@ -107,6 +116,8 @@ pub(crate) struct ClusterRoom {
     local: HashMap<String, CancellationToken>,
     /// Logins waiting for their `JOIN` to come back, by token.
     pending: HashMap<String, Pending>,
+    /// Users who sent `LEAVE`, until it comes back, by name key.
+    departing: HashMap<String, Departing>,
     /// Room joins waiting for their `JOIN` to come back, by token.
     joining: HashMap<String, PendingJoin>,
     /// The rooms with members on this node.
@@ -145,6 +156,7 @@ impl ClusterRoom {
             replica: Replica::default(),
             local: HashMap::new(),
             pending: HashMap::new(),
+            departing: HashMap::new(),
             joining: HashMap::new(),
             rooms,
             reconcile_at: None,
@@ -192,9 +204,14 @@ impl ClusterRoom {
                         answers.push(answer);
                     }
                 }
-                Some(reply) = census.recv() => {
-                    let names = if self.available() { Ok(self.replica.names()) } else { Err(ErrorCode::Unavailable) };
-                    let _ = reply.send(names);
+                Some((inbox, reply)) = census.recv() => {
+                    let answer = if self.available() {
+                        inbox.push_reply(self.replica.names());
+                        Ok(())
+                    } else {
+                        Err(ErrorCode::Unavailable)
+                    };
+                    let _ = reply.send(answer);
                 }
                 Some((receipt, waiter)) = syncs.recv() => {
                     if receipt.0 <= self.delivered {
@@ -327,18 +344,48 @@ impl ClusterRoom {
             text,
             cause,
             placed,
+            mut joined,
         } = gone;
-        // Out of the delivery list now; the LEAVE comes back from the
-        // stream later (or, in an outage, much later) for the others.
         let key = name_key(&name);
-        lock(&self.lobby).remove_exact(&key, &inbox);
-        if let Some(placed) = placed {
-            let _ = placed.send(());
+        match placed {
+            // A user who sent LEAVE stays in the lobby and its rooms until
+            // its LEAVE comes back from the stream: it is owed everything
+            // before it, its own last messages included. (In an outage
+            // nothing comes back: it goes at once.)
+            Some(placed) if self.available() => {
+                let departing = Departing {
+                    inbox,
+                    joined,
+                    placed,
+                    since: Instant::now(),
+                };
+                self.departing.insert(key.clone(), departing);
+            }
+            // A connection that is gone is owed nothing: out at once. The
+            // LEAVE comes back from the stream later (or, in an outage,
+            // much later) for the others.
+            placed => {
+                self.rooms.leave_all(&key, &mut joined);
+                lock(&self.lobby).remove_exact(&key, &inbox);
+                if let Some(placed) = placed {
+                    let _ = placed.send(());
+                }
+            }
         }
         self.local.remove(&key);
         info!(user = %name, cause, "leave");
         // The driver keeps leaves until the bus takes them.
         let _ = self.commands.send(Command::Leave { name, text }).await;
+    }
+
+    /// Takes a departing user out of the lobby and its rooms, and tells
+    /// its session that its inbox holds all it is owed.
+    fn departed(&mut self, key: &str) {
+        if let Some(mut gone) = self.departing.remove(key) {
+            self.rooms.leave_all(key, &mut gone.joined);
+            lock(&self.lobby).remove_exact(key, &gone.inbox);
+            let _ = gone.placed.send(());
+        }
     }
 
     /// Puts what the stream delivered into the ring, waiting (and so
@@ -543,6 +590,10 @@ impl ClusterRoom {
     /// completes with its own `JOIN`.
     async fn apply_lobby(&mut self, Entry { frame, token, .. }: Entry) {
         self.replica.track(&frame);
+        if let Ok(ServerFrameRef::Leave { name, .. }) = ServerFrameRef::from_bytes(&frame) {
+            // A user of ours who sent LEAVE: out before its own LEAVE.
+            self.departed(&name_key(name));
+        }
         let pending = token.as_ref().and_then(|token| self.pending.remove(token));
         let Some(pending) = pending else {
             self.deliver_here(&frame, None).await;
@@ -645,6 +696,17 @@ impl ClusterRoom {
     async fn sweep(&mut self) {
         if self.reconcile_at.is_some_and(|at| at <= Instant::now()) {
             self.reconcile().await;
+        }
+        // A LEAVE the bus has not taken in time (an outage): the user is
+        // let go anyway, as before a LEAVE that never comes back.
+        let late: Vec<String> = self
+            .departing
+            .iter()
+            .filter(|(_, gone)| gone.since.elapsed() > super::SYNC_LIMIT)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in late {
+            self.departed(&key);
         }
         let lease = self.lease;
         self.joining.retain(|_, pending| {
