@@ -1,15 +1,16 @@
-//! Cluster mode: several nodes, one room, over Redis.
+//! Cluster mode: several nodes, one server, over Redis.
 //!
-//! Every broadcast frame goes through one Redis stream, and each node
-//! delivers to its own users only what comes back from it, so all users of
-//! all nodes see one order. Names and presence live in Redis too, changed
-//! only by atomic scripts; each node holds its users' names on a lease it
+//! Every broadcast frame, the lobby's and the rooms', goes through one Redis
+//! stream, and each node delivers to its own users only what comes back
+//! from it, so all users of all nodes see one order. Names, presence and
+//! rooms live in Redis too, changed only by atomic scripts that also append
+//! the frame ([`calls`] builds the ones sessions ask for); each node holds its users' names on a lease it
 //! renews, and when a node stops renewing, whichever survivor notices first
 //! frees its names and announces each `LEAVE` once.
 //!
 //! Three tasks per node share the work:
 //! - the [`room`](room::ClusterRoom): the node's hub task, which owns its
-//!   users and a replica of the cluster's user list;
+//!   users, their rooms and a replica of the cluster's user list;
 //! - the [`driver`](driver::Driver): the only writer to Redis, batching
 //!   commands into pipelines ([`pipeline`]) and keeping the [`link`], the
 //!   [`lease`] and the [`reaper`];
