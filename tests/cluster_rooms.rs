@@ -664,3 +664,48 @@ fn redis_reply(redis: &Redis, command: &str) -> String {
         .expect("Redis answers");
     reply.trim_end().to_owned()
 }
+
+/// Redis restarts empty: each node puts its users back in their rooms
+/// (no frames), so the room goes on across nodes and `WHO` and `ROOMS`
+/// list it again; its topic and history were lost with the data.
+#[tokio::test]
+async fn rooms_are_rebuilt_after_redis_restarts_empty() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let servers = nodes(&redis, &["a", "b"], &[]);
+    let mut alice = user(&servers[0], "alice").await;
+    let mut bob = user(&servers[1], "bob").await;
+    alice.expect("JOIN bob").await;
+    assert_eq!(alice.request("JOIN #Rust").await, ["NAMES #Rust alice"]);
+    assert_eq!(bob.request("JOIN #rust").await, ["NAMES #Rust alice bob"]);
+    alice.expect("JOIN #Rust bob").await;
+    assert_eq!(
+        alice.request("TOPIC #rust before").await,
+        ["TOPIC #Rust alice before"]
+    );
+    bob.expect("TOPIC #Rust alice before").await;
+
+    redis.kill();
+    redis.restart();
+    // Once the nodes are back (the settling period), the room is whole.
+    let deadline = Instant::now() + LEASE * 3;
+    loop {
+        let rooms = alice.request("ROOMS").await;
+        if rooms == ["ROOMS #Rust 2"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never rebuilt: {rooms:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(bob.request("WHO #rust").await, ["NAMES #Rust alice bob"]);
+    bob.send("SAY #rust after").await;
+    bob.expect("SAY #Rust bob after").await;
+    alice.expect("SAY #Rust bob after").await;
+    let said = alice.request("HISTORY #rust").await;
+    assert_eq!(said[0], "HISTORY #Rust 1", "{said:?}");
+    assert_eq!(bob.request("PART #rust").await, ["LEAVE #Rust bob"]);
+    alice.expect("LEAVE #Rust bob").await;
+    assert_eq!(alice.request("WHO #rust").await, ["NAMES #Rust alice"]);
+}

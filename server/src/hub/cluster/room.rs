@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use super::calls::{self, Call, Joining};
 use super::driver::{Command, LinkState};
+use super::pipeline::Reply;
 use super::reader::{Delivery, Entry};
 use super::replica::{self, Replica};
 use crate::hub::inbox::fan_out;
@@ -125,6 +126,9 @@ pub(crate) struct ClusterRoom {
     /// After Redis lost its data: when to announce the users nobody
     /// registered again.
     reconcile_at: Option<Instant>,
+    /// After Redis lost its data: Redis's answer to putting this node's
+    /// users back in their rooms, until it has taken it.
+    enrolling: Option<oneshot::Receiver<Result<Reply, ErrorCode>>>,
     next_token: u64,
     /// Whether the reader has told where the stream starts.
     started: bool,
@@ -160,6 +164,7 @@ impl ClusterRoom {
             joining: HashMap::new(),
             rooms,
             reconcile_at: None,
+            enrolling: None,
             next_token: 0,
             started: false,
             delivered: 0,
@@ -402,7 +407,7 @@ impl ClusterRoom {
             Delivery::Restart => {
                 self.delivered = 0;
                 self.release_waiters(u64::MAX);
-                self.enroll().await;
+                self.send_enroll();
                 // Once the survivors have registered their users again,
                 // whoever nobody registered is gone.
                 self.reconcile_at = Some(Instant::now() + self.lease * 3 / 2);
@@ -546,15 +551,40 @@ impl ClusterRoom {
     }
 
     /// After Redis lost its data: puts this node's users back in their
-    /// rooms.
-    async fn enroll(&self) {
+    /// rooms (again, if a try failed: it changes nothing twice).
+    fn send_enroll(&mut self) {
+        self.enrolling = None;
         let memberships = self.rooms.memberships();
         if memberships.is_empty() {
             return;
         }
-        let (reply, _) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         let call = Call::enroll(&memberships);
-        let _ = self.commands.send(Command::Call { call, reply }).await;
+        if self
+            .commands
+            .try_send(Command::Call { call, reply })
+            .is_ok()
+        {
+            self.enrolling = Some(answer);
+        } else {
+            // Tried again at the next sweep.
+            let (_, closed) = oneshot::channel();
+            self.enrolling = Some(closed);
+        }
+    }
+
+    /// Carries on putting this node's users back in their rooms after
+    /// Redis lost its data, until Redis has taken it: the first try may
+    /// come before the driver is back on the new data.
+    fn enroll_again(&mut self) {
+        let Some(answer) = &mut self.enrolling else {
+            return;
+        };
+        match answer.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            Ok(Ok(reply)) if reply.number() == Some(1) => self.enrolling = None,
+            _ => self.send_enroll(),
+        }
     }
 
     /// After the survivors registered their users again: announces, once
@@ -694,6 +724,7 @@ impl ClusterRoom {
     /// A login or a room join whose `JOIN` never came back within a lease
     /// is refused; a reconciliation that is due runs.
     async fn sweep(&mut self) {
+        self.enroll_again();
         if self.reconcile_at.is_some_and(|at| at <= Instant::now()) {
             self.reconcile().await;
         }
