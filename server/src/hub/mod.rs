@@ -16,9 +16,9 @@
 //!
 //! Two hub tasks sit behind the same handle. The [`local`] one is the
 //! default: messages are pushed straight to the receivers by their sender's
-//! session. In cluster mode ([`cluster`]) every lobby broadcast goes
-//! through the bus first and reaches this node's users only when it comes
-//! back, so that all users of all nodes see one order.
+//! session. In cluster mode ([`cluster`]) every broadcast, the lobby's and
+//! the rooms', goes through the bus first and reaches this node's users
+//! only when it comes back, so that all users of all nodes see one order.
 //!
 //! Every request that may wait returns a future that owns what it needs, so
 //! a session can keep writing to its client meanwhile: a session that

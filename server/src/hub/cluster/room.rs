@@ -393,9 +393,9 @@ impl ClusterRoom {
         }
     }
 
-    /// Puts what the stream delivered into the ring, waiting (and so
-    /// reading the stream more slowly) while this node's users that read
-    /// are a whole backlog behind.
+    /// Pushes what the stream delivered into this node's inboxes, waiting
+    /// (and so reading the stream more slowly) while users that read are a
+    /// whole backlog behind.
     async fn deliver(&mut self, delivery: Delivery) {
         match delivery {
             Delivery::Snapshot { users, position } => {
