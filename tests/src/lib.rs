@@ -51,17 +51,45 @@ pub fn binary(name: &str) -> PathBuf {
         };
         let target_dir = profile_dir.parent().expect("target directory");
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let status = Command::new(env!("CARGO"))
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
             .args(["build", "--quiet", "--profile", profile, "--bin", name])
             .arg("--manifest-path")
             .arg(&manifest)
-            .env("CARGO_TARGET_DIR", target_dir)
-            .status()
-            .expect("run cargo build");
+            .env("CARGO_TARGET_DIR", target_dir);
+        // `cargo test` runs this test with the variables it sets for the
+        // package under test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Some
+        // build scripts ask to be rerun when those change (ring's does), so
+        // the inner build must not see them: with them, it and the next
+        // `cargo test` would each redo ring and all that sits on it.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(set_by_cargo_for_the_test) {
+                cargo.env_remove(key);
+            }
+        }
+        let status = cargo.status().expect("run cargo build");
         assert!(status.success(), "cargo build --bin {name} failed");
         built.push(name.to_owned());
     }
     path
+}
+
+/// Whether `cargo test` sets the variable for the test it runs, rather
+/// than it coming from the environment `cargo test` itself was run in.
+fn set_by_cargo_for_the_test(key: &str) -> bool {
+    matches!(
+        key,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_MANIFEST_LINKS"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+            | "CARGO_RUSTC_CURRENT_DIR"
+            | "OUT_DIR"
+    ) || key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
 }
 
 /// The text a caught panic carried, for reports that go on after it.
