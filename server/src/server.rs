@@ -40,6 +40,9 @@ const MAX_REFUSALS: usize = 1024;
 /// Pause after a failed accept (for example out of file descriptors), so the
 /// loop neither spins nor gives up.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Shutdown tokens the sessions are spread over: every session polls its
+/// token each time it wakes, under the lock of that token's waiters.
+const SHUTDOWN_SHARDS: usize = 64;
 /// Longest wait for sessions to say goodbye after a shutdown signal; with
 /// a cluster's final second to free names ([`Hub::close`]), the process
 /// ends within 5 s.
@@ -170,6 +173,11 @@ struct Shared {
     hub: Hub,
     config: Arc<Config>,
     shutdown: CancellationToken,
+    /// Children of `shutdown` that the sessions watch, spread so that the
+    /// lock each one's waiters sit behind is shared by few sessions.
+    stopping: Vec<CancellationToken>,
+    /// Which of `stopping` the next connection watches.
+    next: std::sync::atomic::AtomicUsize,
     tasks: TaskTracker,
     /// `--max-clients`, across both listeners.
     connections: Arc<Semaphore>,
@@ -188,6 +196,10 @@ async fn serve(listeners: Listeners, hub: Hub, config: Config, shutdown: Cancell
         refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
         config: Arc::new(config),
         hub,
+        stopping: (0..SHUTDOWN_SHARDS)
+            .map(|_| shutdown.child_token())
+            .collect(),
+        next: Default::default(),
         shutdown,
         tasks: TaskTracker::new(),
     });
@@ -274,10 +286,13 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
 /// Serves one admitted connection: a session straight away on the
 /// plaintext listener, after the handshake on the TLS one.
 async fn connect(mut stream: TcpStream, peer: SocketAddr, door: Door, shared: &Shared) {
+    let shard = shared
+        .next
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (hub, config, shutdown) = (
         shared.hub.clone(),
         shared.config.clone(),
-        shared.shutdown.clone(),
+        shared.stopping[shard % SHUTDOWN_SHARDS].clone(),
     );
     match door {
         Door::Plain => {

@@ -265,12 +265,16 @@ where
         let mut frames_this_turn = 0;
         let timer = sleep_until(connected + config.login_timeout);
         tokio::pin!(timer);
+        // Made once: a fresh one each turn of the loop would register with
+        // the token, and unregister, under its lock every time.
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         loop {
             let has_room = self.queue.len() < OUTPUT_HIGH_WATER;
             let reading = has_room && self.pending.is_none() && self.held_until.is_none();
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return End::Closed(ErrorCode::ShuttingDown),
+                () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown),
                 () = evicted(&self.evicted) => return End::Evicted,
                 written = write(&mut self.output, &mut self.queue, &self.inbox), if !self.queue.is_empty() => {
                     if let Err(e) = written {
@@ -457,7 +461,7 @@ where
                 metrics::login();
                 self.reply(&ServerFrame::Welcome(welcome.name.to_string()));
                 self.queue.extend_from_slice(&welcome.names);
-                self.evicted = Some(welcome.evicted);
+                self.evicted = welcome.evicted;
                 self.user = Some(LoggedIn {
                     key: name_key(&welcome.name),
                     member: Member {

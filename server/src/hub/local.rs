@@ -18,8 +18,6 @@ pub(crate) struct Local {
     lobby: SharedRoom,
     rooms: Arc<Rooms>,
     shutdown: CancellationToken,
-    /// Never cancelled: a single process always vouches for its users.
-    evicted: CancellationToken,
 }
 
 impl Local {
@@ -28,7 +26,6 @@ impl Local {
             lobby,
             rooms,
             shutdown,
-            evicted: CancellationToken::new(),
         }
     }
 
@@ -86,7 +83,7 @@ impl Local {
         let welcome = Welcome {
             name: name.clone(),
             names,
-            evicted: self.evicted.clone(),
+            evicted: None,
         };
         let welcome_inbox = inbox;
         if reply.send(Ok(welcome)).is_err() {

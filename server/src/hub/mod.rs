@@ -56,9 +56,10 @@ pub struct Welcome {
     pub name: Arc<str>,
     /// The encoded `NAMES` frame, the newcomer included.
     pub names: Bytes,
-    /// Cancelled when the room can no longer vouch for this user (cluster
-    /// mode: the node lost its lease); the session then closes.
-    pub evicted: CancellationToken,
+    /// Cluster mode: cancelled when the node can no longer vouch for this
+    /// user (it lost its lease); the session then closes. A single process
+    /// never evicts anyone, and a session polls nothing for it.
+    pub evicted: Option<CancellationToken>,
 }
 
 /// Where a published frame stands in the room's order, so that a later

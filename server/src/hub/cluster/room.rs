@@ -644,7 +644,7 @@ impl ClusterRoom {
         let welcome = Welcome {
             name: pending.name.clone(),
             names: self.replica.names(),
-            evicted: evicted.clone(),
+            evicted: Some(evicted.clone()),
         };
         info!(user = %pending.name, users = self.replica.len(), "login");
         if pending.reply.send(Ok(welcome)).is_ok() {
