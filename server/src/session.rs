@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use chat_protocol::{name_key, ClientFrame, ErrorCode, Rejection, ServerCodec, ServerFrame, Verb};
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, Instant};
@@ -187,6 +188,9 @@ enum Outcome {
     Refused(ErrorCode),
     /// Wait for the hub.
     Wait(Pending),
+    /// Cluster mode: a publish that may be answered after the next frames
+    /// are read (see [`InFlight`]).
+    InFlight(Pending),
 }
 
 /// Serves one accepted connection until it ends. The two halves of the
@@ -221,6 +225,7 @@ pub async fn run<R, W>(
         user: None,
         evicted: None,
         pending: None,
+        in_flight: None,
         hub,
     };
     let end = session.serve(&config, &shutdown).await;
@@ -248,8 +253,25 @@ struct Session<R, W> {
     evicted: Option<CancellationToken>,
     /// A request in flight.
     pending: Option<Pending>,
+    /// Cluster mode: publishes in flight, and a frame waiting for them.
+    in_flight: Option<Box<InFlight>>,
     hub: Hub,
 }
+
+/// Cluster mode: publishes (`MSG`, `SAY`, `TELL`, a `TOPIC` set) waiting
+/// for Redis. Up to [`MAX_IN_FLIGHT`] of them go out without waiting for
+/// the one before, since the bus appends them in the order sent; they are
+/// answered in that order too. Any other frame waits until all are
+/// answered, so that replies and errors keep the order of the frames.
+#[derive(Default)]
+struct InFlight {
+    publishes: FuturesOrdered<Pending>,
+    waiting: Option<Result<ClientFrame, Rejection>>,
+}
+
+/// Publishes one cluster session may have waiting for Redis: a client
+/// that pipelines is held to this many per round trip, not one.
+const MAX_IN_FLIGHT: usize = 64;
 
 impl<R, W> Session<R, W>
 where
@@ -271,7 +293,13 @@ where
         tokio::pin!(stopping);
         loop {
             let has_room = self.queue.len() < OUTPUT_HIGH_WATER;
-            let reading = has_room && self.pending.is_none() && self.held_until.is_none();
+            let reading = has_room
+                && self.pending.is_none()
+                && self.held_until.is_none()
+                && self
+                    .in_flight
+                    .as_ref()
+                    .is_none_or(|f| f.waiting.is_none() && f.publishes.len() < MAX_IN_FLIGHT);
             tokio::select! {
                 biased;
                 () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown),
@@ -292,6 +320,14 @@ where
                     }
                     if !was_logged_in && self.user.is_some() {
                         self.rearm(timer.as_mut(), config, connected, last_frame);
+                    }
+                }
+                Some(done) = published(&mut self.in_flight), if self.publishing() => {
+                    if let Some(end) = self.complete(done) {
+                        return end;
+                    }
+                    if let Some(end) = self.after_publishes() {
+                        return end;
                     }
                 }
                 () = ready(&self.inbox), if has_room && self.user.is_some() => {
@@ -328,7 +364,7 @@ where
                     }
                     // A client whose frames are held back, by flood control
                     // or a request in flight, is not idle.
-                    if self.held_until.is_some() || self.pending.is_some() {
+                    if self.held_until.is_some() || self.pending.is_some() || self.publishing() {
                         last_frame = now;
                     }
                     if let Some(code) = self.timed_out(config, connected, last_frame, now) {
@@ -402,6 +438,12 @@ where
     /// Acts on one decoded line; returns how the session ends, if it does.
     /// Anything that must wait is left in `pending`.
     fn handle(&mut self, frame: Result<ClientFrame, Rejection>) -> Option<End> {
+        if self.publishing() && !matches!(frame, Ok(ref f) if publishes(f)) {
+            if let Some(in_flight) = &mut self.in_flight {
+                in_flight.waiting = Some(frame);
+            }
+            return None;
+        }
         metrics::frame_received(frame.as_ref().map_or_else(|r| r.verb, |f| Some(f.verb())));
         let logged_in = self.user.is_some();
         let frame = match frame {
@@ -445,8 +487,29 @@ where
             Outcome::Queued => {}
             Outcome::Refused(code) => return self.refused(code),
             Outcome::Wait(request) => self.pending = Some(request),
+            Outcome::InFlight(request) => self
+                .in_flight
+                .get_or_insert_with(Box::default)
+                .publishes
+                .push_back(request),
         }
         None
+    }
+
+    /// Whether publishes are waiting for Redis.
+    fn publishing(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| !f.publishes.is_empty())
+    }
+
+    /// Once every publish is answered, handles the frame that waited.
+    fn after_publishes(&mut self) -> Option<End> {
+        if self.publishing() {
+            return None;
+        }
+        let frame = self.in_flight.as_mut()?.waiting.take()?;
+        self.handle(frame)
     }
 
     fn wait(&mut self, request: impl Future<Output = Done> + Send + 'static) {
@@ -740,6 +803,26 @@ fn queued(result: Result<(), ErrorCode>) -> Outcome {
         Ok(()) => Outcome::Queued,
         Err(code) => Outcome::Refused(code),
     }
+}
+
+/// The next answer to a publish in flight, in the order sent.
+async fn published(in_flight: &mut Option<Box<InFlight>>) -> Option<Done> {
+    match in_flight {
+        Some(in_flight) => in_flight.publishes.next().await,
+        None => None,
+    }
+}
+
+/// Whether a frame is a cluster publish that may go out while earlier ones
+/// wait (see [`InFlight`]).
+fn publishes(frame: &ClientFrame) -> bool {
+    matches!(
+        frame,
+        ClientFrame::Msg(_)
+            | ClientFrame::Say { .. }
+            | ClientFrame::Tell { .. }
+            | ClientFrame::Topic { text: Some(_), .. }
+    )
 }
 
 /// Waits until the inbox holds frames.

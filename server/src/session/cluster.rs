@@ -93,7 +93,7 @@ pub(super) fn request(hub: &Hub, bus: &Bus, user: &mut LoggedIn, frame: ClientFr
         ClientFrame::Tell { to, text } => {
             let call = Call::tell(from, &name_key(&to), &text);
             let bus = bus.clone();
-            Outcome::Wait(Box::pin(async move {
+            Outcome::InFlight(Box::pin(async move {
                 Done::Published(bus.call(call).await.and_then(|r| calls::told(&r)))
             }))
         }
@@ -156,10 +156,11 @@ pub(super) fn request(hub: &Hub, bus: &Bus, user: &mut LoggedIn, frame: ClientFr
 }
 
 /// A call that appends a frame: the session learns where it stands, so
-/// that a later `PING` can wait for it to come back.
+/// that a later `PING` can wait for it to come back. The next frames may be
+/// read meanwhile.
 fn appended(bus: &Bus, call: Call) -> Outcome {
     let bus = bus.clone();
-    Outcome::Wait(Box::pin(async move {
+    Outcome::InFlight(Box::pin(async move {
         Done::Published(bus.call(call).await.and_then(|r| calls::appended(&r)))
     }))
 }
