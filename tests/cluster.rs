@@ -499,3 +499,51 @@ fn redis_integer(redis: &Redis, command: &str) -> i64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{command}: not an integer reply: {reply:?}"))
 }
+
+/// A client that pipelines: thousands of `MSG`s, some bad frames among
+/// them, and a `PING` at the end, all in one write. Every node's users get
+/// every message once, in the order sent; the sender's errors come in the
+/// place of their frames among its replies, and its `PONG` after its own
+/// last message.
+#[tokio::test]
+async fn a_pipelining_sender_keeps_its_order_and_its_replies_in_place() {
+    if !redis_available() {
+        return;
+    }
+    const COUNT: usize = 3_000;
+    let redis = Redis::start();
+    let servers = nodes(&redis, &["a", "b"]);
+    let mut alice = user(&servers[0], "alice").await;
+    let mut bob = user(&servers[1], "bob").await;
+    alice.expect("JOIN bob").await;
+    let mut burst = String::new();
+    for n in 0..COUNT {
+        burst.push_str(&format!("MSG {n}\n"));
+        if n % 1000 == 500 {
+            burst.push_str(&format!("BOGUS {n}\nTELL nobody {n}\n"));
+        }
+    }
+    burst.push_str("PING done\n");
+    alice.send_raw(burst.as_bytes()).await;
+    // The sender: its errors in their places among its frames' answers
+    // (an error answers its frame once the messages before it are in the
+    // stream), its own messages in order, and PONG after the last one.
+    let lines = alice.recv_until("PONG done").await;
+    let said: Vec<&String> = lines.iter().filter(|l| l.starts_with("MSG ")).collect();
+    let expected: Vec<String> = (0..COUNT).map(|n| format!("MSG alice {n}")).collect();
+    assert_eq!(said, expected.iter().collect::<Vec<_>>());
+    let errors: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("ERROR "))
+        .map(|e| e.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        errors,
+        ["unknown-command", "no-such-user"].repeat(COUNT / 1000)
+    );
+    assert_eq!(lines.len(), COUNT + errors.len(), "{:?}", &lines[..5]);
+    // A user on the other node: the same messages, the same order.
+    for n in 0..COUNT {
+        bob.expect(&format!("MSG alice {n}")).await;
+    }
+}
