@@ -5,36 +5,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chat_tests::cluster::{redis_available, Proxy, Redis};
+use chat_tests::cluster::{login, redis_available, user, Proxy, Redis};
 use chat_tests::{Client, Server, TIMEOUT};
 
 const LEASE: Duration = Duration::from_secs(2);
 
 fn node(url: &str, id: &str) -> Server {
     Server::start(&["--cluster", url, "--node-id", id, "--lease", "2s"])
-}
-
-/// Logs in on a node that may still be starting (not yet following the
-/// stream): `unavailable` answers are retried.
-async fn login(server: &Server, name: &str) -> (Client, Vec<String>) {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut client = server.connect().await;
-    loop {
-        client.send(&format!("NAME {name}")).await;
-        let answer = client.recv().await;
-        if answer == format!("WELCOME {name}") {
-            let names = client.recv().await;
-            let names = names.strip_prefix("NAMES ").expect("NAMES after WELCOME");
-            return (client, names.split(' ').map(str::to_owned).collect());
-        }
-        assert!(answer.starts_with("ERROR unavailable"), "{answer}");
-        assert!(Instant::now() < deadline, "node never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn user(server: &Server, name: &str) -> Client {
-    login(server, name).await.0
 }
 
 fn nodes(redis: &Redis, ids: &[&str]) -> Vec<Server> {
@@ -484,17 +461,8 @@ async fn a_stopping_node_departs_even_when_its_clients_hang_up_at_once() {
 
 /// Asks Redis one inline command whose answer is an integer.
 fn redis_integer(redis: &Redis, command: &str) -> i64 {
-    use std::io::{BufRead, BufReader, Write};
-    let mut conn = std::net::TcpStream::connect(redis.addr()).expect("connect to Redis");
-    conn.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
-    conn.write_all(format!("{command}\r\n").as_bytes())
-        .expect("send to Redis");
-    let mut reply = String::new();
-    BufReader::new(conn)
-        .read_line(&mut reply)
-        .expect("Redis answers");
+    let reply = redis.command(command);
     reply
-        .trim_end()
         .strip_prefix(':')
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{command}: not an integer reply: {reply:?}"))

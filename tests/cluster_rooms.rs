@@ -15,10 +15,11 @@
 //! sender (a lobby `MSG` marker), so anything misdelivered would show up
 //! first.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use chat_tests::cluster::{redis_available, Redis};
-use chat_tests::{Client, Server, TIMEOUT};
+use chat_tests::cluster::{login, redis_available, user, Redis};
+use chat_tests::history::{history, now_millis};
+use chat_tests::{Client, Server};
 
 const LEASE: Duration = Duration::from_secs(2);
 
@@ -33,132 +34,11 @@ fn nodes(redis: &Redis, ids: &[&str], extra: &[&str]) -> Vec<Server> {
     ids.iter().map(|id| node(&redis.url(), id, extra)).collect()
 }
 
-/// Logs in on a node that may still be starting or settling: `unavailable`
-/// answers are retried.
-async fn login(server: &Server, name: &str) -> (Client, Vec<String>) {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut client = server.connect().await;
-    loop {
-        client.send(&format!("NAME {name}")).await;
-        let answer = client.recv().await;
-        if answer == format!("WELCOME {name}") {
-            let names = client.recv().await;
-            let names = names.strip_prefix("NAMES ").expect("NAMES after WELCOME");
-            return (client, names.split(' ').map(str::to_owned).collect());
-        }
-        assert!(answer.starts_with("ERROR unavailable"), "{answer}");
-        assert!(Instant::now() < deadline, "node never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn user(server: &Server, name: &str) -> Client {
-    login(server, name).await.0
-}
-
 /// Asserts that each of `clients` receives `line` next.
 async fn all_expect(clients: &mut [&mut Client], line: &str) {
     for client in clients.iter_mut() {
         client.expect(line).await;
     }
-}
-
-// ---------------------------------------------------------------------------
-// History answers (as in tests/rooms.rs)
-// ---------------------------------------------------------------------------
-
-/// Milliseconds since 1970 by this machine's clock.
-fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
-
-/// Reads `2026-11-29T12:00:00.123Z` exactly (UTC, RFC 3339, milliseconds)
-/// as milliseconds since 1970; `None` for any other shape.
-fn parse_time(time: &str) -> Option<u64> {
-    let b = time.as_bytes();
-    if b.len() != 24 {
-        return None;
-    }
-    for (i, &c) in b.iter().enumerate() {
-        let ok = match i {
-            4 | 7 => c == b'-',
-            10 => c == b'T',
-            13 | 16 => c == b':',
-            19 => c == b'.',
-            23 => c == b'Z',
-            _ => c.is_ascii_digit(),
-        };
-        if !ok {
-            return None;
-        }
-    }
-    let num = |from: usize, to: usize| time[from..to].parse::<i64>().unwrap();
-    let (y, m, d) = (num(0, 4), num(5, 7), num(8, 10));
-    let (hh, mm, ss, ms) = (num(11, 13), num(14, 16), num(17, 19), num(20, 23));
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((((days * 24 + hh) * 60 + mm) * 60 + ss) as u64 * 1000 + ms as u64)
-}
-
-/// One `HIST` line split into (time, from, text) after checking its prefix
-/// (`HIST ` or `HIST <room> `).
-fn hist<'a>(line: &'a str, room: Option<&str>) -> (&'a str, &'a str, &'a str) {
-    let prefix = match room {
-        Some(room) => format!("HIST {room} "),
-        None => "HIST ".to_owned(),
-    };
-    let rest = line
-        .strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("expected {prefix:?}…, got {line:?}"));
-    let (time, rest) = rest.split_once(' ').expect("HIST <time> <from> <text>");
-    let (from, text) = rest.split_once(' ').expect("HIST <time> <from> <text>");
-    (time, from, text)
-}
-
-/// Asks for history and checks its shape: `HISTORY [<room>] <k>` and then
-/// exactly k `HIST` lines, nothing else, times well formed and not
-/// decreasing. Returns (time in ms, from, text) of each, oldest first.
-async fn history(
-    client: &mut Client,
-    request: &str,
-    room: Option<&str>,
-) -> Vec<(u64, String, String)> {
-    let lines = client.request(request).await;
-    let head = match room {
-        Some(room) => format!("HISTORY {room} "),
-        None => "HISTORY ".to_owned(),
-    };
-    let first = lines
-        .first()
-        .unwrap_or_else(|| panic!("{request}: no answer"));
-    let k: usize = first
-        .strip_prefix(&head)
-        .and_then(|k| k.parse().ok())
-        .unwrap_or_else(|| panic!("{request}: expected {head:?}<k>, got {first:?}"));
-    assert_eq!(lines.len(), k + 1, "{request}: {lines:?}");
-    let mut out = Vec::new();
-    for line in &lines[1..] {
-        let (time, from, text) = hist(line, room);
-        let millis =
-            parse_time(time).unwrap_or_else(|| panic!("{request}: bad time {time:?} in {line:?}"));
-        if let Some((before, _, _)) = out.last() {
-            assert!(*before <= millis, "{request}: times go back: {lines:?}");
-        }
-        out.push((millis, from.to_owned(), text.to_owned()));
-    }
-    out
 }
 
 /// The (from, text) pairs of a history answer.
@@ -616,13 +496,13 @@ async fn a_node_that_died_while_redis_was_down_is_reconciled_after_an_empty_rest
 
     // Redis goes away (with all its data), b dies meanwhile, and Redis
     // comes back empty well within the lease, so a and c keep their users.
-    assert_eq!(redis_reply(&redis, "SET chat-tests:before 1"), "+OK");
+    assert_eq!(redis.command("SET chat-tests:before 1"), "+OK");
     redis.kill();
     servers[1].kill();
     redis.restart();
     let restarted = Instant::now();
     // Empty indeed: nothing from before the restart is left.
-    assert_eq!(redis_reply(&redis, "EXISTS chat-tests:before"), ":0");
+    assert_eq!(redis.command("EXISTS chat-tests:before"), ":0");
 
     for client in [&mut alice, &mut carol] {
         let mut gone = vec![client.recv().await, client.recv().await];
@@ -649,20 +529,6 @@ async fn a_node_that_died_while_redis_was_down_is_reconciled_after_an_empty_rest
     assert_eq!(names, ["alice", "bob", "carol", "Dave"]);
     all_expect(&mut [&mut alice, &mut carol], "JOIN Dave").await;
     assert_eq!(alice.request("WHO").await, ["NAMES alice bob carol Dave"]);
-}
-
-/// Sends Redis one inline command; returns the first line of its reply.
-fn redis_reply(redis: &Redis, command: &str) -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let mut conn = std::net::TcpStream::connect(redis.addr()).expect("connect to Redis");
-    conn.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
-    conn.write_all(format!("{command}\r\n").as_bytes())
-        .expect("send to Redis");
-    let mut reply = String::new();
-    BufReader::new(conn)
-        .read_line(&mut reply)
-        .expect("Redis answers");
-    reply.trim_end().to_owned()
 }
 
 /// Redis restarts empty: each node puts its users back in their rooms

@@ -52,6 +52,21 @@ impl Redis {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Sends one inline command; returns the first line of the reply
+    /// (`+OK`, `:1`, …).
+    pub fn command(&self, command: &str) -> String {
+        use std::io::{BufRead, BufReader};
+        let mut conn = TcpStream::connect(self.addr()).expect("connect to Redis");
+        conn.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
+        conn.write_all(format!("{command}\r\n").as_bytes())
+            .expect("send to Redis");
+        let mut reply = String::new();
+        BufReader::new(conn)
+            .read_line(&mut reply)
+            .expect("Redis answers");
+        reply.trim_end().to_owned()
+    }
+
     /// Kills the server at once (SIGKILL): its data is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -150,4 +165,28 @@ impl Proxy {
     pub fn restore(&self) {
         self.open.send_replace(true);
     }
+}
+
+/// Logs in on a node that may still be starting or settling: `unavailable`
+/// answers are retried. Returns the client and the names of its `NAMES`.
+pub async fn login(server: &crate::Server, name: &str) -> (crate::Client, Vec<String>) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut client = server.connect().await;
+    loop {
+        client.send(&format!("NAME {name}")).await;
+        let answer = client.recv().await;
+        if answer == format!("WELCOME {name}") {
+            let names = client.recv().await;
+            let names = names.strip_prefix("NAMES ").expect("NAMES after WELCOME");
+            return (client, names.split(' ').map(str::to_owned).collect());
+        }
+        assert!(answer.starts_with("ERROR unavailable"), "{answer}");
+        assert!(Instant::now() < deadline, "node never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`login`], for the client alone.
+pub async fn user(server: &crate::Server, name: &str) -> crate::Client {
+    login(server, name).await.0
 }

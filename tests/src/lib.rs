@@ -6,6 +6,7 @@
 //! `PING`/`PONG` ([`Client::barrier`]), never with sleeps.
 
 pub mod cluster;
+pub mod history;
 
 pub mod cases;
 pub mod fuzz;
