@@ -43,18 +43,26 @@ impl Replica {
         self.users.len()
     }
 
-    /// Applies a frame from the stream: a `JOIN` adds its user, a `LEAVE`
-    /// removes its user, anything else changes nothing.
-    pub(super) fn track(&mut self, frame: &[u8]) {
+    /// A lobby `JOIN` from the stream: its user is in.
+    pub(super) fn join(&mut self, name: &str) {
+        self.users.insert(name_key(name), Arc::from(name));
+        self.names = None;
+    }
+
+    /// A lobby `LEAVE` from the stream: the user of this key is gone.
+    pub(super) fn leave(&mut self, key: &str) {
+        if self.users.remove(key).is_some() {
+            self.names = None;
+        }
+    }
+
+    /// Applies a frame from the stream as the room does: a `JOIN` adds
+    /// its user, a `LEAVE` removes its user, anything else changes nothing.
+    #[cfg(test)]
+    fn track(&mut self, frame: &[u8]) {
         match ServerFrameRef::from_bytes(frame) {
-            Ok(ServerFrameRef::Join(name)) => {
-                self.users.insert(name_key(name), Arc::from(name));
-                self.names = None;
-            }
-            Ok(ServerFrameRef::Leave { name, .. }) => {
-                self.users.remove(&name_key(name));
-                self.names = None;
-            }
+            Ok(ServerFrameRef::Join(name)) => self.join(name),
+            Ok(ServerFrameRef::Leave { name, .. }) => self.leave(&name_key(name)),
             _ => {}
         }
     }

@@ -456,6 +456,18 @@ impl ClusterRoom {
                 let (from, to) = (name_key(from), name_key(to));
                 self.deliver_tell(&from, &to, &entry.frame).await;
             }
+            // The lobby's frames: the replica follows its JOINs and LEAVEs.
+            Ok(ServerFrameRef::Join(name)) => {
+                self.replica.join(name);
+                self.apply_lobby(entry).await;
+            }
+            Ok(ServerFrameRef::Leave { name, .. }) => {
+                let key = name_key(name);
+                self.replica.leave(&key);
+                // A user of ours who sent LEAVE: out before its own LEAVE.
+                self.departed(&key);
+                self.apply_lobby(entry).await;
+            }
             _ => self.apply_lobby(entry).await,
         }
     }
@@ -616,14 +628,9 @@ impl ClusterRoom {
         }
     }
 
-    /// A lobby frame: the replica follows it, and a login of this node's
+    /// A lobby frame, the replica already moved: a login of this node's
     /// completes with its own `JOIN`.
     async fn apply_lobby(&mut self, Entry { frame, token, .. }: Entry) {
-        self.replica.track(&frame);
-        if let Ok(ServerFrameRef::Leave { name, .. }) = ServerFrameRef::from_bytes(&frame) {
-            // A user of ours who sent LEAVE: out before its own LEAVE.
-            self.departed(&name_key(name));
-        }
         let pending = token.as_ref().and_then(|token| self.pending.remove(token));
         let Some(pending) = pending else {
             self.deliver_here(&frame, None).await;
