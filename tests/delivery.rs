@@ -166,3 +166,126 @@ async fn a_leaver_gets_everything_broadcast_before_its_own_leave() {
         );
     }
 }
+
+/// Reads until `wanted`; returns how many `DROPPED` frames came before it
+/// and how many `MSG`s.
+async fn count_until(reader: &mut LineReader, wanted: &str) -> (usize, usize) {
+    let (mut dropped, mut messages) = (0, 0);
+    loop {
+        let line = reader.line().await;
+        if line == wanted {
+            return (dropped, messages);
+        }
+        if line.starts_with("DROPPED ") {
+            dropped += 1;
+        } else if line.starts_with("MSG ") {
+            messages += 1;
+        }
+    }
+}
+
+/// `PROTOCOL.md`: "A client that sends without reading is a slow reader
+/// like any other, and nothing more": its own frames keep being handled
+/// and reach everyone, whole and in order, while the broadcasts it does
+/// not read are skipped for it alone.
+#[tokio::test]
+async fn a_sender_that_never_reads_stalls_nobody() {
+    const MESSAGES: usize = 30_000;
+    let server = Server::start(&[]);
+    let (reader, _reader_out) = wire::login(server.addr(), "reader").await;
+    let reading = tokio::spawn(read_messages("reader".into(), reader, MESSAGES));
+    // A user who reads nothing at all: skipped, never waited for.
+    let (_deaf, mut deaf_out) = wire::connect_small_buffer(server.addr()).await;
+    wire::send(&mut deaf_out, "NAME deaf\n").await;
+    let (mut sender, mut sender_out) = wire::connect_small_buffer(server.addr()).await;
+    wire::send(&mut sender_out, "NAME sender\n").await;
+    assert_eq!(sender.line().await, "WELCOME sender");
+    // About 420 bytes a message, all sent before a single line is read.
+    let padding = "x".repeat(400);
+    let sending = tokio::spawn(async move {
+        for window in 0..MESSAGES / 200 {
+            let lines: String = (window * 200..(window + 1) * 200)
+                .map(|n| format!("MSG {n} {padding}\n"))
+                .collect();
+            sender_out.write_all(lines.as_bytes()).await.expect("send");
+        }
+        sender_out
+    });
+    let messages = reading.await.expect("the reader");
+    assert_eq!(messages.len(), MESSAGES);
+    assert_each_senders_order("reader", &messages);
+    // Only now does the sender read: it was skipped, told so, and its
+    // PONG still comes after everything.
+    let mut sender_out = sending.await.expect("the sender");
+    wire::send(&mut sender_out, "PING end\n").await;
+    let (dropped, echoes) = count_until(&mut sender, "PONG end").await;
+    assert!(
+        dropped > 0,
+        "the sender read nothing for {MESSAGES} echoes, yet none was skipped ({echoes} arrived)"
+    );
+}
+
+/// A script that writes a thousand `MSG`s and a `PING` before it reads a
+/// line gets its `PONG`, and everyone else every message.
+#[tokio::test]
+async fn a_script_that_writes_before_it_reads_never_deadlocks() {
+    const MESSAGES: usize = 1_000;
+    let server = Server::start(&["--client-buffer", "16"]);
+    let (reader, _reader_out) = wire::login(server.addr(), "reader").await;
+    let reading = tokio::spawn(read_messages("reader".into(), reader, MESSAGES));
+    let (mut script, mut script_out) = wire::connect_small_buffer(server.addr()).await;
+    let mut lines = String::from("NAME script\n");
+    lines.extend((0..MESSAGES).map(|n| format!("MSG {n} {}\n", "y".repeat(200))));
+    lines.push_str("PING done\n");
+    let writing = tokio::spawn(async move {
+        script_out.write_all(lines.as_bytes()).await.expect("send");
+        script_out
+    });
+    let messages = reading.await.expect("the reader");
+    assert_each_senders_order("reader", &messages);
+    assert_eq!(script.line().await, "WELCOME script");
+    count_until(&mut script, "PONG done").await;
+    drop(writing.await.expect("the script"));
+}
+
+/// Only unread answers to a client's own requests hold it back: while
+/// more than 64 KiB of `PONG`s wait unread, nothing more it sends is
+/// handled; once it reads them, it is served again, in order.
+#[tokio::test]
+async fn unread_answers_stop_the_reading_until_they_are_read() {
+    const PINGS: usize = 100_000;
+    let server = Server::start(&[]);
+    let (mut witness, _witness_out) = wire::login(server.addr(), "witness").await;
+    let (mut pinger, mut pinger_out) = wire::connect_small_buffer(server.addr()).await;
+    wire::send(&mut pinger_out, "NAME pinger\n").await;
+    assert_eq!(pinger.line().await, "WELCOME pinger");
+    assert!(pinger.line().await.starts_with("NAMES "));
+    assert_eq!(witness.line().await, "JOIN pinger");
+    let token = "t".repeat(200);
+    let sending = tokio::spawn(async move {
+        for window in 0..PINGS / 1_000 {
+            let lines: String = (window * 1_000..(window + 1) * 1_000)
+                .map(|n| format!("PING {n}{token}\n"))
+                .collect();
+            pinger_out.write_all(lines.as_bytes()).await.expect("send");
+        }
+        pinger_out.write_all(b"MSG after\n").await.expect("send");
+        pinger_out
+    });
+    // 20 MiB of PONGs is more than every buffer between the two: the
+    // server must stop reading the pinger before its MSG.
+    match witness.next(std::time::Duration::from_secs(1)).await {
+        wire::Next::TimedOut => {}
+        other => panic!("the pinger's MSG was handled before it read its PONGs: {other:?}"),
+    }
+    for n in 0..PINGS {
+        let line = pinger.line().await;
+        assert!(
+            line.starts_with(&format!("PONG {n}t")),
+            "PONG {n} expected, got {line:?}"
+        );
+    }
+    assert_eq!(pinger.line().await, "MSG pinger after");
+    assert_eq!(witness.line().await, "MSG pinger after");
+    drop(sending.await.expect("the pinger"));
+}

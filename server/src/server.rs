@@ -24,6 +24,7 @@ use crate::hub::Hub;
 use crate::limits::PerAddress;
 use crate::metrics;
 use crate::session;
+use crate::session::Connection;
 
 /// Connections the kernel may queue before they are accepted; a login storm
 /// of thousands must not see refused connects.
@@ -298,7 +299,8 @@ async fn connect(mut stream: TcpStream, peer: SocketAddr, door: Door, shared: &S
         Door::Plain => {
             let socket = stream.as_raw_fd();
             let (read, write) = stream.split();
-            session::run(read, write, socket, peer, hub, config, shutdown).await;
+            let connection = Connection::lines(read, write, socket, config.max_line);
+            session::run(connection, peer, hub, config, shutdown).await;
         }
         Door::Tls(acceptor) => {
             let Some(stream) = handshake(&acceptor, stream, peer, shared).await else {
@@ -306,7 +308,8 @@ async fn connect(mut stream: TcpStream, peer: SocketAddr, door: Door, shared: &S
             };
             let socket = stream.get_ref().0.as_raw_fd();
             let (read, write) = tokio::io::split(stream);
-            session::run(read, write, socket, peer, hub, config, shutdown).await;
+            let connection = Connection::lines(read, write, socket, config.max_line);
+            session::run(connection, peer, hub, config, shutdown).await;
         }
     }
 }
@@ -323,13 +326,17 @@ async fn refuse(
     metrics::error_sent(code);
     match door {
         Door::Plain => {
+            let socket = stream.as_raw_fd();
             let (read, write) = stream.split();
-            session::refuse(read, write, code).await;
+            let connection = Connection::lines(read, write, socket, shared.config.max_line);
+            session::refuse(connection, code).await;
         }
         Door::Tls(acceptor) => {
             if let Some(stream) = handshake(&acceptor, stream, peer, shared).await {
+                let socket = stream.get_ref().0.as_raw_fd();
                 let (read, write) = tokio::io::split(stream);
-                session::refuse(read, write, code).await;
+                let connection = Connection::lines(read, write, socket, shared.config.max_line);
+                session::refuse(connection, code).await;
             }
         }
     }

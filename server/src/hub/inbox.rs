@@ -18,6 +18,12 @@
 //! gap; once it has drained them it is attached again. So a slow reader
 //! holds nobody back for longer than that, once, and a reader that keeps up
 //! never loses a frame.
+//!
+//! Replies (`PONG`, `ERROR`, the `NAMES` of `WHO`, a `HISTORY` reply) go
+//! through the inbox too, so that everything a connection is sent has one
+//! order. A reply is never skipped: it is the asker's own, and the only
+//! thing that may hold a client that does not read back. The inbox counts
+//! their bytes, and the session reads no more input while too many wait.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -56,8 +62,10 @@ const QUEUE_KEEP: usize = 4;
 pub struct Inbox {
     queue: Mutex<Queue>,
     capacity: usize,
-    /// Frames queued, for publishers' checks without the lock.
+    /// Broadcast frames queued, for publishers' checks without the lock.
     len: AtomicUsize,
+    /// Bytes of replies queued, for the session's input gate.
+    reply_bytes: AtomicUsize,
     /// When the client's socket stopped taking bytes, as milliseconds since
     /// [`epoch`] plus one; 0 while it takes them.
     stalled_since: AtomicU64,
@@ -77,13 +85,27 @@ pub struct Inbox {
 }
 
 struct Queue {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Queued>,
+    /// Broadcast frames among `frames`: only they count toward the
+    /// capacity, and only they are ever skipped.
+    broadcasts: usize,
+    /// Bytes of the replies among `frames`.
+    reply_bytes: usize,
     /// Frames dropped from the front while detached, owed as `DROPPED`
     /// before the frames now queued.
     skipped: u64,
     attached: bool,
     /// The session has ended: nothing more is queued or waited for.
     closed: bool,
+}
+
+/// One frame waiting in an inbox.
+enum Queued {
+    /// Broadcast to a room (the lobby included) or sent with `TELL`: may be
+    /// skipped for a client that stopped reading.
+    Broadcast(Bytes),
+    /// The answer to this connection's own request: never skipped.
+    Reply(Bytes),
 }
 
 /// What a publisher must do after pushing to an inbox.
@@ -101,12 +123,15 @@ impl Inbox {
         Arc::new(Inbox {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
+                broadcasts: 0,
+                reply_bytes: 0,
                 skipped: 0,
                 attached: true,
                 closed: false,
             }),
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
+            reply_bytes: AtomicUsize::new(0),
             stalled_since: AtomicU64::new(0),
             detached_at: AtomicU64::new(0),
             socket: AtomicI32::new(-1),
@@ -116,83 +141,96 @@ impl Inbox {
         })
     }
 
-    /// Queues a frame for this connection. The caller holds the lock that
-    /// orders the room the frame belongs to.
+    /// Queues a broadcast frame for this connection. The caller holds the
+    /// lock that orders the room the frame belongs to.
     pub fn push(&self, frame: &Bytes) -> Pushed {
         let mut queue = self.lock();
         if queue.closed {
             return Pushed::Done;
         }
-        if queue.attached && queue.frames.len() >= self.capacity && self.stopped(Instant::now()) {
+        if queue.attached && queue.broadcasts >= self.capacity && self.stopped(Instant::now()) {
             self.detach(&mut queue);
         }
-        if !queue.attached && queue.frames.len() >= self.capacity {
-            // Keep the newest: the oldest becomes part of the gap.
-            queue.frames.pop_front();
-            queue.skipped += 1;
+        if !queue.attached && queue.broadcasts >= self.capacity {
+            // Keep the newest: the oldest broadcast becomes part of the gap.
+            queue.skip_oldest_broadcast();
         }
-        queue.frames.push_back(frame.clone());
-        let len = queue.frames.len();
-        self.len.store(len, Ordering::Release);
-        let attached = queue.attached;
+        queue.frames.push_back(Queued::Broadcast(frame.clone()));
+        queue.broadcasts += 1;
+        let (len, broadcasts, attached) = (queue.frames.len(), queue.broadcasts, queue.attached);
+        self.len.store(broadcasts, Ordering::Release);
         drop(queue);
         if len == 1 {
             self.reader.wake();
         }
-        if attached && len > self.capacity {
+        if attached && broadcasts > self.capacity {
             Pushed::Full
         } else {
             Pushed::Done
         }
     }
 
-    /// Queues a reply that must keep its place among the broadcasts (a
-    /// room's `NAMES` for its joiner): never refused for a full inbox.
+    /// Queues a reply to this connection's own request, after everything
+    /// already queued for it: never refused or skipped for a full inbox.
     pub fn push_reply(&self, frame: Bytes) {
         let mut queue = self.lock();
         if queue.closed {
             return;
         }
-        queue.frames.push_back(frame);
+        queue.reply_bytes += frame.len();
+        self.reply_bytes.store(queue.reply_bytes, Ordering::Release);
+        queue.frames.push_back(Queued::Reply(frame));
         let len = queue.frames.len();
-        self.len.store(len, Ordering::Release);
         drop(queue);
         if len == 1 {
             self.reader.wake();
         }
     }
 
+    /// Bytes of replies waiting here for the session to take them.
+    pub fn reply_bytes(&self) -> usize {
+        self.reply_bytes.load(Ordering::Acquire)
+    }
+
     /// Ready when frames are queued; registers the session to be woken.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.len.load(Ordering::Acquire) > 0 {
+        if !self.is_empty() {
             return Poll::Ready(());
         }
         self.reader.register(cx.waker());
-        if self.len.load(Ordering::Acquire) > 0 {
-            Poll::Ready(())
-        } else {
+        if self.is_empty() {
             Poll::Pending
+        } else {
+            Poll::Ready(())
         }
     }
 
     /// Moves queued frames to `out` until it holds `limit` bytes, after a
-    /// `DROPPED` for any gap before them. Once the queue is empty, a
-    /// detached inbox is attached again.
-    pub fn take(&self, out: &mut BytesMut, limit: usize) {
+    /// `DROPPED` for any gap before them, noting in `replies` where each
+    /// reply ends. Once the queue is empty, a detached inbox is attached
+    /// again.
+    pub fn take(&self, out: &mut Outgoing, limit: usize) {
         let mut queue = self.lock();
-        let was_full = queue.frames.len() >= self.capacity;
+        let was_full = queue.broadcasts >= self.capacity;
         if queue.skipped > 0 {
             crate::metrics::dropped(queue.skipped);
-            ServerFrame::Dropped(queue.skipped).write_to(out);
+            ServerFrame::Dropped(queue.skipped).write_to(&mut out.bytes);
             queue.skipped = 0;
         }
         let mut taken = 0;
-        while out.len() < limit {
-            let Some(frame) = queue.frames.pop_front() else {
-                break;
-            };
-            out.extend_from_slice(&frame);
-            taken += 1;
+        while out.bytes.len() < limit {
+            match queue.frames.pop_front() {
+                None => break,
+                Some(Queued::Broadcast(frame)) => {
+                    out.bytes.extend_from_slice(&frame);
+                    queue.broadcasts -= 1;
+                    taken += 1;
+                }
+                Some(Queued::Reply(frame)) => {
+                    queue.reply_bytes -= frame.len();
+                    out.push_reply(&frame);
+                }
+            }
         }
         crate::metrics::delivered(taken);
         if queue.frames.is_empty() {
@@ -201,17 +239,18 @@ impl Inbox {
             }
             queue.attached = true;
         }
-        let len = queue.frames.len();
-        self.len.store(len, Ordering::SeqCst);
+        let broadcasts = queue.broadcasts;
+        self.len.store(broadcasts, Ordering::SeqCst);
+        self.reply_bytes.store(queue.reply_bytes, Ordering::Release);
         drop(queue);
-        if was_full && len <= self.capacity {
+        if was_full && broadcasts <= self.capacity {
             self.wake_publishers();
         }
     }
 
-    /// Whether frames are waiting.
+    /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Acquire) == 0
+        self.len.load(Ordering::Acquire) == 0 && self.reply_bytes.load(Ordering::Acquire) == 0
     }
 
     /// The client's socket, for the check in [`Inbox::stopped`].
@@ -229,7 +268,10 @@ impl Inbox {
         let mut queue = self.lock();
         queue.closed = true;
         queue.frames = VecDeque::new();
+        queue.broadcasts = 0;
+        queue.reply_bytes = 0;
         self.len.store(0, Ordering::Release);
+        self.reply_bytes.store(0, Ordering::Release);
         drop(queue);
         self.wake_publishers();
     }
@@ -288,7 +330,7 @@ impl Inbox {
         self.detached_at
             .store(millis(Instant::now()) + 1, Ordering::Relaxed);
         debug!(
-            queued = queue.frames.len(),
+            queued = queue.broadcasts,
             "a reader stopped reading; skipping it"
         );
     }
@@ -349,6 +391,87 @@ impl Inbox {
     }
 }
 
+impl Queue {
+    /// Drops the oldest broadcast frame, counting it as skipped; replies
+    /// before it keep their places.
+    fn skip_oldest_broadcast(&mut self) {
+        let oldest = self
+            .frames
+            .iter()
+            .position(|f| matches!(f, Queued::Broadcast(_)));
+        if let Some(at) = oldest {
+            self.frames.remove(at);
+            self.broadcasts -= 1;
+            self.skipped += 1;
+        }
+    }
+}
+
+/// A session's output: the bytes its connection has yet to take, and how
+/// many of them are replies. Replies are what may hold back a client that
+/// does not read; broadcasts it does not read wait in its inbox, to be
+/// skipped.
+#[derive(Default)]
+pub struct Outgoing {
+    /// Encoded frames waiting for the connection.
+    pub bytes: BytesMut,
+    /// Where each reply in `bytes` ends, counted from the first byte ever
+    /// queued, with its length.
+    replies: VecDeque<(u64, usize)>,
+    /// Bytes given to the connection so far.
+    sent: u64,
+    /// Bytes of the replies in `bytes`, counted whole until they are sent.
+    reply_bytes: usize,
+}
+
+impl Outgoing {
+    /// Queues a reply.
+    pub fn push_reply(&mut self, frame: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+        let end = self.sent + self.bytes.len() as u64;
+        self.replies.push_back((end, frame.len()));
+        self.reply_bytes += frame.len();
+    }
+
+    /// The connection took `n` bytes from the front.
+    pub fn sent(&mut self, n: usize) {
+        use bytes::Buf;
+        self.bytes.advance(n);
+        self.sent += n as u64;
+        while let Some(&(end, len)) = self.replies.front() {
+            if end > self.sent {
+                break;
+            }
+            self.replies.pop_front();
+            self.reply_bytes -= len;
+        }
+    }
+
+    /// Bytes of replies queued here and not yet sent.
+    pub fn reply_bytes(&self) -> usize {
+        self.reply_bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Gives back the memory of an emptied queue that grew past `keep`:
+    /// after a burst an idle user should not keep the burst's buffer.
+    pub fn shrink(&mut self, keep: usize) {
+        if self.bytes.is_empty() && self.bytes.capacity() > keep {
+            self.bytes = BytesMut::new();
+        }
+        if self.replies.is_empty() && self.replies.capacity() > QUEUE_KEEP {
+            self.replies = VecDeque::new();
+        }
+    }
+}
+
 /// Pushes `frame` to every inbox of `to`, collecting the ones left over
 /// their capacity in `full`.
 pub fn fan_out<'a>(
@@ -361,6 +484,17 @@ pub fn fan_out<'a>(
             full.push(inbox.clone());
         }
     }
+}
+
+/// The inboxes of `to`, each once: a `TELL` to yourself reaches you once.
+pub fn once_each<'a>(to: impl IntoIterator<Item = &'a Arc<Inbox>>) -> Vec<&'a Arc<Inbox>> {
+    let mut each: Vec<&Arc<Inbox>> = Vec::with_capacity(2);
+    for inbox in to {
+        if !each.iter().any(|seen| Arc::ptr_eq(seen, inbox)) {
+            each.push(inbox);
+        }
+    }
+    each
 }
 
 /// Waits until every inbox of `full` has drained below its capacity or
@@ -390,9 +524,9 @@ mod tests {
     }
 
     fn take_all(inbox: &Inbox) -> String {
-        let mut out = BytesMut::new();
+        let mut out = Outgoing::default();
         inbox.take(&mut out, usize::MAX);
-        String::from_utf8(out.to_vec()).expect("UTF-8")
+        String::from_utf8(out.bytes.to_vec()).expect("UTF-8")
     }
 
     #[test]
@@ -411,9 +545,9 @@ mod tests {
         assert!(matches!(inbox.push(&frame(0)), Pushed::Done));
         assert!(matches!(inbox.push(&frame(1)), Pushed::Done));
         assert!(matches!(inbox.push(&frame(2)), Pushed::Full));
-        let mut out = BytesMut::new();
+        let mut out = Outgoing::default();
         inbox.take(&mut out, 1);
-        assert_eq!(&out[..], b"MSG a 0\n");
+        assert_eq!(&out.bytes[..], b"MSG a 0\n");
     }
 
     #[test]
@@ -431,6 +565,47 @@ mod tests {
         assert_eq!(take_all(&inbox), "DROPPED 3\nMSG a 3\nMSG a 4\n");
         let _ = inbox.push(&frame(5));
         assert_eq!(take_all(&inbox), "MSG a 5\n", "attached again");
+    }
+
+    #[test]
+    fn a_stopped_reader_keeps_every_reply() {
+        let inbox = Inbox::new(2);
+        inbox.socket_flowing(false);
+        inbox.stalled_since.store(1, Ordering::Relaxed);
+        std::thread::sleep(STALL_LIMIT + Duration::from_millis(10));
+        let _ = inbox.push(&frame(0));
+        inbox.push_reply(Bytes::from_static(b"PONG 1\n"));
+        for n in 1..5 {
+            let _ = inbox.push(&frame(n));
+        }
+        inbox.push_reply(Bytes::from_static(b"PONG 2\n"));
+        assert_eq!(inbox.reply_bytes(), 14);
+        inbox.socket_flowing(true);
+        assert_eq!(
+            take_all(&inbox),
+            "DROPPED 3\nPONG 1\nMSG a 3\nMSG a 4\nPONG 2\n"
+        );
+        assert_eq!(inbox.reply_bytes(), 0);
+        assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn replies_count_until_the_connection_takes_them() {
+        let inbox = Inbox::new(8);
+        let _ = inbox.push(&frame(0));
+        inbox.push_reply(Bytes::from_static(b"PONG\n"));
+        let _ = inbox.push(&frame(1));
+        let mut out = Outgoing::default();
+        inbox.take(&mut out, usize::MAX);
+        assert_eq!(out.reply_bytes(), 5);
+        // "MSG a 0\n" is 8 bytes: the reply is not sent yet.
+        out.sent(8);
+        assert_eq!(out.reply_bytes(), 5);
+        out.sent(3);
+        assert_eq!(out.reply_bytes(), 5, "a reply counts whole until sent");
+        out.sent(2);
+        assert_eq!(out.reply_bytes(), 0);
+        assert_eq!(&out.bytes[..], b"MSG a 1\n");
     }
 
     #[test]

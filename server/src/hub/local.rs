@@ -1,6 +1,10 @@
-//! The single-process hub task: who is logged in, when there is no
-//! cluster. It alone adds users to the lobby and takes them out, so a name
-//! is checked and claimed in one step.
+//! The single-process hub: who is logged in, when there is no cluster,
+//! and the publishes that sessions carry out themselves.
+//!
+//! The hub task alone adds users to the lobby and takes them out, so a
+//! name is checked and claimed in one step. A publish needs no task: the
+//! sender's session pushes the frame to every receiver under the lock of
+//! the room it belongs to, which is what orders the room.
 
 use std::sync::Arc;
 
@@ -10,7 +14,7 @@ use tracing::info;
 
 use super::inbox::drained;
 use super::room::{lock, Member};
-use super::{Entering, Leaving, Requests, Rooms, SharedRoom, Welcome};
+use super::{Entering, Full, Leaving, Requests, Rooms, SharedRoom, User, Welcome};
 
 /// The state the hub task owns, besides the lobby it shares with sessions
 /// for their broadcasts.
@@ -59,7 +63,7 @@ impl Local {
         }
         let name: Arc<str> = name.into();
         let mut full = Vec::new();
-        let (names, users) = {
+        let users = {
             let mut lobby = lock(&self.lobby);
             if lobby.contains(&key) {
                 let _ = reply.send(Err(ErrorCode::NameTaken));
@@ -70,19 +74,20 @@ impl Local {
                 return;
             }
             // Everyone else hears of the newcomer; the newcomer's inbox gets
-            // what follows its JOIN.
+            // its WELCOME and NAMES, then what follows its JOIN.
             lobby.publish(&ServerFrame::Join(name.to_string()).to_bytes(), &mut full);
             let member = Member {
                 name: name.clone(),
                 inbox: inbox.clone(),
             };
             lobby.add(key, member);
-            (lobby.names(), lobby.len())
+            inbox.push_reply(ServerFrame::Welcome(name.to_string()).to_bytes());
+            inbox.push_reply(lobby.names());
+            lobby.len()
         };
         info!(user = %name, users, "login");
         let welcome = Welcome {
             name: name.clone(),
-            names,
             evicted: None,
         };
         let welcome_inbox = inbox;
@@ -135,4 +140,66 @@ impl Local {
         }
         drained(full).await;
     }
+}
+
+/// `MSG` (no room) or `SAY`: pushes the frame to every member, the sender
+/// too, and keeps it for history.
+pub(super) fn publish(
+    lobby: &SharedRoom,
+    user: &User,
+    room: Option<&SharedRoom>,
+    text: String,
+) -> Full {
+    let shared = room.unwrap_or(lobby);
+    let mut full = Vec::new();
+    let mut room = lock(shared);
+    room.record(&user.member.name, &text);
+    let from = user.name().to_owned();
+    let frame = match room.name() {
+        "" => ServerFrame::Msg { from, text }.to_bytes(),
+        name => ServerFrame::Say {
+            room: name.to_owned(),
+            from,
+            text,
+        }
+        .to_bytes(),
+    };
+    room.publish(&frame, &mut full);
+    full
+}
+
+/// `TELL`: the receiver and the sender both get the frame, once each.
+pub(super) fn tell(
+    lobby: &SharedRoom,
+    user: &User,
+    to: &str,
+    text: String,
+) -> Result<Full, ErrorCode> {
+    let lobby = lock(lobby);
+    let Some(receiver) = lobby.member(&name_key(to)) else {
+        return Err(ErrorCode::NoSuchUser);
+    };
+    let frame = ServerFrame::Tell {
+        from: user.name().to_owned(),
+        to: receiver.name.to_string(),
+        text,
+    }
+    .to_bytes();
+    let mut full = Vec::new();
+    super::inbox::fan_out(
+        super::inbox::once_each([&receiver.inbox, user.inbox()]),
+        &frame,
+        &mut full,
+    );
+    Ok(full)
+}
+
+/// `TOPIC <room> <text>`: sets it, and every member hears who did.
+pub(super) fn set_topic(shared: &SharedRoom, user: &User, text: String) -> Full {
+    let mut full = Vec::new();
+    let mut room = lock(shared);
+    room.set_topic(&user.member.name, text);
+    let topic = room.topic().to_bytes();
+    room.publish(&topic, &mut full);
+    full
 }

@@ -287,9 +287,9 @@ mod tests {
         room.publish(&Bytes::from_static(b"SAY #r a hi\n"), &mut full);
         assert!(full.is_empty());
         for inbox in [&a.inbox, &b.inbox] {
-            let mut out = BytesMut::new();
+            let mut out = crate::hub::Outgoing::default();
             inbox.take(&mut out, usize::MAX);
-            assert_eq!(text(&out), "SAY #r a hi\n");
+            assert_eq!(text(&out.bytes), "SAY #r a hi\n");
         }
     }
 }

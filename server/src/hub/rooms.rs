@@ -1,21 +1,22 @@
 //! The rooms of version 2: the directory that creates and forgets them,
 //! and the requests that change them.
 //!
-//! Sessions carry these requests out themselves, under two kinds of lock
-//! taken in one order: the directory, then a room. `SAY` takes only its
-//! room's lock, so a message to a room of 10 costs the same whether 10 or
-//! 10 000 users are logged in. Each request returns the inboxes it left
-//! over capacity, for the session to wait on before its client's next
-//! frame.
+//! In a single process, sessions carry these requests out themselves,
+//! under two kinds of lock taken in one order: the directory, then a room.
+//! `SAY` takes only its room's lock, so a message to a room of 10 costs the
+//! same whether 10 or 10 000 users are logged in. Each request returns the
+//! inboxes it left over capacity, for the session to wait on before its
+//! client's next frame.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chat_protocol::{room_key, ErrorCode, ServerFrame};
 
 use super::inbox::Inbox;
 use super::room::{lock, Member, Room, SharedRoom};
+use super::{Receipt, Update, User};
 
 /// The rooms a user is in, by room key.
 pub type Joined = BTreeMap<String, SharedRoom>;
@@ -35,14 +36,6 @@ pub struct Limits {
 pub struct Rooms {
     directory: Mutex<HashMap<String, SharedRoom>>,
     limits: Limits,
-}
-
-/// The user making a request.
-pub struct User<'a> {
-    /// Lower-cased name.
-    pub key: &'a str,
-    pub member: &'a Member,
-    pub joined: &'a mut Joined,
 }
 
 impl Rooms {
@@ -65,17 +58,11 @@ impl Rooms {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// `JOIN <room>`: the joiner gets `NAMES` (and `TOPIC`) through its
-    /// inbox, after everything the room said before; the others get
-    /// `JOIN <room> <name>`.
-    pub fn join(&self, user: User<'_>, room: &str) -> Result<Full, ErrorCode> {
+    /// `JOIN <room>` of a user who may join it (see [`User::may_join`]):
+    /// the joiner gets `NAMES` (and `TOPIC`) through its inbox, after
+    /// everything the room said before; the others get `JOIN <room> <name>`.
+    pub fn join(&self, user: &mut User, room: &str) -> Result<Full, ErrorCode> {
         let key = room_key(room);
-        if user.joined.contains_key(&key) {
-            return Err(ErrorCode::AlreadyInRoom);
-        }
-        if user.joined.len() >= self.limits.max_rooms_per_user {
-            return Err(ErrorCode::TooManyRooms);
-        }
         let mut directory = self.directory();
         let shared = match directory.get(&key) {
             Some(shared) => shared.clone(),
@@ -93,44 +80,38 @@ impl Rooms {
             let mut room = lock(&shared);
             let join = ServerFrame::RoomJoin {
                 room: room.name().to_owned(),
-                name: user.member.name.to_string(),
+                name: user.name().to_owned(),
             };
             room.publish(&join.to_bytes(), &mut full);
-            room.add(user.key.to_owned(), user.member.clone());
-            user.member.inbox.push_reply(room.names());
+            room.add(user.key(), user.member.clone());
+            user.inbox().push_reply(room.names());
             if room.has_topic() {
-                user.member.inbox.push_reply(room.topic().to_bytes());
+                user.inbox().push_reply(room.topic().to_bytes());
             }
         }
         drop(directory);
-        user.joined.insert(key, shared);
+        user.apply(Update::Joined(key, shared));
         Ok(full)
     }
 
-    /// `PART <room> [<text>]`: every member, the leaver included, gets
-    /// `LEAVE <room> <name> [<text>]`; an emptied room is forgotten.
-    pub fn part(
-        &self,
-        user: User<'_>,
-        room: &str,
-        text: Option<String>,
-    ) -> Result<Full, ErrorCode> {
-        let key = room_key(room);
-        let Some(shared) = user.joined.remove(&key) else {
-            return Err(ErrorCode::NotInRoom);
-        };
+    /// `PART <room> [<text>]` of a room the user is in: every member, the
+    /// leaver included, gets `LEAVE <room> <name> [<text>]`; an emptied
+    /// room is forgotten.
+    pub fn part(&self, user: &mut User, shared: &SharedRoom, text: Option<String>) -> Full {
         let mut full = Vec::new();
         let mut directory = self.directory();
-        let mut room = lock(&shared);
+        let mut room = lock(shared);
+        let key = room_key(room.name());
         let leave = ServerFrame::RoomLeave {
             room: room.name().to_owned(),
-            name: user.member.name.to_string(),
+            name: user.name().to_owned(),
             text,
         };
         room.publish(&leave.to_bytes(), &mut full);
-        room.remove(user.key);
+        room.remove(&user.key());
         forget_if_empty(&mut directory, &key, &mut room);
-        Ok(full)
+        user.apply(Update::Parted(key, Receipt::default()));
+        full
     }
 
     /// Takes a user who leaves the server out of every room, silently: the
@@ -229,67 +210,6 @@ impl Rooms {
         }
         out
     }
-}
-
-/// A room the user is in, or `not-in-room`.
-pub fn joined_room<'a>(joined: &'a Joined, room: &str) -> Result<&'a SharedRoom, ErrorCode> {
-    joined.get(&room_key(room)).ok_or(ErrorCode::NotInRoom)
-}
-
-/// `SAY <room> <text>` to every member, the sender too; kept for history.
-pub fn say(joined: &Joined, from: &Member, room: &str, text: &str) -> Result<Full, ErrorCode> {
-    let shared = joined_room(joined, room)?;
-    let mut full = Vec::new();
-    let mut room = lock(shared);
-    let say = ServerFrame::Say {
-        room: room.name().to_owned(),
-        from: from.name.to_string(),
-        text: text.to_owned(),
-    };
-    room.publish(&say.to_bytes(), &mut full);
-    room.record(&from.name, text);
-    Ok(full)
-}
-
-/// `TOPIC <room> <text>`: sets it, and every member hears who did.
-pub fn set_topic(
-    joined: &Joined,
-    setter: &Member,
-    room: &str,
-    text: String,
-) -> Result<Full, ErrorCode> {
-    let shared = joined_room(joined, room)?;
-    let mut full = Vec::new();
-    let mut room = lock(shared);
-    room.set_topic(&setter.name, text);
-    let topic = room.topic().to_bytes();
-    room.publish(&topic, &mut full);
-    Ok(full)
-}
-
-/// `TOPIC <room>`: the answer to a member who asks, queued in its place
-/// among the room's frames.
-pub fn topic(joined: &Joined, asker: &Member, room: &str) -> Result<(), ErrorCode> {
-    let room = lock(joined_room(joined, room)?);
-    asker.inbox.push_reply(room.topic().to_bytes());
-    Ok(())
-}
-
-/// `WHO <room>` from a member: the room's `NAMES`, queued in its place
-/// among the room's `JOIN`s and `LEAVE`s.
-pub fn who_member(shared: &SharedRoom, asker: &Member) {
-    let mut room = lock(shared);
-    asker.inbox.push_reply(room.names());
-}
-
-/// `HISTORY <room> [<n>]` of a room the user is in, queued in its place
-/// among the room's frames, all at once.
-pub fn history(joined: &Joined, asker: &Member, room: &str, count: u64) -> Result<(), ErrorCode> {
-    let room = lock(joined_room(joined, room)?);
-    let mut out = BytesMut::new();
-    room.write_history(count, &mut out);
-    asker.inbox.push_reply(out.freeze());
-    Ok(())
 }
 
 fn forget_if_empty(directory: &mut HashMap<String, SharedRoom>, key: &str, room: &mut Room) {

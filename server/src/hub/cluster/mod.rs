@@ -4,13 +4,13 @@
 //! stream, and each node delivers to its own users only what comes back
 //! from it, so all users of all nodes see one order. Names, presence and
 //! rooms live in Redis too, changed only by atomic scripts that also append
-//! the frame ([`calls`] builds the ones sessions ask for); each node holds its users' names on a lease it
-//! renews, and when a node stops renewing, whichever survivor notices first
+//! the frame ([`requests`] turns users' requests into them, [`calls`]
+//! builds them); each node holds its users' names on a lease it renews, and when a node stops renewing, whichever survivor notices first
 //! frees its names and announces each `LEAVE` once.
 //!
 //! Three tasks per node share the work:
-//! - the [`room`](room::ClusterRoom): the node's hub task, which owns its
-//!   users, their rooms and a replica of the cluster's user list;
+//! - the [`node`](node::Node): the node's hub task, which owns its users,
+//!   their rooms and a replica of the cluster's user list;
 //! - the [`driver`](driver::Driver): the only writer to Redis, batching
 //!   commands into pipelines ([`pipeline`]) and keeping the [`link`], the
 //!   [`lease`] and the [`reaper`];
@@ -22,11 +22,12 @@ pub(crate) mod calls;
 mod driver;
 mod lease;
 mod link;
+mod node;
 mod pipeline;
 mod reader;
 mod reaper;
 mod replica;
-mod room;
+pub(crate) mod requests;
 pub(crate) mod scripts;
 
 use std::sync::Arc;
@@ -41,8 +42,8 @@ use crate::essential::Essential;
 use crate::hub::{Hub, Inbox, Limits, Member, Receipt, SharedRoom, REQUEST_QUEUE};
 use calls::Call;
 use driver::{Command, Driver, LinkState};
+use node::{Node, RoomEntering, SyncRequest, Waiter};
 pub(crate) use pipeline::Reply;
-use room::{ClusterRoom, RoomEntering, SyncRequest, Waiter};
 
 /// Longest a `PING` waits for the sender's earlier messages to come back
 /// from the bus before it is answered anyway.
@@ -159,7 +160,7 @@ pub fn start(
     let read_timeout = driver.command_timeout();
     let driver = tokio::spawn(driver.run(commands_rx));
     let reader = tokio::spawn(reader::run(client, deliveries, read_timeout));
-    let room = ClusterRoom::new(
+    let node_task = Node::new(
         node,
         config.lease,
         hub.lobby().clone(),
@@ -167,11 +168,11 @@ pub fn start(
         commands,
         link,
     );
-    let room = tokio::spawn(room.run(requests, syncs_rx, deliveries_rx, joins_rx));
+    let node_task = tokio::spawn(node_task.run(requests, syncs_rx, deliveries_rx, joins_rx));
     info!(node = %config.node_id, lease = ?config.lease, "cluster mode");
     crate::metrics::cluster_mode();
     let tasks = vec![
-        ("cluster room", room),
+        ("cluster node", node_task),
         ("cluster driver", driver),
         ("cluster reader", reader),
     ];

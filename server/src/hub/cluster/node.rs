@@ -1,6 +1,6 @@
-//! The cluster room: the hub task of a node in cluster mode.
+//! The node: the hub task of a server in cluster mode.
 //!
-//! It owns the same things as the local hub, and one more: a replica of
+//! It owns the same things as the local hub task, and one more: a replica of
 //! the cluster's user list, kept by applying the stream's `JOIN` and
 //! `LEAVE` frames in stream order. Because the replica moves with the
 //! stream, the `NAMES` a newcomer gets describes the lobby at exactly the
@@ -33,7 +33,7 @@ use super::driver::{Command, LinkState};
 use super::pipeline::Reply;
 use super::reader::{Delivery, Entry};
 use super::replica::{self, Replica};
-use crate::hub::inbox::fan_out;
+use crate::hub::inbox::{fan_out, once_each};
 use crate::hub::{
     drained, lock, Entering, Inbox, Joined, Leaving, Member, Receipt, Requests, Rooms, SharedRoom,
     Welcome,
@@ -108,7 +108,7 @@ struct Pending {
     since: Instant,
 }
 
-pub(crate) struct ClusterRoom {
+pub(crate) struct Node {
     node: Arc<str>,
     lease: Duration,
     /// Everyone in the cluster, as of `delivered`.
@@ -145,7 +145,7 @@ pub(crate) struct ClusterRoom {
     conflicts_seen: u64,
 }
 
-impl ClusterRoom {
+impl Node {
     pub(crate) fn new(
         node: Arc<str>,
         lease: Duration,
@@ -153,8 +153,8 @@ impl ClusterRoom {
         rooms: Arc<Rooms>,
         commands: mpsc::Sender<Command>,
         link: watch::Receiver<LinkState>,
-    ) -> ClusterRoom {
-        ClusterRoom {
+    ) -> Node {
+        Node {
             node,
             lease,
             replica: Replica::default(),
@@ -549,15 +549,8 @@ impl ClusterRoom {
         let mut full = Vec::new();
         {
             let lobby = lock(&self.lobby);
-            let mut receivers: Vec<&Arc<Inbox>> = Vec::with_capacity(2);
-            for key in [to, from] {
-                if let Some(member) = lobby.member(key) {
-                    if !receivers.iter().any(|r| Arc::ptr_eq(r, &member.inbox)) {
-                        receivers.push(&member.inbox);
-                    }
-                }
-            }
-            fan_out(receivers, frame, &mut full);
+            let receivers = [to, from].map(|key| lobby.member(key).map(|m| &m.inbox));
+            fan_out(once_each(receivers.into_iter().flatten()), frame, &mut full);
         }
         drained(full).await;
     }
@@ -641,7 +634,11 @@ impl ClusterRoom {
             }
             return;
         };
-        // Added right after its own JOIN: the newcomer gets what follows.
+        // Added right after its own JOIN: the newcomer gets its WELCOME and
+        // the NAMES as of that JOIN, then what follows.
+        let inbox = &pending.inbox;
+        inbox.push_reply(ServerFrame::Welcome(pending.name.to_string()).to_bytes());
+        inbox.push_reply(self.replica.names());
         let newcomer = Member {
             name: pending.name.clone(),
             inbox: pending.inbox.clone(),
@@ -650,7 +647,6 @@ impl ClusterRoom {
         let evicted = self.vouched.child_token();
         let welcome = Welcome {
             name: pending.name.clone(),
-            names: self.replica.names(),
             evicted: Some(evicted.clone()),
         };
         info!(user = %pending.name, users = self.replica.len(), "login");
