@@ -70,11 +70,11 @@ mod test_hook {
     use tracing_subscriber::layer::{Context, Layer};
 
     /// Whether code of `module` runs in a hub task: the hub's does, but of
-    /// the cluster's tasks only the room is the hub (not the driver, not
+    /// the cluster's tasks only the node is the hub (not the driver, not
     /// the reader).
     fn in_hub_task(module: &str) -> bool {
         match module.strip_prefix("chat_server::hub::cluster") {
-            Some(cluster) => cluster.starts_with("::room"),
+            Some(cluster) => cluster.starts_with("::node"),
             None => module.starts_with("chat_server::hub"),
         }
     }

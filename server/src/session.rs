@@ -138,7 +138,10 @@ pub async fn run<I, W>(
         user = session.user.as_ref().map(User::name),
         "connection ends"
     );
-    session.finish(end).await;
+    // Boxed: the goodbye (telling the hub, flushing, waiting for the client
+    // to close) is larger than the whole loop, and every idle user's task
+    // would otherwise carry room for it.
+    Box::pin(session.finish(end)).await;
 }
 
 struct Session<I, W> {
@@ -493,14 +496,7 @@ where
         if failed {
             return;
         }
-        // Boxed: the closing steps are rare and would otherwise enlarge every
-        // session's future.
-        Box::pin(connection::close(
-            &mut self.frames,
-            &mut self.output,
-            &mut self.out.bytes,
-        ))
-        .await;
+        connection::close(&mut self.frames, &mut self.output, &mut self.out.bytes).await;
     }
 }
 
@@ -581,4 +577,63 @@ where
 {
     let mut queue = ServerFrame::error(code, explain(code)).to_bytes().into();
     connection::close(&mut connection.frames, &mut connection.output, &mut queue).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Limits;
+
+    /// What one idle user's session costs in its task, before anything it
+    /// allocates: `docs/PERFORMANCE.md` keeps the breakdown. Not a target
+    /// to assert, since the compiler decides it; printed for the record,
+    /// and bounded so that a change that doubles it is noticed.
+    #[tokio::test]
+    async fn the_session_future_stays_small() {
+        let limits = Limits {
+            max_rooms: 10,
+            max_rooms_per_user: 10,
+            history: 10,
+        };
+        let (hub, _requests) = Hub::channels(16, limits, None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let socket = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let (read, write) = stream.split();
+        let connection = Connection::lines(read, write, socket, 4096);
+        let config = Arc::new(Config::default());
+        let mut parts = Session {
+            frames: connection.frames,
+            output: connection.output,
+            out: Outgoing::default(),
+            inbox: hub.inbox(),
+            allowance: None,
+            held_until: None,
+            user: None,
+            pending: None,
+            in_flight: None,
+            hub: hub.clone(),
+        };
+        println!("Session: {} bytes", std::mem::size_of_val(&parts));
+        println!("frames: {} bytes", std::mem::size_of_val(&parts.frames));
+        println!("Outgoing: {} bytes", std::mem::size_of_val(&parts.out));
+        let shutdown = CancellationToken::new();
+        {
+            let serve = parts.serve(&config, &shutdown);
+            println!("serve: {} bytes", std::mem::size_of_val(&serve));
+        }
+        let finish = parts.finish(End::Disconnected);
+        println!("finish: {} bytes", std::mem::size_of_val(&finish));
+        drop(finish);
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (read, write) = stream.split();
+        let connection = Connection::lines(read, write, socket, 4096);
+        let session = run(connection, addr, hub, config, CancellationToken::new());
+        let size = std::mem::size_of_val(&session);
+        println!("session future: {size} bytes");
+        assert!(size <= 2048, "the session future grew to {size} bytes");
+    }
 }

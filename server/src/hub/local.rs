@@ -62,17 +62,24 @@ impl Local {
             return;
         }
         let name: Arc<str> = name.into();
-        let mut full = Vec::new();
+        // Only this task changes who is in the lobby, so the name is still
+        // free when it is added below.
         let users = {
-            let mut lobby = lock(&self.lobby);
+            let lobby = lock(&self.lobby);
             if lobby.contains(&key) {
                 let _ = reply.send(Err(ErrorCode::NameTaken));
                 return;
             }
-            if inbox.is_closed() {
-                // The session ended while its NAME waited here.
-                return;
-            }
+            lobby.len() + 1
+        };
+        if inbox.is_closed() {
+            // The session ended while its NAME waited here.
+            return;
+        }
+        info!(user = %name, users, "login");
+        let mut full = Vec::new();
+        {
+            let mut lobby = lock(&self.lobby);
             // Everyone else hears of the newcomer; the newcomer's inbox gets
             // its WELCOME and NAMES, then what follows its JOIN.
             lobby.publish(&ServerFrame::Join(name.to_string()).to_bytes(), &mut full);
@@ -83,9 +90,7 @@ impl Local {
             lobby.add(key, member);
             inbox.push_reply(ServerFrame::Welcome(name.to_string()).to_bytes());
             inbox.push_reply(lobby.names());
-            lobby.len()
-        };
-        info!(user = %name, users, "login");
+        }
         let welcome = Welcome {
             name: name.clone(),
             evicted: None,

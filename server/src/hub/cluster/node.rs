@@ -634,6 +634,7 @@ impl Node {
             }
             return;
         };
+        info!(user = %pending.name, users = self.replica.len(), "login");
         // Added right after its own JOIN: the newcomer gets its WELCOME and
         // the NAMES as of that JOIN, then what follows.
         let inbox = &pending.inbox;
@@ -649,7 +650,6 @@ impl Node {
             name: pending.name.clone(),
             evicted: Some(evicted.clone()),
         };
-        info!(user = %pending.name, users = self.replica.len(), "login");
         if pending.reply.send(Ok(welcome)).is_ok() {
             self.local.insert(name_key(&pending.name), evicted);
         } else {
