@@ -30,9 +30,44 @@ fn return_freed_memory_at_once() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How often, at most, a worker thread that goes idle tidies its heap.
+const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Lets a worker thread that goes idle give back the pages it owns whose
+/// blocks other threads freed. mimalloc's heaps are per thread, and a block
+/// freed by another thread (a `NAMES` built by the hub and written by a
+/// session, an inbox emptied elsewhere) only returns to its page when the
+/// owner next allocates from it or collects: after a login storm an idle
+/// server kept megabytes that way. At most once a second per thread, and
+/// only when the thread has nothing to do.
+fn collect_when_idle() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    LAST.with(|last| {
+        if last.get().is_none_or(|at| now.duration_since(at) >= COLLECT_EVERY) {
+            last.set(Some(now));
+            // SAFETY: collects the calling thread's own heap; no pointers
+            // are passed.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        }
+    });
+}
+
+fn main() -> ExitCode {
     return_freed_memory_at_once();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(collect_when_idle)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => fail(format_args!("cannot start the runtime: {e}")),
+    }
+}
+
+async fn run() -> ExitCode {
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
