@@ -194,6 +194,10 @@ pub enum Tool {
         /// more (default: localhost, 127.0.0.1 and ::1).
         #[arg(long = "name", value_name = "NAME")]
         names: Vec<String>,
+        /// Replace DIR/cert.pem and DIR/key.pem if either exists; without
+        /// it, an existing pair is left alone and mkcert fails.
+        #[arg(long)]
+        force: bool,
     },
 }
 

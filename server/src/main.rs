@@ -45,8 +45,8 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init();
-    if let Some(Tool::Mkcert { out, names }) = &config.tool {
-        return match tls::mkcert(out, names) {
+    if let Some(Tool::Mkcert { out, names, force }) = &config.tool {
+        return match tls::mkcert(out, names, *force) {
             Ok((cert, key)) => {
                 println!("wrote {} and {}", cert.display(), key.display());
                 ExitCode::SUCCESS
@@ -89,11 +89,10 @@ async fn main() -> ExitCode {
         }
         Err(e) => return fail(format_args!("cannot watch for signals: {e}")),
     };
-    if let Some(certificates) = certificates {
-        match tls::reload_on_hangup(certificates) {
-            Ok(reloader) => essentials.watch([("certificate reloader", reloader)]),
-            Err(e) => return fail(format_args!("cannot watch for SIGHUP: {e}")),
-        }
+    // SIGHUP must never end the server, TLS or not (`systemctl reload`).
+    match tls::reload_on_hangup(certificates) {
+        Ok(reloader) => essentials.watch([("SIGHUP watcher", reloader)]),
+        Err(e) => return fail(format_args!("cannot watch for SIGHUP: {e}")),
     }
     let hub = match server::start_hub(&config, &shutdown) {
         Ok((hub, tasks)) => {
