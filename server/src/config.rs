@@ -248,8 +248,11 @@ impl Config {
                     .arg(arg.clone().env(None).required(false));
                 let flag = format!("--{}", arg.get_long().unwrap_or(entry.id));
                 if let Err(e) = alone.try_get_matches_from([flag, entry.text.clone()]) {
-                    let why = clap_reason(&e).unwrap_or_else(|| e.kind().to_string());
-                    return Ok(Err(file::located(path, &text, &entry.span, &why)));
+                    let place = file::Place::find(path, &text, &entry.span);
+                    let why = place.wrong_value().unwrap_or_else(|| {
+                        place.told(&clap_reason(&e).unwrap_or_else(|| e.kind().to_string()))
+                    });
+                    return Ok(Err(why));
                 }
             }
             command = command.mut_arg(entry.id, |arg| arg.default_value(entry.text.clone()));
@@ -528,62 +531,84 @@ mod tests {
     }
 
     #[test]
-    fn file_errors_name_the_file_line_and_key() {
+    fn file_errors_name_the_file_line_and_key_and_say_what_it_wants() {
         let cases = [
             (
                 "unknown",
                 "addr = \"127.0.0.1:0\"\n\nmax-client = 5\n",
-                ":3:",
-                "max-client",
-                "unknown field",
+                ":3: unknown key `max-client`; did you mean `max-clients`? the keys are \
+                 the flags' names: addr, max-line,",
             ),
             (
                 "kind",
                 "max-clients = \"many\"\n",
-                ":1:",
-                "max-clients",
-                "invalid type",
+                ":1: max-clients: expected a whole number of connections, at least 1, \
+                 like `max-clients = 10000`, not `\"many\"`",
             ),
             (
                 "range",
                 "max-line = 512\nmax-clients = 0\n",
-                ":2:",
-                "max-clients",
-                "invalid value",
+                ":2: max-clients: expected a whole number of connections, at least 1, \
+                 like `max-clients = 10000`, not `0`",
             ),
             (
                 "duration",
                 "\nidle-timeout = \"soon\"\n",
-                ":2:",
-                "idle-timeout",
-                "invalid value",
+                ":2: idle-timeout: expected a duration, as a string with a unit or a whole \
+                 number of seconds (0 for none), like `idle-timeout = \"5m\"`, not `\"soon\"`",
             ),
             (
                 "switch",
                 "limits-on-loopback = \"yes\"\n",
-                ":1:",
-                "limits-on-loopback",
-                "invalid type",
+                ":1: limits-on-loopback: expected true or false, without quotes, \
+                 like `limits-on-loopback = true`, not `\"yes\"`",
             ),
-            ("syntax", "addr = \n", ":1:", "addr", ""),
+            (
+                "syntax",
+                "addr = \n",
+                ":1: addr: expected a host:port to listen on, like \
+                 `addr = \"127.0.0.1:8000\"`, but it has no value",
+            ),
             (
                 "burst",
-                "flood-burst = 0\n",
-                ":1:",
-                "flood-burst",
-                "invalid value",
+                "flood-burst = 0 # at least one\n",
+                ":1: flood-burst: expected a whole number of frames, at least 1, \
+                 like `flood-burst = 10`, not `0`",
+            ),
+            (
+                "float",
+                "flood-rate = 2.5\n",
+                ":1: flood-rate: expected a whole number of frames a second (0 turns flood \
+                 control off), like `flood-rate = 5`, not `2.5`",
+            ),
+            (
+                "bad-float",
+                "flood-rate = 2.5.1\n",
+                ":1: flood-rate: expected a whole number of frames a second (0 turns flood \
+                 control off), like `flood-rate = 5`, not `2.5.1`",
+            ),
+            (
+                "twice",
+                "history = 5\nhistory = 6\n",
+                ":2: history is set twice; keep one",
+            ),
+            (
+                "no-key",
+                "max-clients\n",
+                ":1: expected `key = value`, like `max-clients = 10000` (TOML says:",
             ),
         ];
-        for (name, text, line, key, why) in cases {
+        for (name, text, wanted) in cases {
             let file = TempFile::new(name, text);
             let error = file.load(&[]).expect_err(name);
             let path = file.0.display().to_string();
             assert!(
-                error.starts_with(&format!("{path}{line}")),
+                error.starts_with(&format!("{path}{wanted}")),
                 "{name}: {error}"
             );
-            assert!(error.contains(&format!("key `{key}`")), "{name}: {error}");
-            assert!(error.contains(why), "{name}: {error}");
+            for unhelpful in ["expected u32", "expected nothing", "4294967295"] {
+                assert!(!error.contains(unhelpful), "{name}: {error}");
+            }
         }
         let missing = TempFile::new("missing", "");
         std::fs::remove_file(&missing.0).unwrap();
@@ -620,6 +645,11 @@ mod tests {
             let id = arg.get_id().as_str();
             if !meta.contains(&id) {
                 assert!(file::File::IDS.contains(&id), "no config key for --{id}");
+                let key = id.replace('_', "-");
+                assert!(
+                    file::WANTS.iter().any(|(k, ..)| *k == key),
+                    "no words for what `{key}` wants"
+                );
             }
         }
     }

@@ -178,7 +178,11 @@ pub fn mkcert(out: &Path, names: &[String], force: bool) -> Result<(PathBuf, Pat
                 "{} already {}; not overwriting (give --force to replace the pair, \
                  or --out another directory)",
                 existing.join(" and "),
-                if existing.len() == 1 { "exists" } else { "exist" }
+                if existing.len() == 1 {
+                    "exists"
+                } else {
+                    "exist"
+                }
             ));
         }
     }
@@ -260,7 +264,10 @@ mod tests {
         fs::write(&cert, &pem[..pem.len() / 2]).unwrap();
         let error = Certificates::load(&cert, &key).expect_err("truncated");
         assert!(
-            error.starts_with(&format!("cannot read the TLS certificate {}", cert.display())),
+            error.starts_with(&format!(
+                "cannot read the TLS certificate {}",
+                cert.display()
+            )),
             "{error}"
         );
         assert!(error.contains("-----END CERTIFICATE-----"), "{error}");
