@@ -199,6 +199,19 @@ async fn control_characters_are_bad_text_and_nothing_is_broadcast() {
     }
     alice.send_raw(b"LEAVE bye\x1b]0;title\x07\n").await;
     alice.expect_error("bad-text").await;
+    // The detail says what the character is: a bidirectional control is
+    // not called a control character.
+    alice.send("MSG invoice\u{202e}fdp.exe").await;
+    alice
+        .expect(
+            "ERROR bad-text bidirectional-override character U+202E \
+             (RIGHT-TO-LEFT OVERRIDE) is not allowed",
+        )
+        .await;
+    alice.send("MSG bell\x07").await;
+    alice
+        .expect("ERROR bad-text control character U+0007 is not allowed")
+        .await;
     let mut eve = server.connect().await;
     eve.send_raw(b"NAME ev\x1be\n").await;
     eve.expect_error("bad-text").await;
