@@ -218,9 +218,24 @@ impl Config {
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         match Config::try_load_from(&args) {
-            Ok(config) => config,
+            Ok(config) => config.and_then(Config::checked),
             Err(e) => e.exit(),
         }
+    }
+
+    /// The checks that need more than one value at a time, or that must not
+    /// go through clap, whose errors repeat the value given: a `--cluster`
+    /// URL may carry a password.
+    fn checked(self) -> Result<Config, String> {
+        if let Some(url) = &self.cluster {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                return Err(format!(
+                    "--cluster {}: {e}; expected redis://[user:password@]host[:port][/db]",
+                    redact_url(url)
+                ));
+            }
+        }
+        Ok(self)
     }
 
     /// The work of [`load_from`](Config::load_from): the outer error is
@@ -291,6 +306,39 @@ fn clap_reason(error: &clap::Error) -> Option<String> {
         Some(why) => format!("invalid value {value}: {why}"),
         None => format!("invalid value {value}"),
     })
+}
+
+/// `url` with its password, if any, replaced by `***`, for anything the
+/// server prints (logs, errors, `--print-config`): `redis://:secret@host`
+/// becomes `redis://:***@host`, and so does a bare `redis://secret@host`.
+/// A `pass` or `password` in the query (a Unix socket's URL) is hidden too.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if matches!(key, "pass" | "password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// What `--addr` needs: a `host:port` that can be listened on. Only the
@@ -377,6 +425,47 @@ mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            (
+                "redis://:s3cret@10.0.0.5:6379/2",
+                "redis://:***@10.0.0.5:6379/2",
+            ),
+            ("redis://chat:s3cret@redis", "redis://chat:***@redis"),
+            ("redis://s3cret@redis:6379", "redis://***@redis:6379"),
+            ("redis://u:p@ss:w@rd@host", "redis://u:***@host"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_bad_cluster_url_is_refused_without_its_password() {
+        let error = Config::load_from(["chat-server", "--cluster", "redis://:s3cret@host:port"])
+            .expect_err("a bad URL");
+        assert!(
+            error.starts_with("--cluster redis://:***@host:port: "),
+            "{error}"
+        );
+        assert!(!error.contains("s3cret"), "{error}");
+        let error = Config::load_from(["chat-server", "--cluster", "http://u:s3cret@host"])
+            .expect_err("not Redis");
+        assert!(!error.contains("s3cret"), "{error}");
+        Config::load_from([
+            "chat-server",
+            "--cluster",
+            "redis://:s3cret@127.0.0.1:6379/1",
+        ])
+        .expect("a good URL");
+    }
 
     #[test]
     fn durations_take_units_or_seconds() {

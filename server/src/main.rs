@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chat_server::config::Tool;
+use chat_server::config::{self, Tool};
 use chat_server::essential::Essentials;
 use chat_server::server::Listeners;
 use chat_server::status::{self, Listening};
@@ -125,7 +125,7 @@ async fn main() -> ExitCode {
     tokio::select! {
         ready = server::until_ready(&hub, &config) => if !ready {
             warn!(
-                url = config.cluster.as_deref().unwrap_or_default(),
+                url = config.cluster.as_deref().map(config::redact_url).unwrap_or_default(),
                 waited = %humantime::format_duration(config.lease),
                 "cannot reach the cluster bus; serving anyway: NAME, MSG and WHO \
                  get ERROR unavailable until it is reachable"

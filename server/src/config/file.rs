@@ -305,6 +305,7 @@ impl Place {
         let (_, what, example) = WANTS.iter().find(|(key, ..)| *key == self.key)?;
         let got = match self.value.as_str() {
             "" => "but it has no value".to_owned(),
+            value if self.key == "cluster" => format!("not `{}`", super::redact_url(value)),
             value => format!("not `{value}`"),
         };
         Some(format!(
@@ -379,7 +380,9 @@ pub(super) fn render(config: &super::Config) -> String {
         Some(number(config.max_rooms_per_user)),
     );
     put("max-rooms", Some(number(config.max_rooms)));
-    put("cluster", config.cluster.clone().map(Value::String));
+    let cluster = config.cluster.as_deref().map(super::redact_url);
+    let hidden = cluster.as_deref() != config.cluster.as_deref();
+    put("cluster", cluster.map(Value::String));
     put("node-id", config.node_id.clone().map(Value::String));
     put("lease", Some(duration(config.lease)));
     put("tls-cert", config.tls_cert.as_deref().map(path));
@@ -401,6 +404,12 @@ pub(super) fn render(config: &super::Config) -> String {
          # load them with --config. Unset options (cluster, node-id, tls-cert,\n\
          # tls-key, metrics) are left out.\n",
     );
+    if hidden {
+        out.push_str(
+            "# The password in cluster is shown as ***: put it back, or give the\n\
+             # URL with CHAT_CLUSTER instead of in the file.\n",
+        );
+    }
     out.push_str(&toml::to_string(&table).unwrap_or_default());
     if !out.ends_with('\n') {
         out.push('\n');
