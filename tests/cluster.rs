@@ -589,3 +589,47 @@ fn a_cluster_password_is_never_printed() {
     );
     assert!(!log.contains("s3cret"), "{log}");
 }
+
+/// Without `redis-server` a cluster test fails, saying how to install it,
+/// unless skipping is asked for (`CHAT_TEST_SKIP_CLUSTER=1`); then it says
+/// SKIPPED where `cargo test` shows it. Under CI it fails even then. Run
+/// on one of this suite's own tests, with a PATH where no redis-server is.
+#[test]
+fn a_cluster_test_without_redis_fails_unless_skipping_is_asked_for() {
+    use chat_tests::cluster::SKIP_CLUSTER;
+    let run = |env: &[(&str, &str)]| {
+        let output = std::process::Command::new(std::env::current_exe().expect("this test"))
+            .args(["--exact", "nodes_share_one_room_names_and_presence"])
+            .env("PATH", "/nonexistent")
+            .env_remove("CI")
+            .env_remove(SKIP_CLUSTER)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the test");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), all)
+    };
+    let (passed, output) = run(&[]);
+    assert!(!passed, "a missing redis-server passed unseen:\n{output}");
+    assert!(
+        output.contains("redis-server is not installed: install it"),
+        "{output}"
+    );
+    assert!(output.contains("CHAT_TEST_SKIP_CLUSTER=1"), "{output}");
+
+    let (passed, output) = run(&[(SKIP_CLUSTER, "1")]);
+    assert!(passed, "{output}");
+    assert!(
+        output.contains("SKIPPED nodes_share_one_room_names_and_presence: redis-server"),
+        "{output}"
+    );
+
+    let (passed, output) = run(&[(SKIP_CLUSTER, "1"), ("CI", "true")]);
+    assert!(!passed, "CI skipped a cluster test:\n{output}");
+    assert!(output.contains("CI must run the cluster tests"), "{output}");
+}
