@@ -315,9 +315,16 @@ impl TlsClient {
         assert_eq!(got, Some(code), "expected ERROR {code}, got {line:?}");
     }
 
+    /// Asserts an orderly close next: end of stream, not an error.
     pub async fn expect_closed(&mut self) {
-        if let Some(line) = self.try_recv().await {
-            panic!("expected the connection to close, got {line:?}");
+        let mut line = String::new();
+        let read = tokio::time::timeout(TIMEOUT, self.reader.read_line(&mut line))
+            .await
+            .expect("timed out waiting for the connection to close");
+        match read {
+            Ok(0) => {}
+            Ok(_) => panic!("expected the connection to close, got {line:?}"),
+            Err(e) => panic!("expected an orderly close (end of stream), got an error: {e}"),
         }
     }
 
