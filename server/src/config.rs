@@ -109,8 +109,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_rooms: usize,
 
-    /// Join a cluster: several servers pointed at one Redis form one room
-    /// (e.g. redis://127.0.0.1:6379). Without it the server needs nothing else.
+    /// Join a cluster: several servers pointed at one Redis form one server,
+    /// with one lobby and the same rooms (e.g. redis://127.0.0.1:6379).
+    /// Without it the server needs nothing else.
     #[arg(long, env = "CHAT_CLUSTER", hide_env_values = true, value_name = "URL")]
     pub cluster: Option<String>,
 

@@ -120,7 +120,7 @@ async fn main() -> ExitCode {
             Err(e) => return fail(format_args!("cannot listen on {addr} for metrics: {e}")),
         },
     };
-    // Say nothing of listening until the room can serve (cluster mode:
+    // Say nothing of listening until the hub can serve (cluster mode:
     // until this node follows the bus), or clearly give up waiting.
     tokio::select! {
         ready = server::until_ready(&hub, &config) => if !ready {
