@@ -515,3 +515,121 @@ async fn a_pipelining_sender_keeps_its_order_and_its_replies_in_place() {
         bob.expect(&format!("MSG alice {n}")).await;
     }
 }
+
+/// A `--cluster` URL's password is never printed: not by `--print-config`,
+/// not in the error for a URL that does not parse, not in the warning of
+/// a node that cannot reach its Redis. None of it needs a Redis.
+#[test]
+fn a_cluster_password_is_never_printed() {
+    use std::io::{BufRead as _, Read as _};
+    use std::process::{Command, Stdio};
+    let run = |args: &[&str]| {
+        Command::new(chat_tests::binary("chat-server"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run chat-server")
+    };
+    let printed = run(&[
+        "--cluster",
+        "redis://chat:s3cret@10.0.0.5:6379",
+        "--print-config",
+    ]);
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("cluster = \"redis://chat:***@10.0.0.5:6379\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("# The password in cluster is shown as ***"));
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+
+    let bad = run(&["--cluster", "redis://:s3cret@10.0.0.5:port"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("chat-server: --cluster redis://:***@10.0.0.5:port: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+
+    // Nothing listens on this port: the node gives up waiting after one
+    // lease, warns, and serves.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://:s3cret@127.0.0.1:{port}");
+    let mut child = Command::new(chat_tests::binary("chat-server"))
+        .args(["--addr", "127.0.0.1:0", "--lease", "1s", "--cluster", &url])
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chat-server");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read stdout");
+    assert!(first.starts_with("listening on "), "{first:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("read stderr");
+    assert!(log.contains("cannot reach the cluster bus"), "{log}");
+    assert!(
+        log.contains(&format!("redis://:***@127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret"), "{log}");
+}
+
+/// Without `redis-server` a cluster test fails, saying how to install it,
+/// unless skipping is asked for (`CHAT_TEST_SKIP_CLUSTER=1`); then it says
+/// SKIPPED where `cargo test` shows it. Under CI it fails even then. Run
+/// on one of this suite's own tests, with a PATH where no redis-server is.
+#[test]
+fn a_cluster_test_without_redis_fails_unless_skipping_is_asked_for() {
+    use chat_tests::cluster::SKIP_CLUSTER;
+    let run = |env: &[(&str, &str)]| {
+        let output = std::process::Command::new(std::env::current_exe().expect("this test"))
+            .args(["--exact", "nodes_share_one_room_names_and_presence"])
+            .env("PATH", "/nonexistent")
+            .env_remove("CI")
+            .env_remove(SKIP_CLUSTER)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run the test");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), all)
+    };
+    let (passed, output) = run(&[]);
+    assert!(!passed, "a missing redis-server passed unseen:\n{output}");
+    assert!(
+        output.contains("redis-server is not installed: install it"),
+        "{output}"
+    );
+    assert!(output.contains("CHAT_TEST_SKIP_CLUSTER=1"), "{output}");
+
+    let (passed, output) = run(&[(SKIP_CLUSTER, "1")]);
+    assert!(passed, "{output}");
+    assert!(
+        output.contains("SKIPPED nodes_share_one_room_names_and_presence: redis-server"),
+        "{output}"
+    );
+
+    let (passed, output) = run(&[(SKIP_CLUSTER, "1"), ("CI", "true")]);
+    assert!(!passed, "CI skipped a cluster test:\n{output}");
+    assert!(output.contains("CI must run the cluster tests"), "{output}");
+}

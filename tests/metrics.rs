@@ -188,3 +188,56 @@ async fn readiness_follows_the_cluster_bus() {
     assert!(sample(&text, "chat_bus_round_trip_seconds") > 0.0);
     sample(&text, "chat_bus_stream_lag");
 }
+
+/// `chat_bus_stream_lag` after Redis restarts empty: an idle node reads the
+/// new stream from its first entry, and its lag must be reckoned on that
+/// stream. It used to keep the old stream's last append, less what it had
+/// read of the new one, until its own next message.
+#[tokio::test]
+async fn stream_lag_is_right_on_an_idle_node_after_a_redis_restart() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let cluster = ["--cluster", &url, "--lease", "2s"];
+    let quiet = Running::start(&[&cluster[..], &["--metrics", "127.0.0.1:0"]].concat());
+    let busy = Running::start(&cluster);
+    let http = quiet.metrics_addr.expect("a metrics address");
+    let mut alice = Client::connect(quiet.addr).await;
+    alice.login("alice").await;
+    for n in 0..30 {
+        alice.send(&format!("MSG before {n}")).await;
+        alice.expect(&format!("MSG alice before {n}")).await;
+    }
+    let lag = || async { sample(&get(http, "/metrics").await.2, "chat_bus_stream_lag") };
+    assert_eq!(lag().await, 0.0, "alice has read back all she sent");
+
+    redis.restart();
+    // bob, on the other node, talks on the new stream; alice only reads.
+    let deadline = Instant::now() + 3 * TIMEOUT;
+    let mut bob = loop {
+        let mut bob = Client::connect(busy.addr).await;
+        bob.send("NAME bob").await;
+        match bob.recv().await.as_str() {
+            "WELCOME bob" => break bob,
+            other => assert!(other.starts_with("ERROR unavailable"), "{other}"),
+        }
+        assert!(Instant::now() < deadline, "bob never logged in");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    bob.recv().await;
+    loop {
+        bob.send("MSG after the restart").await;
+        match bob.recv().await.as_str() {
+            "MSG bob after the restart" => break,
+            other => assert!(other.starts_with("ERROR unavailable"), "{other}"),
+        }
+        assert!(Instant::now() < deadline, "bob never spoke");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    alice.recv_until("MSG bob after the restart").await;
+    // The quiet node has read everything on the new stream and appended
+    // nothing to it.
+    assert_eq!(lag().await, 0.0);
+}

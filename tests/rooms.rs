@@ -309,7 +309,7 @@ async fn topic_is_set_by_a_member_asked_for_and_replaced_never_cleared() {
     );
     assert_eq!(alice.request("TOPIC #r").await, ["TOPIC #r bob  second  "]);
     // The setter leaving does not take the topic away.
-    bob.request("PART #r").await;
+    assert_eq!(bob.request("PART #r").await, ["LEAVE #r bob"]);
     alice.barrier().await;
     assert_eq!(alice.request("TOPIC #r").await, ["TOPIC #r bob  second  "]);
     bob.barrier().await;
@@ -362,8 +362,8 @@ async fn rooms_lists_every_room_with_its_count_sorted_like_names() {
     bob.barrier().await;
     alice.barrier().await;
     assert_eq!(alice.request("ROOMS").await, ["ROOMS #A 1 #a.b 1"]);
-    alice.request("PART #a").await;
-    alice.request("PART #a.b").await;
+    assert_eq!(alice.request("PART #a").await, ["LEAVE #A alice"]);
+    assert_eq!(alice.request("PART #a.b").await, ["LEAVE #a.b alice"]);
     assert_eq!(alice.request("ROOMS").await, ["ROOMS"]);
 }
 
@@ -378,13 +378,21 @@ async fn room_history_is_oldest_first_with_utc_millisecond_times() {
     let mut bob = member(&server, "bob", &["#r"]).await;
     alice.barrier().await;
     let before = now_millis();
-    for (who, text) in [
-        ("alice", "one"),
-        ("bob", " two  spaced "),
-        ("alice", "three\tx"),
+    for (who, text, answer) in [
+        ("alice", "one", &["SAY #r alice one"][..]),
+        (
+            "bob",
+            " two  spaced ",
+            &["SAY #r alice one", "SAY #r bob  two  spaced "],
+        ),
+        (
+            "alice",
+            "three\tx",
+            &["SAY #r bob  two  spaced ", "SAY #r alice three\tx"],
+        ),
     ] {
         let sender = if who == "alice" { &mut alice } else { &mut bob };
-        sender.request(&format!("SAY #r {text}")).await;
+        assert_eq!(sender.request(&format!("SAY #r {text}")).await, answer);
     }
     let after = now_millis();
     bob.barrier().await;
@@ -422,15 +430,41 @@ async fn lobby_history_holds_the_lobbys_msgs_only() {
     let mut bob = member(&server, "bob", &["#r"]).await;
     alice.barrier().await;
     let before = now_millis();
-    alice.request("MSG  first  lobby ").await;
-    alice.request("SAY #r in a room").await;
-    bob.request("TELL alice a secret").await;
-    bob.request("TOPIC #r a topic").await;
-    bob.request("MSG second").await;
+    assert_eq!(
+        alice.request("MSG  first  lobby ").await,
+        ["MSG alice  first  lobby "]
+    );
+    assert_eq!(
+        alice.request("SAY #r in a room").await,
+        ["SAY #r alice in a room"]
+    );
+    assert_eq!(
+        bob.request("TELL alice a secret").await,
+        [
+            "MSG alice  first  lobby ",
+            "SAY #r alice in a room",
+            "TELL bob alice a secret"
+        ]
+    );
+    assert_eq!(
+        bob.request("TOPIC #r a topic").await,
+        ["TOPIC #r bob a topic"]
+    );
+    assert_eq!(bob.request("MSG second").await, ["MSG bob second"]);
     let mut carol = server.user("carol").await;
     carol.send("LEAVE").await;
     carol.expect("BYE").await;
-    alice.request("PART #r bye").await;
+    assert_eq!(
+        alice.request("PART #r bye").await,
+        [
+            "TELL bob alice a secret",
+            "TOPIC #r bob a topic",
+            "MSG bob second",
+            "JOIN carol",
+            "LEAVE carol",
+            "LEAVE #r alice bye"
+        ]
+    );
     let after = now_millis();
     bob.barrier().await;
     alice.barrier().await;
@@ -465,8 +499,14 @@ async fn tells_are_not_kept() {
     let server = Server::start(&[]);
     let mut alice = member(&server, "alice", &["#r"]).await;
     let mut bob = member(&server, "bob", &["#r"]).await;
-    alice.request("TELL bob secret").await;
-    alice.request("TELL alice self").await;
+    assert_eq!(
+        alice.request("TELL bob secret").await,
+        ["JOIN bob", "JOIN #r bob", "TELL alice bob secret"]
+    );
+    assert_eq!(
+        alice.request("TELL alice self").await,
+        ["TELL alice alice self"]
+    );
     bob.barrier().await;
     assert_eq!(alice.request("HISTORY").await, ["HISTORY 0"]);
     assert_eq!(bob.request("HISTORY #r").await, ["HISTORY #r 0"]);
@@ -503,16 +543,28 @@ async fn history_count_is_capped_at_the_history_flag() {
     let server = Server::start(&["--history", "5"]);
     let mut alice = member(&server, "alice", &["#r"]).await;
     for n in 0..3 {
-        alice.request(&format!("MSG m{n}")).await;
-        alice.request(&format!("SAY #r s{n}")).await;
+        assert_eq!(
+            alice.request(&format!("MSG m{n}")).await,
+            [format!("MSG alice m{n}")]
+        );
+        assert_eq!(
+            alice.request(&format!("SAY #r s{n}")).await,
+            [format!("SAY #r alice s{n}")]
+        );
     }
     assert_eq!(
         texts(&history(&mut alice, "HISTORY 10", None).await),
         ["m0", "m1", "m2"]
     );
     for n in 3..8 {
-        alice.request(&format!("MSG m{n}")).await;
-        alice.request(&format!("SAY #r s{n}")).await;
+        assert_eq!(
+            alice.request(&format!("MSG m{n}")).await,
+            [format!("MSG alice m{n}")]
+        );
+        assert_eq!(
+            alice.request(&format!("SAY #r s{n}")).await,
+            [format!("SAY #r alice s{n}")]
+        );
     }
     let five = ["m3", "m4", "m5", "m6", "m7"];
     assert_eq!(texts(&history(&mut alice, "HISTORY", None).await), five);
@@ -532,8 +584,8 @@ async fn history_count_is_capped_at_the_history_flag() {
 async fn history_zero_keeps_nothing() {
     let server = Server::start(&["--history", "0"]);
     let mut alice = member(&server, "alice", &["#r"]).await;
-    alice.request("MSG m").await;
-    alice.request("SAY #r s").await;
+    assert_eq!(alice.request("MSG m").await, ["MSG alice m"]);
+    assert_eq!(alice.request("SAY #r s").await, ["SAY #r alice s"]);
     assert_eq!(alice.request("HISTORY").await, ["HISTORY 0"]);
     assert_eq!(alice.request("HISTORY 5").await, ["HISTORY 0"]);
     assert_eq!(alice.request("HISTORY #r").await, ["HISTORY #r 0"]);
@@ -628,9 +680,22 @@ async fn a_room_is_forgotten_with_its_topic_and_history_when_its_last_member_par
     let server = Server::start(&[]);
     let mut alice = member(&server, "alice", &["#r"]).await;
     let mut bob = member(&server, "bob", &["#r"]).await;
-    alice.request("TOPIC #r old topic").await;
-    alice.request("SAY #r old words").await;
-    bob.request("PART #r").await;
+    assert_eq!(
+        alice.request("TOPIC #r old topic").await,
+        ["JOIN bob", "JOIN #r bob", "TOPIC #r alice old topic"]
+    );
+    assert_eq!(
+        alice.request("SAY #r old words").await,
+        ["SAY #r alice old words"]
+    );
+    assert_eq!(
+        bob.request("PART #r").await,
+        [
+            "TOPIC #r alice old topic",
+            "SAY #r alice old words",
+            "LEAVE #r bob"
+        ]
+    );
     // Still there with one member: topic and history kept.
     assert_eq!(
         bob.request("JOIN #r").await,
@@ -640,8 +705,16 @@ async fn a_room_is_forgotten_with_its_topic_and_history_when_its_last_member_par
         texts(&history(&mut bob, "HISTORY #r", Some("#r")).await),
         ["old words"]
     );
-    bob.request("PART #r").await;
-    alice.request("PART #r").await;
+    assert_eq!(bob.request("PART #r").await, ["LEAVE #r bob"]);
+    assert_eq!(
+        alice.request("PART #r").await,
+        [
+            "LEAVE #r bob",
+            "JOIN #r bob",
+            "LEAVE #r bob",
+            "LEAVE #r alice"
+        ]
+    );
     assert_eq!(bob.request("ROOMS").await, ["ROOMS"]);
     assert_eq!(bob.request("WHO #r").await, ["NAMES #r"]);
     assert_eq!(bob.request("JOIN #r").await, ["NAMES #r bob"]);
@@ -659,9 +732,18 @@ async fn leaving_the_server_leaves_every_room(how: &str) {
     let server = Server::start(&[]);
     let mut bob = member(&server, "bob", &["#a", "#b"]).await;
     let mut alice = member(&server, "alice", &["#a", "#b", "#c"]).await;
-    alice.request("TOPIC #c mine").await;
-    alice.request("SAY #c mine too").await;
-    alice.request("SAY #a last words").await;
+    assert_eq!(
+        alice.request("TOPIC #c mine").await,
+        ["TOPIC #c alice mine"]
+    );
+    assert_eq!(
+        alice.request("SAY #c mine too").await,
+        ["SAY #c alice mine too"]
+    );
+    assert_eq!(
+        alice.request("SAY #a last words").await,
+        ["SAY #a alice last words"]
+    );
     assert_eq!(
         bob.barrier().await,
         [
@@ -895,7 +977,10 @@ async fn bad_or_missing_rooms_are_bad_room() {
 async fn not_in_room_for_say_part_topic_and_history() {
     let server = Server::start(&[]);
     let mut alice = member(&server, "alice", &["#r"]).await;
-    alice.request("TOPIC #r kept").await;
+    assert_eq!(
+        alice.request("TOPIC #r kept").await,
+        ["TOPIC #r alice kept"]
+    );
     let mut bob = server.user("bob").await;
     alice.barrier().await;
     refused(
@@ -924,8 +1009,8 @@ async fn not_in_room_for_say_part_topic_and_history() {
     assert_eq!(alice.request("TOPIC #r").await, ["TOPIC #r alice kept"]);
     assert_eq!(alice.request("HISTORY #r").await, ["HISTORY #r 0"]);
     // After PART one is not in it any more.
-    alice.request("JOIN #s").await;
-    alice.request("PART #s").await;
+    assert_eq!(alice.request("JOIN #s").await, ["NAMES #s alice"]);
+    assert_eq!(alice.request("PART #s").await, ["LEAVE #s alice"]);
     refused(
         &mut alice,
         "not-in-room",
@@ -1018,7 +1103,7 @@ async fn say_and_tell_without_text_are_empty_message_even_for_a_non_member() {
 async fn history_counts_must_be_numbers_from_one_and_nothing_more() {
     let server = Server::start(&[]);
     let mut alice = member(&server, "alice", &["#r"]).await;
-    alice.request("MSG kept").await;
+    assert_eq!(alice.request("MSG kept").await, ["MSG alice kept"]);
     refused(
         &mut alice,
         "bad-count",
@@ -1052,7 +1137,10 @@ async fn control_characters_in_any_v2_text_are_bad_text_and_win_over_everything(
     let server = Server::start(&[]);
     let mut alice = member(&server, "alice", &["#r"]).await;
     let mut bob = member(&server, "bob", &["#r"]).await;
-    alice.request("TOPIC #r clean").await;
+    assert_eq!(
+        alice.request("TOPIC #r clean").await,
+        ["JOIN bob", "JOIN #r bob", "TOPIC #r alice clean"]
+    );
     bob.barrier().await;
     let c1 = "SAY #r c1\u{85}x\n";
     refused_raw(
@@ -1131,7 +1219,7 @@ async fn too_many_rooms_per_user_and_the_lobby_does_not_count() {
     bob.expect_quiet().await;
     assert_eq!(alice.request("ROOMS").await, ["ROOMS #a 1 #b 1 #c 1"]);
     assert_eq!(alice.request("WHO #c").await, ["NAMES #c bob"]);
-    alice.request("PART #a").await;
+    assert_eq!(alice.request("PART #a").await, ["LEAVE #a alice"]);
     assert_eq!(alice.request("JOIN #c").await, ["NAMES #c alice bob"]);
     assert_eq!(bob.barrier().await, ["JOIN #c alice"]);
     // Others are limited on their own count.
@@ -1143,7 +1231,10 @@ async fn one_room_per_user_is_one_besides_the_lobby() {
     let server = Server::start(&["--max-rooms-per-user", "1", "--max-rooms", "1"]);
     let mut alice = server.user("alice").await;
     assert_eq!(alice.request("JOIN #a").await, ["NAMES #a alice"]);
-    alice.request("MSG lobby still works").await;
+    assert_eq!(
+        alice.request("MSG lobby still works").await,
+        ["MSG alice lobby still works"]
+    );
     refused(&mut alice, "too-many-rooms", &["JOIN #b"]).await;
 }
 
@@ -1161,8 +1252,14 @@ async fn too_many_rooms_in_all_refuses_new_rooms_only() {
     assert_eq!(carol.request("JOIN #A").await, ["NAMES #a alice carol"]);
     assert_eq!(carol.request("JOIN #b").await, ["NAMES #b bob carol"]);
     // Once a room is forgotten there is space again.
-    bob.request("PART #b").await;
-    carol.request("PART #b").await;
+    assert_eq!(
+        bob.request("PART #b").await,
+        ["JOIN #b carol", "LEAVE #b bob"]
+    );
+    assert_eq!(
+        carol.request("PART #b").await,
+        ["LEAVE #b bob", "LEAVE #b carol"]
+    );
     assert_eq!(carol.request("JOIN #c").await, ["NAMES #c carol"]);
     refused(&mut bob, "too-many-rooms", &["JOIN #d"]).await;
     drop(carol);
@@ -1216,12 +1313,21 @@ async fn a_non_member_never_sees_a_rooms_frames() {
     let mut alice = member(&server, "alice", &["#r"]).await;
     outsider.barrier().await;
     let mut bob = server.user("bob").await;
-    bob.request("JOIN #r").await;
-    alice.request("SAY #r hi").await;
-    alice.request("TOPIC #r t").await;
-    bob.request("SAY #r yo").await;
-    bob.request("PART #r bye").await;
-    alice.request("PART #r").await;
+    assert_eq!(bob.request("JOIN #r").await, ["NAMES #r alice bob"]);
+    assert_eq!(
+        alice.request("SAY #r hi").await,
+        ["JOIN bob", "JOIN #r bob", "SAY #r alice hi"]
+    );
+    assert_eq!(alice.request("TOPIC #r t").await, ["TOPIC #r alice t"]);
+    assert_eq!(
+        bob.request("SAY #r yo").await,
+        ["SAY #r alice hi", "TOPIC #r alice t", "SAY #r bob yo"]
+    );
+    assert_eq!(bob.request("PART #r bye").await, ["LEAVE #r bob bye"]);
+    assert_eq!(
+        alice.request("PART #r").await,
+        ["SAY #r bob yo", "LEAVE #r bob bye", "LEAVE #r alice"]
+    );
     assert_eq!(outsider.barrier().await, ["JOIN bob"]);
 }
 
@@ -1232,23 +1338,50 @@ async fn a_version_1_client_sees_exactly_version_1_frames() {
     let mut alice = server.user("alice").await;
     let mut bob = server.user("bob").await;
     alice.barrier().await;
-    alice.request("JOIN #r").await;
-    bob.request("JOIN #r").await;
-    alice.request("SAY #r hi bob").await;
-    bob.request("TELL alice psst").await;
-    alice.request("TELL alice self").await;
-    alice.request("TOPIC #r t").await;
-    alice.request("MSG hello all").await;
-    bob.request("PART #r bye").await;
-    bob.request("JOIN #s").await;
-    bob.request("SAY #s alone").await;
-    alice.request("HISTORY #r").await;
-    alice.request("ROOMS").await;
-    alice.request("WHO #r").await;
+    assert_eq!(alice.request("JOIN #r").await, ["NAMES #r alice"]);
+    assert_eq!(bob.request("JOIN #r").await, ["NAMES #r alice bob"]);
+    assert_eq!(
+        alice.request("SAY #r hi bob").await,
+        ["JOIN #r bob", "SAY #r alice hi bob"]
+    );
+    assert_eq!(
+        bob.request("TELL alice psst").await,
+        ["SAY #r alice hi bob", "TELL bob alice psst"]
+    );
+    assert_eq!(
+        alice.request("TELL alice self").await,
+        ["TELL bob alice psst", "TELL alice alice self"]
+    );
+    assert_eq!(alice.request("TOPIC #r t").await, ["TOPIC #r alice t"]);
+    assert_eq!(
+        alice.request("MSG hello all").await,
+        ["MSG alice hello all"]
+    );
+    assert_eq!(
+        bob.request("PART #r bye").await,
+        [
+            "TOPIC #r alice t",
+            "MSG alice hello all",
+            "LEAVE #r bob bye"
+        ]
+    );
+    assert_eq!(bob.request("JOIN #s").await, ["NAMES #s bob"]);
+    assert_eq!(bob.request("SAY #s alone").await, ["SAY #s bob alone"]);
+    let said = alice.request("HISTORY #r").await;
+    assert_eq!(said[..2], ["LEAVE #r bob bye", "HISTORY #r 1"]);
+    assert!(
+        said.len() == 3 && said[2].starts_with("HIST #r ") && said[2].ends_with(" alice hi bob"),
+        "{said:?}"
+    );
+    assert_eq!(alice.request("ROOMS").await, ["ROOMS #r 1 #s 1"]);
+    assert_eq!(alice.request("WHO #r").await, ["NAMES #r alice"]);
     bob.send("LEAVE later").await;
     bob.expect("BYE").await;
     let mut carol = member(&server, "carol", &["#r"]).await;
-    carol.request("SAY #r from carol").await;
+    assert_eq!(
+        carol.request("SAY #r from carol").await,
+        ["SAY #r carol from carol"]
+    );
     drop(carol);
     let seen = old.recv_until("LEAVE carol").await;
     assert_eq!(
@@ -1740,7 +1873,7 @@ async fn cluster_rooms_tell_and_history_are_cluster_wide() {
     assert_eq!(bob.request("WHO #r").await, ["NAMES #r alice bob"]);
     let said = history(&mut alice, "HISTORY #r", Some("#r")).await;
     assert_eq!(texts(&said), ["hi"]);
-    bob.request("MSG lobby").await;
+    assert_eq!(bob.request("MSG lobby").await, ["MSG bob lobby"]);
     alice.expect("MSG bob lobby").await;
     let said = history(&mut alice, "HISTORY", None).await;
     assert_eq!(texts(&said), ["lobby"]);
@@ -1753,10 +1886,13 @@ async fn a_rooms_history_keeps_what_departed_members_said() {
     let server = Server::start(&[]);
     let mut alice = member(&server, "Alice", &["#r"]).await;
     let mut bob = member(&server, "bob", &["#r"]).await;
-    alice.request("SAY #r before parting").await;
-    alice.request("PART #r").await;
+    assert_eq!(
+        alice.request("SAY #r before parting").await,
+        ["JOIN bob", "JOIN #r bob", "SAY #r Alice before parting"]
+    );
+    assert_eq!(alice.request("PART #r").await, ["LEAVE #r Alice"]);
     let mut carol = member(&server, "carol", &["#r"]).await;
-    carol.request("SAY #r after").await;
+    assert_eq!(carol.request("SAY #r after").await, ["SAY #r carol after"]);
     carol.send("LEAVE").await;
     carol.expect("BYE").await;
     bob.recv_until("LEAVE carol").await;
@@ -1774,7 +1910,10 @@ async fn shutdown_closes_room_members_without_room_leaves() {
     let mut server = Server::start(&[]);
     let mut alice = member(&server, "alice", &["#r", "#s"]).await;
     let mut bob = member(&server, "bob", &["#r", "#s"]).await;
-    alice.request("TOPIC #r t").await;
+    assert_eq!(
+        alice.request("TOPIC #r t").await,
+        ["JOIN bob", "JOIN #r bob", "JOIN #s bob", "TOPIC #r alice t"]
+    );
     bob.barrier().await;
     server.signal(libc::SIGTERM);
     for (name, client) in [("alice", &mut alice), ("bob", &mut bob)] {

@@ -199,6 +199,19 @@ async fn control_characters_are_bad_text_and_nothing_is_broadcast() {
     }
     alice.send_raw(b"LEAVE bye\x1b]0;title\x07\n").await;
     alice.expect_error("bad-text").await;
+    // The detail says what the character is: a bidirectional control is
+    // not called a control character.
+    alice.send("MSG invoice\u{202e}fdp.exe").await;
+    alice
+        .expect(
+            "ERROR bad-text bidirectional-override character U+202E \
+             (RIGHT-TO-LEFT OVERRIDE) is not allowed",
+        )
+        .await;
+    alice.send("MSG bell\x07").await;
+    alice
+        .expect("ERROR bad-text control character U+0007 is not allowed")
+        .await;
     let mut eve = server.connect().await;
     eve.send_raw(b"NAME ev\x1be\n").await;
     eve.expect_error("bad-text").await;
@@ -743,4 +756,53 @@ async fn a_panic_in_the_hub_ends_the_process_with_a_failure() {
         stderr.contains("the hub task panicked: injected by CHAT_TEST_PANIC_HUB"),
         "{stderr}"
     );
+}
+
+/// A bad `--config` file stops the server before it listens, with one
+/// line a person can act on: the file and line, the key, what it wants
+/// with an example, and what it got; not serde's "expected u32" or clap's
+/// "0 is not in 1..=4294967295".
+#[test]
+fn a_bad_config_file_says_which_key_and_what_it_wants() {
+    let dir = std::env::temp_dir().join(format!("chat-tests-{}-config", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let cases = [
+        (
+            "flood-rate = 2.5\n",
+            ":1: flood-rate: expected a whole number of frames a second (0 turns flood control \
+             off), like `flood-rate = 5`, not `2.5`",
+        ),
+        (
+            "addr = \"127.0.0.1:0\"\nmax-clients = 0\n",
+            ":2: max-clients: expected a whole number of connections, at least 1, like \
+             `max-clients = 10000`, not `0`",
+        ),
+        (
+            "# limits\nlogin-timeout = \"soon\"\n",
+            ":2: login-timeout: expected a duration longer than zero, as a string with a unit or \
+             a whole number of seconds, like `login-timeout = \"30s\"`, not `\"soon\"`",
+        ),
+        (
+            "max_clients = 5\n",
+            ":1: unknown key `max_clients`; did you mean `max-clients`?",
+        ),
+    ];
+    for (n, (text, wanted)) in cases.into_iter().enumerate() {
+        let path = dir.join(format!("bad-{n}.toml"));
+        std::fs::write(&path, text).expect("write the config file");
+        let output = std::process::Command::new(chat_tests::binary("chat-server"))
+            .arg("--config")
+            .arg(&path)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run chat-server");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{text:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "it started: {text:?}");
+        let expected = format!("chat-server: {}{wanted}", path.display());
+        assert!(stderr.starts_with(&expected), "{text:?}:\n{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

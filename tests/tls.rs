@@ -167,6 +167,79 @@ async fn sighup_swaps_the_certificate_without_dropping_anyone() {
     assert!(server.alive());
 }
 
+/// A truncated certificate (a renewal copied in part) is refused on
+/// SIGHUP with a sentence that names the file and says what is wrong, not
+/// the parser's bytes; the pair in use is kept.
+#[tokio::test]
+async fn a_truncated_certificate_on_sighup_is_logged_in_words() {
+    let scratch = Scratch::new("truncated");
+    let pair = Pair::generate();
+    let (cert, key) = pair.write(&scratch.0);
+    let mut server = Running::logged(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let connector = trusting(&[&pair.der]);
+    let mut alice = TlsClient::connect(server.tls_addr(), &connector).await;
+    alice.login("alice").await;
+    let renewed = Pair::generate().cert_pem;
+    std::fs::write(&cert, &renewed[..renewed.len() / 2]).unwrap();
+    server.signal(libc::SIGHUP);
+    let line = server.until_logged("SIGHUP");
+    assert!(
+        line.contains(&format!(
+            "SIGHUP: cannot read the TLS certificate {}: it stops in the middle of a PEM block, \
+             without its closing line -----END CERTIFICATE-----",
+            cert.display()
+        )),
+        "{line}"
+    );
+    assert!(
+        line.ends_with("keeping the TLS certificate and key in use"),
+        "{line}"
+    );
+    assert!(!line.contains("[45, 45"), "bytes in the log: {line}");
+    alice.send("PING after").await;
+    alice.expect("PONG after").await;
+    let again = TlsClient::connect(server.tls_addr(), &connector).await;
+    assert_eq!(again.presented, pair.der, "the pair in use is kept");
+}
+
+/// Without TLS there is nothing to reload: SIGHUP (`systemctl reload`) is
+/// logged as such and changes nothing. It used to kill the server (exit
+/// 129) and cut everyone off without `ERROR shutting-down`.
+#[tokio::test]
+async fn sighup_without_tls_reloads_nothing_and_drops_nobody() {
+    let mut server = Running::logged(&[]);
+    let mut alice = Client::connect(server.addr).await;
+    alice.login("alice").await;
+    let mut bob = Client::connect(server.addr).await;
+    bob.login("bob").await;
+    alice.expect("JOIN bob").await;
+    for _ in 0..2 {
+        server.signal(libc::SIGHUP);
+        let line = server.until_logged("SIGHUP");
+        assert!(line.contains("SIGHUP: nothing to reload"), "{line}");
+        alice.send("MSG still here").await;
+        alice.expect("MSG alice still here").await;
+        bob.expect("MSG alice still here").await;
+        assert!(server.alive());
+    }
+    let mut carol = Client::connect(server.addr).await;
+    assert_eq!(carol.login("carol").await, ["alice", "bob", "carol"]);
+    alice.expect("JOIN carol").await;
+    bob.expect("JOIN carol").await;
+    // It still stops as it should, telling everyone.
+    let status = server.stop();
+    assert!(status.success(), "exit status {status}");
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.expect_error("shutting-down").await;
+        client.expect_closed().await;
+    }
+}
+
 #[tokio::test]
 async fn a_handshake_that_never_comes_is_closed_at_the_login_timeout() {
     let scratch = Scratch::new("slow");
@@ -203,6 +276,61 @@ fn a_tls_setup_that_cannot_work_stops_the_server_at_start() {
     let (code, stderr) = start_fails(&["--tls-cert", key, "--tls-key", key]);
     assert_ne!(code, Some(0));
     assert!(stderr.contains("no certificate"), "{stderr}");
+}
+
+/// Runs `chat-server mkcert --out dir` with `extra` flags: its exit code
+/// and stderr.
+fn mkcert(dir: &std::path::Path, extra: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(binary("chat-server"))
+        .args(["mkcert", "--out"])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mkcert");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// mkcert never overwrites a key by surprise: an existing `cert.pem` or
+/// `key.pem` is refused, with what to do, unless `--force` is given.
+#[test]
+fn mkcert_refuses_to_overwrite_a_pair_unless_forced() {
+    let scratch = Scratch::new("mkcert-force");
+    let (cert, key) = (scratch.path("cert.pem"), scratch.path("key.pem"));
+    assert_eq!(mkcert(&scratch.0, &[]).0, Some(0));
+    let first = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
+
+    let (code, stderr) = mkcert(&scratch.0, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} and {} already exist; not overwriting (give --force",
+            cert.display(),
+            key.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&cert).unwrap(), first.0);
+    assert_eq!(std::fs::read(&key).unwrap(), first.1);
+
+    // Either file alone is enough to refuse, and nothing is written.
+    std::fs::remove_file(&cert).unwrap();
+    let (code, stderr) = mkcert(&scratch.0, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} already exists;", key.display())),
+        "{stderr}"
+    );
+    assert!(!cert.exists());
+    assert_eq!(std::fs::read(&key).unwrap(), first.1);
+
+    let (code, stderr) = mkcert(&scratch.0, &["--force"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_ne!(std::fs::read(&key).unwrap(), first.1, "a new key");
+    assert!(cert.exists());
 }
 
 #[test]

@@ -4,7 +4,9 @@ use std::fmt;
 use std::num::NonZeroU64;
 
 use crate::error::ErrorCode;
-use crate::text::{forbidden_char, is_blank, is_valid_name, is_valid_room};
+use crate::text::{
+    forbidden_char, forbidden_char_description, is_blank, is_valid_name, is_valid_room,
+};
 
 /// The verbs a client may send. The server matches them case-insensitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,7 +186,7 @@ impl ClientFrame {
         };
         let rest = rest.unwrap_or("");
         if let Some(c) = forbidden_char(rest) {
-            let detail = format!("control character U+{:04X} is not allowed", c as u32);
+            let detail = format!("{} is not allowed", forbidden_char_description(c));
             return Err(Rejection::new(ErrorCode::BadText, Some(verb), detail));
         }
         Self::parse_arguments(verb, rest)
@@ -434,6 +436,23 @@ mod tests {
         assert_eq!(code("MSG \u{9b}31m"), ErrorCode::BadText);
         assert_eq!(code("MSG evil\u{202e}txt"), ErrorCode::BadText);
         assert_eq!(code("PING \0"), ErrorCode::BadText);
+    }
+
+    #[test]
+    fn bad_text_details_call_bidi_controls_what_they_are() {
+        let detail = |line: &str| ClientFrame::parse(line).unwrap_err().detail;
+        assert_eq!(
+            detail("MSG evil\u{202e}txt"),
+            "bidirectional-override character U+202E (RIGHT-TO-LEFT OVERRIDE) is not allowed"
+        );
+        assert_eq!(
+            detail("SAY #r a\u{2067}b"),
+            "bidirectional-isolate character U+2067 (RIGHT-TO-LEFT ISOLATE) is not allowed"
+        );
+        assert_eq!(
+            detail("MSG \x1b[2J"),
+            "control character U+001B is not allowed"
+        );
     }
 
     #[test]

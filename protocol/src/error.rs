@@ -24,7 +24,8 @@ pub enum ErrorCode {
     UnknownCommand,
     /// `MSG` without text, or with spaces only.
     EmptyMessage,
-    /// A control character (other than TAB) in a text or a name.
+    /// A forbidden character in a text or a name: a control character
+    /// other than TAB, or a bidirectional embedding, override or isolate.
     BadText,
     /// The frame was longer than the line limit; the rest of it was discarded.
     LineTooLong,

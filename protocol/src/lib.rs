@@ -16,8 +16,8 @@ pub use error::{ErrorCode, UnknownErrorCode};
 pub use server_frame::{MalformedFrame, ServerFrame};
 pub use server_frame_ref::{NameList, RoomList, ServerFrameRef};
 pub use text::{
-    forbidden_char, is_blank, is_valid_name, is_valid_room, name_key, room_key, MAX_NAME_LEN,
-    MAX_ROOM_LEN,
+    forbidden_char, forbidden_char_description, is_blank, is_valid_name, is_valid_room, name_key,
+    room_key, MAX_NAME_LEN, MAX_ROOM_LEN,
 };
 pub use time::{BadTimestamp, Timestamp};
 

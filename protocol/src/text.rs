@@ -17,6 +17,30 @@ pub fn forbidden_char(s: &str) -> Option<char> {
     s.chars().find(|&c| is_forbidden(c))
 }
 
+/// What a forbidden character is, for a `bad-text` detail: a control
+/// character is called one, a bidirectional control by its own kind and
+/// name (`bidirectional-override character U+202E (RIGHT-TO-LEFT
+/// OVERRIDE)`), so that whoever pasted it learns what to look for.
+pub fn forbidden_char_description(c: char) -> String {
+    let code = c as u32;
+    let bidi = match c {
+        '\u{202a}' => Some(("embedding", "LEFT-TO-RIGHT EMBEDDING")),
+        '\u{202b}' => Some(("embedding", "RIGHT-TO-LEFT EMBEDDING")),
+        '\u{202c}' => Some(("formatting", "POP DIRECTIONAL FORMATTING")),
+        '\u{202d}' => Some(("override", "LEFT-TO-RIGHT OVERRIDE")),
+        '\u{202e}' => Some(("override", "RIGHT-TO-LEFT OVERRIDE")),
+        '\u{2066}' => Some(("isolate", "LEFT-TO-RIGHT ISOLATE")),
+        '\u{2067}' => Some(("isolate", "RIGHT-TO-LEFT ISOLATE")),
+        '\u{2068}' => Some(("isolate", "FIRST STRONG ISOLATE")),
+        '\u{2069}' => Some(("isolate", "POP DIRECTIONAL ISOLATE")),
+        _ => None,
+    };
+    match bidi {
+        Some((kind, name)) => format!("bidirectional-{kind} character U+{code:04X} ({name})"),
+        None => format!("control character U+{code:04X}"),
+    }
+}
+
 fn is_forbidden(c: char) -> bool {
     match c {
         '\t' => false,
@@ -159,6 +183,40 @@ mod tests {
             None,
             "RLM is a mark, not an override"
         );
+    }
+
+    #[test]
+    fn forbidden_characters_are_called_what_they_are() {
+        assert_eq!(
+            forbidden_char_description('\u{202e}'),
+            "bidirectional-override character U+202E (RIGHT-TO-LEFT OVERRIDE)"
+        );
+        assert_eq!(
+            forbidden_char_description('\u{2066}'),
+            "bidirectional-isolate character U+2066 (LEFT-TO-RIGHT ISOLATE)"
+        );
+        assert_eq!(
+            forbidden_char_description('\u{202a}'),
+            "bidirectional-embedding character U+202A (LEFT-TO-RIGHT EMBEDDING)"
+        );
+        assert_eq!(
+            forbidden_char_description('\x07'),
+            "control character U+0007"
+        );
+        assert_eq!(
+            forbidden_char_description('\u{9b}'),
+            "control character U+009B"
+        );
+        for c in ('\u{0}'..='\u{10ffff}').filter(|&c| is_forbidden(c)) {
+            let description = forbidden_char_description(c);
+            let bidi =
+                ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c);
+            assert_eq!(
+                description.starts_with("bidirectional-"),
+                bidi,
+                "{description}"
+            );
+        }
     }
 
     #[test]

@@ -109,8 +109,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_rooms: usize,
 
-    /// Join a cluster: several servers pointed at one Redis form one room
-    /// (e.g. redis://127.0.0.1:6379). Without it the server needs nothing else.
+    /// Join a cluster: several servers pointed at one Redis form one server,
+    /// with one lobby and the same rooms (e.g. redis://127.0.0.1:6379).
+    /// Without it the server needs nothing else.
     #[arg(long, env = "CHAT_CLUSTER", hide_env_values = true, value_name = "URL")]
     pub cluster: Option<String>,
 
@@ -194,6 +195,10 @@ pub enum Tool {
         /// more (default: localhost, 127.0.0.1 and ::1).
         #[arg(long = "name", value_name = "NAME")]
         names: Vec<String>,
+        /// Replace DIR/cert.pem and DIR/key.pem if either exists; without
+        /// it, an existing pair is left alone and mkcert fails.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -214,9 +219,24 @@ impl Config {
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         match Config::try_load_from(&args) {
-            Ok(config) => config,
+            Ok(config) => config.and_then(Config::checked),
             Err(e) => e.exit(),
         }
+    }
+
+    /// The checks that need more than one value at a time, or that must not
+    /// go through clap, whose errors repeat the value given: a `--cluster`
+    /// URL may carry a password.
+    fn checked(self) -> Result<Config, String> {
+        if let Some(url) = &self.cluster {
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                return Err(format!(
+                    "--cluster {}: {e}; expected redis://[user:password@]host[:port][/db]",
+                    redact_url(url)
+                ));
+            }
+        }
+        Ok(self)
     }
 
     /// The work of [`load_from`](Config::load_from): the outer error is
@@ -244,8 +264,11 @@ impl Config {
                     .arg(arg.clone().env(None).required(false));
                 let flag = format!("--{}", arg.get_long().unwrap_or(entry.id));
                 if let Err(e) = alone.try_get_matches_from([flag, entry.text.clone()]) {
-                    let why = clap_reason(&e).unwrap_or_else(|| e.kind().to_string());
-                    return Ok(Err(file::located(path, &text, &entry.span, &why)));
+                    let place = file::Place::find(path, &text, &entry.span);
+                    let why = place.wrong_value().unwrap_or_else(|| {
+                        place.told(&clap_reason(&e).unwrap_or_else(|| e.kind().to_string()))
+                    });
+                    return Ok(Err(why));
                 }
             }
             command = command.mut_arg(entry.id, |arg| arg.default_value(entry.text.clone()));
@@ -284,6 +307,39 @@ fn clap_reason(error: &clap::Error) -> Option<String> {
         Some(why) => format!("invalid value {value}: {why}"),
         None => format!("invalid value {value}"),
     })
+}
+
+/// `url` with its password, if any, replaced by `***`, for anything the
+/// server prints (logs, errors, `--print-config`): `redis://:secret@host`
+/// becomes `redis://:***@host`, and so does a bare `redis://secret@host`.
+/// A `pass` or `password` in the query (a Unix socket's URL) is hidden too.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if matches!(key, "pass" | "password") => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// What `--addr` needs: a `host:port` that can be listened on. Only the
@@ -370,6 +426,47 @@ mod tests {
     use clap::CommandFactory as _;
 
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            (
+                "redis://:s3cret@10.0.0.5:6379/2",
+                "redis://:***@10.0.0.5:6379/2",
+            ),
+            ("redis://chat:s3cret@redis", "redis://chat:***@redis"),
+            ("redis://s3cret@redis:6379", "redis://***@redis:6379"),
+            ("redis://u:p@ss:w@rd@host", "redis://u:***@host"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_bad_cluster_url_is_refused_without_its_password() {
+        let error = Config::load_from(["chat-server", "--cluster", "redis://:s3cret@host:port"])
+            .expect_err("a bad URL");
+        assert!(
+            error.starts_with("--cluster redis://:***@host:port: "),
+            "{error}"
+        );
+        assert!(!error.contains("s3cret"), "{error}");
+        let error = Config::load_from(["chat-server", "--cluster", "http://u:s3cret@host"])
+            .expect_err("not Redis");
+        assert!(!error.contains("s3cret"), "{error}");
+        Config::load_from([
+            "chat-server",
+            "--cluster",
+            "redis://:s3cret@127.0.0.1:6379/1",
+        ])
+        .expect("a good URL");
+    }
 
     #[test]
     fn durations_take_units_or_seconds() {
@@ -524,62 +621,84 @@ mod tests {
     }
 
     #[test]
-    fn file_errors_name_the_file_line_and_key() {
+    fn file_errors_name_the_file_line_and_key_and_say_what_it_wants() {
         let cases = [
             (
                 "unknown",
                 "addr = \"127.0.0.1:0\"\n\nmax-client = 5\n",
-                ":3:",
-                "max-client",
-                "unknown field",
+                ":3: unknown key `max-client`; did you mean `max-clients`? the keys are \
+                 the flags' names: addr, max-line,",
             ),
             (
                 "kind",
                 "max-clients = \"many\"\n",
-                ":1:",
-                "max-clients",
-                "invalid type",
+                ":1: max-clients: expected a whole number of connections, at least 1, \
+                 like `max-clients = 10000`, not `\"many\"`",
             ),
             (
                 "range",
                 "max-line = 512\nmax-clients = 0\n",
-                ":2:",
-                "max-clients",
-                "invalid value",
+                ":2: max-clients: expected a whole number of connections, at least 1, \
+                 like `max-clients = 10000`, not `0`",
             ),
             (
                 "duration",
                 "\nidle-timeout = \"soon\"\n",
-                ":2:",
-                "idle-timeout",
-                "invalid value",
+                ":2: idle-timeout: expected a duration, as a string with a unit or a whole \
+                 number of seconds (0 for none), like `idle-timeout = \"5m\"`, not `\"soon\"`",
             ),
             (
                 "switch",
                 "limits-on-loopback = \"yes\"\n",
-                ":1:",
-                "limits-on-loopback",
-                "invalid type",
+                ":1: limits-on-loopback: expected true or false, without quotes, \
+                 like `limits-on-loopback = true`, not `\"yes\"`",
             ),
-            ("syntax", "addr = \n", ":1:", "addr", ""),
+            (
+                "syntax",
+                "addr = \n",
+                ":1: addr: expected a host:port to listen on, like \
+                 `addr = \"127.0.0.1:8000\"`, but it has no value",
+            ),
             (
                 "burst",
-                "flood-burst = 0\n",
-                ":1:",
-                "flood-burst",
-                "invalid value",
+                "flood-burst = 0 # at least one\n",
+                ":1: flood-burst: expected a whole number of frames, at least 1, \
+                 like `flood-burst = 10`, not `0`",
+            ),
+            (
+                "float",
+                "flood-rate = 2.5\n",
+                ":1: flood-rate: expected a whole number of frames a second (0 turns flood \
+                 control off), like `flood-rate = 5`, not `2.5`",
+            ),
+            (
+                "bad-float",
+                "flood-rate = 2.5.1\n",
+                ":1: flood-rate: expected a whole number of frames a second (0 turns flood \
+                 control off), like `flood-rate = 5`, not `2.5.1`",
+            ),
+            (
+                "twice",
+                "history = 5\nhistory = 6\n",
+                ":2: history is set twice; keep one",
+            ),
+            (
+                "no-key",
+                "max-clients\n",
+                ":1: expected `key = value`, like `max-clients = 10000` (TOML says:",
             ),
         ];
-        for (name, text, line, key, why) in cases {
+        for (name, text, wanted) in cases {
             let file = TempFile::new(name, text);
             let error = file.load(&[]).expect_err(name);
             let path = file.0.display().to_string();
             assert!(
-                error.starts_with(&format!("{path}{line}")),
+                error.starts_with(&format!("{path}{wanted}")),
                 "{name}: {error}"
             );
-            assert!(error.contains(&format!("key `{key}`")), "{name}: {error}");
-            assert!(error.contains(why), "{name}: {error}");
+            for unhelpful in ["expected u32", "expected nothing", "4294967295"] {
+                assert!(!error.contains(unhelpful), "{name}: {error}");
+            }
         }
         let missing = TempFile::new("missing", "");
         std::fs::remove_file(&missing.0).unwrap();
@@ -616,6 +735,11 @@ mod tests {
             let id = arg.get_id().as_str();
             if !meta.contains(&id) {
                 assert!(file::File::IDS.contains(&id), "no config key for --{id}");
+                let key = id.replace('_', "-");
+                assert!(
+                    file::WANTS.iter().any(|(k, ..)| *k == key),
+                    "no words for what `{key}` wants"
+                );
             }
         }
     }

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chat_server::config::Tool;
+use chat_server::config::{self, Tool};
 use chat_server::essential::Essentials;
 use chat_server::server::Listeners;
 use chat_server::status::{self, Listening};
@@ -80,8 +80,8 @@ async fn run() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init();
-    if let Some(Tool::Mkcert { out, names }) = &config.tool {
-        return match tls::mkcert(out, names) {
+    if let Some(Tool::Mkcert { out, names, force }) = &config.tool {
+        return match tls::mkcert(out, names, *force) {
             Ok((cert, key)) => {
                 println!("wrote {} and {}", cert.display(), key.display());
                 ExitCode::SUCCESS
@@ -124,11 +124,10 @@ async fn run() -> ExitCode {
         }
         Err(e) => return fail(format_args!("cannot watch for signals: {e}")),
     };
-    if let Some(certificates) = certificates {
-        match tls::reload_on_hangup(certificates) {
-            Ok(reloader) => essentials.watch([("certificate reloader", reloader)]),
-            Err(e) => return fail(format_args!("cannot watch for SIGHUP: {e}")),
-        }
+    // SIGHUP must never end the server, TLS or not (`systemctl reload`).
+    match tls::reload_on_hangup(certificates) {
+        Ok(reloader) => essentials.watch([("SIGHUP watcher", reloader)]),
+        Err(e) => return fail(format_args!("cannot watch for SIGHUP: {e}")),
     }
     let hub = match server::start_hub(&config, &shutdown) {
         Ok((hub, tasks)) => {
@@ -156,12 +155,12 @@ async fn run() -> ExitCode {
             Err(e) => return fail(format_args!("cannot listen on {addr} for metrics: {e}")),
         },
     };
-    // Say nothing of listening until the room can serve (cluster mode:
+    // Say nothing of listening until the hub can serve (cluster mode:
     // until this node follows the bus), or clearly give up waiting.
     tokio::select! {
         ready = server::until_ready(&hub, &config) => if !ready {
             warn!(
-                url = config.cluster.as_deref().unwrap_or_default(),
+                url = config.cluster.as_deref().map(config::redact_url).unwrap_or_default(),
                 waited = %humantime::format_duration(config.lease),
                 "cannot reach the cluster bus; serving anyway: NAME, MSG and WHO \
                  get ERROR unavailable until it is reachable"

@@ -211,6 +211,15 @@ pub fn bus_read(seq: u64) {
     BUS_READ.store(seq, Relaxed);
 }
 
+/// Redis lost its data and the stream starts again from its first entry:
+/// what this node appended and read belongs to the stream that is gone.
+/// Left as they were, an idle node would go on reporting the old stream's
+/// last append less what it reads of the new one, until its next message.
+pub fn bus_stream_restarted() {
+    BUS_APPENDED.store(0, Relaxed);
+    BUS_READ.store(0, Relaxed);
+}
+
 /// Redis lost its data and this node started the cluster's settling: no
 /// login is accepted for up to `lease`, while the nodes put back the users
 /// who stayed connected.

@@ -48,7 +48,7 @@ const SHUTDOWN_SHARDS: usize = 64;
 /// a cluster's final second to free names ([`Hub::close`]), the process
 /// ends within 5 s.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often a starting node asks its room whether it can serve yet.
+/// How often a starting node asks its hub whether it can serve yet.
 const READY_POLL: Duration = Duration::from_millis(10);
 
 /// Binds the listening socket.
@@ -75,8 +75,8 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Starts the room: the local one, or this node's share of a cluster. The
-/// room's tasks come back with it, to be watched as [`Essential`]s.
+/// Starts the hub: the local one, or this node's share of a cluster. The
+/// hub's tasks come back with it, to be watched as [`Essential`]s.
 pub fn start_hub(
     config: &Config,
     shutdown: &CancellationToken,
@@ -102,12 +102,12 @@ pub fn start_hub(
     }
 }
 
-/// Waits until the room can log someone in, so that a server never says
-/// it listens before it can serve: at once for the local room; in cluster
+/// Waits until the hub can log someone in, so that a server never says
+/// it listens before it can serve: at once for the local hub; in cluster
 /// mode once the node has reached the bus and follows its stream (`WHO`
 /// is answered then, not `unavailable`). Gives up after one lease, the
 /// longest the cluster's settling after a Redis restart lasts, and returns
-/// whether the room is ready.
+/// whether the hub is ready.
 pub async fn until_ready(hub: &Hub, config: &Config) -> bool {
     let limit = match config.cluster {
         Some(_) => config.lease,
@@ -133,7 +133,7 @@ pub struct Listeners {
 }
 
 /// Serves the listeners until `shutdown` fires, then drains the connections
-/// and lets the room go. If an essential task (or the accept loop itself)
+/// and lets the hub go. If an essential task (or the accept loop itself)
 /// fails first, stops the same way and returns what went wrong: the server
 /// must exit rather than keep accepting connections it cannot serve.
 pub async fn run(
@@ -169,7 +169,7 @@ enum Door {
     Tls(TlsAcceptor),
 }
 
-/// What every accept loop shares: the room, the settings and the limits.
+/// What every accept loop shares: the hub, the settings and the limits.
 struct Shared {
     hub: Hub,
     config: Arc<Config>,
@@ -189,7 +189,7 @@ struct Shared {
 
 /// The accept loops: serve the listeners until `shutdown` fires, then tell
 /// every connection `ERROR shutting-down`, wait (boundedly) for them to
-/// close, and close the room (in cluster mode: free this node's names).
+/// close, and close the hub (in cluster mode: free this node's names).
 async fn serve(listeners: Listeners, hub: Hub, config: Config, shutdown: CancellationToken) {
     let shared = Arc::new(Shared {
         connections: Arc::new(Semaphore::new(config.max_clients)),
@@ -220,7 +220,7 @@ async fn serve(listeners: Listeners, hub: Hub, config: Config, shutdown: Cancell
     {
         warn!(left = tasks.len(), "some connections did not close in time");
     }
-    // Sessions told the room of their users' leaves as they ended; in a
+    // Sessions told the hub of their users' leaves as they ended; in a
     // cluster those may still be queued, so the node frees whatever names
     // it holds in one step, and the others announce them at once.
     shared.hub.close().await;

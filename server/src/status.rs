@@ -28,7 +28,7 @@ use tracing::debug;
 use crate::hub::Hub;
 use crate::metrics;
 
-/// Longest a readiness check waits for the room's answer: a room that
+/// Longest a readiness check waits for the hub's answer: a hub that
 /// cannot answer this fast is not ready to log anyone in.
 const READY_LIMIT: Duration = Duration::from_secs(1);
 /// Longest one HTTP connection may take to send its request.
@@ -112,7 +112,7 @@ async fn answer(
 }
 
 /// Whether a user could log in now: the listeners are up, the server is
-/// not stopping, and the room answers `WHO` (in cluster mode: the node is
+/// not stopping, and the hub answers `WHO` (in cluster mode: the node is
 /// joined to the bus), and, in cluster mode, the cluster is not settling
 /// after Redis lost its data.
 async fn ready(hub: &Hub, listening: &Listening, shutdown: &CancellationToken) -> bool {

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls::crypto::ring as provider;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject as _};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
@@ -75,15 +75,28 @@ impl ResolvesServerCert for Certificates {
     }
 }
 
-/// Reloads `certificates` at each SIGHUP, as an ACME client's deploy hook
-/// asks after renewing; a bad pair is logged and the old one kept.
-pub fn reload_on_hangup(certificates: Arc<Certificates>) -> std::io::Result<JoinHandle<()>> {
+/// Watches for SIGHUP for as long as the server runs, so that the signal
+/// never takes the process down (its default action ends it, cutting every
+/// user off without a word, which is what `systemctl reload` would do).
+/// With `certificates`, each SIGHUP reloads them, as an ACME client's
+/// deploy hook asks after renewing; a bad pair is logged and the old one
+/// kept. Without, there is nothing to reload: it is logged and nothing
+/// changes.
+pub fn reload_on_hangup(
+    certificates: Option<Arc<Certificates>>,
+) -> std::io::Result<JoinHandle<()>> {
     let mut hangups = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match certificates.reload() {
-                Ok(()) => info!("SIGHUP: reloaded the TLS certificate and key"),
-                Err(e) => warn!(error = %e, "SIGHUP: keeping the TLS certificate in use"),
+            match &certificates {
+                None => info!(
+                    "SIGHUP: nothing to reload (no --tls-cert and --tls-key); \
+                     nothing changed, nobody was disconnected"
+                ),
+                Some(certificates) => match certificates.reload() {
+                    Ok(()) => info!("SIGHUP: reloaded the TLS certificate and key"),
+                    Err(e) => warn!("SIGHUP: {e}; keeping the TLS certificate and key in use"),
+                },
             }
         }
     }))
@@ -94,14 +107,23 @@ fn read_pair(cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>, Str
     let key_name = key_path.display();
     let chain = CertificateDer::pem_file_iter(cert_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read the TLS certificate {cert_name}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "cannot read the TLS certificate {cert_name}: {}",
+                pem_problem(&e, "CERTIFICATE")
+            )
+        })?;
     if chain.is_empty() {
         return Err(format!(
             "no certificate in {cert_name}: expected PEM (-----BEGIN CERTIFICATE-----)"
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .map_err(|e| format!("cannot read the TLS key {key_name}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        format!(
+            "cannot read the TLS key {key_name}: {}",
+            pem_problem(&e, "PRIVATE KEY")
+        )
+    })?;
     let signer = provider::sign::any_supported_type(&key)
         .map_err(|e| format!("cannot use the TLS key {key_name}: {e}"))?;
     let pair = CertifiedKey::new(chain, signer);
@@ -111,10 +133,59 @@ fn read_pair(cert_path: &Path, key_path: &Path) -> Result<Arc<CertifiedKey>, Str
     Ok(Arc::new(pair))
 }
 
+/// What is wrong with a PEM file, in words: the parser's own messages
+/// print the lines it choked on as lists of byte values.
+fn pem_problem(error: &pem::Error, kind: &str) -> String {
+    match error {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "it stops in the middle of a PEM block, without its closing line \
+             -----END {}-----; was it only partly written or copied?",
+            String::from_utf8_lossy(end_marker).trim()
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "a line that should open a PEM block is malformed ({:?})",
+            String::from_utf8_lossy(line).trim()
+        ),
+        pem::Error::Base64Decode(_) => {
+            "a PEM block holds something other than base64; the file is damaged".to_owned()
+        }
+        pem::Error::Io(e) => e.to_string(),
+        pem::Error::NoItemsFound => {
+            format!("nothing in it is PEM of that kind (-----BEGIN {kind}-----)")
+        }
+        pem::Error::SectionTooLarge => "a PEM block in it is larger than 256 MB".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Writes a self-signed certificate for `names` (host names or IP
 /// addresses) and its key to `out/cert.pem` and `out/key.pem`, for trying
 /// TLS out: clients must be told to trust it (`chat-client --ca`).
-pub fn mkcert(out: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), String> {
+///
+/// Unless `force`, an existing file at either path is an error and neither
+/// is written: overwriting a key by mistake cannot be undone.
+pub fn mkcert(out: &Path, names: &[String], force: bool) -> Result<(PathBuf, PathBuf), String> {
+    let cert = out.join("cert.pem");
+    let key = out.join("key.pem");
+    if !force {
+        let existing: Vec<String> = [&cert, &key]
+            .into_iter()
+            .filter(|path| path.symlink_metadata().is_ok())
+            .map(|path| path.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            return Err(format!(
+                "{} already {}; not overwriting (give --force to replace the pair, \
+                 or --out another directory)",
+                existing.join(" and "),
+                if existing.len() == 1 {
+                    "exists"
+                } else {
+                    "exist"
+                }
+            ));
+        }
+    }
     let names = if names.is_empty() {
         MKCERT_NAMES.iter().map(|n| n.to_string()).collect()
     } else {
@@ -123,23 +194,28 @@ pub fn mkcert(out: &Path, names: &[String]) -> Result<(PathBuf, PathBuf), String
     let pair = rcgen::generate_simple_self_signed(names)
         .map_err(|e| format!("cannot make a certificate: {e}"))?;
     fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let cert = out.join("cert.pem");
-    let key = out.join("key.pem");
-    write_file(&cert, &pair.cert.pem(), 0o644)?;
-    write_file(&key, &pair.signing_key.serialize_pem(), 0o600)?;
+    write_file(&cert, &pair.cert.pem(), 0o644, force)?;
+    write_file(&key, &pair.signing_key.serialize_pem(), 0o600, force)?;
     Ok((cert, key))
 }
 
-fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+/// Writes `text` to `path`; without `replace`, only if nothing is there
+/// yet (checked by the kernel as the file is made, not before).
+fn write_file(path: &Path, text: &str, mode: u32, replace: bool) -> Result<(), String> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let failed = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
+    let mut options = fs::OpenOptions::new();
+    options.write(true).mode(mode);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options.open(path).map_err(failed)?;
+    // A replaced file keeps its old mode otherwise: a key must not stay
+    // readable by others.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(failed)?;
     file.write_all(text.as_bytes()).map_err(failed)
 }
@@ -157,7 +233,7 @@ mod tests {
     #[test]
     fn mkcert_makes_a_pair_that_loads() {
         let dir = scratch("mkcert");
-        let (cert, key) = mkcert(&dir, &[]).expect("mkcert");
+        let (cert, key) = mkcert(&dir, &[], false).expect("mkcert");
         let certificates = Certificates::load(&cert, &key).expect("load");
         certificates.reload().expect("reload");
         let _ = fs::remove_dir_all(&dir);
@@ -166,7 +242,7 @@ mod tests {
     #[test]
     fn bad_files_are_named_in_the_error() {
         let dir = scratch("bad");
-        let (cert, key) = mkcert(&dir, &["example.test".into()]).expect("mkcert");
+        let (cert, key) = mkcert(&dir, &["example.test".into()], false).expect("mkcert");
         let missing = dir.join("missing.pem");
         let error = Certificates::load(&missing, &key).expect_err("missing cert");
         assert!(error.contains("missing.pem"), "{error}");
@@ -174,16 +250,54 @@ mod tests {
         assert!(error.contains("no certificate"), "{error}");
         let error = Certificates::load(&cert, &cert).expect_err("a certificate is no key");
         assert!(error.contains("TLS key"), "{error}");
-        let (_, other_key) = mkcert(&dir.join("other"), &[]).expect("mkcert");
+        let (_, other_key) = mkcert(&dir.join("other"), &[], false).expect("mkcert");
         let error = Certificates::load(&cert, &other_key).expect_err("mismatched");
         assert!(error.contains("does not belong"), "{error}");
         let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
+    fn a_truncated_certificate_is_told_in_words() {
+        let dir = scratch("truncated");
+        let (cert, key) = mkcert(&dir, &[], false).expect("mkcert");
+        let pem = fs::read_to_string(&cert).unwrap();
+        fs::write(&cert, &pem[..pem.len() / 2]).unwrap();
+        let error = Certificates::load(&cert, &key).expect_err("truncated");
+        assert!(
+            error.starts_with(&format!(
+                "cannot read the TLS certificate {}",
+                cert.display()
+            )),
+            "{error}"
+        );
+        assert!(error.contains("-----END CERTIFICATE-----"), "{error}");
+        assert!(error.contains("partly written"), "{error}");
+        assert!(!error.contains("[45, 45"), "bytes: {error}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mkcert_leaves_an_existing_pair_alone_unless_forced() {
+        let dir = scratch("force");
+        let (cert, key) = mkcert(&dir, &[], false).expect("mkcert");
+        let before = fs::read(&key).unwrap();
+        let error = mkcert(&dir, &[], false).expect_err("a pair is there");
+        assert!(error.contains("already exist;"), "{error}");
+        assert!(error.contains("--force"), "{error}");
+        assert_eq!(fs::read(&key).unwrap(), before);
+        fs::remove_file(&cert).unwrap();
+        let error = mkcert(&dir, &[], false).expect_err("the key is there");
+        assert!(error.contains("key.pem already exists;"), "{error}");
+        assert!(!cert.exists(), "nothing written when refusing");
+        mkcert(&dir, &[], true).expect("forced");
+        assert_ne!(fs::read(&key).unwrap(), before);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_failed_reload_keeps_the_pair_in_use() {
         let dir = scratch("reload");
-        let (cert, key) = mkcert(&dir, &[]).expect("mkcert");
+        let (cert, key) = mkcert(&dir, &[], false).expect("mkcert");
         let certificates = Certificates::load(&cert, &key).expect("load");
         let before = certificates.current.read().unwrap().clone();
         fs::write(&cert, "garbage").unwrap();

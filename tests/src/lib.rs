@@ -334,10 +334,21 @@ impl Client {
         assert_eq!(got, Some(code), "expected ERROR {code}, got {line:?}");
     }
 
-    /// Asserts the server closes the connection next.
+    /// Asserts the server closes the connection next, in order: end of
+    /// stream after everything it sent. A reset is not a close: it can
+    /// throw away frames the server sent before it, so it fails here.
     pub async fn expect_closed(&mut self) {
-        if let Some(line) = self.try_recv().await {
-            panic!("expected the connection to close, got {line:?}");
+        let mut line = Vec::new();
+        let read = tokio::time::timeout(TIMEOUT, self.reader.read_until(b'\n', &mut line))
+            .await
+            .expect("timed out waiting for the connection to close");
+        match read {
+            Ok(0) => {}
+            Ok(_) => panic!(
+                "expected the connection to close, got {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+            Err(e) => panic!("expected an orderly close (end of stream), got an error: {e}"),
         }
     }
 

@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
 
 use chat_tests::{binary, TIMEOUT};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader, ReadHalf, WriteHalf};
@@ -78,12 +79,24 @@ pub struct Running {
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// Its log lines, as they come, when started with [`Running::logged`].
+    log: Option<mpsc::Receiver<String>>,
 }
 
 impl Running {
     /// Starts the server on free loopback ports (`--addr`, and `--tls-addr`
     /// with TLS, are added) and reads the lines that name its listeners.
     pub fn start(args: &[&str]) -> Running {
+        Running::spawn(args, false)
+    }
+
+    /// [`start`](Running::start), keeping its log (stderr, at `info`) for
+    /// [`until_logged`](Running::until_logged).
+    pub fn logged(args: &[&str]) -> Running {
+        Running::spawn(args, true)
+    }
+
+    fn spawn(args: &[&str], logged: bool) -> Running {
         let tls = args.contains(&"--tls-cert");
         let metrics = args.contains(&"--metrics");
         let mut command = Command::new(binary("chat-server"));
@@ -95,10 +108,24 @@ impl Running {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
-        if std::env::var_os("CHAT_TEST_LOG").is_none() {
+        if logged {
+            command.env("RUST_LOG", "info").stderr(Stdio::piped());
+        } else if std::env::var_os("CHAT_TEST_LOG").is_none() {
             command.stderr(Stdio::null());
         }
         let mut child = command.spawn().expect("spawn chat-server");
+        let log = child.stderr.take().map(|stderr| {
+            let (lines, log) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if lines.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            log
+        });
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = |prefix: &str| -> SocketAddr {
             let mut line = String::new();
@@ -118,6 +145,35 @@ impl Running {
             addr,
             tls_addr,
             metrics_addr,
+            log,
+        }
+    }
+
+    /// Waits for the next log line that contains `text`, and returns it;
+    /// lines before it are passed over.
+    pub fn until_logged(&mut self, text: &str) -> String {
+        let log = self.log.as_ref().expect("started with Running::logged");
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match log.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {text:?} ({e})"),
+            }
+        }
+    }
+
+    /// Stops the server with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 
@@ -259,9 +315,16 @@ impl TlsClient {
         assert_eq!(got, Some(code), "expected ERROR {code}, got {line:?}");
     }
 
+    /// Asserts an orderly close next: end of stream, not an error.
     pub async fn expect_closed(&mut self) {
-        if let Some(line) = self.try_recv().await {
-            panic!("expected the connection to close, got {line:?}");
+        let mut line = String::new();
+        let read = tokio::time::timeout(TIMEOUT, self.reader.read_line(&mut line))
+            .await
+            .expect("timed out waiting for the connection to close");
+        match read {
+            Ok(0) => {}
+            Ok(_) => panic!("expected the connection to close, got {line:?}"),
+            Err(e) => panic!("expected an orderly close (end of stream), got an error: {e}"),
         }
     }
 

@@ -6,7 +6,9 @@
 //! be of the kind its flag takes (a string, a whole number, `true`/`false`;
 //! a duration is a string such as `"30s"` or a whole number of seconds), and
 //! passes the flag's own checks. Anything else names the file, the line and
-//! the key.
+//! the key, and says what the key wants with an example
+//! (`flood-rate: expected a whole number of frames a second …, like
+//! `flood-rate = 5`, not `2.5``).
 
 use std::ops::Range;
 use std::path::Path;
@@ -139,7 +141,102 @@ keys! {
     metrics: String,
 }
 
-/// Reads and parses the file; an error names the file, line and key.
+/// What each key takes, in words, and a value it would take: an error
+/// about a key says both, so that whoever reads it can mend the file
+/// without looking anything up.
+pub(super) const WANTS: &[(&str, &str, &str)] = &[
+    ("addr", "a host:port to listen on", "\"127.0.0.1:8000\""),
+    (
+        "max-line",
+        "a whole number of bytes from 16 to 1048576",
+        "4096",
+    ),
+    (
+        "login-timeout",
+        "a duration longer than zero, as a string with a unit or a whole number of seconds",
+        "\"30s\"",
+    ),
+    (
+        "idle-timeout",
+        "a duration, as a string with a unit or a whole number of seconds (0 for none)",
+        "\"5m\"",
+    ),
+    (
+        "max-clients",
+        "a whole number of connections, at least 1",
+        "10000",
+    ),
+    (
+        "client-buffer",
+        "a whole number of frames from 1 to 1048576",
+        "1024",
+    ),
+    (
+        "history",
+        "a whole number of messages from 0 to 1048576",
+        "100",
+    ),
+    (
+        "max-rooms-per-user",
+        "a whole number of rooms, at least 1",
+        "50",
+    ),
+    ("max-rooms", "a whole number of rooms, at least 1", "10000"),
+    (
+        "cluster",
+        "a Redis URL, in quotes",
+        "\"redis://127.0.0.1:6379\"",
+    ),
+    (
+        "node-id",
+        "1 to 32 letters, digits, '_', '-' or '.', starting with a letter or digit, in quotes",
+        "\"n1\"",
+    ),
+    (
+        "lease",
+        "a duration of at least 1s, as a string with a unit or a whole number of seconds",
+        "\"10s\"",
+    ),
+    (
+        "tls-cert",
+        "the path of a PEM file, in quotes",
+        "\"/etc/chat-server/tls/fullchain.pem\"",
+    ),
+    (
+        "tls-key",
+        "the path of a PEM file, in quotes",
+        "\"/etc/chat-server/tls/privkey.pem\"",
+    ),
+    (
+        "tls-addr",
+        "a host:port to listen on for TLS",
+        "\"0.0.0.0:8443\"",
+    ),
+    (
+        "max-per-ip",
+        "a whole number of connections, at least 1",
+        "16",
+    ),
+    ("flood-burst", "a whole number of frames, at least 1", "10"),
+    (
+        "flood-rate",
+        "a whole number of frames a second (0 turns flood control off)",
+        "5",
+    ),
+    (
+        "limits-on-loopback",
+        "true or false, without quotes",
+        "true",
+    ),
+    (
+        "metrics",
+        "a host:port to serve metrics on",
+        "\"127.0.0.1:9100\"",
+    ),
+];
+
+/// Reads and parses the file; an error names the file, the line and the
+/// key, and says what the key wants.
 pub(super) fn read(path: &Path) -> Result<(String, File), String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
@@ -150,25 +247,110 @@ pub(super) fn read(path: &Path) -> Result<(String, File), String> {
 pub(super) fn parse(path: &Path, text: &str) -> Result<File, String> {
     toml::from_str(text).map_err(|e| {
         let message = e.message().trim_end();
-        match e.span() {
-            Some(span) => located(path, text, &span, message),
-            None => format!("{}: {message}", path.display()),
+        let Some(span) = e.span() else {
+            return format!("{}: {message}", path.display());
+        };
+        let place = Place::find(path, text, &span);
+        if let Some(unknown) = message.strip_prefix("unknown field `") {
+            let unknown = unknown.split('`').next().unwrap_or_default();
+            return place.unknown_key(unknown);
         }
+        if message.starts_with("duplicate key") {
+            return format!("{}: {} is set twice; keep one", place.at, place.key);
+        }
+        place.wrong_value().unwrap_or_else(|| {
+            format!(
+                "{}: expected `key = value`, like `max-clients = 10000` (TOML says: {message})",
+                place.at
+            )
+        })
     })
 }
 
-/// `file:line: key `k`: message`, for whatever lies at `span`.
-pub(super) fn located(path: &Path, text: &str, span: &Range<usize>, message: &str) -> String {
-    let start = span.start.min(text.len());
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let line = &text[line_start..line_end];
-    let number = text[..start].matches('\n').count() + 1;
-    let key = match line.split_once('=') {
-        Some((key, _)) => key.trim(),
-        None => text[start..span.end.min(text.len()).max(start)].trim(),
-    };
-    format!("{}:{number}: key `{key}`: {message}", path.display())
+/// Where in the file something went wrong: `file:line`, the key on that
+/// line and its value as written.
+pub(super) struct Place {
+    at: String,
+    key: String,
+    value: String,
+}
+
+impl Place {
+    /// The place of whatever lies at `span` of `text`.
+    pub(super) fn find(path: &Path, text: &str, span: &Range<usize>) -> Place {
+        let start = span.start.min(text.len());
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line = &text[line_start..line_end];
+        let number = text[..start].matches('\n').count() + 1;
+        let (key, value) = match line.split_once('=') {
+            Some((key, value)) => (key.trim(), value.trim()),
+            None => (text[start..span.end.min(text.len()).max(start)].trim(), ""),
+        };
+        // A comment after a value that is not a string is no part of it.
+        let value = match value.starts_with(['"', '\'']) {
+            true => value,
+            false => value.split('#').next().unwrap_or_default().trim(),
+        };
+        Place {
+            at: format!("{}:{number}", path.display()),
+            key: key.trim_matches(['"', '\'']).to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    /// `file:line: key: expected …, like `key = …`, not …`, if the key is
+    /// one of ours.
+    pub(super) fn wrong_value(&self) -> Option<String> {
+        let (_, what, example) = WANTS.iter().find(|(key, ..)| *key == self.key)?;
+        let got = match self.value.as_str() {
+            "" => "but it has no value".to_owned(),
+            value if self.key == "cluster" => format!("not `{}`", super::redact_url(value)),
+            value => format!("not `{value}`"),
+        };
+        Some(format!(
+            "{}: {}: expected {what}, like `{} = {example}`, {got}",
+            self.at, self.key, self.key
+        ))
+    }
+
+    /// `file:line: key: why`, for a reason of someone else's words.
+    pub(super) fn told(&self, why: &str) -> String {
+        format!("{}: {}: {why}", self.at, self.key)
+    }
+
+    /// A key the server does not know, with the one that was probably meant.
+    fn unknown_key(&self, unknown: &str) -> String {
+        let guess = WANTS
+            .iter()
+            .map(|(key, ..)| *key)
+            .find(|key| near(key, unknown))
+            .map(|key| format!("did you mean `{key}`? "))
+            .unwrap_or_default();
+        let keys: Vec<&str> = WANTS.iter().map(|(key, ..)| *key).collect();
+        format!(
+            "{}: unknown key `{unknown}`; {guess}the keys are the flags' names: {}",
+            self.at,
+            keys.join(", ")
+        )
+    }
+}
+
+/// Whether `typed` is one slip away from `key`: a letter missing, extra,
+/// changed, `_` for `-`, or another case.
+fn near(key: &str, typed: &str) -> bool {
+    let typed = typed.to_ascii_lowercase().replace('_', "-");
+    let (a, b) = (key.as_bytes(), typed.as_bytes());
+    if a == b {
+        return true;
+    }
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    match long.len() - short.len() {
+        0 => a.iter().zip(b).filter(|(x, y)| x != y).count() == 1,
+        1 => (0..long.len())
+            .any(|skip| long[..skip] == short[..skip] && long[skip + 1..] == short[skip..]),
+        _ => false,
+    }
 }
 
 /// The effective settings as a file `--config` reads back.
@@ -198,7 +380,9 @@ pub(super) fn render(config: &super::Config) -> String {
         Some(number(config.max_rooms_per_user)),
     );
     put("max-rooms", Some(number(config.max_rooms)));
-    put("cluster", config.cluster.clone().map(Value::String));
+    let cluster = config.cluster.as_deref().map(super::redact_url);
+    let hidden = cluster.as_deref() != config.cluster.as_deref();
+    put("cluster", cluster.map(Value::String));
     put("node-id", config.node_id.clone().map(Value::String));
     put("lease", Some(duration(config.lease)));
     put("tls-cert", config.tls_cert.as_deref().map(path));
@@ -220,6 +404,12 @@ pub(super) fn render(config: &super::Config) -> String {
          # load them with --config. Unset options (cluster, node-id, tls-cert,\n\
          # tls-key, metrics) are left out.\n",
     );
+    if hidden {
+        out.push_str(
+            "# The password in cluster is shown as ***: put it back, or give the\n\
+             # URL with CHAT_CLUSTER instead of in the file.\n",
+        );
+    }
     out.push_str(&toml::to_string(&table).unwrap_or_default());
     if !out.ends_with('\n') {
         out.push('\n');

@@ -100,6 +100,7 @@ pub(crate) async fn run(
                             }
                             Some(known) if *known != current => {
                                 position = 0;
+                                metrics::bus_stream_restarted();
                                 if deliveries.send(Delivery::Restart).await.is_err() {
                                     return;
                                 }
