@@ -103,6 +103,49 @@ async fn typing_is_never_garbled_by_incoming_messages() {
     );
 }
 
+/// Keys that reach the client in the same read as Enter are not lost: a
+/// fast typist's next lines, or a paste without bracketed paste, are each
+/// sent, in order, and the unfinished rest stays on the input line.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_read_with_enter_are_kept() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+
+    pane.send_keys(&["delta 4", "Enter", "echo 5", "Enter", "foxtrot 6"]);
+    bob.expect("MSG alice delta 4").await;
+    bob.expect("MSG alice echo 5").await;
+    let screen = pane.wait_for_last_line_after("alice: echo 5", "alice> foxtrot 6");
+    bob.expect_quiet().await;
+    for said in ["delta 4", "echo 5"] {
+        assert_eq!(
+            screen.iter().filter(|l| l.contains(said)).count(),
+            1,
+            "{said:?} is shown once, and no prompt with it stays:\n{}",
+            screen.join("\n")
+        );
+    }
+    pane.press("Enter");
+    bob.expect("MSG alice foxtrot 6").await;
+    pane.wait_for_last_line_after("alice: foxtrot 6", "alice>");
+
+    pane.paste_unmarked("golf 7\nhotel 8\nindia 9\njuliet");
+    for said in ["golf 7", "hotel 8", "india 9"] {
+        bob.expect(&format!("MSG alice {said}")).await;
+    }
+    pane.wait_for_last_line_after("alice: india 9", "alice> juliet");
+    bob.expect_quiet().await;
+
+    pane.press("C-u");
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
 /// A taken name is said plainly and another is asked for at the prompt;
 /// when the server goes away, the client erases the prompt, says why and
 /// exits 3 by itself, although it was waiting for the user to type.

@@ -140,6 +140,13 @@ impl Pane {
         self.tmux(&["paste-buffer", "-p", "-d", "-b", "paste"]);
     }
 
+    /// Pastes text as a terminal without bracketed paste does: every line
+    /// ending is the Enter key, and nothing marks it as a paste.
+    pub fn paste_unmarked(&self, text: &str) {
+        self.tmux(&["set-buffer", "-b", "paste", text]);
+        self.tmux(&["paste-buffer", "-d", "-b", "paste"]);
+    }
+
     /// Presses one key, in tmux's names (`Enter`, `C-c`).
     pub fn press(&self, key: &str) {
         self.tmux(&["send-keys", key]);
