@@ -104,11 +104,11 @@ async fn two_piped_clients_converse() {
     let server = Server::start(&[]);
     let mut alice = Piped::named(&server, "alice");
     alice.expect("* logged in as alice").await;
-    alice.expect("* in the room: alice").await;
+    alice.expect("* in the lobby: alice").await;
 
     let mut bob = Piped::named(&server, "bob");
     bob.expect("* logged in as bob").await;
-    bob.expect("* in the room: alice, bob").await;
+    bob.expect("* in the lobby: alice, bob").await;
     alice.expect("* bob joined").await;
 
     alice.say("hi bob").await;
@@ -120,7 +120,7 @@ async fn two_piped_clients_converse() {
     alice.expect("bob: hi alice, bye").await;
 
     bob.close_stdin();
-    bob.expect("* you left the room").await;
+    bob.expect("* you left the chat").await;
     let (status, rest, stderr) = bob.finish().await;
     assert_eq!(
         (status.code(), rest, stderr.as_str()),
@@ -129,7 +129,7 @@ async fn two_piped_clients_converse() {
     alice.expect("* bob left").await;
 
     alice.close_stdin();
-    alice.expect("* you left the room").await;
+    alice.expect("* you left the chat").await;
     let (status, rest, stderr) = alice.finish().await;
     assert_eq!(
         (status.code(), rest, stderr.as_str()),
@@ -163,11 +163,11 @@ async fn stdin_lines_become_messages_exactly() {
         out,
         [
             "* logged in as alice",
-            "* in the room: alice, observer",
+            "* in the lobby: alice, observer",
             "alice:   two  spaces  ",
             "alice: crlf",
             "alice: /not a command",
-            "* you left the room",
+            "* you left the chat",
         ]
     );
 }
@@ -178,7 +178,7 @@ async fn others_are_rendered_for_people() {
     let server = Server::start(&[]);
     let mut alice = Piped::named(&server, "alice");
     alice.expect("* logged in as alice").await;
-    alice.expect("* in the room: alice").await;
+    alice.expect("* in the lobby: alice").await;
 
     let mut carol = server.user("carol").await;
     alice.expect("* carol joined").await;
@@ -198,7 +198,7 @@ async fn others_are_rendered_for_people() {
     let (status, rest, _) = alice.finish().await;
     assert_eq!(
         (status.code(), rest),
-        (Some(0), vec!["* you left the room".to_owned()])
+        (Some(0), vec!["* you left the chat".to_owned()])
     );
 }
 
@@ -365,7 +365,7 @@ async fn server_shutdown_exits_3_with_the_reason() {
     let mut server = Server::start(&[]);
     let mut alice = Piped::named(&server, "alice");
     alice.expect("* logged in as alice").await;
-    alice.expect("* in the room: alice").await;
+    alice.expect("* in the lobby: alice").await;
     server.signal(libc::SIGTERM);
     let (status, rest, stderr) = alice.finish_with_stdin_open().await;
     assert_eq!(status.code(), Some(3), "stderr: {stderr}");
@@ -406,7 +406,7 @@ async fn scripted_server_frames_and_a_missing_bye() {
         .await
         .expect("write");
     client.expect("* logged in as alice").await;
-    client.expect("* in the room: alice").await;
+    client.expect("* in the lobby: alice").await;
     client
         .expect("* 12 messages were skipped because this terminal fell behind")
         .await;
@@ -465,7 +465,7 @@ async fn without_keepalive_a_quiet_reader_is_timed_out() {
     let alice = Piped::spawn(server.addr(), &["--name", "alice", "--keepalive", "off"]);
     let (status, rest, stderr) = alice.finish_with_stdin_open().await;
     assert_eq!(status.code(), Some(3), "stderr: {stderr}");
-    assert_eq!(rest, ["* logged in as alice", "* in the room: alice"]);
+    assert_eq!(rest, ["* logged in as alice", "* in the lobby: alice"]);
     assert!(
         stderr.starts_with("chat-client: connection closed by server ("),
         "stderr: {stderr}"
@@ -489,7 +489,7 @@ async fn piped_room_flag_says_lines_in_that_room() {
 
     let mut alice = Piped::spawn(server.addr(), &["--name", "alice", "--room", "#OPS"]);
     alice.expect("* logged in as alice").await;
-    alice.expect("* in the room: alice, bob").await;
+    alice.expect("* in the lobby: alice, bob").await;
     alice.expect("[#ops] * in the room: alice, bob").await;
     alice
         .expect("[#ops] * topic: deploys at 5 (set by bob)")
@@ -520,7 +520,7 @@ async fn piped_room_flag_says_lines_in_that_room() {
     alice.expect("* bob left").await;
 
     alice.close_stdin();
-    alice.expect("* you left the room").await;
+    alice.expect("* you left the chat").await;
     let (status, rest, stderr) = alice.finish().await;
     assert_eq!(
         (status.code(), rest, stderr.as_str()),

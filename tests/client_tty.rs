@@ -23,7 +23,7 @@ async fn typing_is_never_garbled_by_incoming_messages() {
         return;
     };
     pane.wait_for("the room's names", |s| {
-        shows(s, "* in the room: alice, bob")
+        shows(s, "* in the lobby: alice, bob")
     });
     pane.wait_for_last_line("alice>");
     bob.expect("JOIN alice").await;
@@ -75,7 +75,7 @@ async fn typing_is_never_garbled_by_incoming_messages() {
     pane.press("Enter");
     pane.wait_for("the room's names again", |s| {
         s.iter()
-            .filter(|l| l.ends_with("* in the room: alice, bob"))
+            .filter(|l| l.ends_with("* in the lobby: alice, bob"))
             .count()
             == 2
     });
@@ -90,7 +90,7 @@ async fn typing_is_never_garbled_by_incoming_messages() {
     pane.press("Enter");
     bob.expect("LEAVE alice see you").await;
     assert_eq!(pane.wait_for_exit(), 0);
-    assert!(shows(&pane.screen(), "* you left the room"));
+    assert!(shows(&pane.screen(), "* you left the chat"));
 
     let kept = pane.history();
     assert!(
@@ -160,7 +160,7 @@ async fn taken_name_then_server_goes_away() {
     pane.wait_for_last_line("name>");
     pane.type_text("carol");
     pane.press("Enter");
-    pane.wait_for("the login", |s| shows(s, "* in the room: bob, carol"));
+    pane.wait_for("the login", |s| shows(s, "* in the lobby: bob, carol"));
     pane.wait_for_last_line("carol>");
     bob.expect("JOIN carol").await;
 
@@ -452,7 +452,7 @@ async fn rooms_direct_messages_and_history_as_a_person_types_them() {
     pane.press("Enter");
     pane.wait_for("the lobby's names", |s| {
         matches!(s, [.., above, last] if last == "alice #rust>"
-            && above.ends_with(" * in the room: alice, bob")
+            && above.ends_with(" * in the lobby: alice, bob")
             && !above.contains("[#rust]"))
     });
     pane.type_text("/history 1");

@@ -4,7 +4,7 @@
 //! After login the socket is split, as in the seed's netcat: what the user
 //! says is written by its own task ([`send_frames`]) while the conversation
 //! is read elsewhere ([`Incoming`]). Neither direction ever waits for the
-//! other, so a client that pastes a lot while the room is busy cannot wedge
+//! other, so a client that pastes a lot while the chat is busy cannot wedge
 //! itself against a server that has stopped reading until it is read from.
 
 use std::fmt;

@@ -273,7 +273,7 @@ impl Validator for Watcher {}
 
 impl Helper for Watcher {}
 
-/// Enter, and Ctrl-D on an empty line, hold the room's lines back until the
+/// Enter, and Ctrl-D on an empty line, hold what arrives back until the
 /// line is erased; Ctrl-C clears the line instead of ending anything;
 /// Alt-Left and Alt-Right switch rooms.
 fn bind_keys(
@@ -320,7 +320,7 @@ fn bind_keys(
     );
 }
 
-/// Enter: accept the line, and keep the room's lines back until it is erased.
+/// Enter: accept the line, and keep what arrives back until it is erased.
 struct AcceptLine {
     screen: Screen,
 }
@@ -806,7 +806,7 @@ impl Chat<'_> {
         true
     }
 
-    /// Leaves the room: sends `LEAVE` and waits for the conversation to end
+    /// Leaves the chat: sends `LEAVE` and waits for the conversation to end
     /// (at `BYE`, or after [`BYE_WAIT`]).
     fn leave(
         &self,

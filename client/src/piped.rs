@@ -7,8 +7,8 @@
 //! match it. There are no commands: a line that starts with `/` is a
 //! message like any other. At the end of stdin the client leaves, prints
 //! what arrives until `BYE`, and exits 0. The client's own messages
-//! (refusals, the reason for a close) go to stderr, never among the room's
-//! lines.
+//! (refusals, the reason for a close) go to stderr, never among the
+//! conversation's lines.
 
 use std::io::{self, Read as _, Write as _};
 use std::thread;

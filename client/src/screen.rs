@@ -4,7 +4,7 @@
 //! printed by one thread, the painter, through rustyline's external printer.
 //! While the user is typing, the printer clears the prompt, prints the line
 //! and redraws the prompt with the half-typed text below it; between two
-//! prompts it writes directly. One painter keeps the room's lines and the
+//! prompts it writes directly. One painter keeps the conversation's lines and the
 //! program's own notices in one order.
 //!
 //! # Showing the user's own messages once
@@ -113,7 +113,7 @@ impl Screen {
         let _ = self.control.send(Paint::Line(line));
     }
 
-    /// Keeps the room's lines back: the user pressed Enter, and the
+    /// Keeps the conversation's lines back: the user pressed Enter, and the
     /// accepted line is about to be erased. Called from inside the editor.
     pub fn hold(&self) {
         self.holding.store(true, Ordering::SeqCst);
