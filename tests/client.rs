@@ -358,6 +358,97 @@ async fn newer_error_codes_during_login() {
     }
 }
 
+/// What a cluster node answers to a login while it cannot reach Redis, or
+/// is settling after Redis came back.
+const UNAVAILABLE: &[u8] = b"ERROR unavailable the room is unreachable; nothing was done\n";
+
+/// A login answered `ERROR unavailable` is not a refused name: the client
+/// says the server is unavailable right now and tries again after a
+/// while, and logs in once the server takes logins again.
+#[tokio::test]
+async fn unavailable_server_is_tried_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let mut client = Piped::spawn(addr, &["--name", "alice"]);
+    let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    let (read, mut write) = stream.into_split();
+    let mut from_client = BufReader::new(read).lines();
+    for _ in 0..2 {
+        assert_eq!(
+            next_line(&mut from_client).await.as_deref(),
+            Some("NAME alice")
+        );
+        write.write_all(UNAVAILABLE).await.expect("write");
+    }
+    assert_eq!(
+        next_line(&mut from_client).await.as_deref(),
+        Some("NAME alice")
+    );
+    write
+        .write_all(b"WELCOME alice\nNAMES alice\n")
+        .await
+        .expect("write");
+    client.expect("* logged in as alice").await;
+    client.expect("* in the lobby: alice").await;
+    client.close_stdin();
+    assert_eq!(next_line(&mut from_client).await.as_deref(), Some("LEAVE"));
+    write.write_all(b"BYE\n").await.expect("write");
+    drop(write);
+    let (status, rest, stderr) = client.finish().await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(rest, ["* you left the chat"]);
+    let waiting = "chat-client: the server is unavailable right now \
+                   (the room is unreachable; nothing was done); trying again in";
+    assert_eq!(
+        stderr,
+        format!("{waiting} 500ms\n{waiting} 1s\n"),
+        "stderr: {stderr}"
+    );
+}
+
+/// A server that stays unavailable is given up on after a bounded number
+/// of tries, with an exit code of its own (4), not the one of a refused
+/// name (2): the same command may work later.
+#[tokio::test]
+async fn server_still_unavailable_exits_4() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let client = Piped::spawn(addr, &["--name", "alice"]);
+    let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    let (read, mut write) = stream.into_split();
+    let mut from_client = BufReader::new(read).lines();
+    let mut tries = 0;
+    while let Some(line) = next_line(&mut from_client).await {
+        assert_eq!(line, "NAME alice");
+        tries += 1;
+        write.write_all(UNAVAILABLE).await.expect("write");
+    }
+    assert_eq!(tries, 6, "a first try and five more");
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(4), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 6, "stderr: {stderr}");
+    assert!(
+        lines[..5]
+            .iter()
+            .all(|l| l.starts_with("chat-client: the server is unavailable right now (")),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        lines[5],
+        "chat-client: cannot log in: the server is unavailable right now \
+         (the room is unreachable; nothing was done); try again later"
+    );
+    assert!(!stderr.contains("name"), "stderr: {stderr}");
+}
+
 /// The server shutting down while the script still has input: the reason
 /// on stderr, exit code 3.
 #[tokio::test]

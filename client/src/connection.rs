@@ -42,6 +42,20 @@ pub type Incoming = FramedRead<ReadHalf, ClientCodec>;
 /// The writing side of a connection, for [`send_frames`].
 pub type Outgoing = FramedWrite<WriteHalf, ClientCodec>;
 
+/// How long to wait before each new try of a login that the server
+/// answered with `ERROR unavailable`. A cluster node says so while it cannot
+/// reach Redis, and after Redis comes back it takes no login until the users
+/// it kept hold their names again, which takes up to a name lease (10 s by
+/// default): the tries span a little more than that, then the client gives
+/// up with [`LoginError::Unavailable`].
+pub const UNAVAILABLE_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
 /// A connection, not yet split into its two directions.
 pub struct Connection {
     /// Where it goes, as the user gave it, to say so in messages.
@@ -97,6 +111,11 @@ pub enum LoginError {
         code: String,
         detail: Option<String>,
     },
+    /// The server cannot log anyone in right now (`ERROR unavailable`: a
+    /// cluster node cut off from Redis, or settling after Redis came back),
+    /// and was still so after every try of [`Connection::login_patiently`].
+    /// Nothing is wrong with the name.
+    Unavailable { detail: Option<String> },
     /// The server closed the connection, with its reason if it gave one.
     Closed { reason: Option<String> },
     /// The connection failed.
@@ -192,6 +211,32 @@ impl Connection {
         }
     }
 
+    /// Logs in as `name` like [`Connection::login`], but while the server
+    /// answers that it is unavailable, tries again after each delay of
+    /// [`UNAVAILABLE_BACKOFF`]; `retrying` is told before each wait, with
+    /// the server's detail and the delay, so that the user knows why
+    /// nothing happens.
+    pub async fn login_patiently(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        mut retrying: impl FnMut(Option<&str>, Duration),
+    ) -> Result<LoggedIn, LoginError> {
+        let mut delays = UNAVAILABLE_BACKOFF.iter();
+        loop {
+            match self.login(name, limit).await {
+                Err(LoginError::Unavailable { detail }) => {
+                    let Some(&delay) = delays.next() else {
+                        return Err(LoginError::Unavailable { detail });
+                    };
+                    retrying(detail.as_deref(), delay);
+                    tokio::time::sleep(delay).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     /// The next frame during login, by `deadline`; `waiting` says what was
     /// awaited in vain if it passes.
     async fn next_frame(
@@ -248,11 +293,17 @@ fn not_a_frame(unreadable: &ClientDecodeError) -> String {
 }
 
 /// An `ERROR` during login: kept as the `reason` if it announces a close,
-/// a refusal otherwise.
+/// the server being unavailable if it says so, a refusal of the name
+/// otherwise.
 fn error(reason: &mut Option<String>, code: &str, detail: Option<&str>) -> Result<(), LoginError> {
     if closes(code) {
         *reason = Some(detail.unwrap_or(code).to_owned());
         return Ok(());
+    }
+    if code == ErrorCode::Unavailable.as_str() {
+        return Err(LoginError::Unavailable {
+            detail: detail.map(str::to_owned),
+        });
     }
     Err(LoginError::Refused {
         code: code.to_owned(),

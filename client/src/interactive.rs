@@ -48,7 +48,7 @@ use crate::complete::complete;
 use crate::connection::{
     send_frames, sync_ping, synced, too_long, Connection, Incoming, LoggedIn, LoginError, Sent,
 };
-use crate::render::{clean, login_refusal, Format, Renderer, Style};
+use crate::render::{clean, login_refusal, unavailable, Format, Renderer, Style};
 use crate::rooms::{Change, Rooms};
 use crate::screen::{rows_taken, Screen};
 use crate::session::{follow, Ending, Follower, Track, BYE_WAIT};
@@ -546,7 +546,16 @@ impl Chat<'_> {
     fn log_in(&mut self, connection: &mut Connection, options: &Options) -> Result<LoggedIn, Exit> {
         let mut name = options.name.clone();
         loop {
-            let login = connection.login(&name, options.login_timeout);
+            let (screen, style) = (self.screen.clone(), self.style);
+            let retrying = move |detail: Option<&str>, delay| {
+                let delay = humantime::format_duration(delay);
+                let waiting = format!(
+                    "{}; trying again in {delay} (Ctrl-C gives up)",
+                    unavailable(detail)
+                );
+                screen.print(style.notice(&waiting));
+            };
+            let login = connection.login_patiently(&name, options.login_timeout, retrying);
             let Some(answer) = self.interrupts.or_interrupt(self.runtime, login) else {
                 self.screen.print(self.style.notice("gave up logging in"));
                 return Err(Exit::NotLoggedIn);
@@ -561,6 +570,12 @@ impl Chat<'_> {
                             .notice("choose another name (Ctrl-C or Ctrl-D gives up)"),
                     );
                     name = self.ask_name().ok_or(Exit::NotLoggedIn)?;
+                }
+                Err(LoginError::Unavailable { detail }) => {
+                    let still = unavailable(detail.as_deref());
+                    let problem = format!("cannot log in: {still}; try again later");
+                    self.screen.print(self.style.problem(&problem));
+                    return Err(Exit::Unavailable);
                 }
                 Err(LoginError::Closed { reason }) => {
                     self.report(&Ending::Closed { reason });

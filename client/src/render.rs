@@ -366,6 +366,15 @@ pub fn login_refusal(name: &str, code: &str, detail: Option<&str>) -> String {
     }
 }
 
+/// What `ERROR unavailable` in answer to a login means: the server cannot
+/// log anyone in right now, whatever the name.
+pub fn unavailable(detail: Option<&str>) -> String {
+    match detail {
+        Some(detail) => format!("the server is unavailable right now ({})", clean(detail)),
+        None => "the server is unavailable right now".to_owned(),
+    }
+}
+
 /// The current local time as `HH:MM`.
 fn now() -> String {
     chrono::Local::now().format("%H:%M").to_string()
