@@ -186,6 +186,38 @@ async fn taken_name_then_server_goes_away() {
     );
 }
 
+/// A person may take longer to choose a name than the server gives a
+/// connection to log in: the name typed at the `name>` prompt after the
+/// server's login timeout still logs in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_chosen_after_the_login_timeout_logs_in() {
+    let server = Server::start(&["--login-timeout", "1s"]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "bob"]) else {
+        return;
+    };
+    pane.wait_for("the refusal", |s| shows(s, "! the name bob is taken"));
+    pane.wait_for_last_line("name>");
+    // Nothing to wait for but time: the server closes the connection it
+    // gave the refused name once its login timeout has passed.
+    std::thread::sleep(Duration::from_millis(1500));
+    pane.type_text("carol");
+    pane.press("Enter");
+    bob.expect("JOIN carol").await;
+    let screen = pane.wait_for_last_line_after("* in the lobby: bob, carol", "carol>");
+    assert!(
+        !screen.iter().any(|l| l.contains("connection closed")),
+        "the screen:\n{}",
+        screen.join("\n")
+    );
+    pane.type_text("made it");
+    pane.press("Enter");
+    bob.expect("MSG carol made it").await;
+    pane.press("C-d");
+    bob.expect("LEAVE carol").await;
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
 /// Ctrl-C leaves while the client waits for the login's answer, where the
 /// terminal is not the editor's and Ctrl-C used to do nothing but echo.
 #[tokio::test(flavor = "multi_thread")]

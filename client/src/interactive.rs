@@ -110,7 +110,7 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     let Ok(printer) = editor.create_external_printer() else {
         return runtime.block_on(piped::run(options));
     };
-    let mut interrupts = match Interrupts::listen() {
+    let interrupts = match Interrupts::listen() {
         Ok(interrupts) => interrupts,
         Err(e) => {
             eprintln!("chat-client: cannot handle SIGINT: {e}");
@@ -131,35 +131,22 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     let switched = Switched::default();
     bind_keys(&mut editor, &screen, style, &rooms, &switched);
 
-    let trust = options.trust();
-    let connected =
-        interrupts.or_interrupt(runtime, Connection::connect(&options.addr, trust.as_ref()));
-    let exit = match connected {
-        None => {
-            let gave_up = format!("gave up connecting to {}", options.addr);
-            screen.print(style.notice(&gave_up));
-            Exit::Failed
-        }
-        Some(Err(e)) => {
-            screen.print(style.problem(&e.to_string()));
-            Exit::Failed
-        }
-        Some(Ok(connection)) => {
-            let mut chat = Chat {
-                editor,
-                screen: screen.clone(),
-                style,
-                layout,
-                // Opened once the name is known: each name has its own.
-                history: History { file: None },
-                interrupts,
-                runtime,
-                rooms,
-                switched,
-                syncs: 0,
-            };
-            chat.log_in_and_talk(connection, options)
-        }
+    let mut chat = Chat {
+        editor,
+        screen: screen.clone(),
+        style,
+        layout,
+        // Opened once the name is known: each name has its own.
+        history: History { file: None },
+        interrupts,
+        runtime,
+        rooms,
+        switched,
+        syncs: 0,
+    };
+    let exit = match chat.connect(options) {
+        Ok(connection) => chat.log_in_and_talk(connection, options),
+        Err(exit) => exit,
     };
     screen.flush(runtime.handle(), FLUSH_LIMIT);
     exit
@@ -467,14 +454,32 @@ struct Chat<'r> {
 }
 
 impl Chat<'_> {
-    fn log_in_and_talk(&mut self, mut connection: Connection, options: &Options) -> Exit {
+    /// Connects to the server; the exit if that fails or the user gives up.
+    fn connect(&mut self, options: &Options) -> Result<Connection, Exit> {
+        let trust = options.trust();
+        let connect = Connection::connect(&options.addr, trust.as_ref());
+        match self.interrupts.or_interrupt(self.runtime, connect) {
+            Some(Ok(connection)) => Ok(connection),
+            Some(Err(e)) => {
+                self.screen.print(self.style.problem(&e.to_string()));
+                Err(Exit::Failed)
+            }
+            None => {
+                let gave_up = format!("gave up connecting to {}", options.addr);
+                self.screen.print(self.style.notice(&gave_up));
+                Err(Exit::Failed)
+            }
+        }
+    }
+
+    fn log_in_and_talk(&mut self, connection: Connection, options: &Options) -> Exit {
         let raw = options.raw;
         let format = if raw {
             Format::Raw
         } else {
             Format::Human(self.style)
         };
-        let logged_in = match self.log_in(&mut connection, options) {
+        let (connection, logged_in) = match self.log_in(connection, options) {
             Ok(logged_in) => logged_in,
             Err(exit) => return exit,
         };
@@ -541,9 +546,20 @@ impl Chat<'_> {
     }
 
     /// Logs in, asking for another name for as long as the server refuses
-    /// one; the exit if the user gave up, the server closed the connection,
-    /// or nothing there is a chat server.
-    fn log_in(&mut self, connection: &mut Connection, options: &Options) -> Result<LoggedIn, Exit> {
+    /// one; the connection that is logged in, or the exit if the user gave
+    /// up, the server closed the connection, or nothing there is a chat
+    /// server.
+    ///
+    /// Each name the user chooses at the `name>` prompt is tried on a new
+    /// connection. The server closes a connection that has not logged in
+    /// within its login timeout (30 s by default; `PING` does not count),
+    /// and a person may well take longer to choose: the old connection
+    /// could be gone, while a new one has the whole timeout for the name.
+    fn log_in(
+        &mut self,
+        mut connection: Connection,
+        options: &Options,
+    ) -> Result<(Connection, LoggedIn), Exit> {
         let mut name = options.name.clone();
         loop {
             let (screen, style) = (self.screen.clone(), self.style);
@@ -561,7 +577,7 @@ impl Chat<'_> {
                 return Err(Exit::NotLoggedIn);
             };
             match answer {
-                Ok(welcomed) => return Ok(welcomed),
+                Ok(welcomed) => return Ok((connection, welcomed)),
                 Err(LoginError::Refused { code, detail }) => {
                     let refusal = login_refusal(&name, &code, detail.as_deref());
                     self.screen.print(self.style.problem(&refusal));
@@ -570,6 +586,10 @@ impl Chat<'_> {
                             .notice("choose another name (Ctrl-C or Ctrl-D gives up)"),
                     );
                     name = self.ask_name().ok_or(Exit::NotLoggedIn)?;
+                    // Closed before connecting again, so that it does not
+                    // count against the server's connections per address.
+                    drop(connection);
+                    connection = self.connect(options)?;
                 }
                 Err(LoginError::Unavailable { detail }) => {
                     let still = unavailable(detail.as_deref());
