@@ -3,6 +3,9 @@
 //! line at a time. Each step waits for the line that proves the previous one
 //! happened, so the conversations are deterministic without sleeps.
 
+#[path = "support/tls.rs"]
+mod support;
+
 use std::net::TcpListener as StdListener;
 use std::process::{ExitStatus, Stdio};
 
@@ -11,6 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use support::{Pair, Running, Scratch};
 
 /// A `chat-client` whose stdin and stdout are pipes held by the test.
 struct Piped {
@@ -316,6 +321,71 @@ async fn listener_answering_garbage_is_no_chat_server() {
              (it sent \"SSH-2.0-OpenSSH_9.2p1\" instead of WELCOME)\n"
         )
     );
+}
+
+/// A server with a TLS listener beside its plaintext one, trusting a
+/// certificate made on the spot; the certificate is `cert.pem` in `scratch`.
+fn tls_server(scratch: &Scratch) -> Running {
+    let (cert, key) = Pair::generate().write(&scratch.0);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    Running::start(&["--tls-cert", cert, "--tls-key", key])
+}
+
+/// `--tls` at the plaintext port (the default address's, 8000): the
+/// handshake fails on an answer that is not TLS, and the client says where
+/// the TLS port is by default, instead of only rustls's words.
+#[tokio::test]
+async fn tls_at_the_plaintext_port_points_to_the_tls_port() {
+    let scratch = Scratch::new("client-tls-at-plaintext");
+    let server = tls_server(&scratch);
+    let ca = scratch.path("cert.pem");
+    let ca = ca.to_str().unwrap();
+    let client = Piped::spawn(server.addr, &["--name", "alice", "--tls", "--ca", ca]);
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    let addr = server.addr;
+    assert!(
+        stderr.starts_with(&format!(
+            "chat-client: TLS handshake with {addr} failed: it does not answer in TLS ("
+        )),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.ends_with(
+            "; this looks like a plaintext port; the server's TLS port is 8443 \
+             by default (--addr 127.0.0.1:8443)\n"
+        ),
+        "stderr: {stderr}"
+    );
+}
+
+/// A plaintext client at the TLS port: what comes back is a TLS record,
+/// not a line, and the client says to add `--tls` instead of showing the
+/// record's bytes as if a service had spoken.
+#[tokio::test]
+async fn plaintext_at_the_tls_port_says_to_add_tls() {
+    let scratch = Scratch::new("client-plaintext-at-tls");
+    let server = tls_server(&scratch);
+    let tls_addr = server.tls_addr();
+    let client = Piped::spawn(tls_addr, &["--name", "alice"]);
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        stderr,
+        format!(
+            "chat-client: {tls_addr} answered in TLS: this looks like a TLS port; \
+             add --tls (and --ca <pem> if its certificate is not from a public CA)\n"
+        )
+    );
+    // With --tls it is a chat server after all.
+    let ca = scratch.path("cert.pem");
+    let mut client = Piped::spawn(tls_addr, &["--name", "alice", "--ca", ca.to_str().unwrap()]);
+    client.expect("* logged in as alice").await;
+    let (status, rest, stderr) = client.finish().await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(rest, ["* in the lobby: alice", "* you left the chat"]);
 }
 
 /// Errors with codes newer than the client during login: one that closes

@@ -9,6 +9,9 @@
 
 use std::fmt;
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chat_protocol::{
@@ -17,7 +20,7 @@ use chat_protocol::{
 };
 use futures::{SinkExt as _, StreamExt as _};
 use humantime::format_duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -62,6 +65,9 @@ pub struct Connection {
     addr: String,
     incoming: Incoming,
     outgoing: Outgoing,
+    /// Over plaintext, the first bytes the server sent, to tell a TLS
+    /// server answering in TLS from a peer that is no chat server at all.
+    first_bytes: Option<FirstBytes>,
 }
 
 /// Why no connection could be made.
@@ -140,10 +146,13 @@ impl Connection {
             .map_err(failed)?;
         // Chat lines are small and typed one at a time: send each at once.
         stream.set_nodelay(true).map_err(failed)?;
+        let mut first_bytes = None;
         let (read, write): (ReadHalf, WriteHalf) = match tls {
             None => {
                 let (read, write) = stream.into_split();
-                (Box::new(read), Box::new(write))
+                let seen = FirstBytes::default();
+                first_bytes = Some(seen.clone());
+                (Box::new(seen.watch(read)), Box::new(write))
             }
             Some(trust) => {
                 let stream = tls::handshake(stream, addr, trust)
@@ -157,6 +166,7 @@ impl Connection {
             addr: addr.to_owned(),
             incoming: FramedRead::new(read, ClientCodec::new()),
             outgoing: FramedWrite::new(write, ClientCodec::new()),
+            first_bytes,
         })
     }
 
@@ -250,6 +260,15 @@ impl Connection {
             .map_err(|_| self.no_chat_server(&waiting()))?;
         match arrival {
             Some(Ok(Ok(frame))) => Ok(frame),
+            // What a TLS server sends a plaintext client (an alert, then
+            // the close) is no frame: it would read as a line of odd bytes.
+            _ if self.first_bytes.as_ref().is_some_and(FirstBytes::are_tls) => {
+                Err(LoginError::NoChatServer(format!(
+                    "{} answered in TLS: this looks like a TLS port; add --tls \
+                     (and --ca <pem> if its certificate is not from a public CA)",
+                    self.addr
+                )))
+            }
             Some(Ok(Err(unreadable))) => Err(self.no_chat_server(&not_a_frame(&unreadable))),
             Some(Err(e)) => Err(LoginError::Broken(e)),
             None => Err(LoginError::Closed {
@@ -265,6 +284,61 @@ impl Connection {
     /// Splits the logged-in connection into its two directions.
     pub fn split(self) -> (Incoming, Outgoing) {
         (self.incoming, self.outgoing)
+    }
+}
+
+/// The first bytes a plaintext connection received, kept by the reading
+/// half ([`FirstBytes::watch`]) for the login to look at.
+#[derive(Clone, Default)]
+struct FirstBytes(Arc<Mutex<Vec<u8>>>);
+
+impl FirstBytes {
+    /// Enough to recognise the start of a TLS record: its content type and
+    /// the major version.
+    const KEPT: usize = 2;
+
+    /// `read`, keeping the first bytes it reads here.
+    fn watch<R: AsyncRead + Unpin>(&self, read: R) -> Watched<R> {
+        Watched {
+            read,
+            first: Some(self.clone()),
+        }
+    }
+
+    /// Whether they start a TLS record: an alert (0x15) or a handshake
+    /// (0x16) of TLS 1.x (0x03), as a TLS server answers anything else.
+    fn are_tls(&self) -> bool {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(kept[..], [0x15 | 0x16, 0x03, ..])
+    }
+}
+
+/// A reading half that hands the first bytes it reads to a [`FirstBytes`].
+struct Watched<R> {
+    read: R,
+    /// Until it has them.
+    first: Option<FirstBytes>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.read).poll_read(cx, buf);
+        if let Some(first) = &self.first {
+            let mut kept = first.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let wanted = FirstBytes::KEPT - kept.len();
+            let new = &buf.filled()[before..];
+            kept.extend_from_slice(&new[..wanted.min(new.len())]);
+            if kept.len() == FirstBytes::KEPT {
+                drop(kept);
+                self.first = None;
+            }
+        }
+        polled
     }
 }
 
