@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use chat_tests::tty::{shows, Pane};
+use chat_tests::tty::{shows, Pane, SIZE};
 use chat_tests::{Server, TIMEOUT};
 
 /// The heart of the issue: a message arriving while the user is halfway
@@ -313,6 +313,61 @@ async fn a_line_too_long_stays_in_the_line() {
     pane.press("Enter");
     bob.expect(&format!("MSG alice {longest}")).await;
     pane.wait_for_last_line("alice>");
+}
+
+/// Resizing the terminal while a line is typed redraws the prompt in
+/// place: a message that arrived while the terminal was narrow is still on
+/// screen after it is widened again (it used to be erased by the redraw),
+/// and no stale copy of the prompt is left above it, on the screen or in
+/// the scrollback.
+#[tokio::test(flavor = "multi_thread")]
+async fn resizing_keeps_messages_and_leaves_no_stale_prompts() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+    // 7 + 53 columns: one row at 100 columns, three at 25.
+    let half = "a half-typed line that wraps when the terminal narrows";
+    pane.type_text(half);
+    let typed = format!("alice> {half}");
+    pane.wait_for_last_line(&typed);
+
+    pane.resize(25, SIZE.1);
+    pane.wait_for("the prompt to wrap", |s| {
+        s.last().is_some_and(|l| typed.ends_with(l.as_str()))
+    });
+    bob.send("MSG hi, narrow").await;
+    bob.expect("MSG bob hi, narrow").await;
+    pane.wait_for("the message", |s| shows(s, "bob: hi, narrow"));
+    pane.resize(SIZE.0, SIZE.1);
+    let screen = pane.wait_for_last_line_after("bob: hi, narrow", &typed);
+    let prompts = |lines: &[String]| lines.iter().filter(|l| l.contains("alice>")).count();
+    assert_eq!(prompts(&screen), 1, "the screen:\n{}", screen.join("\n"));
+    let transcript = pane.transcript();
+    assert_eq!(
+        prompts(&transcript),
+        1,
+        "the transcript:\n{}",
+        transcript.join("\n")
+    );
+    assert!(
+        !transcript
+            .iter()
+            .any(|l| l.contains("wraps when") && !l.starts_with("alice>")),
+        "a stale part of the prompt:\n{}",
+        transcript.join("\n")
+    );
+
+    // The line is still being edited, and goes as typed.
+    pane.press("Enter");
+    bob.expect(&format!("MSG alice {half}")).await;
+    pane.wait_for_last_line_after(&format!("alice: {half}"), "alice>");
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
 }
 
 /// Each name has its own history by default: what bob typed (his

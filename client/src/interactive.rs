@@ -20,6 +20,7 @@
 //! prompts tokio's handler absorbs the signal instead of the default action,
 //! which would kill the process.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::future::Future;
 use std::num::NonZeroU64;
@@ -48,6 +49,7 @@ use crate::complete::complete;
 use crate::connection::{
     send_frames, sync_ping, synced, too_long, Connection, Incoming, LoggedIn, LoginError, Sent,
 };
+use crate::reflow::{terminal_cols, Layout, Reflow, Shown};
 use crate::render::{clean, login_refusal, unavailable, Format, Renderer, Style};
 use crate::rooms::{Change, Rooms};
 use crate::screen::{rows_taken, Screen};
@@ -101,9 +103,13 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
         }
     };
     let rooms = SharedRooms::default();
+    let shown = Shown::default();
     editor.set_helper(Some(Watcher {
         typed: RefCell::default(),
         rooms: rooms.clone(),
+        reflow: RefCell::default(),
+        shown: shown.clone(),
+        layout,
     }));
     // A terminal rustyline cannot drive (TERM=dumb, say) still works the
     // netcat way, where Ctrl-C keeps its default action.
@@ -117,7 +123,7 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
             return Exit::Failed;
         }
     };
-    let screen = match Screen::start(printer, runtime.handle().clone()) {
+    let screen = match Screen::start(printer, shown, runtime.handle().clone()) {
         Ok(screen) => screen,
         Err(e) => {
             eprintln!("chat-client: cannot start: {e}");
@@ -196,23 +202,25 @@ fn editor_config() -> Config {
         .build()
 }
 
-/// How rustyline lays a line out, to measure the accepted one.
-#[derive(Clone, Copy)]
-struct Layout {
-    widths: rustyline::GraphemeClusterMode,
-    tab_stop: usize,
-}
-
 /// The editor's helper, which watches what is typed and completes words.
 /// When the conversation ends by itself it interrupts the editor, and the
 /// prompt with the half-typed line is erased like an accepted line; that
 /// takes knowing the line, which rustyline does not return with
 /// `Interrupted`. It asks the helper for a hint at every change of the
 /// line, so the hint is where the line is seen.
+///
+/// It also sees every drawing of the prompt, as its highlighter, and puts
+/// right where rustyline draws it after the terminal was resized (see
+/// [`crate::reflow`]).
 struct Watcher {
     typed: RefCell<String>,
     /// What completion draws names and rooms from.
     rooms: SharedRooms,
+    /// Where rustyline last put the cursor.
+    reflow: RefCell<Reflow>,
+    /// The lines above the prompt, to print again after a resize.
+    shown: Shown,
+    layout: Layout,
 }
 
 impl Watcher {
@@ -225,10 +233,11 @@ impl Watcher {
 impl Hinter for Watcher {
     type Hint = String;
 
-    fn hint(&self, line: &str, _: usize, _: &rustyline::Context<'_>) -> Option<String> {
+    fn hint(&self, line: &str, pos: usize, _: &rustyline::Context<'_>) -> Option<String> {
         let mut typed = self.typed.borrow_mut();
         typed.clear();
         typed.push_str(line);
+        self.reflow.borrow_mut().saw(line, pos);
         None
     }
 }
@@ -254,7 +263,34 @@ impl Completer for Watcher {
     }
 }
 
-impl Highlighter for Watcher {}
+/// No colors: only a look at each drawing.
+impl Highlighter for Watcher {
+    fn highlight<'l>(&self, line: &'l str, pos: usize) -> Cow<'l, str> {
+        self.reflow.borrow_mut().saw(line, pos);
+        Cow::Borrowed(line)
+    }
+
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _: bool) -> Cow<'b, str> {
+        let Some(cols) = terminal_cols() else {
+            return Cow::Borrowed(prompt);
+        };
+        let repair = self
+            .reflow
+            .borrow_mut()
+            .repair(prompt, cols, self.layout, &self.shown);
+        if repair.is_empty() {
+            Cow::Borrowed(prompt)
+        } else {
+            Cow::Owned(repair + prompt)
+        }
+    }
+
+    /// The cursor moved without a drawing.
+    fn highlight_char(&self, line: &str, pos: usize, _: rustyline::highlight::CmdKind) -> bool {
+        self.reflow.borrow_mut().saw(line, pos);
+        false
+    }
+}
 
 impl Validator for Watcher {}
 

@@ -27,6 +27,7 @@ pub mod connection;
 pub mod interactive;
 pub mod options;
 pub mod piped;
+pub mod reflow;
 pub mod render;
 pub mod rooms;
 pub mod screen;
