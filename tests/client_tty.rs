@@ -6,10 +6,10 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_tests::tty::{shows, Pane, SIZE};
-use chat_tests::{Server, TIMEOUT};
+use chat_tests::Server;
 
 /// The heart of the issue: a message arriving while the user is halfway
 /// through a line appears above the prompt, and the half-typed line is
@@ -280,7 +280,7 @@ async fn ctrl_c_at_the_name_prompt_gives_up() {
 /// A pasted line too long for a frame is not sent, and so not refused and
 /// lost: the client says what the limit for a message's text is (4096 less
 /// `MSG `) and puts the text back in the line, where it can be shortened
-/// and sent.
+/// and sent. (Two bytes a column: too long, but not too tall to edit.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_line_too_long_stays_in_the_line() {
     let server = Server::start(&[]);
@@ -291,28 +291,69 @@ async fn a_line_too_long_stays_in_the_line() {
     pane.wait_for_last_line("alice>");
     bob.expect("JOIN alice").await;
 
-    let longest = "a".repeat(4092);
+    let longest = "é".repeat(4092 / 2);
     pane.paste(&format!("{longest}b"));
     pane.press("Enter");
-    // The line is taller than the pane: the refusal above it has scrolled
-    // off the screen.
-    let start = Instant::now();
-    let refusal =
-        "! not sent: a message holds at most 4092 bytes, this one has 4093; edit it below";
-    while !shows(&pane.transcript(), refusal) {
-        assert!(start.elapsed() < TIMEOUT, "no refusal");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pane.wait_for("the refusal", |s| {
+        shows(
+            s,
+            "! not sent: a message holds at most 4092 bytes, this one has 4093; edit it below",
+        )
+    });
     bob.expect_quiet().await;
 
     // The text is still there: one character less, and it goes.
     pane.wait_for("the text back in the line", |s| {
-        s.last().is_some_and(|l| l.ends_with("aab"))
+        s.last().is_some_and(|l| l.ends_with("ééb"))
     });
     pane.press("BSpace");
     pane.press("Enter");
     bob.expect(&format!("MSG alice {longest}")).await;
     pane.wait_for_last_line("alice>");
+}
+
+/// A paste taller than the terminal, and too long to send: rustyline would
+/// draw it whole at every key, each drawing scrolling a partial copy of the
+/// prompt into the scrollback and the notice off the screen. It is not put
+/// back in the line then: the notice stays on screen and says how to get
+/// the text back, and the paste's own drawing is the only partial copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paste_taller_than_the_terminal_leaves_no_copies() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+
+    // 41 rows of a 100-column terminal of 30.
+    pane.paste(&"a".repeat(4093));
+    pane.press("Enter");
+    let screen = pane.wait_for("the refusal above an empty line", |s| {
+        s.iter().any(|l| {
+            l.contains("! not sent: a message holds at most 4092 bytes, this one has 4093; it is")
+        }) && s.last().map(String::as_str) == Some("alice>")
+    });
+    let said = screen.join("\n");
+    assert!(
+        said.contains("or press Up to edit it here"),
+        "the screen:\n{said}"
+    );
+    bob.expect_quiet().await;
+    pane.type_text("short");
+    pane.press("Enter");
+    bob.expect("MSG alice short").await;
+    pane.wait_for_last_line_after("alice: short", "alice>");
+    let transcript = pane.transcript();
+    let copies = transcript
+        .iter()
+        .filter(|l| l.starts_with("alice> a"))
+        .count();
+    assert!(copies <= 1, "the transcript:\n{}", transcript.join("\n"));
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
 }
 
 /// Resizing the terminal while a line is typed redraws the prompt in

@@ -739,10 +739,24 @@ impl Chat<'_> {
                 };
                 // Sent, the server would refuse it and the text would be
                 // gone: it stays in the line instead, with what follows.
+                // Unless that is taller than the terminal: rustyline draws
+                // the whole line at every key, from the top of the screen,
+                // so each drawing would scroll a partial copy into the
+                // scrollback, and this notice off the screen. It is in the
+                // history then, as typed.
                 if let Some(why) = too_long(&request.frame) {
-                    let problem = format!("not sent: {why}; edit it below");
+                    let rest = lines[at..].join("\n");
+                    let problem = if self.fits_on_screen(&prompt, &rest) {
+                        retype = (rest, String::new());
+                        format!("not sent: {why}; edit it below")
+                    } else {
+                        format!(
+                            "not sent: {why}; it is taller than the terminal, so it is \
+                             not put back to edit: shorten it and paste it again, \
+                             or press Up to edit it here"
+                        )
+                    };
                     self.screen.print(self.style.problem(&problem));
-                    retype = (lines[at..].join("\n"), String::new());
                     break;
                 }
                 if let ClientFrame::Leave(text) = request.frame {
@@ -906,6 +920,15 @@ impl Chat<'_> {
         self.screen.print(self.style.notice("commands:"));
         for (command, what) in HELP {
             self.screen.print(format!("    {command:<20} {what}"));
+        }
+    }
+
+    /// Whether the prompt with `line` leaves a row free on the screen, for
+    /// a notice above it.
+    fn fits_on_screen(&mut self, prompt: &str, line: &str) -> bool {
+        match self.editor.dimensions() {
+            Some((_, rows)) => self.rows_taken(prompt, line) < usize::from(rows),
+            None => true,
         }
     }
 
