@@ -36,7 +36,7 @@ use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
 use rustyline::{
-    Cmd, CompletionType, ConditionalEventHandler, Config, Editor, Event, EventContext,
+    Cmd, ColorMode, CompletionType, ConditionalEventHandler, Config, Editor, Event, EventContext,
     EventHandler, Helper, KeyCode, KeyEvent, Modifiers, Movement, RepeatCount,
 };
 use tokio::runtime::Runtime;
@@ -199,6 +199,10 @@ fn editor_config() -> Config {
     Config::builder()
         .auto_add_history(false)
         .completion_type(CompletionType::List)
+        // The helper adds no colors, but it must see every drawing of the
+        // prompt to put it right after a resize, and rustyline shows it
+        // none with colors off (NO_COLOR set).
+        .color_mode(ColorMode::Forced)
         .build()
 }
 
@@ -657,6 +661,7 @@ impl Chat<'_> {
             .editor
             .bind_sequence(KeyEvent::ctrl('C'), EventHandler::Simple(Cmd::Interrupt));
         let name = loop {
+            self.new_prompt();
             let answer = self.editor.readline("name> ");
             self.screen.release(0);
             match answer {
@@ -689,6 +694,7 @@ impl Chat<'_> {
             }
             let prompt = self.prompt();
             let (left, right) = std::mem::take(&mut retype);
+            self.new_prompt();
             let input = match self.editor.readline_with_initial(&prompt, (&left, &right)) {
                 Ok(input) => input,
                 // The conversation ended and interrupted the editor, or
@@ -920,6 +926,14 @@ impl Chat<'_> {
         self.screen.print(self.style.notice("commands:"));
         for (command, what) in HELP {
             self.screen.print(format!("    {command:<20} {what}"));
+        }
+    }
+
+    /// Readies the helper for a prompt of its own, laid out afresh at
+    /// whatever width the terminal has now.
+    fn new_prompt(&mut self) {
+        if let Some(watcher) = self.editor.helper_mut() {
+            watcher.reflow.borrow_mut().forget();
         }
     }
 

@@ -95,6 +95,14 @@ pub struct Reflow {
 }
 
 impl Reflow {
+    /// Forgets the last drawing: the next prompt is a new one, which
+    /// rustyline lays out at the width the terminal has then.
+    pub fn forget(&mut self) {
+        self.line.clear();
+        self.pos = 0;
+        self.cols = None;
+    }
+
     /// Takes note of the line and the cursor's place in it, whenever
     /// rustyline shows either.
     pub fn saw(&mut self, line: &str, pos: usize) {
@@ -253,6 +261,13 @@ mod tests {
     fn nothing_to_repair_while_the_width_stays() {
         let mut reflow = reflow("hello", 80);
         assert_eq!(reflow.repair("> ", 80, LAYOUT, &Shown::default()), "");
+    }
+
+    #[test]
+    fn a_new_prompt_is_laid_out_afresh() {
+        let mut reflow = reflow(&"a".repeat(27), 80);
+        reflow.forget();
+        assert_eq!(reflow.repair("> ", 10, LAYOUT, &Shown::default()), "");
     }
 
     #[test]
