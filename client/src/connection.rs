@@ -127,8 +127,9 @@ pub enum LoginError {
     /// The connection failed.
     Broken(io::Error),
     /// Whatever answered is not a chat server: it said something that is
-    /// not a frame, or nothing at all within the login timeout. The text
-    /// says so, with the address.
+    /// not a frame, or nothing at all within the login timeout, or it is a
+    /// TLS listener answering a plaintext client. The text says so, with
+    /// the address.
     NoChatServer(String),
 }
 
