@@ -3,6 +3,9 @@
 //! line at a time. Each step waits for the line that proves the previous one
 //! happened, so the conversations are deterministic without sleeps.
 
+#[path = "support/tls.rs"]
+mod support;
+
 use std::net::TcpListener as StdListener;
 use std::process::{ExitStatus, Stdio};
 
@@ -11,6 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpListener;
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use support::{Pair, Running, Scratch};
 
 /// A `chat-client` whose stdin and stdout are pipes held by the test.
 struct Piped {
@@ -104,11 +109,11 @@ async fn two_piped_clients_converse() {
     let server = Server::start(&[]);
     let mut alice = Piped::named(&server, "alice");
     alice.expect("* logged in as alice").await;
-    alice.expect("* in the room: alice").await;
+    alice.expect("* in the lobby: alice").await;
 
     let mut bob = Piped::named(&server, "bob");
     bob.expect("* logged in as bob").await;
-    bob.expect("* in the room: alice, bob").await;
+    bob.expect("* in the lobby: alice, bob").await;
     alice.expect("* bob joined").await;
 
     alice.say("hi bob").await;
@@ -120,7 +125,7 @@ async fn two_piped_clients_converse() {
     alice.expect("bob: hi alice, bye").await;
 
     bob.close_stdin();
-    bob.expect("* you left the room").await;
+    bob.expect("* you left the chat").await;
     let (status, rest, stderr) = bob.finish().await;
     assert_eq!(
         (status.code(), rest, stderr.as_str()),
@@ -129,7 +134,7 @@ async fn two_piped_clients_converse() {
     alice.expect("* bob left").await;
 
     alice.close_stdin();
-    alice.expect("* you left the room").await;
+    alice.expect("* you left the chat").await;
     let (status, rest, stderr) = alice.finish().await;
     assert_eq!(
         (status.code(), rest, stderr.as_str()),
@@ -163,11 +168,11 @@ async fn stdin_lines_become_messages_exactly() {
         out,
         [
             "* logged in as alice",
-            "* in the room: alice, observer",
+            "* in the lobby: alice, observer",
             "alice:   two  spaces  ",
             "alice: crlf",
             "alice: /not a command",
-            "* you left the room",
+            "* you left the chat",
         ]
     );
 }
@@ -178,7 +183,7 @@ async fn others_are_rendered_for_people() {
     let server = Server::start(&[]);
     let mut alice = Piped::named(&server, "alice");
     alice.expect("* logged in as alice").await;
-    alice.expect("* in the room: alice").await;
+    alice.expect("* in the lobby: alice").await;
 
     let mut carol = server.user("carol").await;
     alice.expect("* carol joined").await;
@@ -198,7 +203,7 @@ async fn others_are_rendered_for_people() {
     let (status, rest, _) = alice.finish().await;
     assert_eq!(
         (status.code(), rest),
-        (Some(0), vec!["* you left the room".to_owned()])
+        (Some(0), vec!["* you left the chat".to_owned()])
     );
 }
 
@@ -318,6 +323,71 @@ async fn listener_answering_garbage_is_no_chat_server() {
     );
 }
 
+/// A server with a TLS listener beside its plaintext one, trusting a
+/// certificate made on the spot; the certificate is `cert.pem` in `scratch`.
+fn tls_server(scratch: &Scratch) -> Running {
+    let (cert, key) = Pair::generate().write(&scratch.0);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    Running::start(&["--tls-cert", cert, "--tls-key", key])
+}
+
+/// `--tls` at the plaintext port (the default address's, 8000): the
+/// handshake fails on an answer that is not TLS, and the client says where
+/// the TLS port is by default, instead of only rustls's words.
+#[tokio::test]
+async fn tls_at_the_plaintext_port_points_to_the_tls_port() {
+    let scratch = Scratch::new("client-tls-at-plaintext");
+    let server = tls_server(&scratch);
+    let ca = scratch.path("cert.pem");
+    let ca = ca.to_str().unwrap();
+    let client = Piped::spawn(server.addr, &["--name", "alice", "--tls", "--ca", ca]);
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    let addr = server.addr;
+    assert!(
+        stderr.starts_with(&format!(
+            "chat-client: TLS handshake with {addr} failed: it does not answer in TLS ("
+        )),
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.ends_with(
+            "; this looks like a plaintext port; the server's TLS port is 8443 \
+             by default (--addr 127.0.0.1:8443)\n"
+        ),
+        "stderr: {stderr}"
+    );
+}
+
+/// A plaintext client at the TLS port: what comes back is a TLS record,
+/// not a line, and the client says to add `--tls` instead of showing the
+/// record's bytes as if a service had spoken.
+#[tokio::test]
+async fn plaintext_at_the_tls_port_says_to_add_tls() {
+    let scratch = Scratch::new("client-plaintext-at-tls");
+    let server = tls_server(&scratch);
+    let tls_addr = server.tls_addr();
+    let client = Piped::spawn(tls_addr, &["--name", "alice"]);
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert_eq!(
+        stderr,
+        format!(
+            "chat-client: {tls_addr} answered in TLS: this looks like a TLS port; \
+             add --tls (and --ca <pem> if its certificate is not from a public CA)\n"
+        )
+    );
+    // With --tls it is a chat server after all.
+    let ca = scratch.path("cert.pem");
+    let mut client = Piped::spawn(tls_addr, &["--name", "alice", "--ca", ca.to_str().unwrap()]);
+    client.expect("* logged in as alice").await;
+    let (status, rest, stderr) = client.finish().await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(rest, ["* in the lobby: alice", "* you left the chat"]);
+}
+
 /// Errors with codes newer than the client during login: one that closes
 /// the connection (`too-many-connections`) is its reason, another is a
 /// refusal; both are said with the code or detail as sent, exit code 2.
@@ -358,6 +428,97 @@ async fn newer_error_codes_during_login() {
     }
 }
 
+/// What a cluster node answers to a login while it cannot reach Redis, or
+/// is settling after Redis came back.
+const UNAVAILABLE: &[u8] = b"ERROR unavailable the room is unreachable; nothing was done\n";
+
+/// A login answered `ERROR unavailable` is not a refused name: the client
+/// says the server is unavailable right now and tries again after a
+/// while, and logs in once the server takes logins again.
+#[tokio::test]
+async fn unavailable_server_is_tried_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let mut client = Piped::spawn(addr, &["--name", "alice"]);
+    let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    let (read, mut write) = stream.into_split();
+    let mut from_client = BufReader::new(read).lines();
+    for _ in 0..2 {
+        assert_eq!(
+            next_line(&mut from_client).await.as_deref(),
+            Some("NAME alice")
+        );
+        write.write_all(UNAVAILABLE).await.expect("write");
+    }
+    assert_eq!(
+        next_line(&mut from_client).await.as_deref(),
+        Some("NAME alice")
+    );
+    write
+        .write_all(b"WELCOME alice\nNAMES alice\n")
+        .await
+        .expect("write");
+    client.expect("* logged in as alice").await;
+    client.expect("* in the lobby: alice").await;
+    client.close_stdin();
+    assert_eq!(next_line(&mut from_client).await.as_deref(), Some("LEAVE"));
+    write.write_all(b"BYE\n").await.expect("write");
+    drop(write);
+    let (status, rest, stderr) = client.finish().await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(rest, ["* you left the chat"]);
+    let waiting = "chat-client: the server is unavailable right now \
+                   (the room is unreachable; nothing was done); trying again in";
+    assert_eq!(
+        stderr,
+        format!("{waiting} 500ms\n{waiting} 1s\n"),
+        "stderr: {stderr}"
+    );
+}
+
+/// A server that stays unavailable is given up on after a bounded number
+/// of tries, with an exit code of its own (4), not the one of a refused
+/// name (2): the same command may work later.
+#[tokio::test]
+async fn server_still_unavailable_exits_4() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let client = Piped::spawn(addr, &["--name", "alice"]);
+    let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the client connects")
+        .expect("accept");
+    let (read, mut write) = stream.into_split();
+    let mut from_client = BufReader::new(read).lines();
+    let mut tries = 0;
+    while let Some(line) = next_line(&mut from_client).await {
+        assert_eq!(line, "NAME alice");
+        tries += 1;
+        write.write_all(UNAVAILABLE).await.expect("write");
+    }
+    assert_eq!(tries, 6, "a first try and five more");
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(4), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 6, "stderr: {stderr}");
+    assert!(
+        lines[..5]
+            .iter()
+            .all(|l| l.starts_with("chat-client: the server is unavailable right now (")),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        lines[5],
+        "chat-client: cannot log in: the server is unavailable right now \
+         (the room is unreachable; nothing was done); try again later"
+    );
+    assert!(!stderr.contains("name"), "stderr: {stderr}");
+}
+
 /// The server shutting down while the script still has input: the reason
 /// on stderr, exit code 3.
 #[tokio::test]
@@ -365,7 +526,7 @@ async fn server_shutdown_exits_3_with_the_reason() {
     let mut server = Server::start(&[]);
     let mut alice = Piped::named(&server, "alice");
     alice.expect("* logged in as alice").await;
-    alice.expect("* in the room: alice").await;
+    alice.expect("* in the lobby: alice").await;
     server.signal(libc::SIGTERM);
     let (status, rest, stderr) = alice.finish_with_stdin_open().await;
     assert_eq!(status.code(), Some(3), "stderr: {stderr}");
@@ -406,7 +567,7 @@ async fn scripted_server_frames_and_a_missing_bye() {
         .await
         .expect("write");
     client.expect("* logged in as alice").await;
-    client.expect("* in the room: alice").await;
+    client.expect("* in the lobby: alice").await;
     client
         .expect("* 12 messages were skipped because this terminal fell behind")
         .await;
@@ -465,7 +626,7 @@ async fn without_keepalive_a_quiet_reader_is_timed_out() {
     let alice = Piped::spawn(server.addr(), &["--name", "alice", "--keepalive", "off"]);
     let (status, rest, stderr) = alice.finish_with_stdin_open().await;
     assert_eq!(status.code(), Some(3), "stderr: {stderr}");
-    assert_eq!(rest, ["* logged in as alice", "* in the room: alice"]);
+    assert_eq!(rest, ["* logged in as alice", "* in the lobby: alice"]);
     assert!(
         stderr.starts_with("chat-client: connection closed by server ("),
         "stderr: {stderr}"
@@ -489,7 +650,7 @@ async fn piped_room_flag_says_lines_in_that_room() {
 
     let mut alice = Piped::spawn(server.addr(), &["--name", "alice", "--room", "#OPS"]);
     alice.expect("* logged in as alice").await;
-    alice.expect("* in the room: alice, bob").await;
+    alice.expect("* in the lobby: alice, bob").await;
     alice.expect("[#ops] * in the room: alice, bob").await;
     alice
         .expect("[#ops] * topic: deploys at 5 (set by bob)")
@@ -520,7 +681,7 @@ async fn piped_room_flag_says_lines_in_that_room() {
     alice.expect("* bob left").await;
 
     alice.close_stdin();
-    alice.expect("* you left the room").await;
+    alice.expect("* you left the chat").await;
     let (status, rest, stderr) = alice.finish().await;
     assert_eq!(
         (status.code(), rest, stderr.as_str()),

@@ -1,254 +1,15 @@
 //! `chat-client` at a terminal, as a person uses it: the client runs in a
-//! tmux pane, keys are typed with `send-keys`, and the screen is read with
-//! `capture-pane`. Other users are raw protocol clients of the harness.
-//!
-//! Every wait polls the screen until what it looks for is there, bounded by
-//! [`TIMEOUT`]; nothing sleeps a fixed time and hopes. Where tmux is not
-//! installed the tests say so and pass, except in CI (`CI` set), where a
-//! missing tmux fails them: `.ci/run` installs it, so its absence is a
-//! broken runner, not a reason to skip.
+//! tmux pane of the harness ([`chat_tests::tty::Pane`]), which types with
+//! `send-keys` and reads the screen with `capture-pane`. Other users are raw
+//! protocol clients of the harness. Where tmux is not installed the tests
+//! say so and pass, except in CI, where they fail.
 
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::io::{BufRead as _, BufReader};
+use std::net::TcpListener;
+use std::time::Duration;
 
-use chat_tests::{binary, Server, TIMEOUT};
-
-/// A tmux server of the test's own, on its own socket, with one pane
-/// running the client; killed when dropped.
-struct Pane {
-    dir: PathBuf,
-}
-
-impl Pane {
-    /// Starts `chat-client` for `server`, see [`Pane::start_at`].
-    fn start(server: &Server, args: &[&str]) -> Option<Pane> {
-        Pane::start_at(server.addr(), args)
-    }
-
-    /// Starts `chat-client --addr addr` with `args` in a 100×30 pane, or
-    /// `None` (after saying why) where tmux is not installed. Its history
-    /// goes to a file of the test's own ([`Pane::history`]).
-    fn start_at(addr: SocketAddr, args: &[&str]) -> Option<Pane> {
-        Pane::start_with(addr, args, None)
-    }
-
-    /// Like [`Pane::start_at`], but with `data_home` as the client's data
-    /// directory (`XDG_DATA_HOME`) and no `--history`, so that history goes
-    /// where it goes by default.
-    fn start_with(addr: SocketAddr, args: &[&str], data_home: Option<&Path>) -> Option<Pane> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            assert!(std::env::var_os("CI").is_none(), "tmux is missing in CI");
-            // Straight to stderr, which the test harness does not capture,
-            // so that the skip shows in a normal `cargo test` run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: tmux is not installed (apt-get install -y tmux)"
-            );
-            return None;
-        }
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "chat-client-tty-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create the test's directory");
-        // The pane stays after the client exits, so that its last words can
-        // be read.
-        std::fs::write(dir.join("tmux.conf"), "set -g remain-on-exit on\n")
-            .expect("write tmux.conf");
-        let pane = Pane { dir };
-        // History shows each message's own time, in the local time zone:
-        // UTC here, so that the tests know what to expect.
-        let mut command = vec!["TZ=UTC".to_owned()];
-        if let Some(data_home) = data_home {
-            command.push(format!(
-                "XDG_DATA_HOME={}",
-                quote(&data_home.to_string_lossy())
-            ));
-        }
-        command.push(quote(&binary("chat-client").to_string_lossy()));
-        command.extend(["--addr".to_owned(), addr.to_string()]);
-        if data_home.is_none() {
-            command.extend([
-                "--history".to_owned(),
-                quote(&pane.dir.join("history").to_string_lossy()),
-            ]);
-        }
-        command.extend(args.iter().map(|a| quote(a)));
-        // tmux does not always record a pane's exit status, so the shell
-        // that runs the client writes it down.
-        let status = pane.dir.join("status");
-        let command = format!(
-            "{}; echo $? > {}",
-            command.join(" "),
-            quote(&status.to_string_lossy())
-        );
-        let conf = pane.dir.join("tmux.conf");
-        pane.tmux(&[
-            "-f",
-            &conf.to_string_lossy(),
-            "new-session",
-            "-d",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &command,
-        ]);
-        Some(pane)
-    }
-
-    /// What the client's history file holds.
-    fn history(&self) -> String {
-        std::fs::read_to_string(self.dir.join("history")).expect("the history file")
-    }
-
-    fn tmux(&self, args: &[&str]) -> Output {
-        let output = Command::new("tmux")
-            .arg("-S")
-            .arg(self.dir.join("socket"))
-            .args(args)
-            .env_remove("TMUX")
-            .output()
-            .expect("run tmux");
-        assert!(
-            output.status.success(),
-            "tmux {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
-    }
-
-    /// Types text as it is, without pressing Enter.
-    fn type_text(&self, text: &str) {
-        self.tmux(&["send-keys", "-l", text]);
-    }
-
-    /// Pastes text as a terminal does, marked as a paste when the client
-    /// asked for that (bracketed paste), without pressing Enter.
-    fn paste(&self, text: &str) {
-        self.tmux(&["set-buffer", "-b", "paste", text]);
-        self.tmux(&["paste-buffer", "-p", "-d", "-b", "paste"]);
-    }
-
-    /// Presses one key, in tmux's names (`Enter`, `C-c`).
-    fn press(&self, key: &str) {
-        self.tmux(&["send-keys", key]);
-    }
-
-    /// The screen's lines, without trailing spaces or empty lines at the end.
-    fn screen(&self) -> Vec<String> {
-        let output = self.tmux(&["capture-pane", "-p"]);
-        let mut lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| l.trim_end().to_owned())
-            .collect();
-        while lines.last().is_some_and(|l| l.is_empty()) {
-            lines.pop();
-        }
-        lines
-    }
-
-    /// Every line the pane has shown, the scrolled-off ones too. Read this
-    /// after the client has exited: tmux scrolls a dead pane up a row to
-    /// say so, and a short session's first line goes off the screen.
-    fn transcript(&self) -> Vec<String> {
-        let output = self.tmux(&["capture-pane", "-p", "-S", "-"]);
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| l.trim_end().to_owned())
-            .collect()
-    }
-
-    /// Polls the screen until `ready` holds, and returns it; panics with the
-    /// screen after [`TIMEOUT`].
-    fn wait_for(&self, what: &str, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if ready(&screen) {
-                return screen;
-            }
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "timed out waiting for {what}; the screen:\n{}",
-                screen.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until the last line on screen is exactly `line` (the prompt
-    /// with what is typed so far, the cursor's line).
-    fn wait_for_last_line(&self, line: &str) -> Vec<String> {
-        self.wait_for(&format!("the last line to be {line:?}"), |screen| {
-            screen.last().map(String::as_str) == Some(line)
-        })
-    }
-
-    /// Waits until a line ending with `text` is on screen above a last line
-    /// that is exactly `last`.
-    fn wait_for_last_line_after(&self, text: &str, last: &str) -> Vec<String> {
-        self.wait_for(&format!("{text:?} above {last:?}"), |screen| {
-            let Some((cursor_line, above)) = screen.split_last() else {
-                return false;
-            };
-            cursor_line == last && above.iter().any(|l| l.ends_with(text))
-        })
-    }
-
-    /// Waits until the line right above a last line that is exactly `last`
-    /// ends with `text`: what the last command brought, however much has
-    /// scrolled off the screen before.
-    fn wait_for_line_above(&self, text: &str, last: &str) -> Vec<String> {
-        self.wait_for(&format!("{text:?} just above {last:?}"), |screen| {
-            matches!(screen, [.., above, cursor_line] if cursor_line == last && above.ends_with(text))
-        })
-    }
-
-    /// Waits for the client to exit and returns its exit status.
-    fn wait_for_exit(&self) -> i32 {
-        let start = Instant::now();
-        loop {
-            let written = std::fs::read_to_string(self.dir.join("status")).unwrap_or_default();
-            if written.ends_with('\n') {
-                return written.trim().parse().expect("an exit status");
-            }
-            assert!(
-                start.elapsed() < TIMEOUT,
-                "the client did not exit; the screen:\n{}",
-                self.screen().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Pane {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(self.dir.join("socket"))
-            .arg("kill-server")
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Quotes a word for the shell that tmux runs the command with.
-fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
-
-/// Whether some line on screen ends with `text` (after its `HH:MM`).
-fn shows(screen: &[String], text: &str) -> bool {
-    screen.iter().any(|line| line.ends_with(text))
-}
+use chat_tests::tty::{shows, Pane, SIZE};
+use chat_tests::Server;
 
 /// The heart of the issue: a message arriving while the user is halfway
 /// through a line appears above the prompt, and the half-typed line is
@@ -262,7 +23,7 @@ async fn typing_is_never_garbled_by_incoming_messages() {
         return;
     };
     pane.wait_for("the room's names", |s| {
-        shows(s, "* in the room: alice, bob")
+        shows(s, "* in the lobby: alice, bob")
     });
     pane.wait_for_last_line("alice>");
     bob.expect("JOIN alice").await;
@@ -314,7 +75,7 @@ async fn typing_is_never_garbled_by_incoming_messages() {
     pane.press("Enter");
     pane.wait_for("the room's names again", |s| {
         s.iter()
-            .filter(|l| l.ends_with("* in the room: alice, bob"))
+            .filter(|l| l.ends_with("* in the lobby: alice, bob"))
             .count()
             == 2
     });
@@ -329,7 +90,7 @@ async fn typing_is_never_garbled_by_incoming_messages() {
     pane.press("Enter");
     bob.expect("LEAVE alice see you").await;
     assert_eq!(pane.wait_for_exit(), 0);
-    assert!(shows(&pane.screen(), "* you left the room"));
+    assert!(shows(&pane.screen(), "* you left the chat"));
 
     let kept = pane.history();
     assert!(
@@ -340,6 +101,49 @@ async fn typing_is_never_garbled_by_incoming_messages() {
         kept.lines().any(|l| l == "/quit see you"),
         "history: {kept:?}"
     );
+}
+
+/// Keys that reach the client in the same read as Enter are not lost: a
+/// fast typist's next lines, or a paste without bracketed paste, are each
+/// sent, in order, and the unfinished rest stays on the input line.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_read_with_enter_are_kept() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+
+    pane.send_keys(&["delta 4", "Enter", "echo 5", "Enter", "foxtrot 6"]);
+    bob.expect("MSG alice delta 4").await;
+    bob.expect("MSG alice echo 5").await;
+    let screen = pane.wait_for_last_line_after("alice: echo 5", "alice> foxtrot 6");
+    bob.expect_quiet().await;
+    for said in ["delta 4", "echo 5"] {
+        assert_eq!(
+            screen.iter().filter(|l| l.contains(said)).count(),
+            1,
+            "{said:?} is shown once, and no prompt with it stays:\n{}",
+            screen.join("\n")
+        );
+    }
+    pane.press("Enter");
+    bob.expect("MSG alice foxtrot 6").await;
+    pane.wait_for_last_line_after("alice: foxtrot 6", "alice>");
+
+    pane.paste_unmarked("golf 7\nhotel 8\nindia 9\njuliet");
+    for said in ["golf 7", "hotel 8", "india 9"] {
+        bob.expect(&format!("MSG alice {said}")).await;
+    }
+    pane.wait_for_last_line_after("alice: india 9", "alice> juliet");
+    bob.expect_quiet().await;
+
+    pane.press("C-u");
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
 }
 
 /// A taken name is said plainly and another is asked for at the prompt;
@@ -356,7 +160,7 @@ async fn taken_name_then_server_goes_away() {
     pane.wait_for_last_line("name>");
     pane.type_text("carol");
     pane.press("Enter");
-    pane.wait_for("the login", |s| shows(s, "* in the room: bob, carol"));
+    pane.wait_for("the login", |s| shows(s, "* in the lobby: bob, carol"));
     pane.wait_for_last_line("carol>");
     bob.expect("JOIN carol").await;
 
@@ -380,6 +184,38 @@ async fn taken_name_then_server_goes_away() {
         "the prompt stayed:\n{}",
         transcript.join("\n")
     );
+}
+
+/// A person may take longer to choose a name than the server gives a
+/// connection to log in: the name typed at the `name>` prompt after the
+/// server's login timeout still logs in.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_chosen_after_the_login_timeout_logs_in() {
+    let server = Server::start(&["--login-timeout", "1s"]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "bob"]) else {
+        return;
+    };
+    pane.wait_for("the refusal", |s| shows(s, "! the name bob is taken"));
+    pane.wait_for_last_line("name>");
+    // Nothing to wait for but time: the server closes the connection it
+    // gave the refused name once its login timeout has passed.
+    std::thread::sleep(Duration::from_millis(1500));
+    pane.type_text("carol");
+    pane.press("Enter");
+    bob.expect("JOIN carol").await;
+    let screen = pane.wait_for_last_line_after("* in the lobby: bob, carol", "carol>");
+    assert!(
+        !screen.iter().any(|l| l.contains("connection closed")),
+        "the screen:\n{}",
+        screen.join("\n")
+    );
+    pane.type_text("made it");
+    pane.press("Enter");
+    bob.expect("MSG carol made it").await;
+    pane.press("C-d");
+    bob.expect("LEAVE carol").await;
+    assert_eq!(pane.wait_for_exit(), 0);
 }
 
 /// Ctrl-C leaves while the client waits for the login's answer, where the
@@ -444,7 +280,7 @@ async fn ctrl_c_at_the_name_prompt_gives_up() {
 /// A pasted line too long for a frame is not sent, and so not refused and
 /// lost: the client says what the limit for a message's text is (4096 less
 /// `MSG `) and puts the text back in the line, where it can be shortened
-/// and sent.
+/// and sent. (Two bytes a column: too long, but not too tall to edit.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_line_too_long_stays_in_the_line() {
     let server = Server::start(&[]);
@@ -455,28 +291,124 @@ async fn a_line_too_long_stays_in_the_line() {
     pane.wait_for_last_line("alice>");
     bob.expect("JOIN alice").await;
 
-    let longest = "a".repeat(4092);
+    let longest = "é".repeat(4092 / 2);
     pane.paste(&format!("{longest}b"));
     pane.press("Enter");
-    // The line is taller than the pane: the refusal above it has scrolled
-    // off the screen.
-    let start = Instant::now();
-    let refusal =
-        "! not sent: a message holds at most 4092 bytes, this one has 4093; edit it below";
-    while !shows(&pane.transcript(), refusal) {
-        assert!(start.elapsed() < TIMEOUT, "no refusal");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pane.wait_for("the refusal", |s| {
+        shows(
+            s,
+            "! not sent: a message holds at most 4092 bytes, this one has 4093; edit it below",
+        )
+    });
     bob.expect_quiet().await;
 
     // The text is still there: one character less, and it goes.
     pane.wait_for("the text back in the line", |s| {
-        s.last().is_some_and(|l| l.ends_with("aab"))
+        s.last().is_some_and(|l| l.ends_with("ééb"))
     });
     pane.press("BSpace");
     pane.press("Enter");
     bob.expect(&format!("MSG alice {longest}")).await;
     pane.wait_for_last_line("alice>");
+}
+
+/// A paste taller than the terminal, and too long to send: rustyline would
+/// draw it whole at every key, each drawing scrolling a partial copy of the
+/// prompt into the scrollback and the notice off the screen. It is not put
+/// back in the line then: the notice stays on screen and says how to get
+/// the text back, and the paste's own drawing is the only partial copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paste_taller_than_the_terminal_leaves_no_copies() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+
+    // 41 rows of a 100-column terminal of 30.
+    pane.paste(&"a".repeat(4093));
+    pane.press("Enter");
+    let screen = pane.wait_for("the refusal above an empty line", |s| {
+        s.iter().any(|l| {
+            l.contains("! not sent: a message holds at most 4092 bytes, this one has 4093; it is")
+        }) && s.last().map(String::as_str) == Some("alice>")
+    });
+    let said = screen.join("\n");
+    assert!(
+        said.contains("or press Up to edit it here"),
+        "the screen:\n{said}"
+    );
+    bob.expect_quiet().await;
+    pane.type_text("short");
+    pane.press("Enter");
+    bob.expect("MSG alice short").await;
+    pane.wait_for_last_line_after("alice: short", "alice>");
+    let transcript = pane.transcript();
+    let copies = transcript
+        .iter()
+        .filter(|l| l.starts_with("alice> a"))
+        .count();
+    assert!(copies <= 1, "the transcript:\n{}", transcript.join("\n"));
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
+}
+
+/// Resizing the terminal while a line is typed redraws the prompt in
+/// place: a message that arrived while the terminal was narrow is still on
+/// screen after it is widened again (it used to be erased by the redraw),
+/// and no stale copy of the prompt is left above it, on the screen or in
+/// the scrollback.
+#[tokio::test(flavor = "multi_thread")]
+async fn resizing_keeps_messages_and_leaves_no_stale_prompts() {
+    let server = Server::start(&[]);
+    let mut bob = server.user("bob").await;
+    let Some(pane) = Pane::start(&server, &["--name", "alice"]) else {
+        return;
+    };
+    pane.wait_for_last_line("alice>");
+    bob.expect("JOIN alice").await;
+    // 7 + 53 columns: one row at 100 columns, three at 25.
+    let half = "a half-typed line that wraps when the terminal narrows";
+    pane.type_text(half);
+    let typed = format!("alice> {half}");
+    pane.wait_for_last_line(&typed);
+
+    pane.resize(25, SIZE.1);
+    pane.wait_for("the prompt to wrap", |s| {
+        s.last().is_some_and(|l| typed.ends_with(l.as_str()))
+    });
+    bob.send("MSG hi, narrow").await;
+    bob.expect("MSG bob hi, narrow").await;
+    pane.wait_for("the message", |s| shows(s, "bob: hi, narrow"));
+    pane.resize(SIZE.0, SIZE.1);
+    let screen = pane.wait_for_last_line_after("bob: hi, narrow", &typed);
+    let prompts = |lines: &[String]| lines.iter().filter(|l| l.contains("alice>")).count();
+    assert_eq!(prompts(&screen), 1, "the screen:\n{}", screen.join("\n"));
+    let transcript = pane.transcript();
+    assert_eq!(
+        prompts(&transcript),
+        1,
+        "the transcript:\n{}",
+        transcript.join("\n")
+    );
+    assert!(
+        !transcript
+            .iter()
+            .any(|l| l.contains("wraps when") && !l.starts_with("alice>")),
+        "a stale part of the prompt:\n{}",
+        transcript.join("\n")
+    );
+
+    // The line is still being edited, and goes as typed.
+    pane.press("Enter");
+    bob.expect(&format!("MSG alice {half}")).await;
+    pane.wait_for_last_line_after(&format!("alice: {half}"), "alice>");
+    pane.press("C-d");
+    bob.expect("LEAVE alice").await;
+    assert_eq!(pane.wait_for_exit(), 0);
 }
 
 /// Each name has its own history by default: what bob typed (his
@@ -648,7 +580,7 @@ async fn rooms_direct_messages_and_history_as_a_person_types_them() {
     pane.press("Enter");
     pane.wait_for("the lobby's names", |s| {
         matches!(s, [.., above, last] if last == "alice #rust>"
-            && above.ends_with(" * in the room: alice, bob")
+            && above.ends_with(" * in the lobby: alice, bob")
             && !above.contains("[#rust]"))
     });
     pane.type_text("/history 1");

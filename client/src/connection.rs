@@ -4,11 +4,14 @@
 //! After login the socket is split, as in the seed's netcat: what the user
 //! says is written by its own task ([`send_frames`]) while the conversation
 //! is read elsewhere ([`Incoming`]). Neither direction ever waits for the
-//! other, so a client that pastes a lot while the room is busy cannot wedge
+//! other, so a client that pastes a lot while the chat is busy cannot wedge
 //! itself against a server that has stopped reading until it is read from.
 
 use std::fmt;
 use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chat_protocol::{
@@ -17,7 +20,7 @@ use chat_protocol::{
 };
 use futures::{SinkExt as _, StreamExt as _};
 use humantime::format_duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -42,12 +45,29 @@ pub type Incoming = FramedRead<ReadHalf, ClientCodec>;
 /// The writing side of a connection, for [`send_frames`].
 pub type Outgoing = FramedWrite<WriteHalf, ClientCodec>;
 
+/// How long to wait before each new try of a login that the server
+/// answered with `ERROR unavailable`. A cluster node says so while it cannot
+/// reach Redis, and after Redis comes back it takes no login until the users
+/// it kept hold their names again, which takes up to a name lease (10 s by
+/// default): the tries span a little more than that, then the client gives
+/// up with [`LoginError::Unavailable`].
+pub const UNAVAILABLE_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
 /// A connection, not yet split into its two directions.
 pub struct Connection {
     /// Where it goes, as the user gave it, to say so in messages.
     addr: String,
     incoming: Incoming,
     outgoing: Outgoing,
+    /// Over plaintext, the first bytes the server sent, to tell a TLS
+    /// server answering in TLS from a peer that is no chat server at all.
+    first_bytes: Option<FirstBytes>,
 }
 
 /// Why no connection could be made.
@@ -97,13 +117,19 @@ pub enum LoginError {
         code: String,
         detail: Option<String>,
     },
+    /// The server cannot log anyone in right now (`ERROR unavailable`: a
+    /// cluster node cut off from Redis, or settling after Redis came back),
+    /// and was still so after every try of [`Connection::login_patiently`].
+    /// Nothing is wrong with the name.
+    Unavailable { detail: Option<String> },
     /// The server closed the connection, with its reason if it gave one.
     Closed { reason: Option<String> },
     /// The connection failed.
     Broken(io::Error),
     /// Whatever answered is not a chat server: it said something that is
-    /// not a frame, or nothing at all within the login timeout. The text
-    /// says so, with the address.
+    /// not a frame, or nothing at all within the login timeout, or it is a
+    /// TLS listener answering a plaintext client. The text says so, with
+    /// the address.
     NoChatServer(String),
 }
 
@@ -121,10 +147,13 @@ impl Connection {
             .map_err(failed)?;
         // Chat lines are small and typed one at a time: send each at once.
         stream.set_nodelay(true).map_err(failed)?;
+        let mut first_bytes = None;
         let (read, write): (ReadHalf, WriteHalf) = match tls {
             None => {
                 let (read, write) = stream.into_split();
-                (Box::new(read), Box::new(write))
+                let seen = FirstBytes::default();
+                first_bytes = Some(seen.clone());
+                (Box::new(seen.watch(read)), Box::new(write))
             }
             Some(trust) => {
                 let stream = tls::handshake(stream, addr, trust)
@@ -138,6 +167,7 @@ impl Connection {
             addr: addr.to_owned(),
             incoming: FramedRead::new(read, ClientCodec::new()),
             outgoing: FramedWrite::new(write, ClientCodec::new()),
+            first_bytes,
         })
     }
 
@@ -192,6 +222,32 @@ impl Connection {
         }
     }
 
+    /// Logs in as `name` like [`Connection::login`], but while the server
+    /// answers that it is unavailable, tries again after each delay of
+    /// [`UNAVAILABLE_BACKOFF`]; `retrying` is told before each wait, with
+    /// the server's detail and the delay, so that the user knows why
+    /// nothing happens.
+    pub async fn login_patiently(
+        &mut self,
+        name: &str,
+        limit: Duration,
+        mut retrying: impl FnMut(Option<&str>, Duration),
+    ) -> Result<LoggedIn, LoginError> {
+        let mut delays = UNAVAILABLE_BACKOFF.iter();
+        loop {
+            match self.login(name, limit).await {
+                Err(LoginError::Unavailable { detail }) => {
+                    let Some(&delay) = delays.next() else {
+                        return Err(LoginError::Unavailable { detail });
+                    };
+                    retrying(detail.as_deref(), delay);
+                    tokio::time::sleep(delay).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     /// The next frame during login, by `deadline`; `waiting` says what was
     /// awaited in vain if it passes.
     async fn next_frame(
@@ -205,6 +261,15 @@ impl Connection {
             .map_err(|_| self.no_chat_server(&waiting()))?;
         match arrival {
             Some(Ok(Ok(frame))) => Ok(frame),
+            // What a TLS server sends a plaintext client (an alert, then
+            // the close) is no frame: it would read as a line of odd bytes.
+            _ if self.first_bytes.as_ref().is_some_and(FirstBytes::are_tls) => {
+                Err(LoginError::NoChatServer(format!(
+                    "{} answered in TLS: this looks like a TLS port; add --tls \
+                     (and --ca <pem> if its certificate is not from a public CA)",
+                    self.addr
+                )))
+            }
             Some(Ok(Err(unreadable))) => Err(self.no_chat_server(&not_a_frame(&unreadable))),
             Some(Err(e)) => Err(LoginError::Broken(e)),
             None => Err(LoginError::Closed {
@@ -220,6 +285,61 @@ impl Connection {
     /// Splits the logged-in connection into its two directions.
     pub fn split(self) -> (Incoming, Outgoing) {
         (self.incoming, self.outgoing)
+    }
+}
+
+/// The first bytes a plaintext connection received, kept by the reading
+/// half ([`FirstBytes::watch`]) for the login to look at.
+#[derive(Clone, Default)]
+struct FirstBytes(Arc<Mutex<Vec<u8>>>);
+
+impl FirstBytes {
+    /// Enough to recognise the start of a TLS record: its content type and
+    /// the major version.
+    const KEPT: usize = 2;
+
+    /// `read`, keeping the first bytes it reads here.
+    fn watch<R: AsyncRead + Unpin>(&self, read: R) -> Watched<R> {
+        Watched {
+            read,
+            first: Some(self.clone()),
+        }
+    }
+
+    /// Whether they start a TLS record: an alert (0x15) or a handshake
+    /// (0x16) of TLS 1.x (0x03), as a TLS server answers anything else.
+    fn are_tls(&self) -> bool {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        matches!(kept[..], [0x15 | 0x16, 0x03, ..])
+    }
+}
+
+/// A reading half that hands the first bytes it reads to a [`FirstBytes`].
+struct Watched<R> {
+    read: R,
+    /// Until it has them.
+    first: Option<FirstBytes>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watched<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.read).poll_read(cx, buf);
+        if let Some(first) = &self.first {
+            let mut kept = first.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let wanted = FirstBytes::KEPT - kept.len();
+            let new = &buf.filled()[before..];
+            kept.extend_from_slice(&new[..wanted.min(new.len())]);
+            if kept.len() == FirstBytes::KEPT {
+                drop(kept);
+                self.first = None;
+            }
+        }
+        polled
     }
 }
 
@@ -248,11 +368,17 @@ fn not_a_frame(unreadable: &ClientDecodeError) -> String {
 }
 
 /// An `ERROR` during login: kept as the `reason` if it announces a close,
-/// a refusal otherwise.
+/// the server being unavailable if it says so, a refusal of the name
+/// otherwise.
 fn error(reason: &mut Option<String>, code: &str, detail: Option<&str>) -> Result<(), LoginError> {
     if closes(code) {
         *reason = Some(detail.unwrap_or(code).to_owned());
         return Ok(());
+    }
+    if code == ErrorCode::Unavailable.as_str() {
+        return Err(LoginError::Unavailable {
+            detail: detail.map(str::to_owned),
+        });
     }
     Err(LoginError::Refused {
         code: code.to_owned(),

@@ -20,6 +20,7 @@
 //! prompts tokio's handler absorbs the signal instead of the default action,
 //! which would kill the process.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::future::Future;
 use std::num::NonZeroU64;
@@ -35,7 +36,7 @@ use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
 use rustyline::{
-    Cmd, CompletionType, ConditionalEventHandler, Config, Editor, Event, EventContext,
+    Cmd, ColorMode, CompletionType, ConditionalEventHandler, Config, Editor, Event, EventContext,
     EventHandler, Helper, KeyCode, KeyEvent, Modifiers, Movement, RepeatCount,
 };
 use tokio::runtime::Runtime;
@@ -48,7 +49,8 @@ use crate::complete::complete;
 use crate::connection::{
     send_frames, sync_ping, synced, too_long, Connection, Incoming, LoggedIn, LoginError, Sent,
 };
-use crate::render::{clean, login_refusal, Format, Renderer, Style};
+use crate::reflow::{terminal_cols, Layout, Reflow, Shown};
+use crate::render::{clean, login_refusal, unavailable, Format, Renderer, Style};
 use crate::rooms::{Change, Rooms};
 use crate::screen::{rows_taken, Screen};
 use crate::session::{follow, Ending, Follower, Track, BYE_WAIT};
@@ -101,23 +103,27 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
         }
     };
     let rooms = SharedRooms::default();
+    let shown = Shown::default();
     editor.set_helper(Some(Watcher {
         typed: RefCell::default(),
         rooms: rooms.clone(),
+        reflow: RefCell::default(),
+        shown: shown.clone(),
+        layout,
     }));
     // A terminal rustyline cannot drive (TERM=dumb, say) still works the
     // netcat way, where Ctrl-C keeps its default action.
     let Ok(printer) = editor.create_external_printer() else {
         return runtime.block_on(piped::run(options));
     };
-    let mut interrupts = match Interrupts::listen() {
+    let interrupts = match Interrupts::listen() {
         Ok(interrupts) => interrupts,
         Err(e) => {
             eprintln!("chat-client: cannot handle SIGINT: {e}");
             return Exit::Failed;
         }
     };
-    let screen = match Screen::start(printer, runtime.handle().clone()) {
+    let screen = match Screen::start(printer, shown, runtime.handle().clone()) {
         Ok(screen) => screen,
         Err(e) => {
             eprintln!("chat-client: cannot start: {e}");
@@ -131,35 +137,22 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
     let switched = Switched::default();
     bind_keys(&mut editor, &screen, style, &rooms, &switched);
 
-    let trust = options.trust();
-    let connected =
-        interrupts.or_interrupt(runtime, Connection::connect(&options.addr, trust.as_ref()));
-    let exit = match connected {
-        None => {
-            let gave_up = format!("gave up connecting to {}", options.addr);
-            screen.print(style.notice(&gave_up));
-            Exit::Failed
-        }
-        Some(Err(e)) => {
-            screen.print(style.problem(&e.to_string()));
-            Exit::Failed
-        }
-        Some(Ok(connection)) => {
-            let mut chat = Chat {
-                editor,
-                screen: screen.clone(),
-                style,
-                layout,
-                // Opened once the name is known: each name has its own.
-                history: History { file: None },
-                interrupts,
-                runtime,
-                rooms,
-                switched,
-                syncs: 0,
-            };
-            chat.log_in_and_talk(connection, options)
-        }
+    let mut chat = Chat {
+        editor,
+        screen: screen.clone(),
+        style,
+        layout,
+        // Opened once the name is known: each name has its own.
+        history: History { file: None },
+        interrupts,
+        runtime,
+        rooms,
+        switched,
+        syncs: 0,
+    };
+    let exit = match chat.connect(options) {
+        Ok(connection) => chat.log_in_and_talk(connection, options),
+        Err(exit) => exit,
     };
     screen.flush(runtime.handle(), FLUSH_LIMIT);
     exit
@@ -206,14 +199,11 @@ fn editor_config() -> Config {
     Config::builder()
         .auto_add_history(false)
         .completion_type(CompletionType::List)
+        // The helper adds no colors, but it must see every drawing of the
+        // prompt to put it right after a resize, and rustyline shows it
+        // none with colors off (NO_COLOR set).
+        .color_mode(ColorMode::Forced)
         .build()
-}
-
-/// How rustyline lays a line out, to measure the accepted one.
-#[derive(Clone, Copy)]
-struct Layout {
-    widths: rustyline::GraphemeClusterMode,
-    tab_stop: usize,
 }
 
 /// The editor's helper, which watches what is typed and completes words.
@@ -222,10 +212,19 @@ struct Layout {
 /// takes knowing the line, which rustyline does not return with
 /// `Interrupted`. It asks the helper for a hint at every change of the
 /// line, so the hint is where the line is seen.
+///
+/// It also sees every drawing of the prompt, as its highlighter, and puts
+/// right where rustyline draws it after the terminal was resized (see
+/// [`crate::reflow`]).
 struct Watcher {
     typed: RefCell<String>,
     /// What completion draws names and rooms from.
     rooms: SharedRooms,
+    /// Where rustyline last put the cursor.
+    reflow: RefCell<Reflow>,
+    /// The lines above the prompt, to print again after a resize.
+    shown: Shown,
+    layout: Layout,
 }
 
 impl Watcher {
@@ -238,10 +237,11 @@ impl Watcher {
 impl Hinter for Watcher {
     type Hint = String;
 
-    fn hint(&self, line: &str, _: usize, _: &rustyline::Context<'_>) -> Option<String> {
+    fn hint(&self, line: &str, pos: usize, _: &rustyline::Context<'_>) -> Option<String> {
         let mut typed = self.typed.borrow_mut();
         typed.clear();
         typed.push_str(line);
+        self.reflow.borrow_mut().saw(line, pos);
         None
     }
 }
@@ -267,13 +267,40 @@ impl Completer for Watcher {
     }
 }
 
-impl Highlighter for Watcher {}
+/// No colors: only a look at each drawing.
+impl Highlighter for Watcher {
+    fn highlight<'l>(&self, line: &'l str, pos: usize) -> Cow<'l, str> {
+        self.reflow.borrow_mut().saw(line, pos);
+        Cow::Borrowed(line)
+    }
+
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _: bool) -> Cow<'b, str> {
+        let Some(cols) = terminal_cols() else {
+            return Cow::Borrowed(prompt);
+        };
+        let repair = self
+            .reflow
+            .borrow_mut()
+            .repair(prompt, cols, self.layout, &self.shown);
+        if repair.is_empty() {
+            Cow::Borrowed(prompt)
+        } else {
+            Cow::Owned(repair + prompt)
+        }
+    }
+
+    /// The cursor moved without a drawing.
+    fn highlight_char(&self, line: &str, pos: usize, _: rustyline::highlight::CmdKind) -> bool {
+        self.reflow.borrow_mut().saw(line, pos);
+        false
+    }
+}
 
 impl Validator for Watcher {}
 
 impl Helper for Watcher {}
 
-/// Enter, and Ctrl-D on an empty line, hold the room's lines back until the
+/// Enter, and Ctrl-D on an empty line, hold what arrives back until the
 /// line is erased; Ctrl-C clears the line instead of ending anything;
 /// Alt-Left and Alt-Right switch rooms.
 fn bind_keys(
@@ -320,7 +347,7 @@ fn bind_keys(
     );
 }
 
-/// Enter: accept the line, and keep the room's lines back until it is erased.
+/// Enter: accept the line, and keep what arrives back until it is erased.
 struct AcceptLine {
     screen: Screen,
 }
@@ -467,14 +494,32 @@ struct Chat<'r> {
 }
 
 impl Chat<'_> {
-    fn log_in_and_talk(&mut self, mut connection: Connection, options: &Options) -> Exit {
+    /// Connects to the server; the exit if that fails or the user gives up.
+    fn connect(&mut self, options: &Options) -> Result<Connection, Exit> {
+        let trust = options.trust();
+        let connect = Connection::connect(&options.addr, trust.as_ref());
+        match self.interrupts.or_interrupt(self.runtime, connect) {
+            Some(Ok(connection)) => Ok(connection),
+            Some(Err(e)) => {
+                self.screen.print(self.style.problem(&e.to_string()));
+                Err(Exit::Failed)
+            }
+            None => {
+                let gave_up = format!("gave up connecting to {}", options.addr);
+                self.screen.print(self.style.notice(&gave_up));
+                Err(Exit::Failed)
+            }
+        }
+    }
+
+    fn log_in_and_talk(&mut self, connection: Connection, options: &Options) -> Exit {
         let raw = options.raw;
         let format = if raw {
             Format::Raw
         } else {
             Format::Human(self.style)
         };
-        let logged_in = match self.log_in(&mut connection, options) {
+        let (connection, logged_in) = match self.log_in(connection, options) {
             Ok(logged_in) => logged_in,
             Err(exit) => return exit,
         };
@@ -541,18 +586,38 @@ impl Chat<'_> {
     }
 
     /// Logs in, asking for another name for as long as the server refuses
-    /// one; the exit if the user gave up, the server closed the connection,
-    /// or nothing there is a chat server.
-    fn log_in(&mut self, connection: &mut Connection, options: &Options) -> Result<LoggedIn, Exit> {
+    /// one; the connection that is logged in, or the exit if the user gave
+    /// up, the server closed the connection, or nothing there is a chat
+    /// server.
+    ///
+    /// Each name the user chooses at the `name>` prompt is tried on a new
+    /// connection. The server closes a connection that has not logged in
+    /// within its login timeout (30 s by default; `PING` does not count),
+    /// and a person may well take longer to choose: the old connection
+    /// could be gone, while a new one has the whole timeout for the name.
+    fn log_in(
+        &mut self,
+        mut connection: Connection,
+        options: &Options,
+    ) -> Result<(Connection, LoggedIn), Exit> {
         let mut name = options.name.clone();
         loop {
-            let login = connection.login(&name, options.login_timeout);
+            let (screen, style) = (self.screen.clone(), self.style);
+            let retrying = move |detail: Option<&str>, delay| {
+                let delay = humantime::format_duration(delay);
+                let waiting = format!(
+                    "{}; trying again in {delay} (Ctrl-C gives up)",
+                    unavailable(detail)
+                );
+                screen.print(style.notice(&waiting));
+            };
+            let login = connection.login_patiently(&name, options.login_timeout, retrying);
             let Some(answer) = self.interrupts.or_interrupt(self.runtime, login) else {
                 self.screen.print(self.style.notice("gave up logging in"));
                 return Err(Exit::NotLoggedIn);
             };
             match answer {
-                Ok(welcomed) => return Ok(welcomed),
+                Ok(welcomed) => return Ok((connection, welcomed)),
                 Err(LoginError::Refused { code, detail }) => {
                     let refusal = login_refusal(&name, &code, detail.as_deref());
                     self.screen.print(self.style.problem(&refusal));
@@ -561,6 +626,16 @@ impl Chat<'_> {
                             .notice("choose another name (Ctrl-C or Ctrl-D gives up)"),
                     );
                     name = self.ask_name().ok_or(Exit::NotLoggedIn)?;
+                    // Closed before connecting again, so that it does not
+                    // count against the server's connections per address.
+                    drop(connection);
+                    connection = self.connect(options)?;
+                }
+                Err(LoginError::Unavailable { detail }) => {
+                    let still = unavailable(detail.as_deref());
+                    let problem = format!("cannot log in: {still}; try again later");
+                    self.screen.print(self.style.problem(&problem));
+                    return Err(Exit::Unavailable);
                 }
                 Err(LoginError::Closed { reason }) => {
                     self.report(&Ending::Closed { reason });
@@ -586,6 +661,7 @@ impl Chat<'_> {
             .editor
             .bind_sequence(KeyEvent::ctrl('C'), EventHandler::Simple(Cmd::Interrupt));
         let name = loop {
+            self.new_prompt();
             let answer = self.editor.readline("name> ");
             self.screen.release(0);
             match answer {
@@ -618,6 +694,7 @@ impl Chat<'_> {
             }
             let prompt = self.prompt();
             let (left, right) = std::mem::take(&mut retype);
+            self.new_prompt();
             let input = match self.editor.readline_with_initial(&prompt, (&left, &right)) {
                 Ok(input) => input,
                 // The conversation ended and interrupted the editor, or
@@ -668,10 +745,24 @@ impl Chat<'_> {
                 };
                 // Sent, the server would refuse it and the text would be
                 // gone: it stays in the line instead, with what follows.
+                // Unless that is taller than the terminal: rustyline draws
+                // the whole line at every key, from the top of the screen,
+                // so each drawing would scroll a partial copy into the
+                // scrollback, and this notice off the screen. It is in the
+                // history then, as typed.
                 if let Some(why) = too_long(&request.frame) {
-                    let problem = format!("not sent: {why}; edit it below");
+                    let rest = lines[at..].join("\n");
+                    let problem = if self.fits_on_screen(&prompt, &rest) {
+                        retype = (rest, String::new());
+                        format!("not sent: {why}; edit it below")
+                    } else {
+                        format!(
+                            "not sent: {why}; it is taller than the terminal, so it is \
+                             not put back to edit: shorten it and paste it again, \
+                             or press Up to edit it here"
+                        )
+                    };
                     self.screen.print(self.style.problem(&problem));
-                    retype = (lines[at..].join("\n"), String::new());
                     break;
                 }
                 if let ClientFrame::Leave(text) = request.frame {
@@ -806,7 +897,7 @@ impl Chat<'_> {
         true
     }
 
-    /// Leaves the room: sends `LEAVE` and waits for the conversation to end
+    /// Leaves the chat: sends `LEAVE` and waits for the conversation to end
     /// (at `BYE`, or after [`BYE_WAIT`]).
     fn leave(
         &self,
@@ -835,6 +926,23 @@ impl Chat<'_> {
         self.screen.print(self.style.notice("commands:"));
         for (command, what) in HELP {
             self.screen.print(format!("    {command:<20} {what}"));
+        }
+    }
+
+    /// Readies the helper for a prompt of its own, laid out afresh at
+    /// whatever width the terminal has now.
+    fn new_prompt(&mut self) {
+        if let Some(watcher) = self.editor.helper_mut() {
+            watcher.reflow.borrow_mut().forget();
+        }
+    }
+
+    /// Whether the prompt with `line` leaves a row free on the screen, for
+    /// a notice above it.
+    fn fits_on_screen(&mut self, prompt: &str, line: &str) -> bool {
+        match self.editor.dimensions() {
+            Some((_, rows)) => self.rows_taken(prompt, line) < usize::from(rows),
+            None => true,
         }
     }
 

@@ -27,6 +27,7 @@ pub mod connection;
 pub mod interactive;
 pub mod options;
 pub mod piped;
+pub mod reflow;
 pub mod render;
 pub mod rooms;
 pub mod screen;
@@ -56,6 +57,10 @@ pub enum Exit {
     /// The server closed the connection, or it broke, while logged in:
     /// exit code 3.
     Disconnected,
+    /// The server could not log anyone in (`ERROR unavailable`), not even
+    /// after the client tried again for a while: exit code 4. Nothing is
+    /// wrong with the name; later, the same command may work.
+    Unavailable,
 }
 
 impl From<Exit> for ExitCode {
@@ -65,6 +70,7 @@ impl From<Exit> for ExitCode {
             Exit::Failed => 1,
             Exit::NotLoggedIn => 2,
             Exit::Disconnected => 3,
+            Exit::Unavailable => 4,
         })
     }
 }

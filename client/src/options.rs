@@ -29,7 +29,8 @@ use crate::tls::Trust;
         printf 'hello\\nbye\\n' | chat-client --name bot --raw\n  \
         echo 'build is green' | chat-client --name ci --room '#ops'\n\n\
         Exit codes: 0 left, 1 cannot connect, no chat server there or local failure, \
-        2 not logged in (name refused), 3 connection closed by the server."
+        2 not logged in (name refused), 3 connection closed by the server, \
+        4 the server is unavailable (it could not log anyone in; try again later)."
 )]
 pub struct Options {
     /// Name to log in with: 1 to 32 letters, digits, '_', '-' or '.',

@@ -7,8 +7,8 @@
 //! match it. There are no commands: a line that starts with `/` is a
 //! message like any other. At the end of stdin the client leaves, prints
 //! what arrives until `BYE`, and exits 0. The client's own messages
-//! (refusals, the reason for a close) go to stderr, never among the room's
-//! lines.
+//! (refusals, the reason for a close) go to stderr, never among the
+//! conversation's lines.
 
 use std::io::{self, Read as _, Write as _};
 use std::thread;
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Decoder as _;
 
 use crate::connection::{send_frames, Connection, LoginError};
-use crate::render::{login_refusal, Format, Renderer, Style};
+use crate::render::{login_refusal, unavailable, Format, Renderer, Style};
 use crate::session::{follow, Ending, Follower, Show};
 use crate::{Exit, Options};
 
@@ -41,12 +41,25 @@ pub async fn run(options: &Options) -> Exit {
             return Exit::Failed;
         }
     };
-    let logged_in = match connection.login(&options.name, options.login_timeout).await {
+    let retrying = |detail: Option<&str>, delay| {
+        let delay = humantime::format_duration(delay);
+        eprintln!(
+            "chat-client: {}; trying again in {delay}",
+            unavailable(detail)
+        );
+    };
+    let login = connection.login_patiently(&options.name, options.login_timeout, retrying);
+    let logged_in = match login.await {
         Ok(logged_in) => logged_in,
         // Not a login that failed: there was nobody to log in with.
         Err(LoginError::NoChatServer(why)) => {
             eprintln!("chat-client: {why}");
             return Exit::Failed;
+        }
+        Err(LoginError::Unavailable { detail }) => {
+            let still = unavailable(detail.as_deref());
+            eprintln!("chat-client: cannot log in: {still}; try again later");
+            return Exit::Unavailable;
         }
         Err(e) => {
             eprintln!("chat-client: cannot log in: {}", why_not(&options.name, e));
@@ -124,6 +137,7 @@ impl To {
 fn why_not(name: &str, error: LoginError) -> String {
     match error {
         LoginError::Refused { code, detail } => login_refusal(name, &code, detail.as_deref()),
+        LoginError::Unavailable { detail } => unavailable(detail.as_deref()),
         LoginError::Closed { reason } => describe(Ending::Closed { reason }),
         LoginError::Broken(e) => describe(Ending::Broken(e)),
         LoginError::NoChatServer(why) => why,

@@ -152,8 +152,8 @@ impl Style {
         let is_me = |name: &str| !me.is_empty() && name_key(name) == name_key(me);
         let body = match frame {
             ServerFrame::Welcome(name) => format!("* logged in as {}", self.name(name)),
-            ServerFrame::Names(names) if names.is_empty() => "* the room is empty".to_owned(),
-            ServerFrame::Names(names) => format!("* in the room: {}", self.names(names)),
+            ServerFrame::Names(names) if names.is_empty() => "* the lobby is empty".to_owned(),
+            ServerFrame::Names(names) => format!("* in the lobby: {}", self.names(names)),
             ServerFrame::Join(name) => format!("* {} joined", self.name(name)),
             ServerFrame::Msg { from, text } => format!("{}: {}", self.name(from), clean(text)),
             ServerFrame::Leave { name, text: None } => format!("* {} left", self.name(name)),
@@ -168,7 +168,7 @@ impl Style {
                 format!("* {n} messages were skipped because this terminal fell behind")
             }
             ServerFrame::Pong(_) => return None,
-            ServerFrame::Bye => "* you left the room".to_owned(),
+            ServerFrame::Bye => "* you left the chat".to_owned(),
             ServerFrame::UnknownError { code, detail } => {
                 return Some(self.problem_at(&refusal(code, detail.as_deref()), time))
             }
@@ -366,6 +366,15 @@ pub fn login_refusal(name: &str, code: &str, detail: Option<&str>) -> String {
     }
 }
 
+/// What `ERROR unavailable` in answer to a login means: the server cannot
+/// log anyone in right now, whatever the name.
+pub fn unavailable(detail: Option<&str>) -> String {
+    match detail {
+        Some(detail) => format!("the server is unavailable right now ({})", clean(detail)),
+        None => "the server is unavailable right now".to_owned(),
+    }
+}
+
 /// The current local time as `HH:MM`.
 fn now() -> String {
     chrono::Local::now().format("%H:%M").to_string()
@@ -422,9 +431,9 @@ mod tests {
             (ServerFrame::Welcome("alice".into()), "* logged in as alice"),
             (
                 ServerFrame::Names(vec!["alice".into(), "bob".into()]),
-                "* in the room: alice, bob",
+                "* in the lobby: alice, bob",
             ),
-            (ServerFrame::Names(vec![]), "* the room is empty"),
+            (ServerFrame::Names(vec![]), "* the lobby is empty"),
             (ServerFrame::Join("bob".into()), "* bob joined"),
             (msg("alice", "hi"), "alice: hi"),
             (
@@ -449,7 +458,7 @@ mod tests {
                 ServerFrame::Dropped(1),
                 "* 1 message was skipped because this terminal fell behind",
             ),
-            (ServerFrame::Bye, "* you left the room"),
+            (ServerFrame::Bye, "* you left the chat"),
             (
                 ServerFrame::error(
                     ErrorCode::BadText,

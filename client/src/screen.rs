@@ -4,7 +4,7 @@
 //! printed by one thread, the painter, through rustyline's external printer.
 //! While the user is typing, the printer clears the prompt, prints the line
 //! and redraws the prompt with the half-typed text below it; between two
-//! prompts it writes directly. One painter keeps the room's lines and the
+//! prompts it writes directly. One painter keeps the conversation's lines and the
 //! program's own notices in one order.
 //!
 //! # Showing the user's own messages once
@@ -45,6 +45,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 use unicode_segmentation::UnicodeSegmentation as _;
 
+use crate::reflow::Shown;
 use crate::session::Show;
 
 /// Lines from the conversation that may wait for the terminal before the
@@ -84,9 +85,11 @@ pub struct Screen {
 }
 
 impl Screen {
-    /// Starts the painter, which prints through `printer`.
+    /// Starts the painter, which prints through `printer` and notes each
+    /// line it prints in `shown`.
     pub fn start(
         printer: impl ExternalPrinter + Send + 'static,
+        shown: Shown,
         runtime: Handle,
     ) -> io::Result<Screen> {
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -96,6 +99,7 @@ impl Screen {
             printer,
             holding: holding.clone(),
             held: Vec::new(),
+            shown,
         };
         thread::Builder::new()
             .name("painter".into())
@@ -113,7 +117,7 @@ impl Screen {
         let _ = self.control.send(Paint::Line(line));
     }
 
-    /// Keeps the room's lines back: the user pressed Enter, and the
+    /// Keeps the conversation's lines back: the user pressed Enter, and the
     /// accepted line is about to be erased. Called from inside the editor.
     pub fn hold(&self) {
         self.holding.store(true, Ordering::SeqCst);
@@ -172,6 +176,8 @@ struct Painter<P> {
     holding: Arc<AtomicBool>,
     /// Lines kept back while holding.
     held: Vec<String>,
+    /// Every line printed, for a repair after a resize.
+    shown: Shown,
 }
 
 impl<P: ExternalPrinter> Painter<P> {
@@ -190,12 +196,15 @@ impl<P: ExternalPrinter> Painter<P> {
             match paint {
                 Paint::Line(line) if self.holding.load(Ordering::SeqCst) => self.held.push(line),
                 Paint::Line(mut line) => {
+                    self.shown.add(&line);
                     line.push('\n');
                     self.print(line);
                 }
                 Paint::Release { erase_rows } => {
                     let text = release_text(erase_rows, &self.held);
-                    self.held.clear();
+                    for line in self.held.drain(..) {
+                        self.shown.add(&line);
+                    }
                     self.holding.store(false, Ordering::SeqCst);
                     if !text.is_empty() {
                         self.print(text);

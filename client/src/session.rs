@@ -134,7 +134,7 @@ pub async fn follow<S: Show, T: Track>(
                     // A writer that is gone ends the conversation soon.
                     let _ = answers.send(answer).await;
                 }
-                // The answers to the client's own pings are not the room's
+                // The answers to the client's own pings are nobody else's
                 // business, even in raw format.
                 if is_own_pong(&frame) {
                     continue;

@@ -19,6 +19,10 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
+/// The port of the server's TLS listener unless its `--tls-addr` says
+/// otherwise, for the hint when `--tls` reaches a plaintext port.
+pub const DEFAULT_TLS_PORT: u16 = 8443;
+
 /// Which certificates the client trusts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
@@ -99,6 +103,18 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
         .map_err(|e| failed(&e))
 }
 
+/// What to do when `--tls` reached a port that does not speak TLS.
+fn plaintext_hint(addr: &str) -> String {
+    let (host, port) = addr.rsplit_once(':').unwrap_or((addr, ""));
+    if port == DEFAULT_TLS_PORT.to_string() {
+        return "is this the server's TLS port (its --tls-addr)?".to_owned();
+    }
+    format!(
+        "this looks like a plaintext port; the server's TLS port is \
+         {DEFAULT_TLS_PORT} by default (--addr {host}:{DEFAULT_TLS_PORT})"
+    )
+}
+
 /// The host part of `host:port` (`[::1]:8443` gives `::1`).
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
@@ -108,14 +124,23 @@ fn host_of(addr: &str) -> &str {
 }
 
 /// A failed handshake, in words: above all whether the server's
-/// certificate was not trusted.
+/// certificate was not trusted, or what answered does not speak TLS at all
+/// (the usual reason: `--tls` with the plaintext port, 8000 by default).
 fn explain(addr: &str, trust: &Trust, error: &io::Error) -> String {
-    let untrusted = error
+    let cause = error
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
-    if !untrusted {
-        return format!("TLS handshake with {addr} failed: {error}");
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match cause {
+        Some(rustls::Error::InvalidCertificate(_)) => {}
+        // What came back is not TLS records: a plaintext listener, such
+        // as the chat server's own, answering the TLS greeting.
+        Some(rustls::Error::InvalidMessage(_)) => {
+            return format!(
+                "TLS handshake with {addr} failed: it does not answer in TLS ({error}); {}",
+                plaintext_hint(addr)
+            );
+        }
+        _ => return format!("TLS handshake with {addr} failed: {error}"),
     }
     let hint = match trust {
         Trust::System => "not trusted by this system; give --ca <pem> for a private CA",
@@ -134,6 +159,17 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:8443"), "127.0.0.1");
         assert_eq!(host_of("[::1]:8443"), "::1");
         assert_eq!(host_of("localhost"), "localhost");
+    }
+
+    #[test]
+    fn a_plaintext_port_points_to_the_tls_one() {
+        assert_eq!(
+            plaintext_hint("127.0.0.1:8000"),
+            "this looks like a plaintext port; the server's TLS port is 8443 \
+             by default (--addr 127.0.0.1:8443)"
+        );
+        assert!(plaintext_hint("[::1]:8000").ends_with("(--addr [::1]:8443)"));
+        assert!(plaintext_hint("chat.example.org:8443").contains("--tls-addr"));
     }
 
     #[test]

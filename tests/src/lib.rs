@@ -12,6 +12,7 @@ pub mod cases;
 pub mod fuzz;
 pub mod probe;
 pub mod rng;
+pub mod tty;
 pub mod wire;
 pub mod witness;
 
