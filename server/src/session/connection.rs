@@ -32,8 +32,9 @@ pub struct Connection<I, W> {
     pub socket: RawFd,
 }
 
-/// Read buffer a connection starts with; it grows for long lines.
-const READ_BUFFER_START: usize = 256;
+/// Read buffer a connection starts with; it doubles for long lines. A
+/// login fits, and an idle user keeps no more.
+const READ_BUFFER_START: usize = 64;
 /// An empty read buffer larger than this is released, after a long line.
 const READ_KEEP: usize = 4 * 1024;
 
