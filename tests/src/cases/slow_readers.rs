@@ -18,9 +18,9 @@ use crate::Client;
 
 /// `--client-buffer`: broadcast frames a connection may fall behind.
 const CLIENT_BUFFER: usize = 256;
-/// The server's per-connection output queue limit (`OUTPUT_HIGH_WATER` in
-/// `server/src/session.rs`).
-const OUTPUT_HIGH_WATER_KIB: u64 = 64;
+/// The most output a client that does not read may hold in the server
+/// besides its backlog of frames (`PROTOCOL.md`, "Budgets": 512 KiB).
+const UNREAD_OUTPUT_KIB: u64 = 512;
 /// Text padding each sender's message: large enough that even the fast
 /// run's traffic overflows what the kernel buffers for a stuck reader.
 const PADDING: usize = 1000;
@@ -29,7 +29,8 @@ const PADDING: usize = 1000;
 /// made up, in KiB.
 struct Bound {
     idle: u64,
-    ring: u64,
+    /// The newest frames, held once however many inboxes point at them.
+    shared_frames: u64,
     per_connection: u64,
     slack: u64,
     connections: u64,
@@ -40,29 +41,30 @@ impl Bound {
         let frame = (PADDING + 32) as u64;
         Bound {
             idle,
-            // The ring holds CLIENT_BUFFER encoded frames, shared by all.
-            ring: (CLIENT_BUFFER as u64 * (frame + 64)).div_ceil(1024),
-            // A stuck connection's queue stops growing at the high-water
-            // mark plus one frame; the buffer's capacity may be twice its
-            // length; plus a read buffer of up to a line, and the session.
-            per_connection: 2 * (OUTPUT_HIGH_WATER_KIB + frame.div_ceil(1024)) + 5 + 16,
+            // Stuck inboxes keep the newest CLIENT_BUFFER frames each, the
+            // same frames for all of them.
+            shared_frames: (CLIENT_BUFFER as u64 * (frame + 64)).div_ceil(1024),
+            // A stuck connection's inbox holds CLIENT_BUFFER references (at
+            // most 64 B each), its unread output the contract's budget, plus
+            // a read buffer of up to a line, and the session.
+            per_connection: (CLIENT_BUFFER as u64 * 64).div_ceil(1024) + UNREAD_OUTPUT_KIB + 5 + 16,
             slack: 16 * 1024,
             connections: connections as u64,
         }
     }
 
     fn total(&self) -> u64 {
-        self.idle + self.ring + self.connections * self.per_connection + self.slack
+        self.idle + self.shared_frames + self.connections * self.per_connection + self.slack
     }
 
     fn explain(&self) -> String {
         format!(
-            "{:.0} MiB = idle {:.1} + ring {} × {} B ({} KiB) + {} × {} KiB per connection + {} MiB slack",
+            "{:.0} MiB = idle {:.1} + shared frames {} × {} B ({} KiB) + {} × {} KiB per connection + {} MiB slack",
             self.total() as f64 / 1024.0,
             self.idle as f64 / 1024.0,
             CLIENT_BUFFER,
             PADDING + 32 + 64,
-            self.ring,
+            self.shared_frames,
             self.connections,
             self.per_connection,
             self.slack / 1024

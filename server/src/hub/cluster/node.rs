@@ -132,7 +132,7 @@ pub(crate) struct Node {
     next_token: u64,
     /// Whether the reader has told where the stream starts.
     started: bool,
-    /// The number of the last entry put into the ring.
+    /// The number of the last entry delivered to this node's inboxes.
     delivered: u64,
     waiters: BTreeMap<u64, Vec<Waiter>>,
     /// This node's users, for delivering what the stream brings.

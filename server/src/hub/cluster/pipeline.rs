@@ -228,7 +228,7 @@ impl Reply {
         self.refusal().is_some() || self.number() == Some(WRONG_EPOCH)
     }
 
-    /// An `XADD`'s answer: where the frame stands in the room's order.
+    /// An `XADD`'s answer: where the frame stands in the stream's order.
     pub(crate) fn receipt(&self) -> Result<Receipt, ErrorCode> {
         scripts::stream_seq(&self.0)
             .map(Receipt)

@@ -36,9 +36,9 @@ pub(crate) enum Delivery {
 
 /// One broadcast frame from the stream.
 pub(crate) struct Entry {
-    /// Its number in the room's order.
+    /// Its number in the stream's order.
     pub seq: u64,
-    /// The frame, with its `\n`, ready for the ring.
+    /// The frame, with its `\n`, ready for the inboxes.
     pub frame: Bytes,
     /// The token of the login or room join that appended a `JOIN`.
     pub token: Option<String>,
