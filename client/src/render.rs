@@ -254,6 +254,29 @@ impl Style {
                     format!("{tag} {}: {}", self.name(from), clean(text))
                 });
             }
+            ServerFrame::Registered(name) => {
+                format!("* {} is registered to you", self.name(name))
+            }
+            ServerFrame::Unregistered(name) => {
+                format!("* {} is no longer registered", self.name(name))
+            }
+            ServerFrame::Ok { verb, name } => {
+                format!("* done: {} {}", verb.to_lowercase(), self.name(name))
+            }
+            ServerFrame::Bans(bans) if bans.is_empty() => "* nobody is banned".to_owned(),
+            ServerFrame::Bans(bans) => {
+                let bans: Vec<String> = bans
+                    .iter()
+                    .map(|(name, until)| {
+                        format!(
+                            "{} until {}",
+                            self.name(name),
+                            message_time(*until, &Local::now())
+                        )
+                    })
+                    .collect();
+                format!("* banned: {}", bans.join(", "))
+            }
         };
         Some(self.line_at(&body, time))
     }

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::num::NonZeroU64;
+use std::time::Duration;
 
+use crate::account::{format_duration, parse_duration, Password, DURATION_RULES, PASSWORD_RULES};
 use crate::error::ErrorCode;
 use crate::text::{
     forbidden_char, forbidden_char_description, is_blank, is_valid_name, is_valid_room,
@@ -23,11 +25,20 @@ pub enum Verb {
     Topic,
     Rooms,
     History,
+    Register,
+    Password,
+    Unregister,
+    Kick,
+    Ban,
+    Unban,
+    Mute,
+    Unmute,
+    Bans,
 }
 
 impl Verb {
-    /// Every verb: version 1's, then version 2's.
-    pub const ALL: [Verb; 12] = [
+    /// Every verb: version 1's, then version 2's, then version 3's.
+    pub const ALL: [Verb; 21] = [
         Verb::Name,
         Verb::Msg,
         Verb::Leave,
@@ -40,6 +51,15 @@ impl Verb {
         Verb::Topic,
         Verb::Rooms,
         Verb::History,
+        Verb::Register,
+        Verb::Password,
+        Verb::Unregister,
+        Verb::Kick,
+        Verb::Ban,
+        Verb::Unban,
+        Verb::Mute,
+        Verb::Unmute,
+        Verb::Bans,
     ];
 
     /// The verb in its canonical (upper case) form.
@@ -57,6 +77,15 @@ impl Verb {
             Verb::Topic => "TOPIC",
             Verb::Rooms => "ROOMS",
             Verb::History => "HISTORY",
+            Verb::Register => "REGISTER",
+            Verb::Password => "PASSWORD",
+            Verb::Unregister => "UNREGISTER",
+            Verb::Kick => "KICK",
+            Verb::Ban => "BAN",
+            Verb::Unban => "UNBAN",
+            Verb::Mute => "MUTE",
+            Verb::Unmute => "UNMUTE",
+            Verb::Bans => "BANS",
         }
     }
 
@@ -111,6 +140,37 @@ pub enum ClientFrame {
         room: Option<String>,
         count: Option<NonZeroU64>,
     },
+    /// `NAME <name> <password>`: log in to a registered name. The password
+    /// may break the rules; it is then simply wrong.
+    Login { name: String, password: Password },
+    /// `REGISTER <password>`: register the name logged in under.
+    Register(Password),
+    /// `PASSWORD <old> <new>`: change the password; `new` follows the rules.
+    ChangePassword { old: Password, new: Password },
+    /// `UNREGISTER <password>`: the name is no longer registered.
+    Unregister(Password),
+    /// `KICK <name> [<text>]`: an operator closes a user's connection.
+    Kick { name: String, text: Option<String> },
+    /// `BAN <name> <duration> [<text>]`: an operator bans a name and the
+    /// address it was connected from.
+    Ban {
+        name: String,
+        duration: Duration,
+        text: Option<String>,
+    },
+    /// `UNBAN <name>`: lifts the ban of the name and of its address.
+    Unban(String),
+    /// `MUTE <name> <duration> [<text>]`: the user's messages are refused
+    /// for that long.
+    Mute {
+        name: String,
+        duration: Duration,
+        text: Option<String>,
+    },
+    /// `UNMUTE <name>`.
+    Unmute(String),
+    /// `BANS`: the bans in force.
+    Bans,
 }
 
 /// Why a line is not an acceptable client frame: the `ERROR` to answer with.
@@ -160,8 +220,8 @@ pub const ROOM_RULES: &str = "a room is '#' then 1 to 32 ASCII letters, digits, 
 pub const COUNT_RULES: &str =
     "HISTORY takes an optional room, then an optional count: a decimal number from 1";
 
-const COMMANDS: &str =
-    "commands are NAME, MSG, LEAVE, WHO, PING, JOIN, PART, SAY, TELL, TOPIC, ROOMS and HISTORY";
+const COMMANDS: &str = "commands are NAME, MSG, LEAVE, WHO, PING, JOIN, PART, SAY, TELL, TOPIC, \
+     ROOMS, HISTORY, REGISTER, PASSWORD, UNREGISTER, KICK, BAN, UNBAN, MUTE, UNMUTE and BANS";
 
 impl ClientFrame {
     /// Parses one line (without its line ending).
@@ -198,7 +258,17 @@ impl ClientFrame {
     fn parse_arguments(verb: Verb, rest: &str) -> Result<ClientFrame, (ErrorCode, &'static str)> {
         let empty = |what| (ErrorCode::EmptyMessage, what);
         Ok(match verb {
-            Verb::Name => ClientFrame::Name(name(rest)?),
+            Verb::Name => {
+                let (name_text, password) = token(rest);
+                let name = name(name_text)?;
+                match password.filter(|p| !p.is_empty()) {
+                    None => ClientFrame::Name(name),
+                    Some(password) => ClientFrame::Login {
+                        name,
+                        password: Password::new(password),
+                    },
+                }
+            }
             Verb::Msg if is_blank(rest) => return Err(empty("MSG needs a text")),
             Verb::Msg => ClientFrame::Msg(rest.to_owned()),
             Verb::Leave => ClientFrame::Leave(text(Some(rest))),
@@ -235,6 +305,46 @@ impl ClientFrame {
             }
             Verb::Rooms => ClientFrame::Rooms,
             Verb::History => history(rest)?,
+            Verb::Register => ClientFrame::Register(new_password(rest)?),
+            Verb::Password => {
+                let (old, new) = token(rest);
+                ClientFrame::ChangePassword {
+                    old: Password::new(old),
+                    new: new_password(new.unwrap_or(""))?,
+                }
+            }
+            Verb::Unregister => ClientFrame::Unregister(Password::new(rest)),
+            Verb::Kick => {
+                let (name_text, rest) = token(rest);
+                ClientFrame::Kick {
+                    name: name(name_text)?,
+                    text: text(rest),
+                }
+            }
+            Verb::Ban | Verb::Mute => {
+                let (name_text, rest) = token(rest);
+                let name = name(name_text)?;
+                let (duration_text, rest) = token(rest.unwrap_or(""));
+                let duration = parse_duration(duration_text)
+                    .ok_or((ErrorCode::BadDuration, DURATION_RULES))?;
+                let text = text(rest);
+                if verb == Verb::Ban {
+                    ClientFrame::Ban {
+                        name,
+                        duration,
+                        text,
+                    }
+                } else {
+                    ClientFrame::Mute {
+                        name,
+                        duration,
+                        text,
+                    }
+                }
+            }
+            Verb::Unban => ClientFrame::Unban(name(rest)?),
+            Verb::Unmute => ClientFrame::Unmute(name(rest)?),
+            Verb::Bans => ClientFrame::Bans,
         })
     }
 
@@ -253,7 +363,28 @@ impl ClientFrame {
             ClientFrame::Topic { .. } => Verb::Topic,
             ClientFrame::Rooms => Verb::Rooms,
             ClientFrame::History { .. } => Verb::History,
+            ClientFrame::Login { .. } => Verb::Name,
+            ClientFrame::Register(_) => Verb::Register,
+            ClientFrame::ChangePassword { .. } => Verb::Password,
+            ClientFrame::Unregister(_) => Verb::Unregister,
+            ClientFrame::Kick { .. } => Verb::Kick,
+            ClientFrame::Ban { .. } => Verb::Ban,
+            ClientFrame::Unban(_) => Verb::Unban,
+            ClientFrame::Mute { .. } => Verb::Mute,
+            ClientFrame::Unmute(_) => Verb::Unmute,
+            ClientFrame::Bans => Verb::Bans,
         }
+    }
+}
+
+/// A new password (`REGISTER`, `PASSWORD`): one that breaks the rules is
+/// `weak-password`, a matter of the frame's form.
+fn new_password(text: &str) -> Result<Password, (ErrorCode, &'static str)> {
+    let password = Password::new(text);
+    if password.is_acceptable() {
+        Ok(password)
+    } else {
+        Err((ErrorCode::WeakPassword, PASSWORD_RULES))
     }
 }
 
@@ -342,7 +473,33 @@ impl fmt::Display for ClientFrame {
             ClientFrame::Leave(None)
             | ClientFrame::Who
             | ClientFrame::Ping(None)
-            | ClientFrame::Rooms => Ok(()),
+            | ClientFrame::Rooms
+            | ClientFrame::Bans => Ok(()),
+            ClientFrame::Unban(name) | ClientFrame::Unmute(name) => write!(f, " {name}"),
+            ClientFrame::Login { name, password } => write!(f, " {name} {}", password.expose()),
+            ClientFrame::Register(password) | ClientFrame::Unregister(password) => {
+                write!(f, " {}", password.expose())
+            }
+            ClientFrame::ChangePassword { old, new } => {
+                write!(f, " {} {}", old.expose(), new.expose())
+            }
+            ClientFrame::Kick { name, text } => {
+                write!(f, " {name}")?;
+                text.iter().try_for_each(|t| write!(f, " {t}"))
+            }
+            ClientFrame::Ban {
+                name,
+                duration,
+                text,
+            }
+            | ClientFrame::Mute {
+                name,
+                duration,
+                text,
+            } => {
+                write!(f, " {name} {}", format_duration(*duration))?;
+                text.iter().try_for_each(|t| write!(f, " {t}"))
+            }
             ClientFrame::Say { room: first, text } | ClientFrame::Tell { to: first, text } => {
                 write!(f, " {first} {text}")
             }
@@ -416,10 +573,112 @@ mod tests {
     }
 
     #[test]
+    fn version_3_frames_parse_and_read_back() {
+        let pw = |p: &str| Password::new(p);
+        let cases = [
+            (
+                "NAME alice hunter22",
+                ClientFrame::Login {
+                    name: "alice".into(),
+                    password: pw("hunter22"),
+                },
+            ),
+            ("REGISTER hunter22", ClientFrame::Register(pw("hunter22"))),
+            (
+                "PASSWORD hunter22 correct-horse",
+                ClientFrame::ChangePassword {
+                    old: pw("hunter22"),
+                    new: pw("correct-horse"),
+                },
+            ),
+            (
+                "UNREGISTER hunter22",
+                ClientFrame::Unregister(pw("hunter22")),
+            ),
+            (
+                "KICK bob",
+                ClientFrame::Kick {
+                    name: "bob".into(),
+                    text: None,
+                },
+            ),
+            (
+                "KICK bob  be nice",
+                ClientFrame::Kick {
+                    name: "bob".into(),
+                    text: Some(" be nice".into()),
+                },
+            ),
+            (
+                "BAN bob 10m spam",
+                ClientFrame::Ban {
+                    name: "bob".into(),
+                    duration: Duration::from_secs(600),
+                    text: Some("spam".into()),
+                },
+            ),
+            (
+                "MUTE bob 90s",
+                ClientFrame::Mute {
+                    name: "bob".into(),
+                    duration: Duration::from_secs(90),
+                    text: None,
+                },
+            ),
+            ("UNBAN bob", ClientFrame::Unban("bob".into())),
+            ("UNMUTE bob", ClientFrame::Unmute("bob".into())),
+            ("BANS", ClientFrame::Bans),
+        ];
+        for (line, frame) in cases {
+            assert_eq!(ClientFrame::parse(line), Ok(frame.clone()), "{line}");
+            assert_eq!(frame.to_string(), line);
+        }
+        // A wrong-looking password at login is the server's to refuse.
+        assert_eq!(
+            ClientFrame::parse("NAME alice short"),
+            Ok(ClientFrame::Login {
+                name: "alice".into(),
+                password: pw("short")
+            })
+        );
+        assert_eq!(
+            ClientFrame::parse("name alice "),
+            Ok(ClientFrame::Name("alice".into()))
+        );
+    }
+
+    #[test]
+    fn version_3_form_errors_come_in_the_contracts_order() {
+        assert_eq!(code("REGISTER short"), ErrorCode::WeakPassword);
+        assert_eq!(code("REGISTER"), ErrorCode::WeakPassword);
+        assert_eq!(code("REGISTER two words"), ErrorCode::WeakPassword);
+        assert_eq!(code("PASSWORD hunter22"), ErrorCode::WeakPassword);
+        assert_eq!(code("PASSWORD x short"), ErrorCode::WeakPassword);
+        assert_eq!(code("KICK"), ErrorCode::BadName);
+        assert_eq!(code("BAN b!d 10m"), ErrorCode::BadName);
+        assert_eq!(code("BAN b!d nonsense"), ErrorCode::BadName);
+        assert_eq!(code("BAN bob"), ErrorCode::BadDuration);
+        assert_eq!(code("BAN bob 10x spam"), ErrorCode::BadDuration);
+        assert_eq!(code("MUTE bob 0s"), ErrorCode::BadDuration);
+        assert_eq!(code("MUTE bob 366d"), ErrorCode::BadDuration);
+        assert_eq!(code("BAN bob\x07 1m"), ErrorCode::BadText);
+        assert_eq!(code("REGISTER pass\x07word"), ErrorCode::BadText);
+        assert_eq!(code("UNBAN"), ErrorCode::BadName);
+        assert_eq!(code("UNMUTE bob extra"), ErrorCode::BadName);
+    }
+
+    #[test]
+    fn a_password_never_shows_in_a_frames_debug() {
+        let frame = ClientFrame::parse("PASSWORD hunter22 correct-horse").unwrap();
+        let shown = format!("{frame:?}");
+        assert!(!shown.contains("hunter22") && !shown.contains("correct-horse"));
+    }
+
+    #[test]
     fn bad_names_are_refused() {
         assert_eq!(code("NAME"), ErrorCode::BadName);
         assert_eq!(code("NAME "), ErrorCode::BadName);
-        assert_eq!(code("NAME al ice"), ErrorCode::BadName);
+        assert_eq!(code("NAME al!ce secret99"), ErrorCode::BadName);
         assert_eq!(code("NAME _alice"), ErrorCode::BadName);
         assert_eq!(
             code(&format!("NAME {}", "a".repeat(33))),

@@ -58,11 +58,41 @@ pub enum ErrorCode {
     /// `JOIN` beyond the per-user room limit, or a new room beyond the
     /// server's room limit.
     TooManyRooms,
+    /// `NAME` of a registered name without a password.
+    NameRegistered,
+    /// A wrong password (one that breaks the password rules is always wrong).
+    BadPassword,
+    /// The password of `REGISTER`, or the new one of `PASSWORD`, breaks the
+    /// password rules.
+    WeakPassword,
+    /// A password for a name that is not registered; `PASSWORD` or
+    /// `UNREGISTER` by a user whose name is not registered.
+    NotRegistered,
+    /// `REGISTER` of a name that is registered.
+    AlreadyRegistered,
+    /// A login to a name that had 5 wrong passwords in the last minute.
+    TooManyTries,
+    /// The same registered name logged in on another connection; this one
+    /// closes.
+    LoggedInElsewhere,
+    /// A moderation verb from a user who is not an operator, or aimed at an
+    /// operator or at oneself.
+    NotOperator,
+    /// An operator kicked this user: `ERROR kicked <by> [<text>]`; closes.
+    Kicked,
+    /// The name or the address is banned: `ERROR banned <until> [<text>]`;
+    /// closes.
+    Banned,
+    /// The user may not send messages until then: `ERROR muted <until>`.
+    Muted,
+    /// A `<duration>` that is not a number and a unit (`s`, `m`, `h`, `d`)
+    /// from 1 second to 365 days.
+    BadDuration,
 }
 
 impl ErrorCode {
     /// Every code, in the contract's order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::BadName,
         ErrorCode::NameTaken,
         ErrorCode::NotLoggedIn,
@@ -84,6 +114,18 @@ impl ErrorCode {
         ErrorCode::NoSuchUser,
         ErrorCode::BadCount,
         ErrorCode::TooManyRooms,
+        ErrorCode::NameRegistered,
+        ErrorCode::BadPassword,
+        ErrorCode::WeakPassword,
+        ErrorCode::NotRegistered,
+        ErrorCode::AlreadyRegistered,
+        ErrorCode::TooManyTries,
+        ErrorCode::LoggedInElsewhere,
+        ErrorCode::NotOperator,
+        ErrorCode::Kicked,
+        ErrorCode::Banned,
+        ErrorCode::Muted,
+        ErrorCode::BadDuration,
     ];
 
     /// The code as it travels on the wire.
@@ -110,6 +152,18 @@ impl ErrorCode {
             ErrorCode::NoSuchUser => "no-such-user",
             ErrorCode::BadCount => "bad-count",
             ErrorCode::TooManyRooms => "too-many-rooms",
+            ErrorCode::NameRegistered => "name-registered",
+            ErrorCode::BadPassword => "bad-password",
+            ErrorCode::WeakPassword => "weak-password",
+            ErrorCode::NotRegistered => "not-registered",
+            ErrorCode::AlreadyRegistered => "already-registered",
+            ErrorCode::TooManyTries => "too-many-tries",
+            ErrorCode::LoggedInElsewhere => "logged-in-elsewhere",
+            ErrorCode::NotOperator => "not-operator",
+            ErrorCode::Kicked => "kicked",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Muted => "muted",
+            ErrorCode::BadDuration => "bad-duration",
         }
     }
 }
@@ -181,6 +235,18 @@ mod tests {
                 "no-such-user",
                 "bad-count",
                 "too-many-rooms",
+                "name-registered",
+                "bad-password",
+                "weak-password",
+                "not-registered",
+                "already-registered",
+                "too-many-tries",
+                "logged-in-elsewhere",
+                "not-operator",
+                "kicked",
+                "banned",
+                "muted",
+                "bad-duration",
             ]
         );
     }

@@ -87,6 +87,16 @@ pub enum ServerFrame {
         from: String,
         text: String,
     },
+    /// `REGISTERED <name>`: the name is registered (after `REGISTER` or
+    /// `PASSWORD`).
+    Registered(String),
+    /// `UNREGISTERED <name>`: the name is no longer registered.
+    Unregistered(String),
+    /// `OK <verb> <name>`: an operator's `KICK`, `BAN`, `UNBAN`, `MUTE` or
+    /// `UNMUTE` was carried out.
+    Ok { verb: String, name: String },
+    /// `BANS [<name> <until> …]`: the bans in force, sorted like names.
+    Bans(Vec<(String, Timestamp)>),
 }
 
 /// A line from the server that is not a frame.
@@ -132,6 +142,10 @@ impl ServerFrame {
             ServerFrame::Rooms(_) => "ROOMS",
             ServerFrame::History { .. } => "HISTORY",
             ServerFrame::Hist { .. } => "HIST",
+            ServerFrame::Registered(_) => "REGISTERED",
+            ServerFrame::Unregistered(_) => "UNREGISTERED",
+            ServerFrame::Ok { .. } => "OK",
+            ServerFrame::Bans(_) => "BANS",
         }
     }
 
@@ -219,7 +233,14 @@ impl fmt::Display for ServerFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.verb())?;
         match self {
-            ServerFrame::Welcome(name) | ServerFrame::Join(name) => write!(f, " {name}"),
+            ServerFrame::Welcome(name)
+            | ServerFrame::Join(name)
+            | ServerFrame::Registered(name)
+            | ServerFrame::Unregistered(name) => write!(f, " {name}"),
+            ServerFrame::Ok { verb, name } => write!(f, " {verb} {name}"),
+            ServerFrame::Bans(bans) => bans
+                .iter()
+                .try_for_each(|(name, until)| write!(f, " {name} {until}")),
             ServerFrame::Names(names) => names.iter().try_for_each(|n| write!(f, " {n}")),
             ServerFrame::Msg { from, text } => write!(f, " {from} {text}"),
             ServerFrame::Leave { name, text } => {
@@ -289,6 +310,26 @@ mod tests {
     fn all_frames() -> Vec<(ServerFrame, &'static str)> {
         vec![
             (ServerFrame::Welcome("alice".into()), "WELCOME alice"),
+            (ServerFrame::Registered("alice".into()), "REGISTERED alice"),
+            (
+                ServerFrame::Unregistered("alice".into()),
+                "UNREGISTERED alice",
+            ),
+            (
+                ServerFrame::Ok {
+                    verb: "KICK".into(),
+                    name: "bob".into(),
+                },
+                "OK KICK bob",
+            ),
+            (ServerFrame::Bans(Vec::new()), "BANS"),
+            (
+                ServerFrame::Bans(vec![(
+                    "bob".into(),
+                    "2026-11-29T12:00:00.123Z".parse().unwrap(),
+                )]),
+                "BANS bob 2026-11-29T12:00:00.123Z",
+            ),
             (
                 ServerFrame::Names(vec!["alice".into(), "Bob".into()]),
                 "NAMES alice Bob",

@@ -86,7 +86,52 @@ pub enum ServerFrameRef<'a> {
         from: &'a str,
         text: &'a str,
     },
+    /// `REGISTERED <name>`
+    Registered(&'a str),
+    /// `UNREGISTERED <name>`
+    Unregistered(&'a str),
+    /// `OK <verb> <name>`: an operator's request was carried out.
+    Ok { verb: &'a str, name: &'a str },
+    /// `BANS [<name> <until> …]`
+    Bans(BanList<'a>),
 }
+
+/// The bans of a `BANS` frame, as sent.
+#[derive(Debug, Clone, Copy)]
+pub struct BanList<'a> {
+    /// Checked when parsed: pairs of a name and a time.
+    raw: &'a str,
+}
+
+impl<'a> BanList<'a> {
+    /// `raw` as a list, or `None` if it is not made of name and time pairs.
+    fn checked(raw: &'a str) -> Option<BanList<'a>> {
+        let mut tokens = raw.split(' ').filter(|t| !t.is_empty());
+        while let Some(_name) = tokens.next() {
+            tokens.next()?.parse::<Timestamp>().ok()?;
+        }
+        Some(BanList { raw })
+    }
+
+    /// Each banned name and when its ban ends, in the server's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Timestamp)> + 'a {
+        let mut tokens = self.raw.split(' ').filter(|t| !t.is_empty());
+        std::iter::from_fn(move || {
+            let name = tokens.next()?;
+            // Checked when parsed.
+            let until = tokens.next()?.parse().ok()?;
+            Some((name, until))
+        })
+    }
+}
+
+impl PartialEq for BanList<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for BanList<'_> {}
 
 /// The names of a `NAMES` frame, as sent: space-separated, in the server's
 /// order.
@@ -213,6 +258,10 @@ impl<'a> ServerFrameRef<'a> {
             ServerFrameRef::Rooms(_) => "ROOMS",
             ServerFrameRef::History { .. } => "HISTORY",
             ServerFrameRef::Hist { .. } => "HIST",
+            ServerFrameRef::Registered(_) => "REGISTERED",
+            ServerFrameRef::Unregistered(_) => "UNREGISTERED",
+            ServerFrameRef::Ok { .. } => "OK",
+            ServerFrameRef::Bans(_) => "BANS",
         }
     }
 
@@ -305,6 +354,15 @@ impl<'a> ServerFrameRef<'a> {
                 from: owned(from),
                 text: owned(text),
             },
+            ServerFrameRef::Registered(name) => ServerFrame::Registered(owned(name)),
+            ServerFrameRef::Unregistered(name) => ServerFrame::Unregistered(owned(name)),
+            ServerFrameRef::Ok { verb, name } => ServerFrame::Ok {
+                verb: owned(verb),
+                name: owned(name),
+            },
+            ServerFrameRef::Bans(list) => {
+                ServerFrame::Bans(list.iter().map(|(n, t)| (owned(n), t)).collect())
+            }
         }
     }
 }
@@ -462,6 +520,22 @@ fn parse(line: &str) -> Result<ServerFrameRef<'_>, Reason> {
                 text,
             }
         }
+        "REGISTERED" => {
+            ServerFrameRef::Registered(non_empty(rest).ok_or("REGISTERED without a name")?)
+        }
+        "UNREGISTERED" => {
+            ServerFrameRef::Unregistered(non_empty(rest).ok_or("UNREGISTERED without a name")?)
+        }
+        "OK" => {
+            let (verb, name) = non_empty(rest)
+                .and_then(|r| r.split_once(' '))
+                .filter(|(verb, name)| !verb.is_empty() && !name.is_empty())
+                .ok_or("OK without a verb and a name")?;
+            ServerFrameRef::Ok { verb, name }
+        }
+        "BANS" => ServerFrameRef::Bans(
+            BanList::checked(rest.unwrap_or("")).ok_or("BANS without name and time pairs")?,
+        ),
         _ => return Err("unknown verb"),
     })
 }

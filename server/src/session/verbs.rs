@@ -25,6 +25,16 @@ pub(super) fn request(hub: &Hub, user: &mut User, frame: ClientFrame) -> Outcome
             let count = count.map_or(HISTORY_DEFAULT, |n| n.get());
             hub.history(user, room.as_deref(), count)
         }
+        ClientFrame::Login { .. } => Outcome::Refused(ErrorCode::AlreadyLoggedIn),
+        ClientFrame::Register(_)
+        | ClientFrame::ChangePassword { .. }
+        | ClientFrame::Unregister(_)
+        | ClientFrame::Kick { .. }
+        | ClientFrame::Ban { .. }
+        | ClientFrame::Unban(_)
+        | ClientFrame::Mute { .. }
+        | ClientFrame::Unmute(_)
+        | ClientFrame::Bans => Outcome::Refused(ErrorCode::UnknownCommand),
     }
 }
 
