@@ -165,6 +165,30 @@ pub struct Config {
           value_parser = parse_addr)]
     pub metrics: Option<String>,
 
+    /// Where accounts, bans, mutes and the lobby's history are kept (an
+    /// SQLite database, created at first start). In cluster mode they live
+    /// in the cluster's Redis instead.
+    #[arg(
+        long,
+        env = "CHAT_DATA_DIR",
+        hide_env_values = true,
+        value_name = "DIR",
+        default_value = "chat-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Keep accounts, bans, mutes and history in memory only: nothing is
+    /// written, and nothing survives a restart (tests, throw-away servers).
+    #[arg(long, env = "CHAT_EPHEMERAL", hide_env_values = true)]
+    pub ephemeral: bool,
+
+    /// A registered name that may KICK, BAN, UNBAN, MUTE, UNMUTE and ask
+    /// for BANS, once logged in with its password; repeat for more
+    /// (`operators = ["alice"]` in the config file).
+    #[arg(long = "operator", id = "operators", env = "CHAT_OPERATORS", hide_env_values = true,
+          value_name = "NAME", value_delimiter = ',', value_parser = parse_operator)]
+    pub operators: Vec<String>,
+
     /// Read settings from this TOML file: each flag is a key (`max-clients
     /// = 500`, `idle-timeout = "10m"`); flags and CHAT_ variables override it.
     #[arg(long, env = "CHAT_CONFIG", hide_env_values = true, value_name = "FILE")]
@@ -259,19 +283,22 @@ impl Config {
             };
             // The flag alone, without its variable: its own check only.
             if arg.get_action().takes_values() {
-                let alone = clap::Command::new("chat-server")
-                    .no_binary_name(true)
-                    .arg(arg.clone().env(None).required(false));
-                let flag = format!("--{}", arg.get_long().unwrap_or(entry.id));
-                if let Err(e) = alone.try_get_matches_from([flag, entry.text.clone()]) {
-                    let place = file::Place::find(path, &text, &entry.span);
-                    let why = place.wrong_value().unwrap_or_else(|| {
-                        place.told(&clap_reason(&e).unwrap_or_else(|| e.kind().to_string()))
-                    });
-                    return Ok(Err(why));
+                for value in &entry.texts {
+                    let alone = clap::Command::new("chat-server")
+                        .no_binary_name(true)
+                        .arg(arg.clone().env(None).required(false));
+                    let flag = format!("--{}", arg.get_long().unwrap_or(entry.id));
+                    if let Err(e) = alone.try_get_matches_from([flag, value.clone()]) {
+                        let place = file::Place::find(path, &text, &entry.span);
+                        let why = place.wrong_value().unwrap_or_else(|| {
+                            place.told(&clap_reason(&e).unwrap_or_else(|| e.kind().to_string()))
+                        });
+                        return Ok(Err(why));
+                    }
                 }
             }
-            command = command.mut_arg(entry.id, |arg| arg.default_value(entry.text.clone()));
+            let values = entry.texts.clone();
+            command = command.mut_arg(entry.id, |arg| arg.default_values(values));
         }
         let matches = command.try_get_matches_from(args)?;
         Config::from_arg_matches(&matches).map(Ok)
@@ -360,6 +387,14 @@ fn parse_addr(text: &str) -> Result<String, String> {
             Ok(text.to_owned())
         }
         _ => Err(USAGE.into()),
+    }
+}
+
+fn parse_operator(text: &str) -> Result<String, String> {
+    if chat_protocol::is_valid_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(chat_protocol::NAME_RULES.into())
     }
 }
 
@@ -605,6 +640,36 @@ mod tests {
         std::env::remove_var("CHAT_NODE_ID");
         assert_eq!(config.node_id.as_deref(), Some("from-flag"));
         assert_eq!(config.max_line, 512);
+    }
+
+    #[test]
+    fn operators_come_from_the_file_or_the_flags_and_print_back() {
+        let file = TempFile::new(
+            "operators",
+            "operators = [\"alice\", \"Bob\"]\ndata-dir = \"/tmp/x\"\nephemeral = true\n",
+        );
+        let config = file.load(&[]).expect("valid file");
+        assert_eq!(config.operators, ["alice", "Bob"]);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert!(config.ephemeral);
+        let printed = config.to_toml();
+        assert!(
+            printed.contains("operators = [\"alice\", \"Bob\"]"),
+            "{printed}"
+        );
+        let config = file
+            .load(&["--operator", "carol", "--operator", "dave"])
+            .expect("valid file");
+        assert_eq!(
+            config.operators,
+            ["carol", "dave"],
+            "flags replace the file's list"
+        );
+        let bad = TempFile::new("bad-operator", "operators = [\"b!d\"]\n");
+        assert!(bad.load(&[]).unwrap_err().contains("operators"));
+        let defaults = Config::default();
+        assert_eq!(defaults.data_dir, PathBuf::from("chat-data"));
+        assert!(!defaults.ephemeral && defaults.operators.is_empty());
     }
 
     #[test]

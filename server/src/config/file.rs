@@ -21,6 +21,21 @@ use toml::Spanned;
 /// A value as its flag would take it on the command line.
 trait FlagText {
     fn flag_text(&self) -> String;
+
+    /// Every value, for a flag that may be repeated.
+    fn flag_texts(&self) -> Vec<String> {
+        vec![self.flag_text()]
+    }
+}
+
+impl FlagText for Vec<String> {
+    fn flag_text(&self) -> String {
+        self.join(" ")
+    }
+
+    fn flag_texts(&self) -> Vec<String> {
+        self.clone()
+    }
 }
 
 impl FlagText for String {
@@ -86,7 +101,8 @@ impl<'de> Deserialize<'de> for DurationValue {
 pub(super) struct Entry {
     pub id: &'static str,
     pub span: Range<usize>,
-    pub text: String,
+    /// One value, or several for a flag that may be repeated.
+    pub texts: Vec<String>,
 }
 
 macro_rules! keys {
@@ -109,7 +125,7 @@ macro_rules! keys {
                     entries.push(Entry {
                         id: stringify!($field),
                         span: value.span(),
-                        text: value.get_ref().flag_text(),
+                        texts: value.get_ref().flag_texts(),
                     });
                 })*
                 entries
@@ -139,6 +155,9 @@ keys! {
     flood_rate: u32,
     limits_on_loopback: bool,
     metrics: String,
+    data_dir: String,
+    ephemeral: bool,
+    operators: Vec<String>,
 }
 
 /// What each key takes, in words, and a value it would take: an error
@@ -232,6 +251,17 @@ pub(super) const WANTS: &[(&str, &str, &str)] = &[
         "metrics",
         "a host:port to serve metrics on",
         "\"127.0.0.1:9100\"",
+    ),
+    (
+        "data-dir",
+        "the path of a directory, in quotes",
+        "\"/var/lib/chat-server\"",
+    ),
+    ("ephemeral", "true or false, without quotes", "true"),
+    (
+        "operators",
+        "a list of registered names, in quotes",
+        "[\"alice\", \"bob\"]",
     ),
 ];
 
@@ -399,6 +429,19 @@ pub(super) fn render(config: &super::Config) -> String {
         Some(Value::Boolean(config.limits_on_loopback)),
     );
     put("metrics", config.metrics.clone().map(Value::String));
+    put("data-dir", Some(path(&config.data_dir)));
+    put("ephemeral", Some(Value::Boolean(config.ephemeral)));
+    put(
+        "operators",
+        Some(Value::Array(
+            config
+                .operators
+                .iter()
+                .cloned()
+                .map(Value::String)
+                .collect(),
+        )),
+    );
     let mut out = String::from(
         "# chat-server's effective settings (chat-server --print-config);\n\
          # load them with --config. Unset options (cluster, node-id, tls-cert,\n\
