@@ -11,11 +11,40 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
-/// What connections are counted under: an IPv4 address or an IPv6 /64.
+/// What connections are counted (and addresses banned) under: an IPv4
+/// address or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Key {
+pub enum Key {
     V4(Ipv4Addr),
     V6Prefix(u64),
+}
+
+impl Key {
+    /// The key `ip` belongs to, or `None` for loopback when loopback is
+    /// spared (`--limits-on-loopback` not given).
+    pub fn of(ip: IpAddr, on_loopback: bool) -> Option<Key> {
+        let ip = ip.to_canonical();
+        if ip.is_loopback() && !on_loopback {
+            return None;
+        }
+        Some(match ip {
+            IpAddr::V4(v4) => Key::V4(v4),
+            IpAddr::V6(v6) => Key::V6Prefix((v6.to_bits() >> 64) as u64),
+        })
+    }
+}
+
+/// `203.0.113.5`, or `2001:db8:0:1::/64`: how a ban stores its address.
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::V4(v4) => write!(f, "{v4}"),
+            Key::V6Prefix(prefix) => {
+                let v6 = std::net::Ipv6Addr::from_bits(u128::from(*prefix) << 64);
+                write!(f, "{v6}/64")
+            }
+        }
+    }
 }
 
 /// The open connections of each address, shared by every listener.
@@ -64,14 +93,7 @@ impl PerAddress {
 
     /// The key `ip` is counted under, or `None` if it is spared.
     fn key(&self, ip: IpAddr) -> Option<Key> {
-        let ip = ip.to_canonical();
-        if ip.is_loopback() && !self.on_loopback {
-            return None;
-        }
-        Some(match ip {
-            IpAddr::V4(v4) => Key::V4(v4),
-            IpAddr::V6(v6) => Key::V6Prefix((v6.to_bits() >> 64) as u64),
-        })
+        Key::of(ip, self.on_loopback)
     }
 }
 
