@@ -30,6 +30,8 @@ pub(crate) mod inbox;
 pub(crate) mod local;
 pub(crate) mod room;
 pub(crate) mod rooms;
+#[cfg(test)]
+mod tests;
 mod user;
 
 use std::future::Future;

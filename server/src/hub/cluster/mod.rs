@@ -29,6 +29,8 @@ mod reaper;
 mod replica;
 pub(crate) mod requests;
 pub(crate) mod scripts;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
