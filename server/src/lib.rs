@@ -26,6 +26,7 @@ pub mod hub;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod passwords;
 pub mod server;
 pub mod session;
 pub mod shutdown;
