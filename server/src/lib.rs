@@ -31,6 +31,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod status;
+pub mod store;
 pub mod tls;
 
 pub use config::Config;
