@@ -31,7 +31,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use lock::DirLock;
-use writer::Command;
+use writer::{Command, Request};
 
 /// The database's file name inside the data directory.
 pub const DATABASE_FILE: &str = "chat.sqlite3";
@@ -241,14 +241,14 @@ impl Store {
         }
     }
 
-    /// Sends a command and waits for its answer.
+    /// Sends a request and waits for its answer.
     async fn ask<T>(
         &self,
-        command: impl FnOnce(writer::Reply<T>) -> Command,
+        request: impl FnOnce(writer::Reply<T>) -> Request,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(command(reply))
+            .send(Command::Ask(request(reply)))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -257,14 +257,14 @@ impl Store {
     /// The account registered under `key`, if any: what a login checks.
     pub async fn account(&self, key: &str) -> Result<Option<Account>, StoreError> {
         let key = key.to_owned();
-        self.ask(|reply| Command::Account { key, reply }).await
+        self.ask(|reply| Request::Account { key, reply }).await
     }
 
     /// Registers `name` (whose lower-case form is `key`) with the hash
     /// `phc`; `false` if the key is registered already. Durable on return.
     pub async fn register(&self, key: &str, name: &str, phc: &str) -> Result<bool, StoreError> {
         let (key, name, phc) = (key.to_owned(), name.to_owned(), phc.to_owned());
-        self.ask(|reply| Command::Register {
+        self.ask(|reply| Request::Register {
             key,
             name,
             phc,
@@ -277,7 +277,7 @@ impl Store {
     /// registered. Durable on return.
     pub async fn set_password(&self, key: &str, phc: &str) -> Result<bool, StoreError> {
         let (key, phc) = (key.to_owned(), phc.to_owned());
-        self.ask(|reply| Command::SetPassword { key, phc, reply })
+        self.ask(|reply| Request::SetPassword { key, phc, reply })
             .await
     }
 
@@ -285,44 +285,44 @@ impl Store {
     /// Durable on return.
     pub async fn unregister(&self, key: &str) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        self.ask(|reply| Command::Unregister { key, reply }).await
+        self.ask(|reply| Request::Unregister { key, reply }).await
     }
 
     /// Bans a name, and the address with it if `ban.address` is given,
     /// replacing any ban of that name (a new ban without an address keeps
     /// the address of the one it replaces). Durable on return.
     pub async fn ban(&self, ban: Ban) -> Result<(), StoreError> {
-        self.ask(|reply| Command::Ban { ban, reply }).await
+        self.ask(|reply| Request::Ban { ban, reply }).await
     }
 
     /// Lifts the ban of the name `key` and of the address banned with it;
     /// `false` if there was none. Durable on return.
     pub async fn unban(&self, key: &str) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        self.ask(|reply| Command::Unban { key, reply }).await
+        self.ask(|reply| Request::Unban { key, reply }).await
     }
 
     /// The bans that end after `now_ms`, by key: what `BANS` lists and what
     /// a login or a new connection is checked against. Forgets the others.
     pub async fn bans_in_force(&self, now_ms: i64) -> Result<Vec<Ban>, StoreError> {
-        self.ask(|reply| Command::BansInForce { now_ms, reply })
+        self.ask(|reply| Request::BansInForce { now_ms, reply })
             .await
     }
 
     /// Mutes a name, replacing any mute of it. Durable on return.
     pub async fn mute(&self, mute: Mute) -> Result<(), StoreError> {
-        self.ask(|reply| Command::Mute { mute, reply }).await
+        self.ask(|reply| Request::Mute { mute, reply }).await
     }
 
     /// Lifts the mute of `key`; `false` if there was none. Durable on return.
     pub async fn unmute(&self, key: &str) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        self.ask(|reply| Command::Unmute { key, reply }).await
+        self.ask(|reply| Request::Unmute { key, reply }).await
     }
 
     /// The mutes that end after `now_ms`, by key. Forgets the others.
     pub async fn mutes_in_force(&self, now_ms: i64) -> Result<Vec<Mute>, StoreError> {
-        self.ask(|reply| Command::MutesInForce { now_ms, reply })
+        self.ask(|reply| Request::MutesInForce { now_ms, reply })
             .await
     }
 
@@ -344,13 +344,13 @@ impl Store {
     /// open), oldest first: the history a starting server begins with.
     /// Includes every line recorded before the call.
     pub async fn lobby_history(&self, limit: usize) -> Result<Vec<LobbyLine>, StoreError> {
-        self.ask(|reply| Command::LobbyHistory { limit, reply })
+        self.ask(|reply| Request::LobbyHistory { limit, reply })
             .await
     }
 
     /// How many names are registered, for the metrics.
     pub async fn count_accounts(&self) -> Result<u64, StoreError> {
-        self.ask(|reply| Command::CountAccounts { reply }).await
+        self.ask(|reply| Request::CountAccounts { reply }).await
     }
 
     /// Lobby lines lost so far: dropped because the queue was full, or in

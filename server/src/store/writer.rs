@@ -25,8 +25,18 @@ use super::{Account, Ban, LobbyLine, Mute, StoreError, QUEUE};
 /// Where a command's answer goes.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// What the async API asks of the thread, one variant a call.
+/// What the async API sends the thread.
 pub(super) enum Command {
+    /// A call that waits for its answer.
+    Ask(Request),
+    /// A lobby line to keep; no answer.
+    Lobby(LobbyLine),
+    /// Commit, close, release the directory, then answer.
+    Close { reply: oneshot::Sender<()> },
+}
+
+/// A call of the async API that waits for its answer, one variant a call.
+pub(super) enum Request {
     Account {
         key: String,
         reply: Reply<Option<Account>>,
@@ -76,11 +86,6 @@ pub(super) enum Command {
     },
     CountAccounts {
         reply: Reply<u64>,
-    },
-    /// A lobby line to keep; no answer.
-    Lobby(LobbyLine),
-    Close {
-        reply: oneshot::Sender<()>,
     },
 }
 
@@ -133,11 +138,11 @@ impl Writer {
                         let _ = reply.send(());
                         return;
                     }
-                    command => {
-                        // Lines recorded before a command are in the
+                    Command::Ask(request) => {
+                        // Lines recorded before a request are in the
                         // database when it runs.
                         self.commit_lobby(&mut lines);
-                        self.apply(command);
+                        self.apply(request);
                     }
                 }
                 next = if lines.len() < MAX_BATCH {
@@ -150,13 +155,13 @@ impl Writer {
         }
     }
 
-    fn apply(&mut self, command: Command) {
-        match command {
-            Command::Account { key, reply } => {
+    fn apply(&mut self, request: Request) {
+        match request {
+            Request::Account { key, reply } => {
                 let account = self.account(&key);
                 self.answer(reply, account);
             }
-            Command::Register {
+            Request::Register {
                 key,
                 name,
                 phc,
@@ -173,7 +178,7 @@ impl Writer {
                 });
                 self.answer(reply, registered);
             }
-            Command::SetPassword { key, phc, reply } => {
+            Request::SetPassword { key, phc, reply } => {
                 let changed = self.durably(|tx| {
                     let changed = tx.execute(
                         "UPDATE accounts SET phc = ?2 WHERE key = ?1",
@@ -183,13 +188,13 @@ impl Writer {
                 });
                 self.answer(reply, changed);
             }
-            Command::Unregister { key, reply } => {
+            Request::Unregister { key, reply } => {
                 let removed = self.durably(|tx| {
                     Ok(tx.execute("DELETE FROM accounts WHERE key = ?1", [key])? == 1)
                 });
                 self.answer(reply, removed);
             }
-            Command::Ban { ban, reply } => {
+            Request::Ban { ban, reply } => {
                 let done = self.durably(|tx| {
                     tx.execute(
                         "INSERT INTO bans (key, address, until_ms, reason, set_by)
@@ -205,16 +210,16 @@ impl Writer {
                 });
                 self.answer(reply, done);
             }
-            Command::Unban { key, reply } => {
+            Request::Unban { key, reply } => {
                 let lifted = self
                     .durably(|tx| Ok(tx.execute("DELETE FROM bans WHERE key = ?1", [key])? == 1));
                 self.answer(reply, lifted);
             }
-            Command::BansInForce { now_ms, reply } => {
+            Request::BansInForce { now_ms, reply } => {
                 let bans = self.bans_in_force(now_ms);
                 self.answer(reply, bans);
             }
-            Command::Mute { mute, reply } => {
+            Request::Mute { mute, reply } => {
                 let done = self.durably(|tx| {
                     tx.execute(
                         "INSERT OR REPLACE INTO mutes (key, until_ms, reason, set_by)
@@ -225,20 +230,20 @@ impl Writer {
                 });
                 self.answer(reply, done);
             }
-            Command::Unmute { key, reply } => {
+            Request::Unmute { key, reply } => {
                 let lifted = self
                     .durably(|tx| Ok(tx.execute("DELETE FROM mutes WHERE key = ?1", [key])? == 1));
                 self.answer(reply, lifted);
             }
-            Command::MutesInForce { now_ms, reply } => {
+            Request::MutesInForce { now_ms, reply } => {
                 let mutes = self.mutes_in_force(now_ms);
                 self.answer(reply, mutes);
             }
-            Command::LobbyHistory { limit, reply } => {
+            Request::LobbyHistory { limit, reply } => {
                 let lines = self.lobby_history(limit);
                 self.answer(reply, lines);
             }
-            Command::CountAccounts { reply } => {
+            Request::CountAccounts { reply } => {
                 let count = self
                     .connection
                     .query_row("SELECT count(*) FROM accounts", [], |row| {
@@ -246,9 +251,6 @@ impl Writer {
                     })
                     .map(|count| u64::try_from(count).unwrap_or(0));
                 self.answer(reply, count);
-            }
-            Command::Lobby(_) | Command::Close { .. } => {
-                unreachable!("run() handles lobby lines and closing")
             }
         }
     }
