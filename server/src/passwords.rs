@@ -314,7 +314,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_jobs_all_finish_and_never_more_at_once_than_the_threads() {
-        let hasher = Hasher::with_threads(Params::new(64, 1, 1, None).unwrap(), 2);
+        let hasher = Hasher::with_threads(Params::new(Params::MIN_M_COST, 1, 1, None).unwrap(), 2);
         // More jobs than the queue holds: the rest wait asynchronously.
         let jobs = QUEUE + 200;
         let mut tasks = tokio::task::JoinSet::new();
