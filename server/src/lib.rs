@@ -26,10 +26,12 @@ pub mod hub;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod passwords;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod status;
+pub mod store;
 pub mod tls;
 
 pub use config::Config;

@@ -1,0 +1,390 @@
+//! The store's thread: the one owner of the database connection, applying
+//! commands in the order they were sent.
+//!
+//! Accounts, bans and mutes are each committed in a transaction with
+//! `synchronous=FULL` (the WAL is fsynced before the caller hears back), so
+//! an answered change outlives a kill -9 and a power cut alike. Lobby lines
+//! are batched: whatever is queued when the thread gets to them goes into
+//! one transaction with `synchronous=NORMAL` (no fsync: a killed process
+//! loses nothing committed; a power cut may lose the lines since the last
+//! fsync, which the next account, ban or mute, or checkpoint, provides).
+//! The thread commits a batch as soon as the queue is empty, so history
+//! never waits a second to reach the database.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::lock::DirLock;
+use super::{Account, Ban, LobbyLine, Mute, StoreError, QUEUE};
+
+/// Where a command's answer goes.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What the async API sends the thread.
+pub(super) enum Command {
+    /// A call that waits for its answer.
+    Ask(Request),
+    /// A lobby line to keep; no answer.
+    Lobby(LobbyLine),
+    /// Commit, close, release the directory, then answer.
+    Close { reply: oneshot::Sender<()> },
+}
+
+/// A call of the async API that waits for its answer, one variant a call.
+pub(super) enum Request {
+    Account {
+        key: String,
+        reply: Reply<Option<Account>>,
+    },
+    Register {
+        key: String,
+        name: String,
+        phc: String,
+        reply: Reply<bool>,
+    },
+    SetPassword {
+        key: String,
+        phc: String,
+        reply: Reply<bool>,
+    },
+    Unregister {
+        key: String,
+        reply: Reply<bool>,
+    },
+    Ban {
+        ban: Ban,
+        reply: Reply<()>,
+    },
+    Unban {
+        key: String,
+        reply: Reply<bool>,
+    },
+    BansInForce {
+        now_ms: i64,
+        reply: Reply<Vec<Ban>>,
+    },
+    Mute {
+        mute: Mute,
+        reply: Reply<()>,
+    },
+    Unmute {
+        key: String,
+        reply: Reply<bool>,
+    },
+    MutesInForce {
+        now_ms: i64,
+        reply: Reply<Vec<Mute>>,
+    },
+    LobbyHistory {
+        limit: usize,
+        reply: Reply<Vec<LobbyLine>>,
+    },
+    CountAccounts {
+        reply: Reply<u64>,
+    },
+}
+
+/// The most lobby lines committed in one transaction, so a flood of them
+/// cannot keep a command waiting behind one endless batch.
+const MAX_BATCH: usize = QUEUE;
+
+/// The connection and what the thread needs beside it.
+pub(super) struct Writer {
+    connection: Connection,
+    /// The database file, for error messages.
+    path: PathBuf,
+    /// Held until the thread ends, with the connection.
+    _lock: Option<DirLock>,
+    keep_history: usize,
+    lobby_lost: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(super) fn new(
+        connection: Connection,
+        path: PathBuf,
+        lock: Option<DirLock>,
+        keep_history: usize,
+        lobby_lost: &Arc<AtomicU64>,
+    ) -> Writer {
+        Writer {
+            connection,
+            path,
+            _lock: lock,
+            keep_history,
+            lobby_lost: Arc::clone(lobby_lost),
+        }
+    }
+
+    /// Applies commands until [`Command::Close`] or until every `Store` is
+    /// gone, batching the lobby lines in between.
+    pub(super) fn run(mut self, mut queue: mpsc::Receiver<Command>) {
+        let mut lines = Vec::new();
+        while let Some(first) = queue.blocking_recv() {
+            let mut next = Some(first);
+            while let Some(command) = next {
+                match command {
+                    Command::Lobby(line) => lines.push(line),
+                    Command::Close { reply } => {
+                        self.commit_lobby(&mut lines);
+                        // Closes the database and releases the directory
+                        // before the caller hears that it is done.
+                        drop(self);
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Command::Ask(request) => {
+                        // Lines recorded before a request are in the
+                        // database when it runs.
+                        self.commit_lobby(&mut lines);
+                        self.apply(request);
+                    }
+                }
+                next = if lines.len() < MAX_BATCH {
+                    queue.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            self.commit_lobby(&mut lines);
+        }
+    }
+
+    fn apply(&mut self, request: Request) {
+        match request {
+            Request::Account { key, reply } => {
+                let account = self.account(&key);
+                self.answer(reply, account);
+            }
+            Request::Register {
+                key,
+                name,
+                phc,
+                reply,
+            } => {
+                let created_ms = now_ms();
+                let registered = self.durably(|tx| {
+                    let added = tx.execute(
+                        "INSERT INTO accounts (key, name, phc, created_ms) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (key) DO NOTHING",
+                        params![key, name, phc, created_ms],
+                    )?;
+                    Ok(added == 1)
+                });
+                self.answer(reply, registered);
+            }
+            Request::SetPassword { key, phc, reply } => {
+                let changed = self.durably(|tx| {
+                    let changed = tx.execute(
+                        "UPDATE accounts SET phc = ?2 WHERE key = ?1",
+                        params![key, phc],
+                    )?;
+                    Ok(changed == 1)
+                });
+                self.answer(reply, changed);
+            }
+            Request::Unregister { key, reply } => {
+                let removed = self.durably(|tx| {
+                    Ok(tx.execute("DELETE FROM accounts WHERE key = ?1", [key])? == 1)
+                });
+                self.answer(reply, removed);
+            }
+            Request::Ban { ban, reply } => {
+                let done = self.durably(|tx| {
+                    tx.execute(
+                        "INSERT INTO bans (key, address, until_ms, reason, set_by)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (key) DO UPDATE SET
+                             address = coalesce(excluded.address, bans.address),
+                             until_ms = excluded.until_ms,
+                             reason = excluded.reason,
+                             set_by = excluded.set_by",
+                        params![ban.key, ban.address, ban.until_ms, ban.reason, ban.by],
+                    )?;
+                    Ok(())
+                });
+                self.answer(reply, done);
+            }
+            Request::Unban { key, reply } => {
+                let lifted = self
+                    .durably(|tx| Ok(tx.execute("DELETE FROM bans WHERE key = ?1", [key])? == 1));
+                self.answer(reply, lifted);
+            }
+            Request::BansInForce { now_ms, reply } => {
+                let bans = self.bans_in_force(now_ms);
+                self.answer(reply, bans);
+            }
+            Request::Mute { mute, reply } => {
+                let done = self.durably(|tx| {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO mutes (key, until_ms, reason, set_by)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![mute.key, mute.until_ms, mute.reason, mute.by],
+                    )?;
+                    Ok(())
+                });
+                self.answer(reply, done);
+            }
+            Request::Unmute { key, reply } => {
+                let lifted = self
+                    .durably(|tx| Ok(tx.execute("DELETE FROM mutes WHERE key = ?1", [key])? == 1));
+                self.answer(reply, lifted);
+            }
+            Request::MutesInForce { now_ms, reply } => {
+                let mutes = self.mutes_in_force(now_ms);
+                self.answer(reply, mutes);
+            }
+            Request::LobbyHistory { limit, reply } => {
+                let lines = self.lobby_history(limit);
+                self.answer(reply, lines);
+            }
+            Request::CountAccounts { reply } => {
+                let count = self
+                    .connection
+                    .query_row("SELECT count(*) FROM accounts", [], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .map(|count| u64::try_from(count).unwrap_or(0));
+                self.answer(reply, count);
+            }
+        }
+    }
+
+    fn answer<T>(&self, reply: Reply<T>, result: rusqlite::Result<T>) {
+        let result = result.map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        });
+        // A caller that gave up needs no answer.
+        let _ = reply.send(result);
+    }
+
+    /// Runs `change` in a transaction that is on disk (fsynced) when this
+    /// returns.
+    fn durably<T>(
+        &mut self,
+        change: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.connection.pragma_update(None, "synchronous", "FULL")?;
+        let connection = &mut self.connection;
+        let result: rusqlite::Result<T> = (|| {
+            let transaction = connection.transaction()?;
+            let value = change(&transaction)?;
+            transaction.commit()?;
+            Ok(value)
+        })();
+        let restored = self.connection.pragma_update(None, "synchronous", "NORMAL");
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
+    fn account(&self, key: &str) -> rusqlite::Result<Option<Account>> {
+        self.connection
+            .prepare_cached("SELECT name, phc, created_ms FROM accounts WHERE key = ?1")?
+            .query_row([key], |row| {
+                Ok(Account {
+                    name: row.get(0)?,
+                    phc: row.get(1)?,
+                    created_ms: row.get(2)?,
+                })
+            })
+            .optional()
+    }
+
+    fn bans_in_force(&self, now_ms: i64) -> rusqlite::Result<Vec<Ban>> {
+        self.connection
+            .execute("DELETE FROM bans WHERE until_ms <= ?1", [now_ms])?;
+        let mut statement = self.connection.prepare_cached(
+            "SELECT key, address, until_ms, reason, set_by FROM bans ORDER BY key",
+        )?;
+        let bans = statement.query_map([], |row| {
+            Ok(Ban {
+                key: row.get(0)?,
+                address: row.get(1)?,
+                until_ms: row.get(2)?,
+                reason: row.get(3)?,
+                by: row.get(4)?,
+            })
+        })?;
+        bans.collect()
+    }
+
+    fn mutes_in_force(&self, now_ms: i64) -> rusqlite::Result<Vec<Mute>> {
+        self.connection
+            .execute("DELETE FROM mutes WHERE until_ms <= ?1", [now_ms])?;
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT key, until_ms, reason, set_by FROM mutes ORDER BY key")?;
+        let mutes = statement.query_map([], |row| {
+            Ok(Mute {
+                key: row.get(0)?,
+                until_ms: row.get(1)?,
+                reason: row.get(2)?,
+                by: row.get(3)?,
+            })
+        })?;
+        mutes.collect()
+    }
+
+    fn lobby_history(&self, limit: usize) -> rusqlite::Result<Vec<LobbyLine>> {
+        let limit = i64::try_from(limit.min(self.keep_history)).unwrap_or(i64::MAX);
+        let mut statement = self.connection.prepare_cached(
+            "SELECT time_ms, sender, text FROM
+                 (SELECT id, time_ms, sender, text FROM lobby ORDER BY id DESC LIMIT ?1)
+             ORDER BY id",
+        )?;
+        let lines = statement.query_map([limit], |row| {
+            Ok(LobbyLine {
+                time_ms: row.get(0)?,
+                from: row.get(1)?,
+                text: row.get(2)?,
+            })
+        })?;
+        lines.collect()
+    }
+
+    /// Commits `lines` in one transaction and forgets all but the last
+    /// `keep_history` lines. A batch that fails is counted as lost.
+    fn commit_lobby(&mut self, lines: &mut Vec<LobbyLine>) {
+        if lines.is_empty() {
+            return;
+        }
+        let keep = i64::try_from(self.keep_history).unwrap_or(i64::MAX);
+        let committed: rusqlite::Result<()> = (|| {
+            let transaction = self.connection.transaction()?;
+            {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO lobby (time_ms, sender, text) VALUES (?1, ?2, ?3)",
+                )?;
+                for line in lines.iter() {
+                    insert.execute(params![line.time_ms, line.from, line.text])?;
+                }
+            }
+            transaction.execute(
+                "DELETE FROM lobby WHERE id <= (SELECT max(id) FROM lobby) - ?1",
+                [keep],
+            )?;
+            transaction.commit()
+        })();
+        if let Err(error) = committed {
+            let lost = u64::try_from(lines.len()).unwrap_or(u64::MAX);
+            self.lobby_lost.fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(%error, lines = lost, path = %self.path.display(), "lobby history not saved");
+        }
+        lines.clear();
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
