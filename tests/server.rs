@@ -616,7 +616,7 @@ impl Spawned {
     ) -> Spawned {
         let mut command = std::process::Command::new(chat_tests::binary("chat-server"));
         command
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", "127.0.0.1:0", "--ephemeral"])
             .args(args)
             .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null());

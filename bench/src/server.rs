@@ -94,8 +94,13 @@ async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result
     let mut command = Command::new(path);
     command
         .args(["--addr", "127.0.0.1:0"])
-        .args(["--max-clients", &max_clients.to_string()])
-        .args(args);
+        .args(["--max-clients", &max_clients.to_string()]);
+    // In memory unless a data directory is asked for: runs must not share
+    // (or be refused) one directory.
+    if !args.iter().any(|a| a.starts_with("--data-dir") || a == "--ephemeral") {
+        command.arg("--ephemeral");
+    }
+    command.args(args);
     listening(command, &path.display().to_string()).await
 }
 

@@ -70,7 +70,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 pub fn format_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
     for (unit, per) in [('d', 86_400), ('h', 3600), ('m', 60)] {
-        if seconds % per == 0 {
+        if seconds.is_multiple_of(per) {
             return format!("{}{unit}", seconds / per);
         }
     }

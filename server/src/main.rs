@@ -133,7 +133,7 @@ async fn run() -> ExitCode {
         Ok(reloader) => essentials.watch([("SIGHUP watcher", reloader)]),
         Err(e) => return fail(format_args!("cannot watch for SIGHUP: {e}")),
     }
-    let hub = match server::start_hub(&config, &shutdown) {
+    let hub = match server::start_hub(&config, &shutdown).await {
         Ok((hub, tasks)) => {
             essentials.watch(tasks);
             hub

@@ -72,7 +72,7 @@ const fn counts<const N: usize>() -> [Count; N] {
 }
 
 /// Why a session ended, as [`leave`] is told (the session's own words).
-const LEAVE_CAUSES: [&str; 9] = [
+const LEAVE_CAUSES: [&str; 12] = [
     "left",
     "closed",
     "reset",
@@ -81,6 +81,9 @@ const LEAVE_CAUSES: [&str; 9] = [
     "shutting down",
     "closed by the server",
     "evicted",
+    "kicked",
+    "banned",
+    "logged in elsewhere",
     "other",
 ];
 const LISTENERS: [&str; 2] = ["plain", "tls"];
@@ -93,6 +96,23 @@ static REFUSED: [Count; CODES] = counts();
 static TLS_HANDSHAKES_FAILED: Count = AtomicU64::new(0);
 static LOGGED_IN: AtomicI64 = AtomicI64::new(0);
 static LOGINS: Count = AtomicU64::new(0);
+static LOGINS_FAILED: Count = AtomicU64::new(0);
+static ACCOUNTS: AtomicI64 = AtomicI64::new(0);
+/// Read when the metrics are: bans and mutes expire by themselves, and the
+/// hashing pool keeps its own counts.
+static ACCOUNTS_NOW: std::sync::OnceLock<Box<dyn Fn() -> AccountsNow + Send + Sync>> =
+    std::sync::OnceLock::new();
+
+/// What version 3's state looks like now, for the metrics.
+pub struct AccountsNow {
+    pub bans: usize,
+    pub mutes: usize,
+    /// Passwords waiting to be hashed or checked.
+    pub hashing_waiting: usize,
+    /// Hashes and checks done, and the time they took altogether.
+    pub hashing_jobs: u64,
+    pub hashing_seconds: f64,
+}
 static LEAVES: [Count; LEAVE_CAUSES.len()] = counts();
 /// By verb, in [`Verb::ALL`]'s order, then lines with no known verb.
 static FRAMES: [Striped; VERBS + 1] = [const { Striped::new() }; VERBS + 1];
@@ -149,6 +169,21 @@ pub fn login() {
 }
 
 /// A logged-in user went, for `cause` (the session's word for it).
+/// A login, `PASSWORD` or `UNREGISTER` with a wrong password.
+pub fn login_failed() {
+    LOGINS_FAILED.fetch_add(1, Relaxed);
+}
+
+/// Accounts registered (or, negative, unregistered).
+pub fn account_registered(n: i64) {
+    ACCOUNTS.fetch_add(n, Relaxed);
+}
+
+/// Where the metrics read bans, mutes and the hashing pool from.
+pub fn accounts_from(now: impl Fn() -> AccountsNow + Send + Sync + 'static) {
+    let _ = ACCOUNTS_NOW.set(Box::new(now));
+}
+
 pub fn leave(cause: &'static str) {
     let index = LEAVE_CAUSES
         .iter()
@@ -290,6 +325,36 @@ impl Collector for Statics {
             LOGGED_IN.load(Relaxed),
         )?;
         out.counter("chat_logins", "Successful logins.", load(&LOGINS))?;
+        out.counter(
+            "chat_logins_failed",
+            "Wrong passwords: at login, PASSWORD and UNREGISTER.",
+            load(&LOGINS_FAILED),
+        )?;
+        out.gauge(
+            "chat_accounts",
+            "Registered names.",
+            ACCOUNTS.load(Relaxed),
+        )?;
+        if let Some(now) = ACCOUNTS_NOW.get() {
+            let now = now();
+            out.gauge("chat_bans", "Bans in force.", now.bans as i64)?;
+            out.gauge("chat_mutes", "Mutes in force.", now.mutes as i64)?;
+            out.gauge(
+                "chat_hashing_waiting",
+                "Passwords waiting to be hashed or checked.",
+                now.hashing_waiting as i64,
+            )?;
+            out.counter(
+                "chat_hashing_jobs",
+                "Passwords hashed or checked.",
+                now.hashing_jobs,
+            )?;
+            out.gauge(
+                "chat_hashing_seconds_total",
+                "Time spent hashing and checking passwords, in seconds.",
+                now.hashing_seconds,
+            )?;
+        }
         out.counters(
             "chat_leaves",
             "Logged-in users gone, by cause.",

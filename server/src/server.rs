@@ -20,7 +20,10 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::essential::{self, Essential, Essentials};
 use crate::hub::cluster::{self, ClusterConfig};
-use crate::hub::Hub;
+use crate::hub::accounts::Accounts;
+use crate::hub::{Hub, Refusal};
+use crate::passwords::Hasher;
+use crate::store::Store;
 use crate::limits::PerAddress;
 use crate::metrics;
 use crate::session;
@@ -76,15 +79,53 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Starts the hub: the local one, or this node's share of a cluster. The
-/// hub's tasks come back with it, to be watched as [`Essential`]s.
-pub fn start_hub(
+/// hub's tasks come back with it, to be watched as [`Essential`]s. A data
+/// directory that cannot be used (another server holds it, a newer release
+/// wrote it) stops the server here, with the reason.
+pub async fn start_hub(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> Result<(Hub, Vec<Essential>), String> {
     match &config.cluster {
         None => {
-            let (hub, task) =
-                Hub::start_local(config.client_buffer, config.room_limits(), shutdown.clone());
+            let store = if config.ephemeral {
+                Store::ephemeral(config.history)
+            } else {
+                Store::open(&config.data_dir, config.history).map_err(|e| e.to_string())?
+            };
+            let said = store
+                .lobby_history(config.history)
+                .await
+                .map_err(|e| e.to_string())?;
+            let registered = store.count_accounts().await.map_err(|e| e.to_string())?;
+            metrics::account_registered(registered as i64);
+            let accounts = Accounts::load(
+                store,
+                Hasher::owasp(),
+                &config.operators,
+                config.limits_on_loopback,
+            )
+            .await?;
+            let accounts = Arc::new(accounts);
+            let watched = accounts.clone();
+            metrics::accounts_from(move || {
+                let (bans, mutes) = watched.in_force();
+                let hasher = watched.hasher();
+                metrics::AccountsNow {
+                    bans,
+                    mutes,
+                    hashing_waiting: hasher.waiting(),
+                    hashing_jobs: hasher.jobs_done(),
+                    hashing_seconds: hasher.total_work().as_secs_f64(),
+                }
+            });
+            let (hub, task) = Hub::start_local(
+                config.client_buffer,
+                config.room_limits(),
+                accounts,
+                shutdown.clone(),
+            );
+            hub.restore_lobby(said);
             Ok((hub, vec![("hub", task)]))
         }
         Some(url) => cluster::start(
@@ -251,7 +292,12 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
     // Replies are batched per write already; Nagle would only add delay.
     let _ = stream.set_nodelay(true);
     let door = door.clone();
-    let code = match shared.connections.clone().try_acquire_owned() {
+    let refusal = match shared.connections.clone().try_acquire_owned() {
+        Ok(_) if shared.hub.address_banned(peer.ip()).is_some() => {
+            let banned = shared.hub.address_banned(peer.ip());
+            warn!(%peer, "banned address; refusing");
+            banned.unwrap_or_else(|| ErrorCode::Banned.into())
+        }
         Ok(permit) => match shared.per_address.admit(peer.ip()) {
             Some(slot) => {
                 let connection = shared.clone();
@@ -265,20 +311,20 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
             None => {
                 let limit = shared.config.max_per_ip;
                 warn!(%peer, limit, "too many connections from one address; refusing");
-                ErrorCode::TooManyConnections
+                ErrorCode::TooManyConnections.into()
             }
         },
         Err(_) => {
             let limit = shared.config.max_clients;
             warn!(%peer, limit, "server full; refusing");
-            ErrorCode::ServerFull
+            ErrorCode::ServerFull.into()
         }
     };
-    metrics::refused(code);
+    metrics::refused(refusal.code);
     if let Ok(permit) = shared.refusals.clone().try_acquire_owned() {
         let connection = shared.clone();
         shared.tasks.spawn(async move {
-            refuse(stream, peer, door, &connection, code).await;
+            refuse(stream, peer, door, &connection, refusal).await;
             drop(permit);
         });
     }
@@ -334,22 +380,22 @@ async fn refuse(
     peer: SocketAddr,
     door: Door,
     shared: &Shared,
-    code: ErrorCode,
+    refusal: Refusal,
 ) {
-    metrics::error_sent(code);
+    metrics::error_sent(refusal.code);
     match door {
         Door::Plain => {
             let socket = stream.as_raw_fd();
             let (read, write) = stream.split();
             let connection = Connection::lines(read, write, socket, shared.config.max_line);
-            session::refuse(connection, code).await;
+            session::refuse(connection, refusal.clone()).await;
         }
         Door::Tls(acceptor) => {
             if let Some(stream) = handshake(&acceptor, stream, peer, shared).await {
                 let socket = stream.get_ref().0.as_raw_fd();
                 let (read, write) = tokio::io::split(stream);
                 let connection = Connection::lines(read, write, socket, shared.config.max_line);
-                session::refuse(connection, code).await;
+                session::refuse(connection, refusal.clone()).await;
             }
         }
     }

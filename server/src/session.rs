@@ -49,7 +49,7 @@ pub use connection::{Connection, Incoming, Lines};
 pub(crate) use verbs::explain;
 
 use crate::config::Config;
-use crate::hub::{Done, Hub, Inbox, Outcome, Outgoing, Pending, User};
+use crate::hub::{Done, Hub, Inbox, Outcome, Outgoing, Pending, Refusal, User};
 use crate::metrics;
 use flood::Allowance;
 
@@ -83,7 +83,7 @@ enum End {
     /// Reading or writing failed (reset, broken pipe, …).
     Failed(io::Error),
     /// The server closes the connection and says why.
-    Closed(ErrorCode),
+    Closed(Refusal),
     /// The hub no longer vouches for the user (cluster mode: this node
     /// lost its lease, so the others have announced the user gone).
     Evicted,
@@ -96,10 +96,15 @@ impl End {
             End::Left => "left",
             End::Disconnected => "closed",
             End::Failed(_) => "reset",
-            End::Closed(ErrorCode::IdleTimeout) => "idle",
-            End::Closed(ErrorCode::LoginTimeout) => "login timeout",
-            End::Closed(ErrorCode::ShuttingDown) => "shutting down",
-            End::Closed(_) => "closed by the server",
+            End::Closed(refusal) => match refusal.code {
+                ErrorCode::IdleTimeout => "idle",
+                ErrorCode::LoginTimeout => "login timeout",
+                ErrorCode::ShuttingDown => "shutting down",
+                ErrorCode::Kicked => "kicked",
+                ErrorCode::Banned => "banned",
+                ErrorCode::LoggedInElsewhere => "logged in elsewhere",
+                _ => "closed by the server",
+            },
             End::Evicted => "evicted",
         }
     }
@@ -125,6 +130,7 @@ pub async fn run<I, W>(
         output: connection.output,
         out: Outgoing::default(),
         inbox,
+        peer: peer.ip(),
         allowance: Allowance::for_peer(&config, peer),
         held_until: None,
         user: None,
@@ -152,6 +158,8 @@ struct Session<I, W> {
     /// Everything for this connection: replies from the first frame on,
     /// broadcasts once logged in.
     inbox: Arc<Inbox>,
+    /// The client's address, for a ban.
+    peer: std::net::IpAddr,
     /// Flood control, unless this peer is spared.
     allowance: Option<Allowance>,
     /// Flood control holds the next frame back until then.
@@ -203,7 +211,7 @@ where
                     .is_none_or(|f| f.waiting.is_none() && f.publishes.len() < MAX_IN_FLIGHT);
             tokio::select! {
                 biased;
-                () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown),
+                () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown.into()),
                 () = evicted(self.user.as_ref()) => return End::Evicted,
                 written = write(&mut self.output, &mut self.out, &self.inbox), if !self.out.is_empty() => {
                     if let Err(e) = written {
@@ -229,7 +237,10 @@ where
                         return end;
                     }
                 }
-                () = ready(&self.inbox), if self.out.len() < OUTPUT_HIGH_WATER => {
+                () = ready(&self.inbox), if self.out.len() < OUTPUT_HIGH_WATER || self.inbox.is_ending() => {
+                    if let Some(farewell) = self.inbox.farewell() {
+                        return End::Closed(farewell);
+                    }
                     self.inbox.take(&mut self.out, OUTPUT_HIGH_WATER);
                 }
                 item = self.frames.next(), if reading => {
@@ -266,7 +277,7 @@ where
                         last_frame = now;
                     }
                     if let Some(code) = self.timed_out(config, connected, last_frame, now) {
-                        return End::Closed(code);
+                        return End::Closed(code.into());
                     }
                     self.rearm(timer.as_mut(), config, connected, last_frame);
                 }
@@ -373,13 +384,19 @@ where
                 self.reply(ServerFrame::Pong(token));
                 Outcome::Done
             }
-            (ClientFrame::Name(name), None) => self.hub.enter(name, self.inbox.clone()),
-            (_, None) => Outcome::Refused(ErrorCode::NotLoggedIn),
+            (ClientFrame::Name(name), None) => {
+                self.hub.enter(name, None, self.inbox.clone(), self.peer)
+            }
+            (ClientFrame::Login { name, password }, None) => {
+                self.hub
+                    .enter(name, Some(password), self.inbox.clone(), self.peer)
+            }
+            (_, None) => Outcome::Refused(ErrorCode::NotLoggedIn.into()),
             (frame, Some(user)) => verbs::request(&self.hub, user, frame),
         };
         match outcome {
             Outcome::Done => {}
-            Outcome::Refused(code) => return self.refused(code),
+            Outcome::Refused(refusal) => return self.refused(refusal),
             Outcome::Wait(request) => self.pending = Some(request),
             Outcome::InFlight(request) => self
                 .in_flight
@@ -420,18 +437,20 @@ where
                 }
             }
             Done::Left => return Some(End::Left),
-            Done::Entered(Err(code)) | Done::Updated(Err(code)) => return self.refused(code),
+            Done::Entered(Err(refusal)) | Done::Updated(Err(refusal)) => {
+                return self.refused(refusal)
+            }
         }
         None
     }
 
-    /// A request refused: `shutting-down` ends the session, as the
-    /// contract says; anything else is only an `ERROR`.
-    fn refused(&mut self, code: ErrorCode) -> Option<End> {
-        if code == ErrorCode::ShuttingDown {
-            return Some(End::Closed(code));
+    /// A request refused: `shutting-down` and `banned` end the session, as
+    /// the contract says; anything else is only an `ERROR`.
+    fn refused(&mut self, refusal: Refusal) -> Option<End> {
+        if matches!(refusal.code, ErrorCode::ShuttingDown | ErrorCode::Banned) {
+            return Some(End::Closed(refusal));
         }
-        self.refuse(code);
+        self.reply(error_frame(refusal));
         None
     }
 
@@ -472,9 +491,9 @@ where
         }
         let goodbye = match &end {
             End::Left => Some(ServerFrame::Bye),
-            End::Closed(code) => {
-                metrics::error_sent(*code);
-                Some(ServerFrame::error(*code, explain(*code)))
+            End::Closed(refusal) => {
+                metrics::error_sent(refusal.code);
+                Some(error_frame(refusal.clone()))
             }
             End::Evicted => Some(ServerFrame::error(
                 ErrorCode::Unavailable,
@@ -568,14 +587,22 @@ async fn evicted(user: Option<&User>) {
     }
 }
 
-/// Refuses a connection over a limit with `ERROR <code>` (`server-full`,
-/// `too-many-connections`) and closes it.
-pub async fn refuse<I, W>(mut connection: Connection<I, W>, code: ErrorCode)
+/// The `ERROR` frame of a refusal: its own detail, or the code's words.
+fn error_frame(refusal: Refusal) -> ServerFrame {
+    let detail = refusal
+        .detail
+        .unwrap_or_else(|| explain(refusal.code).to_owned());
+    ServerFrame::error(refusal.code, detail)
+}
+
+/// Refuses a connection with `ERROR <code>` (`server-full`,
+/// `too-many-connections`, `banned`) and closes it.
+pub async fn refuse<I, W>(mut connection: Connection<I, W>, refusal: Refusal)
 where
     I: Stream<Item = Incoming> + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut queue = ServerFrame::error(code, explain(code)).to_bytes().into();
+    let mut queue = error_frame(refusal).to_bytes().into();
     connection::close(&mut connection.frames, &mut connection.output, &mut queue).await;
 }
 
@@ -610,6 +637,7 @@ mod tests {
             output: connection.output,
             out: Outgoing::default(),
             inbox: hub.inbox(),
+            peer: addr.ip(),
             allowance: None,
             held_until: None,
             user: None,

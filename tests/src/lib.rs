@@ -116,6 +116,11 @@ impl Server {
     pub fn start(args: &[&str]) -> Server {
         let mut command = Command::new(binary("chat-server"));
         command.args(["--addr", "127.0.0.1:0"]).args(args);
+        // Each server keeps its state in memory unless the test gives it a
+        // data directory: many run at once, and none may touch `chat-data`.
+        if !args.iter().any(|a| matches!(*a, "--data-dir" | "--ephemeral")) {
+            command.arg("--ephemeral");
+        }
         // With CHAT_TEST_CLUSTER set, every server of a suite that does not
         // choose its mode runs as a one-node cluster on a Redis of its own,
         // so the suite checks the cluster's path of every request.

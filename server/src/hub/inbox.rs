@@ -26,6 +26,7 @@
 //! their bytes, and the session reads no more input while too many wait.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -38,6 +39,8 @@ use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
+
+use super::Refusal;
 
 /// How long a receiver's socket may take no bytes at all, while its inbox
 /// is full, before it counts as stopped. A client that reads anything at
@@ -82,6 +85,11 @@ pub struct Inbox {
     /// Publishers waiting for this inbox to drain.
     space: Notify,
     publisher_waits: AtomicBool,
+    /// The hub has ended this connection (a kick, a ban, its name taken
+    /// back): the session says why and closes.
+    ending: AtomicBool,
+    /// The client's address, for a ban.
+    peer: OnceLock<IpAddr>,
 }
 
 struct Queue {
@@ -97,6 +105,8 @@ struct Queue {
     attached: bool,
     /// The session has ended: nothing more is queued or waited for.
     closed: bool,
+    /// Why the hub ended the connection, for the session to say.
+    farewell: Option<Refusal>,
 }
 
 /// One frame waiting in an inbox.
@@ -128,6 +138,7 @@ impl Inbox {
                 skipped: 0,
                 attached: true,
                 closed: false,
+                farewell: None,
             }),
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
@@ -138,14 +149,54 @@ impl Inbox {
             reader: AtomicWaker::new(),
             space: Notify::new(),
             publisher_waits: AtomicBool::new(false),
+            ending: AtomicBool::new(false),
+            peer: OnceLock::new(),
         })
+    }
+
+    /// The hub ends this connection: nothing more is queued for it, and its
+    /// session is woken to say why and close.
+    pub fn end(&self, farewell: Refusal) {
+        let mut queue = self.lock();
+        if queue.closed {
+            return;
+        }
+        queue.farewell = Some(farewell);
+        drop(queue);
+        self.ending.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+
+    /// Whether the hub has ended this connection.
+    pub fn is_ending(&self) -> bool {
+        self.ending.load(Ordering::Acquire)
+    }
+
+    /// Why the hub ended this connection, once it has.
+    pub fn farewell(&self) -> Option<Refusal> {
+        if !self.ending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock().farewell.take()
+    }
+
+    /// The client's address, once the session has said it.
+    pub fn set_peer(&self, peer: IpAddr) {
+        let _ = self.peer.set(peer);
+    }
+
+    pub fn peer(&self) -> IpAddr {
+        self.peer
+            .get()
+            .copied()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 
     /// Queues a broadcast frame for this connection. The caller holds the
     /// lock that orders the room the frame belongs to.
     pub fn push(&self, frame: &Bytes) -> Pushed {
         let mut queue = self.lock();
-        if queue.closed {
+        if queue.closed || queue.farewell.is_some() {
             return Pushed::Done;
         }
         if queue.attached && queue.broadcasts >= self.capacity && self.stopped(Instant::now()) {
@@ -194,11 +245,11 @@ impl Inbox {
 
     /// Ready when frames are queued; registers the session to be woken.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.is_empty() {
+        if !self.is_empty() || self.ending.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
         self.reader.register(cx.waker());
-        if self.is_empty() {
+        if self.is_empty() && !self.ending.load(Ordering::Acquire) {
             Poll::Pending
         } else {
             Poll::Ready(())

@@ -15,6 +15,7 @@ use tracing::info;
 use super::inbox::drained;
 use super::room::{lock, Member};
 use super::{Entering, Full, Leaving, Requests, Rooms, SharedRoom, User, Welcome};
+use crate::store::Store;
 
 /// The state the hub task owns, besides the lobby it shares with sessions
 /// for their broadcasts.
@@ -55,27 +56,41 @@ impl Local {
         }
     }
 
-    async fn enter(&self, Entering { name, inbox, reply }: Entering) {
+    async fn enter(&self, entering: Entering) {
+        let Entering {
+            name,
+            inbox,
+            take_back,
+            reply,
+        } = entering;
         let key = name_key(&name);
-        if reply.is_closed() {
-            // The session vanished while waiting: nobody to log in.
+        if reply.is_closed() || inbox.is_closed() {
+            // The session vanished while its NAME waited: nobody to log in.
             return;
         }
         let name: Arc<str> = name.into();
         // Only this task changes who is in the lobby, so the name is still
         // free when it is added below.
-        let users = {
-            let lobby = lock(&self.lobby);
-            if lobby.contains(&key) {
+        let holder = lock(&self.lobby).member(&key).cloned();
+        if let Some(holder) = holder {
+            if !take_back {
                 let _ = reply.send(Err(ErrorCode::NameTaken));
                 return;
             }
-            lobby.len() + 1
-        };
-        if inbox.is_closed() {
-            // The session ended while its NAME waited here.
-            return;
+            // The right password takes the name back: the others see the
+            // old connection's LEAVE, then the JOIN.
+            let stale = Leaving {
+                name: holder.name,
+                inbox: holder.inbox,
+                text: None,
+                cause: "logged in elsewhere",
+                placed: None,
+                joined: Default::default(),
+                farewell: Some(ErrorCode::LoggedInElsewhere.into()),
+            };
+            self.leave(stale).await;
         }
+        let users = lock(&self.lobby).len() + 1;
         info!(user = %name, users, "login");
         let mut full = Vec::new();
         {
@@ -106,6 +121,7 @@ impl Local {
                 cause: "closed during login",
                 placed: None,
                 joined: Default::default(),
+                farewell: None,
             };
             self.leave(gone).await;
         }
@@ -121,8 +137,9 @@ impl Local {
             cause,
             placed,
             mut joined,
+            farewell,
         } = gone;
-        self.rooms.leave_all(&name_key(&name), &mut joined);
+        self.rooms.leave_all(&name_key(&name), &inbox, &mut joined);
         let mut full = Vec::new();
         let (removed, users) = {
             let mut lobby = lock(&self.lobby);
@@ -137,6 +154,10 @@ impl Local {
             }
             (removed, lobby.len())
         };
+        if let (true, Some(farewell)) = (removed, farewell) {
+            // After its LEAVE went out: it hears nothing more.
+            inbox.end(farewell);
+        }
         if let Some(placed) = placed {
             let _ = placed.send(());
         }
@@ -148,9 +169,11 @@ impl Local {
 }
 
 /// `MSG` (no room) or `SAY`: pushes the frame to every member, the sender
-/// too, and keeps it for history.
+/// too, and keeps it for history; the lobby's also in `store`, which
+/// survives a restart.
 pub(super) fn publish(
     lobby: &SharedRoom,
+    store: Option<&Store>,
     user: &User,
     room: Option<&SharedRoom>,
     text: String,
@@ -158,7 +181,10 @@ pub(super) fn publish(
     let shared = room.unwrap_or(lobby);
     let mut full = Vec::new();
     let mut room = lock(shared);
-    room.record(&user.member.name, &text);
+    let time = room.record(&user.member.name, &text);
+    if let (Some(store), None) = (store, room.name_if_room()) {
+        store.record_lobby(time.unix_millis() as i64, user.name(), &text);
+    }
     let from = user.name().to_owned();
     let frame = match room.name() {
         "" => ServerFrame::Msg { from, text }.to_bytes(),

@@ -25,6 +25,7 @@
 //! stopped draining while waiting for a publisher that waits for it would
 //! stall the room.
 
+pub mod accounts;
 pub mod cluster;
 pub(crate) mod inbox;
 pub(crate) mod local;
@@ -35,10 +36,13 @@ mod tests;
 mod user;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use chat_protocol::{ErrorCode, ServerFrame};
+use chat_protocol::{name_key, ErrorCode, Password, ServerFrame};
+
+use accounts::{Accounts, Proof};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +67,7 @@ pub enum Outcome {
     /// Carried out; its answer, if it has one, is in the asker's inbox.
     Done,
     /// Refused: nothing changed and nobody heard of it.
-    Refused(ErrorCode),
+    Refused(Refusal),
     /// Read nothing more from this client until it completes: a login, a
     /// publisher waiting for readers that are a backlog behind, a reply
     /// being read from the bus.
@@ -88,17 +92,46 @@ impl Outcome {
     }
 
     fn from_result(result: Result<Outcome, ErrorCode>) -> Outcome {
-        result.unwrap_or_else(Outcome::Refused)
+        result.unwrap_or_else(|code| Outcome::Refused(code.into()))
+    }
+
+    fn refused(code: ErrorCode) -> Outcome {
+        Outcome::Refused(code.into())
+    }
+}
+
+/// Why a request was refused: the `ERROR` to answer with. Most refusals
+/// say the same every time; a ban, a mute or a kick says until when, or by
+/// whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    /// The detail of the `ERROR`, when it is not the code's usual words.
+    pub detail: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+impl From<ErrorCode> for Refusal {
+    fn from(code: ErrorCode) -> Refusal {
+        Refusal { code, detail: None }
     }
 }
 
 /// What a request in flight came back with.
 pub enum Done {
     /// A login: the user, whose inbox has `WELCOME` and `NAMES` first.
-    Entered(Result<User, ErrorCode>),
+    Entered(Result<User, Refusal>),
     /// A logged-in user's request: what changed for the user, for
     /// [`User::apply`], or why it was refused.
-    Updated(Result<Update, ErrorCode>),
+    Updated(Result<Update, Refusal>),
     /// The user's `LEAVE` is done: its inbox holds everything it is owed.
     Left,
 }
@@ -123,6 +156,9 @@ pub(crate) struct Entering {
     /// Where the user's frames go once logged in; `WELCOME` and `NAMES`
     /// go there first.
     pub inbox: Arc<Inbox>,
+    /// The login proved the name's password: a connection that holds the
+    /// name now loses it (`logged-in-elsewhere`).
+    pub take_back: bool,
     pub reply: oneshot::Sender<Result<Welcome, ErrorCode>>,
 }
 
@@ -141,6 +177,9 @@ pub(crate) struct Leaving {
     /// The rooms it is in, left silently together with the lobby, so that
     /// a user who sent `LEAVE` gets every room frame before it too.
     pub joined: Joined,
+    /// An operator removes the user: its connection is told this and
+    /// closed, once the others have heard its `LEAVE`.
+    pub farewell: Option<Refusal>,
 }
 
 /// A request for the lobby's `NAMES`: the asker's inbox, for the `NAMES`
@@ -169,6 +208,8 @@ struct Shared {
     /// Frames each connection's inbox holds (`--client-buffer`).
     backlog: usize,
     mode: Mode,
+    /// Accounts and moderation; not served in cluster mode yet.
+    accounts: Option<Arc<Accounts>>,
 }
 
 /// Which hub serves the requests.
@@ -186,9 +227,10 @@ impl Hub {
     pub fn start_local(
         backlog: usize,
         limits: Limits,
+        accounts: Arc<Accounts>,
         shutdown: CancellationToken,
     ) -> (Hub, JoinHandle<()>) {
-        let (hub, requests) = Hub::channels(backlog, limits, None);
+        let (hub, requests) = Hub::with_accounts(backlog, limits, None, Some(accounts));
         let local = local::Local::new(hub.lobby().clone(), hub.rooms_shared(), shutdown);
         let task = tokio::spawn(local.run(requests));
         (hub, task)
@@ -196,6 +238,15 @@ impl Hub {
 
     /// The handle and the requests of a new hub; the caller starts its task.
     pub(crate) fn channels(backlog: usize, limits: Limits, bus: Option<Bus>) -> (Hub, Requests) {
+        Hub::with_accounts(backlog, limits, bus, None)
+    }
+
+    fn with_accounts(
+        backlog: usize,
+        limits: Limits,
+        bus: Option<Bus>,
+        accounts: Option<Arc<Accounts>>,
+    ) -> (Hub, Requests) {
         let (entering, entering_rx) = mpsc::channel(REQUEST_QUEUE);
         let (leaving, leaving_rx) = mpsc::channel(REQUEST_QUEUE);
         let (census, census_rx) = mpsc::channel(REQUEST_QUEUE);
@@ -207,6 +258,7 @@ impl Hub {
             rooms: Arc::new(Rooms::new(limits)),
             backlog,
             mode: bus.map_or(Mode::Local, Mode::Cluster),
+            accounts,
         }));
         let requests = Requests {
             entering: entering_rx,
@@ -243,32 +295,88 @@ impl Hub {
         Inbox::new(self.0.backlog)
     }
 
-    /// `NAME`: claims `name`. Once the login is granted, `inbox` holds
-    /// `WELCOME` and `NAMES`, then everything broadcast after the user's
-    /// `JOIN`.
-    pub fn enter(&self, name: String, inbox: Arc<Inbox>) -> Outcome {
-        let entering = self.0.entering.clone();
-        let inbox_kept = inbox.clone();
+    /// `NAME <name> [<password>]` from `peer`: claims `name`. Once the
+    /// login is granted, `inbox` holds `WELCOME` and `NAMES`, then
+    /// everything broadcast after the user's `JOIN`. A right password takes
+    /// the name back from a connection that holds it.
+    pub fn enter(
+        &self,
+        name: String,
+        password: Option<Password>,
+        inbox: Arc<Inbox>,
+        peer: IpAddr,
+    ) -> Outcome {
+        let hub = self.clone();
         Outcome::Wait(Box::pin(async move {
+            let key = name_key(&name);
+            let proof = match (hub.accounts(), password) {
+                (Some(accounts), password) => {
+                    if let Some(banned) = accounts.name_banned(&key) {
+                        return Done::Entered(Err(banned));
+                    }
+                    match accounts.prove(&key, password.as_ref()).await {
+                        Ok(proof) => proof,
+                        Err(refusal) => return Done::Entered(Err(refusal)),
+                    }
+                }
+                (None, None) => Proof::Unregistered,
+                (None, Some(_)) => return Done::Entered(Err(not_in_cluster_mode())),
+            };
+            let take_back = matches!(proof, Proof::Password);
+            let operator = take_back && hub.accounts().is_some_and(|a| a.is_operator(&key));
             let (reply, answer) = oneshot::channel();
-            let sent = entering.send(Entering { name, inbox, reply }).await;
-            let welcome = match sent {
+            let entering = Entering {
+                name,
+                inbox: inbox.clone(),
+                take_back,
+                reply,
+            };
+            let welcome = match hub.0.entering.send(entering).await {
                 Ok(()) => answer.await.unwrap_or(Err(ErrorCode::ShuttingDown)),
                 Err(_) => Err(ErrorCode::ShuttingDown),
             };
-            Done::Entered(welcome.map(|w| User::new(w, inbox_kept)))
+            Done::Entered(
+                welcome
+                    .map(|w| User::new(w, inbox, peer, operator))
+                    .map_err(Refusal::from),
+            )
         }))
+    }
+
+    /// Connections from a banned address are refused at once.
+    pub fn address_banned(&self, peer: IpAddr) -> Option<Refusal> {
+        self.accounts()?.address_banned(peer)
+    }
+
+    fn accounts(&self) -> Option<&Arc<Accounts>> {
+        self.0.accounts.as_ref()
+    }
+
+    /// The accounts, or the refusal of a version 3 request in cluster mode.
+    fn accounts_or_refuse(&self) -> Result<Arc<Accounts>, Refusal> {
+        self.accounts().cloned().ok_or_else(not_in_cluster_mode)
+    }
+
+    /// `MUTE` is a right, checked before the state of rooms and names.
+    fn muted(&self, user: &User) -> Option<Refusal> {
+        self.accounts()?.muted(&user.key())
     }
 
     /// `MSG` (no room) or `SAY`: every member, the sender too, gets the
     /// message, and it is kept for history.
     pub fn publish(&self, user: &mut User, room: Option<&str>, text: String) -> Outcome {
+        if let Some(muted) = self.muted(user) {
+            return Outcome::Refused(muted);
+        }
         let room = match room.map(|room| user.room(room)).transpose() {
             Ok(room) => room,
-            Err(code) => return Outcome::Refused(code),
+            Err(code) => return Outcome::refused(code),
         };
         match self.bus() {
-            None => Outcome::published(local::publish(self.lobby(), user, room, text)),
+            None => {
+                let store = self.accounts().map(|a| a.store());
+                Outcome::published(local::publish(self.lobby(), store, user, room, text))
+            }
             Some(bus) => cluster::requests::publish(bus, self.limits(), user, room, text),
         }
     }
@@ -277,7 +385,7 @@ impl Hub {
     /// after everything the room said before; the others get its `JOIN`.
     pub fn join(&self, user: &mut User, room: String) -> Outcome {
         if let Err(code) = user.may_join(&room, self.limits()) {
-            return Outcome::Refused(code);
+            return Outcome::refused(code);
         }
         match self.bus() {
             None => Outcome::from_result(self.rooms().join(user, &room).map(Outcome::published)),
@@ -289,7 +397,7 @@ impl Hub {
     pub fn part(&self, user: &mut User, room: &str, text: Option<String>) -> Outcome {
         let shared = match user.room(room) {
             Ok(shared) => shared.clone(),
-            Err(code) => return Outcome::Refused(code),
+            Err(code) => return Outcome::refused(code),
         };
         match self.bus() {
             None => Outcome::published(self.rooms().part(user, &shared, text)),
@@ -299,6 +407,9 @@ impl Hub {
 
     /// `TELL <name> <text>`: the receiver and the sender both get it.
     pub fn tell(&self, user: &mut User, to: &str, text: String) -> Outcome {
+        if let Some(muted) = self.muted(user) {
+            return Outcome::Refused(muted);
+        }
         match self.bus() {
             None => Outcome::from_result(
                 local::tell(self.lobby(), user, to, text).map(Outcome::published),
@@ -309,9 +420,14 @@ impl Hub {
 
     /// `TOPIC <room> [<text>]`: sets the topic, or asks for it.
     pub fn topic(&self, user: &mut User, room: &str, text: Option<String>) -> Outcome {
+        if text.is_some() {
+            if let Some(muted) = self.muted(user) {
+                return Outcome::Refused(muted);
+            }
+        }
         let shared = match user.room(room) {
             Ok(shared) => shared.clone(),
-            Err(code) => return Outcome::Refused(code),
+            Err(code) => return Outcome::refused(code),
         };
         match (text, self.bus()) {
             // The topic as this node's copy of the room has it, which in
@@ -342,7 +458,7 @@ impl Hub {
                 let counted = self.census(user.inbox().clone());
                 Outcome::Wait(Box::pin(async move {
                     synced.await;
-                    Done::Updated(counted.await.map(|()| Update::Nothing))
+                    Done::Updated(counted.await.map(|()| Update::Nothing).map_err(Refusal::from))
                 }))
             }
             // A member's room here has its members on this node only, so
@@ -375,7 +491,7 @@ impl Hub {
     pub fn history(&self, user: &mut User, room: Option<&str>, count: u64) -> Outcome {
         let shared = match room.map(|room| user.room(room)).transpose() {
             Ok(shared) => shared.cloned(),
-            Err(code) => return Outcome::Refused(code),
+            Err(code) => return Outcome::refused(code),
         };
         let count = count.min(self.limits().history as u64);
         match self.bus() {
@@ -424,6 +540,7 @@ impl Hub {
             cause: "left",
             placed: None,
             joined,
+            farewell: None,
         };
         Outcome::Wait(Box::pin(async move {
             synced.await;
@@ -448,7 +565,7 @@ impl Hub {
             return;
         }
         let mut joined = std::mem::take(&mut user.joined);
-        self.rooms().leave_all(&user.key(), &mut joined);
+        self.rooms().leave_all(&user.key(), user.inbox(), &mut joined);
         self.forget(user.member.name.clone(), user.member.inbox.clone(), cause)
             .await;
     }
@@ -462,9 +579,248 @@ impl Hub {
             cause,
             placed: None,
             joined: Joined::new(),
+            farewell: None,
         };
         // Fails only when the hub has stopped, and then nobody is left to tell.
         let _ = self.0.leaving.send(gone).await;
+    }
+
+    /// `REGISTER <password>`: the name the user is logged in under.
+    pub fn register(&self, user: &mut User, password: Password) -> Outcome {
+        let accounts = match self.accounts_or_refuse() {
+            Ok(accounts) => accounts,
+            Err(refusal) => return Outcome::Refused(refusal),
+        };
+        let (name, inbox) = (user.member.name.clone(), user.inbox().clone());
+        let operator = accounts.is_operator(&user.key());
+        Outcome::Wait(Box::pin(async move {
+            let registered = accounts.register(&name, &password).await.map(|()| {
+                crate::metrics::account_registered(1);
+                inbox.push_reply(ServerFrame::Registered(name.to_string()).to_bytes());
+                Update::Proved { operator }
+            });
+            Done::Updated(registered)
+        }))
+    }
+
+    /// `PASSWORD <old> <new>`.
+    pub fn change_password(&self, user: &mut User, old: Password, new: Password) -> Outcome {
+        let accounts = match self.accounts_or_refuse() {
+            Ok(accounts) => accounts,
+            Err(refusal) => return Outcome::Refused(refusal),
+        };
+        let (name, inbox) = (user.member.name.clone(), user.inbox().clone());
+        Outcome::Wait(Box::pin(async move {
+            let changed = accounts.change_password(&name, &old, &new).await.map(|()| {
+                inbox.push_reply(ServerFrame::Registered(name.to_string()).to_bytes());
+                Update::Nothing
+            });
+            Done::Updated(changed)
+        }))
+    }
+
+    /// `UNREGISTER <password>`: the user is no operator from then on.
+    pub fn unregister(&self, user: &mut User, password: Password) -> Outcome {
+        let accounts = match self.accounts_or_refuse() {
+            Ok(accounts) => accounts,
+            Err(refusal) => return Outcome::Refused(refusal),
+        };
+        let (name, inbox) = (user.member.name.clone(), user.inbox().clone());
+        Outcome::Wait(Box::pin(async move {
+            let gone = accounts.unregister(&name, &password).await.map(|()| {
+                crate::metrics::account_registered(-1);
+                inbox.push_reply(ServerFrame::Unregistered(name.to_string()).to_bytes());
+                Update::Unproved
+            });
+            Done::Updated(gone)
+        }))
+    }
+
+    /// `KICK <name> [<text>]`: the user's connection is told who kicked it
+    /// and closed; everyone else hears its `LEAVE`.
+    pub fn kick(&self, user: &mut User, name: &str, text: Option<String>) -> Outcome {
+        let target = match self.moderated(user, name) {
+            Ok(target) => target,
+            Err(refusal) => return Outcome::Refused(refusal),
+        };
+        let Some(target) = target else {
+            return Outcome::refused(ErrorCode::NoSuchUser);
+        };
+        let mut detail = user.name().to_owned();
+        if let Some(text) = &text {
+            detail.push(' ');
+            detail.push_str(text);
+        }
+        let farewell = Refusal::new(ErrorCode::Kicked, detail);
+        let removed = self.remove(target, farewell, "kicked");
+        let ok = ok_frame("KICK", name, user);
+        Outcome::Wait(Box::pin(async move {
+            removed.await;
+            ok.0.push_reply(ok.1);
+            Done::Updated(Ok(Update::Nothing))
+        }))
+    }
+
+    /// `BAN <name> <duration> [<text>]`: the name, and the address it is
+    /// connected from, are refused until then; a logged-in user is told so
+    /// and closed.
+    pub fn ban(
+        &self,
+        user: &mut User,
+        name: &str,
+        duration: std::time::Duration,
+        text: Option<String>,
+    ) -> Outcome {
+        let target = match self.moderated(user, name) {
+            Ok(target) => target,
+            Err(refusal) => return Outcome::Refused(refusal),
+        };
+        let Ok(accounts) = self.accounts_or_refuse() else {
+            return Outcome::Refused(not_in_cluster_mode());
+        };
+        let (hub, key, by) = (self.clone(), name_key(name), user.name().to_owned());
+        let ok = ok_frame("BAN", name, user);
+        Outcome::Wait(Box::pin(async move {
+            let ip = target.as_ref().map(|t| t.peer);
+            let banned = match accounts.ban(&key, ip, duration, text, &by).await {
+                Ok(banned) => banned,
+                Err(refusal) => return Done::Updated(Err(refusal)),
+            };
+            if let Some(target) = target {
+                hub.remove(target, banned, "banned").await;
+            }
+            ok.0.push_reply(ok.1);
+            Done::Updated(Ok(Update::Nothing))
+        }))
+    }
+
+    /// `UNBAN <name>`: the name and its address; answered `OK` even if it
+    /// was not banned.
+    pub fn unban(&self, user: &mut User, name: &str) -> Outcome {
+        if let Err(refusal) = self.operator(user) {
+            return Outcome::Refused(refusal);
+        }
+        let Ok(accounts) = self.accounts_or_refuse() else {
+            return Outcome::Refused(not_in_cluster_mode());
+        };
+        let key = name_key(name);
+        let ok = ok_frame("UNBAN", name, user);
+        Outcome::Wait(Box::pin(async move {
+            let lifted = accounts.unban(&key).await.map(|()| {
+                ok.0.push_reply(ok.1);
+                Update::Nothing
+            });
+            Done::Updated(lifted)
+        }))
+    }
+
+    /// `MUTE <name> <duration> [<text>]` of a logged-in user.
+    pub fn mute(
+        &self,
+        user: &mut User,
+        name: &str,
+        duration: std::time::Duration,
+        text: Option<String>,
+    ) -> Outcome {
+        self.silence(user, name, "MUTE", Some((duration, text)))
+    }
+
+    /// `UNMUTE <name>` of a logged-in user.
+    pub fn unmute(&self, user: &mut User, name: &str) -> Outcome {
+        self.silence(user, name, "UNMUTE", None)
+    }
+
+    fn silence(
+        &self,
+        user: &mut User,
+        name: &str,
+        verb: &'static str,
+        mute: Option<(std::time::Duration, Option<String>)>,
+    ) -> Outcome {
+        match self.moderated(user, name) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Outcome::refused(ErrorCode::NoSuchUser),
+            Err(refusal) => return Outcome::Refused(refusal),
+        }
+        let Ok(accounts) = self.accounts_or_refuse() else {
+            return Outcome::Refused(not_in_cluster_mode());
+        };
+        let (key, by) = (name_key(name), user.name().to_owned());
+        let ok = ok_frame(verb, name, user);
+        Outcome::Wait(Box::pin(async move {
+            let done = match mute {
+                Some((duration, text)) => accounts.mute(&key, duration, text, &by).await,
+                None => accounts.unmute(&key).await,
+            };
+            Done::Updated(done.map(|()| {
+                ok.0.push_reply(ok.1);
+                Update::Nothing
+            }))
+        }))
+    }
+
+    /// `BANS`: the bans in force.
+    pub fn bans(&self, user: &mut User) -> Outcome {
+        if let Err(refusal) = self.operator(user) {
+            return Outcome::Refused(refusal);
+        }
+        let bans = self.accounts().map(|a| a.bans()).unwrap_or_default();
+        user.inbox()
+            .push_reply(ServerFrame::Bans(bans).to_bytes());
+        Outcome::Done
+    }
+
+    /// `not-operator` unless the user is an operator.
+    fn operator(&self, user: &User) -> Result<(), Refusal> {
+        if user.operator() {
+            Ok(())
+        } else {
+            Err(ErrorCode::NotOperator.into())
+        }
+    }
+
+    /// The rights for `KICK`, `BAN`, `MUTE` and `UNMUTE` of `name`: an
+    /// operator, aiming at neither itself nor another operator. Then the
+    /// user logged in under `name` here, if any.
+    fn moderated(&self, user: &User, name: &str) -> Result<Option<Target>, Refusal> {
+        self.operator(user)?;
+        let key = name_key(name);
+        let is_operator = self.accounts().is_some_and(|a| a.is_operator(&key));
+        if key == user.key() || is_operator {
+            return Err(ErrorCode::NotOperator.into());
+        }
+        let lobby = lock(self.lobby());
+        Ok(lobby.member(&key).map(|member| Target {
+            name: member.name.clone(),
+            inbox: member.inbox.clone(),
+            peer: member.inbox.peer(),
+        }))
+    }
+
+    /// Takes a user out, as the hub task does for a `LEAVE`, and tells its
+    /// connection why before closing it.
+    fn remove(
+        &self,
+        target: Target,
+        farewell: Refusal,
+        cause: &'static str,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let leaving = self.0.leaving.clone();
+        async move {
+            let (placed, answer) = oneshot::channel();
+            let gone = Leaving {
+                name: target.name,
+                inbox: target.inbox,
+                text: None,
+                cause,
+                placed: Some(placed),
+                joined: Joined::new(),
+                farewell: Some(farewell),
+            };
+            if leaving.send(gone).await.is_ok() {
+                let _ = answer.await;
+            }
+        }
     }
 
     /// Whether the hub can serve a login now: it answers a census.
@@ -489,11 +845,26 @@ impl Hub {
         }
     }
 
+    /// The lobby's history as the store kept it across a restart.
+    pub fn restore_lobby(&self, said: Vec<crate::store::LobbyLine>) {
+        let mut lobby = lock(self.lobby());
+        for line in said {
+            let time = chat_protocol::Timestamp::from_unix_millis(line.time_ms.max(0) as u64)
+                .unwrap_or_else(chat_protocol::Timestamp::now);
+            lobby.restore(time, line.from.into(), &line.text);
+        }
+    }
+
     /// Lets the hub go: in cluster mode, frees the names this node still
-    /// holds so the other nodes announce them at once, not after the lease.
+    /// holds so the other nodes announce them at once, not after the lease;
+    /// in a single process, writes what the store has queued and lets the
+    /// data directory go.
     pub async fn close(&self) {
         if let Some(bus) = self.bus() {
             bus.depart().await;
+        }
+        if let Some(accounts) = self.accounts() {
+            accounts.store().close().await;
         }
     }
 
@@ -516,4 +887,28 @@ impl Hub {
     fn limits(&self) -> Limits {
         self.rooms().limits()
     }
+}
+
+/// A logged-in user an operator acts on.
+struct Target {
+    name: Arc<str>,
+    inbox: Arc<Inbox>,
+    peer: IpAddr,
+}
+
+/// `OK <verb> <name>` for the operator, and where it goes.
+fn ok_frame(verb: &str, name: &str, operator: &User) -> (Arc<Inbox>, bytes::Bytes) {
+    let frame = ServerFrame::Ok {
+        verb: verb.to_owned(),
+        name: name.to_owned(),
+    };
+    (operator.inbox().clone(), frame.to_bytes())
+}
+
+/// Version 3 is served by a single process so far.
+fn not_in_cluster_mode() -> Refusal {
+    Refusal::new(
+        ErrorCode::Unavailable,
+        "accounts and moderation are not served in cluster mode yet",
+    )
 }

@@ -81,6 +81,11 @@ impl Room {
         self.name.as_deref().unwrap_or("")
     }
 
+    /// `#name`, or `None` for the lobby.
+    pub fn name_if_room(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     pub fn len(&self) -> usize {
         self.members.len()
     }
@@ -141,8 +146,15 @@ impl Room {
         fan_out(self.members.values().map(|m| &m.inbox), frame, full);
     }
 
-    /// Keeps a message for `HISTORY`.
-    pub fn record(&mut self, from: &Arc<str>, text: &str) {
+    /// Keeps a message for `HISTORY`; returns the time it was said.
+    pub fn record(&mut self, from: &Arc<str>, text: &str) -> Timestamp {
+        let time = Timestamp::now();
+        self.restore(time, from.clone(), text);
+        time
+    }
+
+    /// Keeps a message said at `time` (one the store kept across a restart).
+    pub fn restore(&mut self, time: Timestamp, from: Arc<str>, text: &str) {
         if self.keep == 0 {
             return;
         }
@@ -150,8 +162,8 @@ impl Room {
             self.history.pop_front();
         }
         self.history.push_back(Said {
-            time: Timestamp::now(),
-            from: from.clone(),
+            time,
+            from,
             text: text.into(),
         });
     }

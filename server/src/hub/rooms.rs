@@ -115,15 +115,16 @@ impl Rooms {
     }
 
     /// Takes a user who leaves the server out of every room, silently: the
-    /// lobby's `LEAVE` tells everyone.
-    pub fn leave_all(&self, key: &str, joined: &mut Joined) {
+    /// lobby's `LEAVE` tells everyone. Only the member with `inbox` goes: a
+    /// connection that took the name back may be in a room already.
+    pub fn leave_all(&self, key: &str, inbox: &Arc<Inbox>, joined: &mut Joined) {
         if joined.is_empty() {
             return;
         }
         let mut directory = self.directory();
         for (room_key, shared) in std::mem::take(joined) {
             let mut room = lock(&shared);
-            room.remove(key);
+            room.remove_exact(key, inbox);
             forget_if_empty(&mut directory, &room_key, &mut room);
         }
     }

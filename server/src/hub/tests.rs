@@ -3,10 +3,16 @@
 //! methods, and each test reads what every inbox got, as the text a client
 //! would have read.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
 use chat_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
+use super::accounts::Accounts;
 use super::{Done, Hub, Limits, Outcome, Outgoing, User};
+use crate::passwords::Hasher;
+use crate::store::Store;
 
 /// Frames an inbox holds: enough that no test ever makes a publisher wait.
 const BACKLOG: usize = 64;
@@ -22,16 +28,28 @@ fn hub() -> Hub {
 }
 
 fn hub_with(limits: Limits) -> Hub {
-    Hub::start_local(BACKLOG, limits, CancellationToken::new()).0
+    start(BACKLOG, limits, CancellationToken::new())
+}
+
+/// A local hub with accounts kept in memory.
+fn start(backlog: usize, limits: Limits, shutdown: CancellationToken) -> Hub {
+    let accounts = Accounts::new(
+        Store::ephemeral(limits.history),
+        Hasher::for_tests(),
+        &[],
+        false,
+    );
+    Hub::start_local(backlog, limits, Arc::new(accounts), shutdown).0
 }
 
 /// `NAME name`, as its answer comes back: the user, or the refusal.
 async fn enter(hub: &Hub, name: &str) -> Result<User, ErrorCode> {
-    let Outcome::Wait(login) = hub.enter(name.to_owned(), hub.inbox()) else {
+    let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let Outcome::Wait(login) = hub.enter(name.to_owned(), None, hub.inbox(), peer) else {
         panic!("a login waits for the hub");
     };
     match login.await {
-        Done::Entered(entered) => entered,
+        Done::Entered(entered) => entered.map_err(|refusal| refusal.code),
         _ => panic!("a login is answered with Entered"),
     }
 }
@@ -62,7 +80,7 @@ fn settle<'a>(users: impl IntoIterator<Item = &'a User>) {
 async fn run(user: &mut User, outcome: Outcome) -> Result<(), ErrorCode> {
     let done = match outcome {
         Outcome::Done => return Ok(()),
-        Outcome::Refused(code) => return Err(code),
+        Outcome::Refused(refusal) => return Err(refusal.code),
         Outcome::Wait(pending) | Outcome::InFlight(pending) => pending.await,
     };
     match done {
@@ -70,7 +88,7 @@ async fn run(user: &mut User, outcome: Outcome) -> Result<(), ErrorCode> {
             user.apply(update);
             Ok(())
         }
-        Done::Updated(Err(code)) => Err(code),
+        Done::Updated(Err(refusal)) => Err(refusal.code),
         Done::Left => Ok(()),
         Done::Entered(_) => panic!("a logged-in user's request answered as a login"),
     }
@@ -578,7 +596,7 @@ async fn quit_frees_the_name_and_the_others_hear_a_plain_leave() {
 #[tokio::test]
 async fn a_user_who_goes_during_shutdown_is_not_announced() {
     let shutdown = CancellationToken::new();
-    let (hub, _task) = Hub::start_local(BACKLOG, LIMITS, shutdown.clone());
+    let hub = start(BACKLOG, LIMITS, shutdown.clone());
     let alice = login(&hub, "alice").await;
     let bob = login(&hub, "bob").await;
     settle([&alice]);
@@ -594,7 +612,7 @@ async fn a_user_who_goes_during_shutdown_is_not_announced() {
 
 #[tokio::test]
 async fn a_publish_waits_for_every_receiver_a_backlog_behind() {
-    let hub = Hub::start_local(2, LIMITS, CancellationToken::new()).0;
+    let hub = start(2, LIMITS, CancellationToken::new());
     let mut alice = login(&hub, "alice").await;
     let bob = login(&hub, "bob").await;
     settle([&alice]);

@@ -5,6 +5,7 @@
 //! `already-in-room`, `--max-rooms-per-user`) are checked here, once for
 //! both modes.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chat_protocol::{name_key, room_key, ErrorCode};
@@ -24,6 +25,8 @@ pub struct User {
     pub(crate) leaving: bool,
     /// Cluster mode: fires when this node can no longer vouch for the user.
     evicted: Option<CancellationToken>,
+    /// Logged in with the password of a name listed as an operator's.
+    operator: bool,
 }
 
 /// What a request changed for its user, once it completed.
@@ -37,10 +40,16 @@ pub enum Update {
     Parted(String, Receipt),
     /// A `PING` was answered: everything published before it was delivered.
     Synced,
+    /// The user proved the name's password (it registered the name): an
+    /// operator if the name is listed as one.
+    Proved { operator: bool },
+    /// The name is no longer registered: no operator any more.
+    Unproved,
 }
 
 impl User {
-    pub(crate) fn new(welcome: Welcome, inbox: Arc<Inbox>) -> User {
+    pub(crate) fn new(welcome: Welcome, inbox: Arc<Inbox>, peer: IpAddr, operator: bool) -> User {
+        inbox.set_peer(peer);
         User {
             member: Member {
                 name: welcome.name,
@@ -50,7 +59,13 @@ impl User {
             published: Receipt::default(),
             leaving: false,
             evicted: welcome.evicted,
+            operator,
         }
+    }
+
+    /// Whether the user may `KICK`, `BAN`, `MUTE` and ask for `BANS`.
+    pub fn operator(&self) -> bool {
+        self.operator
     }
 
     /// The name as logged in.
@@ -88,6 +103,8 @@ impl User {
             }
             // Delivered now; later `PING`s need not wait for it.
             Update::Synced => self.published = Receipt::default(),
+            Update::Proved { operator } => self.operator = operator,
+            Update::Unproved => self.operator = false,
         }
     }
 

@@ -10,7 +10,7 @@ use crate::hub::{Hub, Outcome, User, HISTORY_DEFAULT};
 pub(super) fn request(hub: &Hub, user: &mut User, frame: ClientFrame) -> Outcome {
     match frame {
         ClientFrame::Ping(token) => hub.sync(user, token),
-        ClientFrame::Name(_) => Outcome::Refused(ErrorCode::AlreadyLoggedIn),
+        ClientFrame::Name(_) => Outcome::Refused(ErrorCode::AlreadyLoggedIn.into()),
         ClientFrame::Msg(text) => hub.publish(user, None, text),
         ClientFrame::Who => hub.who(user, None),
         ClientFrame::Leave(text) => hub.leave(user, text),
@@ -25,16 +25,24 @@ pub(super) fn request(hub: &Hub, user: &mut User, frame: ClientFrame) -> Outcome
             let count = count.map_or(HISTORY_DEFAULT, |n| n.get());
             hub.history(user, room.as_deref(), count)
         }
-        ClientFrame::Login { .. } => Outcome::Refused(ErrorCode::AlreadyLoggedIn),
-        ClientFrame::Register(_)
-        | ClientFrame::ChangePassword { .. }
-        | ClientFrame::Unregister(_)
-        | ClientFrame::Kick { .. }
-        | ClientFrame::Ban { .. }
-        | ClientFrame::Unban(_)
-        | ClientFrame::Mute { .. }
-        | ClientFrame::Unmute(_)
-        | ClientFrame::Bans => Outcome::Refused(ErrorCode::UnknownCommand),
+        ClientFrame::Login { .. } => Outcome::Refused(ErrorCode::AlreadyLoggedIn.into()),
+        ClientFrame::Register(password) => hub.register(user, password),
+        ClientFrame::ChangePassword { old, new } => hub.change_password(user, old, new),
+        ClientFrame::Unregister(password) => hub.unregister(user, password),
+        ClientFrame::Kick { name, text } => hub.kick(user, &name, text),
+        ClientFrame::Ban {
+            name,
+            duration,
+            text,
+        } => hub.ban(user, &name, duration, text),
+        ClientFrame::Unban(name) => hub.unban(user, &name),
+        ClientFrame::Mute {
+            name,
+            duration,
+            text,
+        } => hub.mute(user, &name, duration, text),
+        ClientFrame::Unmute(name) => hub.unmute(user, &name),
+        ClientFrame::Bans => hub.bans(user),
     }
 }
 
@@ -68,6 +76,15 @@ pub(crate) fn explain(code: ErrorCode) -> &'static str {
         ErrorCode::AlreadyInRoom => "you are in that room already",
         ErrorCode::NoSuchUser => "nobody is logged in under that name",
         ErrorCode::TooManyRooms => "too many rooms; PART one first",
+        ErrorCode::NameRegistered => "that name is registered; log in with NAME <name> <password>",
+        ErrorCode::BadPassword => "wrong password",
+        ErrorCode::WeakPassword => chat_protocol::PASSWORD_RULES,
+        ErrorCode::NotRegistered => "that name is not registered",
+        ErrorCode::AlreadyRegistered => "that name is registered already",
+        ErrorCode::TooManyTries => "too many wrong passwords for that name; wait a minute",
+        ErrorCode::LoggedInElsewhere => "you logged in on another connection; closing",
+        ErrorCode::NotOperator => "only an operator may do that, and not to an operator",
+        ErrorCode::BadDuration => chat_protocol::DURATION_RULES,
         other => other.as_str(),
     }
 }

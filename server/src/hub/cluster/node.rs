@@ -235,7 +235,11 @@ impl Node {
         self.started && self.link.borrow().up
     }
 
-    async fn enter(&mut self, Entering { name, inbox, reply }: Entering) -> Option<Answering> {
+    async fn enter(&mut self, entering: Entering) -> Option<Answering> {
+        // Taking a name back is not served in cluster mode yet.
+        let Entering {
+            name, inbox, reply, ..
+        } = entering;
         if !self.available() {
             let _ = reply.send(Err(ErrorCode::Unavailable));
             return None;
@@ -350,6 +354,7 @@ impl Node {
             cause,
             placed,
             mut joined,
+            ..
         } = gone;
         let key = name_key(&name);
         match placed {
@@ -370,7 +375,7 @@ impl Node {
             // LEAVE comes back from the stream later (or, in an outage,
             // much later) for the others.
             placed => {
-                self.rooms.leave_all(&key, &mut joined);
+                self.rooms.leave_all(&key, &inbox, &mut joined);
                 lock(&self.lobby).remove_exact(&key, &inbox);
                 if let Some(placed) = placed {
                     let _ = placed.send(());
@@ -387,7 +392,7 @@ impl Node {
     /// its session that its inbox holds all it is owed.
     fn departed(&mut self, key: &str) {
         if let Some(mut gone) = self.departing.remove(key) {
-            self.rooms.leave_all(key, &mut gone.joined);
+            self.rooms.leave_all(key, &gone.inbox, &mut gone.joined);
             lock(&self.lobby).remove_exact(key, &gone.inbox);
             let _ = gone.placed.send(());
         }

@@ -14,7 +14,7 @@ use chat_protocol::{name_key, room_key, ErrorCode, ServerFrame};
 
 use super::calls::{self, Call, Placed};
 use super::{scripts, Bus, Reply};
-use crate::hub::{lock, Done, Inbox, Limits, Outcome, SharedRoom, Update, User};
+use crate::hub::{lock, Done, Inbox, Limits, Outcome, Refusal, SharedRoom, Update, User};
 
 /// `MSG` (no room) or `SAY` in a room the user is in.
 pub(crate) fn publish(
@@ -48,7 +48,7 @@ pub(crate) fn join(bus: &Bus, user: &User, room: String) -> Outcome {
     let (bus, member) = (bus.clone(), user.member.clone());
     Outcome::Wait(Box::pin(async move {
         let joined = bus.join(room, member).await;
-        Done::Updated(joined.map(|shared| Update::Joined(key, shared)))
+        Done::Updated(joined.map(|shared| Update::Joined(key, shared)).map_err(Refusal::from))
     }))
 }
 
@@ -66,7 +66,7 @@ pub(crate) fn part(bus: &Bus, user: &User, shared: &SharedRoom, text: Option<Str
     let bus = bus.clone();
     Outcome::Wait(Box::pin(async move {
         let parted = bus.call(call).await.and_then(|r| calls::appended(&r));
-        Done::Updated(parted.map(|receipt| Update::Parted(key, receipt)))
+        Done::Updated(parted.map(|receipt| Update::Parted(key, receipt)).map_err(Refusal::from))
     }))
 }
 
@@ -76,7 +76,7 @@ pub(crate) fn tell(bus: &Bus, user: &User, to: &str, text: String) -> Outcome {
     let bus = bus.clone();
     Outcome::InFlight(Box::pin(async move {
         let told = bus.call(call).await.and_then(|r| calls::told(&r));
-        Done::Updated(told.map(Update::Published))
+        Done::Updated(told.map(Update::Published).map_err(Refusal::from))
     }))
 }
 
@@ -141,7 +141,7 @@ fn appended(bus: &Bus, call: Call) -> Outcome {
     let bus = bus.clone();
     Outcome::InFlight(Box::pin(async move {
         let appended = bus.call(call).await.and_then(|r| calls::appended(&r));
-        Done::Updated(appended.map(Update::Published))
+        Done::Updated(appended.map(Update::Published).map_err(Refusal::from))
     }))
 }
 
@@ -161,7 +161,7 @@ fn answered(
                 bus.place(last, inbox, reply).await;
                 Done::Updated(Ok(Update::Nothing))
             }
-            Err(code) => Done::Updated(Err(code)),
+            Err(code) => Done::Updated(Err(code.into())),
         }
     }))
 }

@@ -56,7 +56,8 @@ fn user(hub: &Hub, name: &str) -> User {
         name: name.into(),
         evicted: None,
     };
-    User::new(welcome, hub.inbox())
+    let peer = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    User::new(welcome, hub.inbox(), peer, false)
 }
 
 /// Puts `user` in `room` here, as the node does when its `JOIN` comes back.
@@ -162,14 +163,14 @@ fn waiting(outcome: Outcome) -> JoinHandle<Done> {
 /// What a request came back with.
 async fn updated(request: JoinHandle<Done>) -> Result<Update, ErrorCode> {
     match request.await.expect("the request ran") {
-        Done::Updated(updated) => updated,
+        Done::Updated(updated) => updated.map_err(|refusal| refusal.code),
         _ => panic!("expected an update"),
     }
 }
 
 fn refused(outcome: Outcome) -> Option<ErrorCode> {
     match outcome {
-        Outcome::Refused(code) => Some(code),
+        Outcome::Refused(refusal) => Some(refusal.code),
         _ => None,
     }
 }
