@@ -97,7 +97,10 @@ async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result
         .args(["--max-clients", &max_clients.to_string()]);
     // In memory unless a data directory is asked for: runs must not share
     // (or be refused) one directory.
-    if !args.iter().any(|a| a.starts_with("--data-dir") || a == "--ephemeral") {
+    if !args
+        .iter()
+        .any(|a| a.starts_with("--data-dir") || a == "--ephemeral")
+    {
         command.arg("--ephemeral");
     }
     command.args(args);

@@ -330,11 +330,7 @@ impl Collector for Statics {
             "Wrong passwords: at login, PASSWORD and UNREGISTER.",
             load(&LOGINS_FAILED),
         )?;
-        out.gauge(
-            "chat_accounts",
-            "Registered names.",
-            ACCOUNTS.load(Relaxed),
-        )?;
+        out.gauge("chat_accounts", "Registered names.", ACCOUNTS.load(Relaxed))?;
         if let Some(now) = ACCOUNTS_NOW.get() {
             let now = now();
             out.gauge("chat_bans", "Bans in force.", now.bans as i64)?;

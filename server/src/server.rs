@@ -19,15 +19,15 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::essential::{self, Essential, Essentials};
-use crate::hub::cluster::{self, ClusterConfig};
 use crate::hub::accounts::Accounts;
+use crate::hub::cluster::{self, ClusterConfig};
 use crate::hub::{Hub, Refusal};
-use crate::passwords::Hasher;
-use crate::store::Store;
 use crate::limits::PerAddress;
 use crate::metrics;
+use crate::passwords::Hasher;
 use crate::session;
 use crate::session::Connection;
+use crate::store::Store;
 
 /// Connections the kernel may queue before they are accepted; a login storm
 /// of thousands must not see refused connects.

@@ -118,7 +118,10 @@ impl Server {
         command.args(["--addr", "127.0.0.1:0"]).args(args);
         // Each server keeps its state in memory unless the test gives it a
         // data directory: many run at once, and none may touch `chat-data`.
-        if !args.iter().any(|a| matches!(*a, "--data-dir" | "--ephemeral")) {
+        if !args
+            .iter()
+            .any(|a| matches!(*a, "--data-dir" | "--ephemeral"))
+        {
             command.arg("--ephemeral");
         }
         // With CHAT_TEST_CLUSTER set, every server of a suite that does not

@@ -346,9 +346,11 @@ impl Accounts {
     fn wrong_password(&self, key: &str) {
         let mut state = self.state();
         let now = Instant::now();
-        state
-            .tries
-            .retain(|_, tries| tries.back().is_some_and(|t| now.duration_since(*t) < TRIES_WINDOW));
+        state.tries.retain(|_, tries| {
+            tries
+                .back()
+                .is_some_and(|t| now.duration_since(*t) < TRIES_WINDOW)
+        });
         let tries = state.tries.entry(key.to_owned()).or_default();
         if tries.len() == MAX_TRIES {
             tries.pop_front();

@@ -458,7 +458,12 @@ impl Hub {
                 let counted = self.census(user.inbox().clone());
                 Outcome::Wait(Box::pin(async move {
                     synced.await;
-                    Done::Updated(counted.await.map(|()| Update::Nothing).map_err(Refusal::from))
+                    Done::Updated(
+                        counted
+                            .await
+                            .map(|()| Update::Nothing)
+                            .map_err(Refusal::from),
+                    )
                 }))
             }
             // A member's room here has its members on this node only, so
@@ -565,7 +570,8 @@ impl Hub {
             return;
         }
         let mut joined = std::mem::take(&mut user.joined);
-        self.rooms().leave_all(&user.key(), user.inbox(), &mut joined);
+        self.rooms()
+            .leave_all(&user.key(), user.inbox(), &mut joined);
         self.forget(user.member.name.clone(), user.member.inbox.clone(), cause)
             .await;
     }
@@ -765,8 +771,7 @@ impl Hub {
             return Outcome::Refused(refusal);
         }
         let bans = self.accounts().map(|a| a.bans()).unwrap_or_default();
-        user.inbox()
-            .push_reply(ServerFrame::Bans(bans).to_bytes());
+        user.inbox().push_reply(ServerFrame::Bans(bans).to_bytes());
         Outcome::Done
     }
 

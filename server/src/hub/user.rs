@@ -42,7 +42,9 @@ pub enum Update {
     Synced,
     /// The user proved the name's password (it registered the name): an
     /// operator if the name is listed as one.
-    Proved { operator: bool },
+    Proved {
+        operator: bool,
+    },
     /// The name is no longer registered: no operator any more.
     Unproved,
 }

@@ -48,7 +48,11 @@ pub(crate) fn join(bus: &Bus, user: &User, room: String) -> Outcome {
     let (bus, member) = (bus.clone(), user.member.clone());
     Outcome::Wait(Box::pin(async move {
         let joined = bus.join(room, member).await;
-        Done::Updated(joined.map(|shared| Update::Joined(key, shared)).map_err(Refusal::from))
+        Done::Updated(
+            joined
+                .map(|shared| Update::Joined(key, shared))
+                .map_err(Refusal::from),
+        )
     }))
 }
 
@@ -66,7 +70,11 @@ pub(crate) fn part(bus: &Bus, user: &User, shared: &SharedRoom, text: Option<Str
     let bus = bus.clone();
     Outcome::Wait(Box::pin(async move {
         let parted = bus.call(call).await.and_then(|r| calls::appended(&r));
-        Done::Updated(parted.map(|receipt| Update::Parted(key, receipt)).map_err(Refusal::from))
+        Done::Updated(
+            parted
+                .map(|receipt| Update::Parted(key, receipt))
+                .map_err(Refusal::from),
+        )
     }))
 }
 
