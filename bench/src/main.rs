@@ -31,7 +31,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::dialect::Dialect;
 use crate::report::{Comparison, Outcome};
 use crate::scenario::{
-    capacity, fanout, flood, latency, login_storm, open_loop, rooms, throughput, Options,
+    accounts, capacity, fanout, flood, latency, login_storm, open_loop, rooms, throughput, Options,
 };
 use crate::server::{Launch, Target};
 
@@ -143,6 +143,11 @@ enum Scenario {
     Fanout(fanout::Sizes),
     /// As many users as descriptors allow, none refused, one broadcast.
     Capacity(capacity::Sizes),
+    /// Version 3: --users registered names log in at once with their
+    /// passwords while --witnesses users time PING round trips: the
+    /// storm's length, the witnesses' p99 against a quiet run, and the
+    /// server's peak memory (only our server speaks version 3).
+    Accounts(accounts::Sizes),
     /// Users chatting at a human rate, with and without one client
     /// pipelining MSGs (flood control on loopback): the humans' p50/p99/max
     /// both ways, and how many of the flood the server handled.
@@ -429,6 +434,7 @@ enum Job {
     Capacity(capacity::Sizes),
     Rooms(rooms::Sizes),
     Flood(flood::Sizes),
+    Accounts(accounts::Sizes),
 }
 
 impl Job {
@@ -442,6 +448,7 @@ impl Job {
             Job::Capacity(_) => "capacity",
             Job::Rooms(_) => "rooms",
             Job::Flood(_) => "flood",
+            Job::Accounts(_) => "accounts",
         }
     }
 
@@ -455,6 +462,7 @@ impl Job {
             Job::Capacity(s) => s.params(),
             Job::Rooms(s) => s.params(),
             Job::Flood(s) => s.params(),
+            Job::Accounts(s) => s.params(),
         }
     }
 
@@ -468,6 +476,7 @@ impl Job {
             Job::Capacity(s) => capacity::run(target, s, options).await,
             Job::Rooms(s) => rooms::run(target, s, options).await,
             Job::Flood(s) => flood::run(target, s, options).await,
+            Job::Accounts(s) => accounts::run(target, s, options).await,
         }
     }
 
@@ -522,6 +531,10 @@ impl Job {
                 messages: 2_000,
             }),
             Job::LoginStorm(login_storm::Sizes { users: 100 }),
+            Job::Accounts(accounts::Sizes {
+                users: 20,
+                witnesses: 2,
+            }),
             Job::Fanout(fanout::Sizes { users: 200 }),
             Job::Capacity(capacity::Sizes { users: 500 }),
             // Three messages a user (and a login, a PING): within the
@@ -612,6 +625,7 @@ fn main() -> ExitCode {
         Scenario::Fanout(s) => vec![Job::Fanout(s)],
         Scenario::Capacity(s) => vec![Job::Capacity(s)],
         Scenario::Flood(s) => vec![Job::Flood(s)],
+        Scenario::Accounts(s) => vec![Job::Accounts(s)],
         Scenario::Cluster(s) => s.jobs(),
         Scenario::Floor(s) => s.jobs(),
         Scenario::Rooms(_) => Vec::new(),

@@ -2,6 +2,7 @@
 //! and hold a registration barrier so that a run starts only once every user
 //! is sure to receive it.
 
+pub mod accounts;
 pub mod capacity;
 pub mod fanout;
 pub mod flood;
