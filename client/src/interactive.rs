@@ -745,7 +745,6 @@ impl Chat<'_> {
     /// the prompt's row; once done, the prompts are erased like an accepted
     /// line, and what was kept back is shown.
     fn ask_hidden(&mut self, prompts: &[&str], stop: &dyn Fn() -> bool) -> Option<Vec<Password>> {
-        use std::io::Write as _;
         // The erasure of the line that asked for this goes first (it ends
         // any holding), then the hold, then whatever the painter was
         // printing when it came: the prompt is drawn after all of it.
@@ -756,15 +755,8 @@ impl Chat<'_> {
         let mut rows = 0;
         let mut failed = None;
         for prompt in prompts {
-            let mut stdout = std::io::stdout().lock();
-            let _ = write!(stdout, "{prompt}");
-            let _ = stdout.flush();
-            drop(stdout);
             rows += self.rows_taken(prompt, "");
-            let answer = read_hidden(stop);
-            // Enter is not echoed either: the next row is ours to move to.
-            print!("\r\n");
-            match answer {
+            match read_hidden(prompt, stop) {
                 Ok(Typed::Line(password)) => typed.push(password),
                 Ok(Typed::GaveUp | Typed::Stopped) => break,
                 Err(e) => {
@@ -773,7 +765,6 @@ impl Chat<'_> {
                 }
             }
         }
-        let _ = std::io::stdout().flush();
         self.screen.release(rows);
         if let Some(e) = failed {
             self.problem(&format!("cannot read the password: {e}"));

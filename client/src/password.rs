@@ -84,13 +84,14 @@ pub enum Typed {
 /// Backspace and Ctrl-U edit; arrow keys and other escape sequences are
 /// ignored. The terminal's settings are restored however it ends.
 ///
+/// `prompt` is written once the echo is off, so that nothing typed after
+/// it shows; the line ending that Enter does not echo is written at the end.
 /// Every 100 ms without a key, `stop` is asked whether to stop waiting.
 #[cfg(unix)]
-pub fn read_hidden(stop: &dyn Fn() -> bool) -> io::Result<Typed> {
+pub fn read_hidden(prompt: &str, stop: &dyn Fn() -> bool) -> io::Result<Typed> {
+    use std::io::Write as _;
     use std::os::fd::AsFd as _;
 
-    use nix::errno::Errno;
-    use nix::poll::{poll, PollFd, PollFlags};
     use nix::sys::termios::{tcgetattr, tcsetattr, InputFlags, LocalFlags, SetArg};
 
     let stdin = io::stdin();
@@ -112,6 +113,20 @@ pub fn read_hidden(stop: &dyn Fn() -> bool) -> io::Result<Typed> {
         }
     }
     let _restore = Restore(fd, saved);
+    let mut stdout = io::stdout();
+    write!(stdout, "{prompt}")?;
+    stdout.flush()?;
+    let typed = read_keys(fd, stop);
+    write!(stdout, "\r\n")?;
+    stdout.flush()?;
+    typed
+}
+
+/// The keys of one hidden line, from `fd`.
+#[cfg(unix)]
+fn read_keys(fd: std::os::fd::BorrowedFd<'_>, stop: &dyn Fn() -> bool) -> io::Result<Typed> {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags};
 
     let mut line = Line::default();
     loop {
@@ -143,7 +158,7 @@ pub fn read_hidden(stop: &dyn Fn() -> bool) -> io::Result<Typed> {
 
 /// Without termios there is no way to hide what is typed: no prompt.
 #[cfg(not(unix))]
-pub fn read_hidden(_: &dyn Fn() -> bool) -> io::Result<Typed> {
+pub fn read_hidden(_: &str, _: &dyn Fn() -> bool) -> io::Result<Typed> {
     Err(io::Error::other(
         "cannot read a password without showing it here; use --password-file",
     ))
