@@ -215,8 +215,7 @@ pub fn parse(line: &str) -> Command {
         "go" => room(trimmed, "/go [#room]").map_or_else(|u| u, |r| Command::Go(Some(r))),
         "msg" => tell(argument),
         "register" | "password" | "unregister" if !trimmed.is_empty() => Command::Usage(format!(
-            "not sent: type /{} alone, and the password where it is asked for, \
-             where it does not show",
+            "not sent: type /{} alone; the password is asked for where it does not show",
             word.to_ascii_lowercase()
         )),
         "register" => Command::Register,
