@@ -13,6 +13,11 @@
 //! rooms are as the server has them, and the prompt says where the user is.
 //! Joining a room also asks for its recent history, shown above the prompt.
 //!
+//! Passwords (a registered name's at login, and those of `/register`,
+//! `/password` and `/unregister`) are read at prompts of their own, with
+//! the terminal's echo off ([`crate::password::read_hidden`]), never by the
+//! editor: what the editor reads can end up in its history.
+//!
 //! When the conversation ends by itself (the server went away) the editor is
 //! still waiting for a key. rustyline turns SIGINT into
 //! `ReadlineError::Interrupted` (Ctrl-C itself is only a key in raw mode), so

@@ -9,6 +9,10 @@
 //! what arrives until `BYE`, and exits 0. The client's own messages
 //! (refusals, the reason for a close) go to stderr, never among the
 //! conversation's lines.
+//!
+//! Nobody is there to type a password: a registered name logs in with the
+//! one given up front (`--password-file`, `CHAT_PASSWORD`), and any
+//! trouble with it ends the run with [`Exit::Password`].
 
 use std::io::{self, Read as _, Write as _};
 use std::thread;
