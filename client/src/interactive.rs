@@ -777,6 +777,34 @@ impl Chat<'_> {
         (typed.len() == prompts.len()).then_some(typed)
     }
 
+    /// The current password, typed at a hidden prompt for `what`
+    /// (`/password`, `/unregister`), if it could be one; otherwise says why
+    /// nothing is sent. One that breaks the rules is wrong anyway, and a
+    /// space in it would shift the frame's arguments.
+    fn ask_current_password(
+        &mut self,
+        what: &str,
+        label: &str,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Password> {
+        let prompt = format!("{what}: {label}: ");
+        let Some(password) = self
+            .ask_hidden(&[&prompt], stop)
+            .and_then(|mut typed| typed.pop())
+        else {
+            self.screen
+                .print(self.style.notice(&format!("{what}: nothing was sent")));
+            return None;
+        };
+        if !password.is_acceptable() {
+            self.problem(&format!(
+                "{what}: that cannot be the {label}: {PASSWORD_RULES}; nothing was sent"
+            ));
+            return None;
+        }
+        Some(password)
+    }
+
     /// A new password, typed twice at hidden prompts for `what` (`/register`
     /// or `/password`), if both agree and it follows the rules; otherwise
     /// says why nothing is sent.
@@ -998,28 +1026,15 @@ impl Chat<'_> {
             Command::Rooms => ClientFrame::Rooms,
             Command::Register => ClientFrame::Register(self.ask_new_password("/register", &ended)?),
             Command::ChangePassword => {
-                let Some(old) = self
-                    .ask_hidden(&["/password: current password: "], &ended)
-                    .and_then(|mut typed| typed.pop())
-                else {
-                    self.screen
-                        .print(self.style.notice("/password: nothing was sent"));
-                    return None;
-                };
+                let old = self.ask_current_password("/password", "current password", &ended)?;
                 let new = self.ask_new_password("/password", &ended)?;
                 ClientFrame::ChangePassword { old, new }
             }
-            Command::Unregister => {
-                let Some(password) = self
-                    .ask_hidden(&["/unregister: password: "], &ended)
-                    .and_then(|mut typed| typed.pop())
-                else {
-                    self.screen
-                        .print(self.style.notice("/unregister: nothing was sent"));
-                    return None;
-                };
-                ClientFrame::Unregister(password)
-            }
+            Command::Unregister => ClientFrame::Unregister(self.ask_current_password(
+                "/unregister",
+                "password",
+                &ended,
+            )?),
             Command::Moderate(frame) => frame,
             Command::History(count) => ClientFrame::History {
                 room: current,
