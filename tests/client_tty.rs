@@ -919,3 +919,47 @@ async fn ctrl_c_at_the_password_prompt_gives_up() {
     assert_eq!(pane.wait_for_exit(), 2);
     assert!(shows(&pane.transcript(), "* gave up logging in"));
 }
+
+/// An operator's commands at the prompt: a bad duration is refused before
+/// sending, with the rule; `/kick` goes out as typed and its answer reads
+/// as a sentence. Then the operator is kicked in turn: the client says by
+/// whom and why, and exits 7 by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_moderate_and_being_kicked_ends_the_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let Some(pane) = Pane::start_at(addr, &["--name", "alice"]) else {
+        return;
+    };
+    let mut chat = Scripted::accept(&listener);
+    chat.expect("NAME alice");
+    chat.send(&["WELCOME alice", "NAMES alice eve"]);
+    pane.wait_for_last_line("alice>");
+
+    pane.type_text("/ban eve 2x");
+    pane.press("Enter");
+    pane.wait_for("the rule", |s| {
+        s.iter()
+            .any(|l| l.contains("! \"2x\" is not a duration: a duration is a number and a unit"))
+    });
+    pane.type_text("/kick e");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice> /kick eve");
+    pane.type_text("spamming  again");
+    pane.press("Enter");
+    chat.expect("KICK eve spamming  again");
+    chat.send(&["OK KICK eve", "LEAVE eve"]);
+    pane.wait_for_last_line_after("* eve left", "alice>");
+    assert!(shows(&pane.screen(), "* eve was kicked"));
+
+    pane.type_text("half");
+    chat.send(&["ERROR kicked carol enough"]);
+    drop(chat);
+    assert_eq!(pane.wait_for_exit(), 7);
+    let transcript = pane.transcript();
+    assert!(
+        shows(&transcript, "* you were kicked by carol: enough"),
+        "the transcript:\n{}",
+        transcript.join("\n")
+    );
+}
