@@ -26,12 +26,19 @@ struct Piped {
 
 impl Piped {
     fn spawn(addr: impl ToString, args: &[&str]) -> Piped {
+        Piped::spawn_with(addr, args, &[])
+    }
+
+    /// Like [`Piped::spawn`], with these environment variables set.
+    fn spawn_with(addr: impl ToString, args: &[&str], env: &[(&str, &str)]) -> Piped {
         let mut child = Command::new(binary("chat-client"))
             .arg("--addr")
             .arg(addr.to_string())
             .args(args)
             .env_remove("CHAT_NAME")
             .env_remove("CHAT_ADDR")
+            .env_remove("CHAT_PASSWORD")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -749,6 +756,237 @@ async fn raw_prints_version_2_frames_as_received() {
         (status.code(), rest, stderr.as_str()),
         (Some(0), vec![], "")
     );
+}
+
+/// A scripted server: a listener the test accepts on and answers by hand.
+struct Scripted {
+    listener: TcpListener,
+}
+
+/// One connection to a [`Scripted`] server: what the client sends, line
+/// by line, and the way back.
+struct Scripting {
+    from_client: Lines<BufReader<OwnedReadHalf>>,
+    to_client: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Scripted {
+    async fn start() -> Scripted {
+        Scripted {
+            listener: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.listener.local_addr().expect("address")
+    }
+
+    async fn accept(&self) -> Scripting {
+        let (stream, _) = tokio::time::timeout(TIMEOUT, self.listener.accept())
+            .await
+            .expect("the client connects")
+            .expect("accept");
+        let (read, write) = stream.into_split();
+        Scripting {
+            from_client: BufReader::new(read).lines(),
+            to_client: write,
+        }
+    }
+}
+
+impl Scripting {
+    /// Asserts the next line the client sends.
+    async fn expect(&mut self, line: &str) {
+        assert_eq!(
+            next_line(&mut self.from_client).await.as_deref(),
+            Some(line)
+        );
+    }
+
+    /// Sends the client these lines.
+    async fn send(&mut self, lines: &[&str]) {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        self.to_client
+            .write_all(text.as_bytes())
+            .await
+            .expect("write to the client");
+    }
+}
+
+/// What the scripted servers' accounts are protected with.
+const SECRET: &str = "hunter2-secret";
+
+/// Asserts that no output of the client holds the password.
+fn no_secret(out: &[String], stderr: &str) {
+    assert!(
+        !out.iter().any(|l| l.contains(SECRET)) && !stderr.contains(SECRET),
+        "the password was shown: {out:?} {stderr:?}"
+    );
+}
+
+/// A registered name in a script: the password from `CHAT_PASSWORD`, or
+/// from the first line of `--password-file`, goes with the name in one
+/// `NAME alice <password>`, and nowhere else: not on stdout, not on
+/// stderr, not in `--raw` output.
+#[tokio::test]
+async fn a_registered_name_logs_in_with_the_password_given_up_front() {
+    let scratch = std::env::temp_dir().join(format!("chat-client-pw-{}", std::process::id()));
+    std::fs::write(&scratch, format!("{SECRET}\nnot this line\n")).expect("write the file");
+    let file = scratch.to_str().expect("a UTF-8 path").to_owned();
+    for (args, env) in [
+        (vec!["--name", "alice"], vec![("CHAT_PASSWORD", SECRET)]),
+        (
+            vec!["--name", "alice", "--raw", "--password-file", &file],
+            vec![("CHAT_PASSWORD", "not-the-one-used")],
+        ),
+    ] {
+        let server = Scripted::start().await;
+        let mut client = Piped::spawn_with(server.addr(), &args, &env);
+        let mut conn = server.accept().await;
+        conn.expect(&format!("NAME alice {SECRET}")).await;
+        conn.send(&["WELCOME alice", "NAMES alice"]).await;
+        client.close_stdin();
+        conn.expect("LEAVE").await;
+        conn.send(&["BYE"]).await;
+        drop(conn);
+        let (status, out, stderr) = client.finish().await;
+        assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+        assert_eq!(out.len(), 3, "{out:?}");
+        no_secret(&out, &stderr);
+    }
+    let _ = std::fs::remove_file(&scratch);
+}
+
+/// Logins a script cannot complete for want of the right password: each
+/// says why on stderr without the password, sends no second `NAME`, and
+/// exits 5, not 2 (the name itself is fine).
+#[tokio::test]
+async fn a_password_that_does_not_do_exits_5() {
+    for (password, answer, said) in [
+        (
+            None,
+            "ERROR name-registered alice is registered; NAME alice <password>",
+            "the name alice is registered: give its password with --password-file or CHAT_PASSWORD",
+        ),
+        (
+            Some(SECRET),
+            "ERROR bad-password wrong password",
+            "wrong password for alice",
+        ),
+        (
+            Some(SECRET),
+            "ERROR not-registered alice is not registered",
+            "a password was given, but the name alice is not registered; \
+             log in without one (no --password-file, no CHAT_PASSWORD)",
+        ),
+        (
+            Some(SECRET),
+            "ERROR too-many-tries",
+            "too many wrong passwords for alice in the last minute; wait a minute, then try again",
+        ),
+    ] {
+        let server = Scripted::start().await;
+        let env: Vec<(&str, &str)> = password.map(|p| ("CHAT_PASSWORD", p)).into_iter().collect();
+        let client = Piped::spawn_with(server.addr(), &["--name", "alice"], &env);
+        let mut conn = server.accept().await;
+        match password {
+            Some(password) => conn.expect(&format!("NAME alice {password}")).await,
+            None => conn.expect("NAME alice").await,
+        }
+        conn.send(&[answer]).await;
+        let (status, out, stderr) = client.finish_with_stdin_open().await;
+        assert_eq!(status.code(), Some(5), "stderr: {stderr}");
+        assert_eq!(out, Vec::<String>::new());
+        assert_eq!(stderr, format!("chat-client: cannot log in: {said}\n"));
+        assert_eq!(
+            next_line(&mut conn.from_client).await,
+            None,
+            "no second try"
+        );
+    }
+}
+
+/// A password file that cannot be read is said before anything is
+/// tried: exit 5, the path in the message, no connection.
+#[tokio::test]
+async fn an_unreadable_password_file_exits_5_before_connecting() {
+    let server = Scripted::start().await;
+    let missing = "/nonexistent/chat-password";
+    let client = Piped::spawn(
+        server.addr(),
+        &["--name", "alice", "--password-file", missing],
+    );
+    let (status, out, stderr) = client.finish_with_stdin_open().await;
+    assert_eq!(status.code(), Some(5), "stderr: {stderr}");
+    assert_eq!(out, Vec::<String>::new());
+    assert!(
+        stderr.starts_with(&format!("chat-client: cannot read {missing}: ")),
+        "stderr: {stderr}"
+    );
+    let connected = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        server.listener.accept(),
+    );
+    assert!(connected.await.is_err(), "the client connected anyway");
+}
+
+/// Being removed by an operator or replaced by another login reads as a
+/// sentence (who, why, until when in local time), on stderr, and has an
+/// exit code of its own: 6 logged in elsewhere, 7 kicked, 8 banned, at
+/// login or later. Being muted is news, not an ending.
+#[tokio::test]
+async fn kicked_banned_and_replaced_exit_with_their_own_codes() {
+    // Never today: the sentence carries the day and the year, in the
+    // client's time zone (UTC here).
+    let until = "2099-12-07T13:05:00.000Z";
+    for (at_login, answer, said, code) in [
+        (
+            false,
+            "ERROR kicked carol spamming  again".to_owned(),
+            "you were kicked by carol: spamming  again",
+            7,
+        ),
+        (
+            false,
+            format!("ERROR banned {until} spam"),
+            "you are banned until 13:05 (Mon 7 Dec 2099): spam",
+            8,
+        ),
+        (
+            true,
+            format!("ERROR banned {until}"),
+            "cannot log in: you are banned until 13:05 (Mon 7 Dec 2099)",
+            8,
+        ),
+        (
+            false,
+            "ERROR logged-in-elsewhere alice logged in from another connection".to_owned(),
+            "you logged in somewhere else; this session is closed",
+            6,
+        ),
+    ] {
+        let server = Scripted::start().await;
+        let mut client = Piped::spawn_with(server.addr(), &["--name", "alice"], &[("TZ", "UTC")]);
+        let mut conn = server.accept().await;
+        conn.expect("NAME alice").await;
+        if !at_login {
+            conn.send(&["WELCOME alice", "NAMES alice"]).await;
+            client.expect("* logged in as alice").await;
+            client.expect("* in the lobby: alice").await;
+            client.say("hi").await;
+            conn.expect("MSG hi").await;
+            conn.send(&[&format!("ERROR muted {until}")]).await;
+            client
+                .expect("! you are muted until 13:05 (Mon 7 Dec 2099); your message was not sent")
+                .await;
+        }
+        conn.send(&[&answer]).await;
+        drop(conn);
+        let (status, rest, stderr) = client.finish_with_stdin_open().await;
+        assert_eq!(status.code(), Some(code), "stderr: {stderr}");
+        assert_eq!(rest, Vec::<String>::new());
+        assert_eq!(stderr, format!("chat-client: {said}\n"));
+    }
 }
 
 /// The next line the client sent to the scripted server.

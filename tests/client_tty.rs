@@ -4,8 +4,8 @@
 //! protocol clients of the harness. Where tmux is not installed the tests
 //! say so and pass, except in CI, where they fail.
 
-use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use chat_tests::tty::{shows, Pane, SIZE};
@@ -758,4 +758,208 @@ async fn tab_completes_commands_names_and_rooms() {
     pane.press("C-d");
     bob.expect("LEAVE alice").await;
     assert_eq!(pane.wait_for_exit(), 0);
+}
+
+/// One connection to a scripted server, from the test's own thread.
+struct Scripted {
+    from_client: BufReader<TcpStream>,
+    to_client: TcpStream,
+}
+
+impl Scripted {
+    /// The client's next connection to `listener`.
+    fn accept(listener: &TcpListener) -> Scripted {
+        let (stream, _) = listener.accept().expect("the client connects");
+        stream
+            .set_read_timeout(Some(chat_tests::TIMEOUT))
+            .expect("a read timeout");
+        Scripted {
+            to_client: stream.try_clone().expect("a second handle"),
+            from_client: BufReader::new(stream),
+        }
+    }
+
+    /// Asserts the next line the client sends.
+    fn expect(&mut self, line: &str) {
+        let mut got = String::new();
+        self.from_client
+            .read_line(&mut got)
+            .expect("a line from the client");
+        assert_eq!(got, format!("{line}\n"));
+    }
+
+    fn send(&mut self, lines: &[&str]) {
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        self.to_client
+            .write_all(text.as_bytes())
+            .expect("write to the client");
+    }
+}
+
+/// A registered name at a terminal: the client asks for the password at
+/// a prompt that shows nothing of what is typed, tries it on a new
+/// connection, says so when it is wrong and asks again; `/register` asks
+/// for the new password twice, without echo either, and sends
+/// `REGISTER <password>`; `/password` with two new passwords that differ
+/// sends nothing. No password is ever on the screen, in the scrollback or
+/// in the history file.
+#[tokio::test(flavor = "multi_thread")]
+async fn passwords_are_asked_for_without_showing_them() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let Some(pane) = Pane::start_at(addr, &["--name", "alice"]) else {
+        return;
+    };
+    let mut first = Scripted::accept(&listener);
+    first.expect("NAME alice");
+    first.send(&["ERROR name-registered alice is registered; NAME alice <password>"]);
+    let screen = pane.wait_for_last_line("password for alice:");
+    assert!(
+        shows(
+            &screen,
+            "* the name alice is registered: type its password (it does not show; Ctrl-C gives up)"
+        ),
+        "{}",
+        screen.join("\n")
+    );
+    pane.type_text("wrong-secret1");
+    pane.press("Enter");
+    let mut second = Scripted::accept(&listener);
+    second.expect("NAME alice wrong-secret1");
+    second.send(&["ERROR bad-password wrong password"]);
+    pane.wait_for_last_line_after("! wrong password for alice", "password for alice:");
+    pane.type_text("right-secret1");
+    // What is typed is not echoed: the prompt's row stays as it was.
+    assert_eq!(
+        pane.screen().last().map(String::as_str),
+        Some("password for alice:")
+    );
+    pane.press("Enter");
+    let mut chat = Scripted::accept(&listener);
+    chat.expect("NAME alice right-secret1");
+    chat.send(&["WELCOME alice", "NAMES alice"]);
+    pane.wait_for_last_line("alice>");
+
+    // A password typed on the line by mistake is not sent, nor kept.
+    pane.type_text("/register oops-secret1");
+    pane.press("Enter");
+    pane.wait_for_last_line_after(
+        "! not sent: type /register alone; the password is asked for where it does not show",
+        "alice>",
+    );
+    pane.type_text("/register");
+    pane.press("Enter");
+    pane.wait_for_last_line("/register: new password:");
+    pane.type_text("new-secret1");
+    pane.press("Enter");
+    pane.wait_for_last_line("/register: the new password again:");
+    pane.type_text("new-secret1");
+    pane.press("Enter");
+    chat.expect("REGISTER new-secret1");
+    chat.send(&["REGISTERED alice"]);
+    pane.wait_for_last_line_after(
+        "* the name alice is registered to you: from now on it logs in only with your password",
+        "alice>",
+    );
+
+    pane.type_text("/password");
+    pane.press("Enter");
+    pane.wait_for_last_line("/password: current password:");
+    pane.type_text("new-secret1");
+    pane.press("Enter");
+    pane.wait_for_last_line("/password: new password:");
+    pane.type_text("other-secret1");
+    pane.press("Enter");
+    pane.wait_for_last_line("/password: the new password again:");
+    pane.type_text("other-secret2");
+    pane.press("Enter");
+    pane.wait_for_last_line_after(
+        "! /password: the two new passwords differ; nothing was sent",
+        "alice>",
+    );
+    pane.type_text("hello");
+    pane.press("Enter");
+    chat.expect("MSG hello");
+    chat.send(&["MSG alice hello"]);
+    pane.wait_for_last_line_after("alice: hello", "alice>");
+    pane.press("C-d");
+    chat.expect("LEAVE");
+    chat.send(&["BYE"]);
+    assert_eq!(pane.wait_for_exit(), 0);
+
+    let transcript = pane.transcript().join("\n");
+    assert!(
+        !transcript.contains("secret"),
+        "the transcript:\n{transcript}"
+    );
+    let kept = pane.history();
+    assert_eq!(kept.lines().last(), Some("hello"), "history: {kept:?}");
+    assert!(
+        !kept.contains("secret") && !kept.contains("/register") && !kept.contains("/password"),
+        "history: {kept:?}"
+    );
+}
+
+/// Ctrl-C at the password prompt gives up logging in: exit 2, and the
+/// terminal echoes again afterwards (the shell's prompt after the client
+/// is not the test's business, but the client's own last words are).
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_at_the_password_prompt_gives_up() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let Some(pane) = Pane::start_at(addr, &["--name", "alice"]) else {
+        return;
+    };
+    let mut first = Scripted::accept(&listener);
+    first.expect("NAME alice");
+    first.send(&["ERROR name-registered"]);
+    pane.wait_for_last_line("password for alice:");
+    pane.type_text("half");
+    pane.press("C-c");
+    assert_eq!(pane.wait_for_exit(), 2);
+    assert!(shows(&pane.transcript(), "* gave up logging in"));
+}
+
+/// An operator's commands at the prompt: a bad duration is refused before
+/// sending, with the rule; `/kick` goes out as typed and its answer reads
+/// as a sentence. Then the operator is kicked in turn: the client says by
+/// whom and why, and exits 7 by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_moderate_and_being_kicked_ends_the_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let Some(pane) = Pane::start_at(addr, &["--name", "alice"]) else {
+        return;
+    };
+    let mut chat = Scripted::accept(&listener);
+    chat.expect("NAME alice");
+    chat.send(&["WELCOME alice", "NAMES alice eve"]);
+    pane.wait_for_last_line("alice>");
+
+    pane.type_text("/ban eve 2x");
+    pane.press("Enter");
+    pane.wait_for("the rule", |s| {
+        s.iter()
+            .any(|l| l.contains("! \"2x\" is not a duration: a duration is a number and a unit"))
+    });
+    pane.type_text("/kick e");
+    pane.press("Tab");
+    pane.wait_for_last_line("alice> /kick eve");
+    pane.type_text("spamming  again");
+    pane.press("Enter");
+    chat.expect("KICK eve spamming  again");
+    chat.send(&["OK KICK eve", "LEAVE eve"]);
+    pane.wait_for_last_line_after("* eve left", "alice>");
+    assert!(shows(&pane.screen(), "* eve was kicked"));
+
+    pane.type_text("half");
+    chat.send(&["ERROR kicked carol enough"]);
+    drop(chat);
+    assert_eq!(pane.wait_for_exit(), 7);
+    let transcript = pane.transcript();
+    assert!(
+        shows(&transcript, "* you were kicked by carol: enough"),
+        "the transcript:\n{}",
+        transcript.join("\n")
+    );
 }

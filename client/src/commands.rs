@@ -9,7 +9,7 @@
 
 use std::num::NonZeroU64;
 
-use chat_protocol::{is_valid_name, is_valid_room};
+use chat_protocol::{is_valid_name, is_valid_room, parse_duration, ClientFrame, DURATION_RULES};
 
 /// One typed line, understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,18 @@ pub enum Command {
     History(Option<NonZeroU64>),
     /// `/quit [text]`: leave, with an optional parting text.
     Quit(Option<String>),
+    /// `/register`: register the name logged in under; the password is
+    /// asked for at a hidden prompt, twice.
+    Register,
+    /// `/password`: change the password; the old one and the new one
+    /// (twice) are asked for at hidden prompts.
+    ChangePassword,
+    /// `/unregister`: the name is no longer registered; the password is
+    /// asked for at a hidden prompt.
+    Unregister,
+    /// An operator's request, ready to send: `/kick`, `/ban`, `/unban`,
+    /// `/mute`, `/unmute` or `/bans`.
+    Moderate(ClientFrame),
     /// `/help`: show the commands.
     Help,
     /// A command used the wrong way; nothing is sent. Says how to use it.
@@ -86,6 +98,30 @@ pub const HELP: &[(&str, &str)] = &[
         "/quit [text]",
         "leave, with an optional parting text (Ctrl-D too)",
     ),
+    (
+        "/register",
+        "register your name: it then logs in only with the password asked for",
+    ),
+    (
+        "/password",
+        "change your password (asks the old one, then the new)",
+    ),
+    (
+        "/unregister",
+        "your name is no longer registered (asks the password)",
+    ),
+    ("/kick name [text]", "operators: close someone's connection"),
+    (
+        "/ban name duration [text]",
+        "operators: keep a name and its address out (10m, 2h, 7d)",
+    ),
+    ("/unban name", "operators: lift a ban"),
+    (
+        "/mute name duration [text]",
+        "operators: refuse someone's messages for a while",
+    ),
+    ("/unmute name", "operators: lift a mute"),
+    ("/bans", "operators: list the bans in force"),
     ("/help", "show this help"),
     ("//text", "send a message that starts with /"),
     ("Tab", "complete a command, a name or a room"),
@@ -94,8 +130,39 @@ pub const HELP: &[(&str, &str)] = &[
 
 /// The command words, for completion.
 pub const WORDS: &[&str] = &[
-    "/go", "/help", "/history", "/join", "/msg", "/part", "/quit", "/rooms", "/topic", "/who",
+    "/ban",
+    "/bans",
+    "/go",
+    "/help",
+    "/history",
+    "/join",
+    "/kick",
+    "/msg",
+    "/mute",
+    "/part",
+    "/password",
+    "/quit",
+    "/register",
+    "/rooms",
+    "/topic",
+    "/unban",
+    "/unmute",
+    "/unregister",
+    "/who",
 ];
+
+/// The commands that ask for a password: a line that starts with one is
+/// never kept in the history, in case a password was typed after it.
+const SECRET_WORDS: &[&str] = &["/password", "/register", "/unregister"];
+
+/// Whether `line` is a command that deals with passwords, which no
+/// history may keep.
+pub fn holds_secret(line: &str) -> bool {
+    line.split('\n').any(|line| {
+        let word = line.split(' ').next().unwrap_or_default();
+        SECRET_WORDS.iter().any(|w| w.eq_ignore_ascii_case(word))
+    })
+}
 
 /// What a command's first argument is, for completion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +182,7 @@ pub fn argument_of(word: &str) -> Argument {
     match word.to_ascii_lowercase().as_str() {
         "/go" | "/part" => Argument::JoinedRoom,
         "/join" | "/who" => Argument::AnyRoom,
-        "/msg" => Argument::Name,
+        "/msg" | "/kick" | "/ban" | "/unban" | "/mute" | "/unmute" => Argument::Name,
         _ => Argument::Other,
     }
 }
@@ -147,6 +214,20 @@ pub fn parse(line: &str) -> Command {
         "go" if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("lobby") => Command::Go(None),
         "go" => room(trimmed, "/go [#room]").map_or_else(|u| u, |r| Command::Go(Some(r))),
         "msg" => tell(argument),
+        "register" | "password" | "unregister" if !trimmed.is_empty() => Command::Usage(format!(
+            "not sent: type /{} alone; the password is asked for where it does not show",
+            word.to_ascii_lowercase()
+        )),
+        "register" => Command::Register,
+        "password" => Command::ChangePassword,
+        "unregister" => Command::Unregister,
+        "kick" => kick(trimmed),
+        "ban" | "mute" => ban_or_mute(&word.to_ascii_lowercase(), trimmed),
+        "unban" => one_name(trimmed, "/unban name")
+            .map_or_else(|u| u, |name| Command::Moderate(ClientFrame::Unban(name))),
+        "unmute" => one_name(trimmed, "/unmute name")
+            .map_or_else(|u| u, |name| Command::Moderate(ClientFrame::Unmute(name))),
+        "bans" => Command::Moderate(ClientFrame::Bans),
         "topic" => Command::Topic(text(argument)),
         "rooms" => Command::Rooms,
         "history" if trimmed.is_empty() => Command::History(None),
@@ -198,6 +279,73 @@ fn part(argument: &str) -> Command {
         },
         Err(usage) => usage,
     }
+}
+
+/// A name, the first word of `argument`, and the rest (a text, or more).
+fn name_and_rest<'a>(argument: &'a str, form: &str) -> Result<(String, &'a str), Command> {
+    let (name, rest) = argument.split_once(' ').unwrap_or((argument, ""));
+    if name.is_empty() {
+        return Err(usage(form, "name someone"));
+    }
+    if !is_valid_name(name) {
+        return Err(usage(form, &format!("{name:?} is not a name")));
+    }
+    Ok((name.to_owned(), rest.trim_start_matches(' ')))
+}
+
+/// Exactly one name.
+fn one_name(argument: &str, form: &str) -> Result<String, Command> {
+    let (name, rest) = name_and_rest(argument, form)?;
+    if rest.is_empty() {
+        Ok(name)
+    } else {
+        Err(usage(form, "only a name"))
+    }
+}
+
+/// `/kick name [text]`.
+fn kick(argument: &str) -> Command {
+    match name_and_rest(argument, "/kick name [text]") {
+        Ok((name, text)) => Command::Moderate(ClientFrame::Kick {
+            name,
+            text: self::text(text),
+        }),
+        Err(usage) => usage,
+    }
+}
+
+/// `/ban name duration [text]` and `/mute name duration [text]`: the
+/// duration is checked here, with the rule, rather than by the server.
+fn ban_or_mute(verb: &str, argument: &str) -> Command {
+    let form = format!("/{verb} name duration [text]");
+    let (name, rest) = match name_and_rest(argument, &form) {
+        Ok(parts) => parts,
+        Err(usage) => return usage,
+    };
+    let (duration, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    if duration.is_empty() {
+        return usage(&form, &format!("say for how long: {DURATION_RULES}"));
+    }
+    let Some(duration) = parse_duration(duration) else {
+        return usage(
+            &form,
+            &format!("{duration:?} is not a duration: {DURATION_RULES}"),
+        );
+    };
+    let text = self::text(text.trim_start_matches(' '));
+    Command::Moderate(if verb == "ban" {
+        ClientFrame::Ban {
+            name,
+            duration,
+            text,
+        }
+    } else {
+        ClientFrame::Mute {
+            name,
+            duration,
+            text,
+        }
+    })
 }
 
 /// `/msg name text`: the text is everything after the name and one space,
@@ -398,6 +546,90 @@ mod tests {
     }
 
     #[test]
+    fn password_commands_take_no_argument_and_are_never_kept() {
+        assert_eq!(parse("/register"), Command::Register);
+        assert_eq!(parse("/PASSWORD "), Command::ChangePassword);
+        assert_eq!(parse("/unregister"), Command::Unregister);
+        for typed in [
+            "/register hunter22",
+            "/password old new",
+            "/unregister hunter22",
+        ] {
+            let command = parse(typed);
+            assert!(is_usage(&command, "alone"), "{typed}: {command:?}");
+            assert!(!format!("{command:?}").contains("hunter22"));
+            assert!(holds_secret(typed), "{typed}");
+        }
+        assert!(holds_secret("/Register"));
+        assert!(holds_secret("hi\n/password x y"));
+        assert!(!holds_secret("/registered"));
+        assert!(!holds_secret("register me"));
+    }
+
+    #[test]
+    fn moderation_takes_a_name_a_duration_and_a_text() {
+        use std::time::Duration;
+        let moderate = |frame| Command::Moderate(frame);
+        assert_eq!(
+            parse("/kick bob  spamming again"),
+            moderate(ClientFrame::Kick {
+                name: "bob".into(),
+                text: some("spamming again")
+            })
+        );
+        assert_eq!(
+            parse("/kick bob"),
+            moderate(ClientFrame::Kick {
+                name: "bob".into(),
+                text: None
+            })
+        );
+        assert_eq!(
+            parse("/ban eve 7d spam"),
+            moderate(ClientFrame::Ban {
+                name: "eve".into(),
+                duration: Duration::from_secs(7 * 86_400),
+                text: some("spam")
+            })
+        );
+        assert_eq!(
+            parse("/mute eve 10m"),
+            moderate(ClientFrame::Mute {
+                name: "eve".into(),
+                duration: Duration::from_secs(600),
+                text: None
+            })
+        );
+        assert_eq!(
+            parse("/unban eve"),
+            moderate(ClientFrame::Unban("eve".into()))
+        );
+        assert_eq!(
+            parse("/unmute eve"),
+            moderate(ClientFrame::Unmute("eve".into()))
+        );
+        assert_eq!(parse("/bans"), moderate(ClientFrame::Bans));
+        assert!(is_usage(&parse("/kick"), "name someone: /kick name [text]"));
+        assert!(is_usage(&parse("/kick #x"), "\"#x\" is not a name"));
+        assert!(is_usage(
+            &parse("/ban eve"),
+            "say for how long: a duration is"
+        ));
+        assert!(is_usage(
+            &parse("/mute eve 10 minutes"),
+            "\"10\" is not a duration: a duration is a number and a unit"
+        ));
+        assert!(is_usage(
+            &parse("/ban eve 400d"),
+            "from 1 second to 365 days"
+        ));
+        assert!(is_usage(
+            &parse("/unban eve now"),
+            "only a name: /unban name"
+        ));
+    }
+
+    #[test]
     fn every_command_is_in_the_help_and_completes() {
         for word in WORDS {
             assert!(
@@ -413,6 +645,8 @@ mod tests {
         assert_eq!(argument_of("/JOIN"), Argument::AnyRoom);
         assert_eq!(argument_of("/go"), Argument::JoinedRoom);
         assert_eq!(argument_of("/msg"), Argument::Name);
+        assert_eq!(argument_of("/kick"), Argument::Name);
+        assert_eq!(argument_of("/Unmute"), Argument::Name);
         assert_eq!(argument_of("/quit"), Argument::Other);
     }
 }

@@ -154,6 +154,20 @@ mod tests {
     }
 
     #[test]
+    fn names_complete_after_the_operator_commands() {
+        for command in ["/kick", "/ban", "/unban", "/mute", "/UNMUTE"] {
+            assert_eq!(
+                at_end(&format!("{command} b")),
+                ["Bob ", "bobby "],
+                "{command}"
+            );
+        }
+        assert_eq!(at_end("/ban"), ["/ban ", "/bans "]);
+        assert_eq!(at_end("/reg"), ["/register "]);
+        assert_eq!(at_end("/ban bob 10m sp"), Vec::<String>::new());
+    }
+
+    #[test]
     fn nothing_to_go_on_completes_nothing() {
         assert_eq!(at_end(""), Vec::<String>::new());
         assert_eq!(at_end("hi "), Vec::<String>::new());

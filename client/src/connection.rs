@@ -15,8 +15,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chat_protocol::{
-    is_valid_name, ClientCodec, ClientDecodeError, ClientFrame, ErrorCode, LineError, ServerFrame,
-    MAX_LINE, NAME_RULES,
+    is_valid_name, ClientCodec, ClientDecodeError, ClientFrame, ErrorCode, LineError, Password,
+    ServerFrame, MAX_LINE, NAME_RULES, PASSWORD_RULES,
 };
 use futures::{SinkExt as _, StreamExt as _};
 use humantime::format_duration;
@@ -27,6 +27,7 @@ use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::tls::{self, TlsError, Trust};
+use crate::Exit;
 
 /// How long connecting may take before the client gives up: long enough for
 /// a slow network, short enough that a mistyped address does not look like a
@@ -123,7 +124,7 @@ pub enum LoginError {
     /// Nothing is wrong with the name.
     Unavailable { detail: Option<String> },
     /// The server closed the connection, with its reason if it gave one.
-    Closed { reason: Option<String> },
+    Closed { reason: Option<Closing> },
     /// The connection failed.
     Broken(io::Error),
     /// Whatever answered is not a chat server: it said something that is
@@ -171,24 +172,43 @@ impl Connection {
         })
     }
 
-    /// Logs in as `name`; on success returns the name the server welcomed
-    /// and the frames that answered, `WELCOME` first and `NAMES` last.
+    /// Logs in as `name`, with the `password` of a registered name if
+    /// there is one; on success returns the name the server welcomed and
+    /// the frames that answered, `WELCOME` first and `NAMES` last.
     ///
-    /// A name that breaks the rules is refused here, without asking the
-    /// server: it could hold a line break, which would smuggle a second
-    /// frame onto the wire.
+    /// A name or a password that breaks the rules is refused here, without
+    /// asking the server: it could hold a line break, which would smuggle a
+    /// second frame onto the wire.
     ///
     /// The whole answer must come within `limit`, and be made of frames: a
     /// port where something else listens (a silent service, a web or SSH
     /// server) is [`LoginError::NoChatServer`], not a wait without end.
-    pub async fn login(&mut self, name: &str, limit: Duration) -> Result<LoggedIn, LoginError> {
+    pub async fn login(
+        &mut self,
+        name: &str,
+        password: Option<&Password>,
+        limit: Duration,
+    ) -> Result<LoggedIn, LoginError> {
         if !is_valid_name(name) {
             return Err(LoginError::Refused {
                 code: ErrorCode::BadName.to_string(),
                 detail: Some(NAME_RULES.to_owned()),
             });
         }
-        let frame = ClientFrame::Name(name.to_owned());
+        let frame = match password {
+            None => ClientFrame::Name(name.to_owned()),
+            // The server calls such a password wrong; this says why.
+            Some(password) if !password.is_acceptable() => {
+                return Err(LoginError::Refused {
+                    code: ErrorCode::BadPassword.to_string(),
+                    detail: Some(PASSWORD_RULES.to_owned()),
+                })
+            }
+            Some(password) => ClientFrame::Login {
+                name: name.to_owned(),
+                password: password.clone(),
+            },
+        };
         self.outgoing
             .send(&frame)
             .await
@@ -230,12 +250,13 @@ impl Connection {
     pub async fn login_patiently(
         &mut self,
         name: &str,
+        password: Option<&Password>,
         limit: Duration,
         mut retrying: impl FnMut(Option<&str>, Duration),
     ) -> Result<LoggedIn, LoginError> {
         let mut delays = UNAVAILABLE_BACKOFF.iter();
         loop {
-            match self.login(name, limit).await {
+            match self.login(name, password, limit).await {
                 Err(LoginError::Unavailable { detail }) => {
                     let Some(&delay) = delays.next() else {
                         return Err(LoginError::Unavailable { detail });
@@ -252,7 +273,7 @@ impl Connection {
     /// awaited in vain if it passes.
     async fn next_frame(
         &mut self,
-        reason: &mut Option<String>,
+        reason: &mut Option<Closing>,
         deadline: Instant,
         waiting: impl Fn() -> String,
     ) -> Result<ServerFrame, LoginError> {
@@ -370,9 +391,9 @@ fn not_a_frame(unreadable: &ClientDecodeError) -> String {
 /// An `ERROR` during login: kept as the `reason` if it announces a close,
 /// the server being unavailable if it says so, a refusal of the name
 /// otherwise.
-fn error(reason: &mut Option<String>, code: &str, detail: Option<&str>) -> Result<(), LoginError> {
+fn error(reason: &mut Option<Closing>, code: &str, detail: Option<&str>) -> Result<(), LoginError> {
     if closes(code) {
-        *reason = Some(detail.unwrap_or(code).to_owned());
+        *reason = Some(Closing::new(code, detail));
         return Ok(());
     }
     if code == ErrorCode::Unavailable.as_str() {
@@ -395,9 +416,54 @@ pub fn closes(code: &str) -> bool {
         ErrorCode::ServerFull,
         ErrorCode::ShuttingDown,
         ErrorCode::TooManyConnections,
+        ErrorCode::LoggedInElsewhere,
+        ErrorCode::Kicked,
+        ErrorCode::Banned,
     ]
     .iter()
     .any(|closing| closing.as_str() == code)
+}
+
+/// Whether a login was refused for its password (or the lack of one).
+pub fn is_about_password(code: &str) -> bool {
+    [
+        ErrorCode::NameRegistered,
+        ErrorCode::BadPassword,
+        ErrorCode::NotRegistered,
+        ErrorCode::TooManyTries,
+    ]
+    .iter()
+    .any(|c| c.as_str() == code)
+}
+
+/// The `ERROR` that announced a close: why the server closed the
+/// connection, as it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    /// The code as sent: a newer server may use codes this client does not
+    /// know.
+    pub code: String,
+    pub detail: Option<String>,
+}
+
+impl Closing {
+    pub fn new(code: &str, detail: Option<&str>) -> Closing {
+        Closing {
+            code: code.to_owned(),
+            detail: detail.map(str::to_owned),
+        }
+    }
+
+    /// The exit of its own that this close calls for, if any: being
+    /// replaced, kicked or banned is not the server going away.
+    pub fn exit(&self) -> Option<Exit> {
+        Some(match self.code.parse().ok()? {
+            ErrorCode::LoggedInElsewhere => Exit::LoggedInElsewhere,
+            ErrorCode::Kicked => Exit::Kicked,
+            ErrorCode::Banned => Exit::Banned,
+            _ => return None,
+        })
+    }
 }
 
 /// The code and detail of an `ERROR` frame, whether its code is one the
@@ -553,6 +619,20 @@ mod tests {
             too_long(&topic).as_deref(),
             Some("a topic holds at most 4087 bytes, this one has 4090")
         );
+    }
+
+    #[test]
+    fn being_replaced_kicked_or_banned_has_an_exit_of_its_own() {
+        let exit = |code: &str| Closing::new(code, Some("carol")).exit();
+        assert_eq!(exit("logged-in-elsewhere"), Some(Exit::LoggedInElsewhere));
+        assert_eq!(exit("kicked"), Some(Exit::Kicked));
+        assert_eq!(exit("banned"), Some(Exit::Banned));
+        assert_eq!(exit("shutting-down"), None);
+        assert_eq!(exit("from-the-future"), None);
+        for code in ["logged-in-elsewhere", "kicked", "banned", "idle-timeout"] {
+            assert!(closes(code), "{code}");
+        }
+        assert!(!closes("muted"));
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! rooms are as the server has them, and the prompt says where the user is.
 //! Joining a room also asks for its recent history, shown above the prompt.
 //!
+//! Passwords (a registered name's at login, and those of `/register`,
+//! `/password` and `/unregister`) are read at prompts of their own, with
+//! the terminal's echo off ([`crate::password::read_hidden`]), never by the
+//! editor: what the editor reads can end up in its history.
+//!
 //! When the conversation ends by itself (the server went away) the editor is
 //! still waiting for a key. rustyline turns SIGINT into
 //! `ReadlineError::Interrupted` (Ctrl-C itself is only a key in raw mode), so
@@ -28,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chat_protocol::{ClientFrame, ServerFrame};
+use chat_protocol::{name_key, ClientFrame, ErrorCode, Password, ServerFrame, PASSWORD_RULES};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -47,8 +52,10 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{self, Command, Place, HELP};
 use crate::complete::complete;
 use crate::connection::{
-    send_frames, sync_ping, synced, too_long, Connection, Incoming, LoggedIn, LoginError, Sent,
+    is_about_password, send_frames, sync_ping, synced, too_long, Closing, Connection, Incoming,
+    LoggedIn, LoginError, Sent,
 };
+use crate::password::{read_hidden, Typed, PASSWORD_TRIES};
 use crate::reflow::{terminal_cols, Layout, Reflow, Shown};
 use crate::render::{clean, login_refusal, unavailable, Format, Renderer, Style};
 use crate::rooms::{Change, Rooms};
@@ -150,9 +157,15 @@ pub fn run(options: &Options, runtime: &Runtime) -> Exit {
         switched,
         syncs: 0,
     };
-    let exit = match chat.connect(options) {
-        Ok(connection) => chat.log_in_and_talk(connection, options),
-        Err(exit) => exit,
+    let exit = match options.password() {
+        Err(why) => {
+            chat.problem(&why);
+            Exit::Password
+        }
+        Ok(password) => match chat.connect(options) {
+            Ok(connection) => chat.log_in_and_talk(connection, options, password),
+            Err(exit) => exit,
+        },
     };
     screen.flush(runtime.handle(), FLUSH_LIMIT);
     exit
@@ -466,7 +479,9 @@ impl History {
     /// Remembers a typed line, in the file at once so that a crash or a
     /// second client running at the same time loses nothing.
     fn add(&mut self, editor: &mut LineEditor, line: &str) {
-        if commands::parse(line) == Command::Nothing {
+        // A password command is not kept, with what follows it: a
+        // password typed on the line by mistake would stay in the file.
+        if commands::parse(line) == Command::Nothing || commands::holds_secret(line) {
             return;
         }
         let _ = editor.add_history_entry(line);
@@ -512,14 +527,19 @@ impl Chat<'_> {
         }
     }
 
-    fn log_in_and_talk(&mut self, connection: Connection, options: &Options) -> Exit {
+    fn log_in_and_talk(
+        &mut self,
+        connection: Connection,
+        options: &Options,
+        password: Option<Password>,
+    ) -> Exit {
         let raw = options.raw;
         let format = if raw {
             Format::Raw
         } else {
             Format::Human(self.style)
         };
-        let (connection, logged_in) = match self.log_in(connection, options) {
+        let (connection, logged_in) = match self.log_in(connection, options, password) {
             Ok(logged_in) => logged_in,
             Err(exit) => return exit,
         };
@@ -586,21 +606,29 @@ impl Chat<'_> {
     }
 
     /// Logs in, asking for another name for as long as the server refuses
-    /// one; the connection that is logged in, or the exit if the user gave
-    /// up, the server closed the connection, or nothing there is a chat
+    /// one, and for the password of a registered name; the connection that
+    /// is logged in, or the exit if the user gave up, the server closed the
+    /// connection, a password did not do, or nothing there is a chat
     /// server.
     ///
-    /// Each name the user chooses at the `name>` prompt is tried on a new
-    /// connection. The server closes a connection that has not logged in
-    /// within its login timeout (30 s by default; `PING` does not count),
-    /// and a person may well take longer to choose: the old connection
-    /// could be gone, while a new one has the whole timeout for the name.
+    /// Each name the user chooses at the `name>` prompt, and each password
+    /// typed, is tried on a new connection. The server closes a connection
+    /// that has not logged in within its login timeout (30 s by default;
+    /// `PING` does not count), and a person may well take longer to choose:
+    /// the old connection could be gone, while a new one has the whole
+    /// timeout for the name.
+    ///
+    /// The password `given` up front (`--password-file`, `CHAT_PASSWORD`)
+    /// is for `--name` only, not for another name chosen at `name>`.
     fn log_in(
         &mut self,
         mut connection: Connection,
         options: &Options,
+        given: Option<Password>,
     ) -> Result<(Connection, LoggedIn), Exit> {
         let mut name = options.name.clone();
+        let mut password = given.clone();
+        let mut wrong = 0;
         loop {
             let (screen, style) = (self.screen.clone(), self.style);
             let retrying = move |detail: Option<&str>, delay| {
@@ -611,13 +639,53 @@ impl Chat<'_> {
                 );
                 screen.print(style.notice(&waiting));
             };
-            let login = connection.login_patiently(&name, options.login_timeout, retrying);
+            let login = connection.login_patiently(
+                &name,
+                password.as_ref(),
+                options.login_timeout,
+                retrying,
+            );
             let Some(answer) = self.interrupts.or_interrupt(self.runtime, login) else {
                 self.screen.print(self.style.notice("gave up logging in"));
                 return Err(Exit::NotLoggedIn);
             };
             match answer {
                 Ok(welcomed) => return Ok((connection, welcomed)),
+                Err(LoginError::Refused { code, .. })
+                    if code == ErrorCode::NameRegistered.as_str()
+                        || code == ErrorCode::BadPassword.as_str() =>
+                {
+                    if code == ErrorCode::BadPassword.as_str() {
+                        wrong += 1;
+                        if wrong >= PASSWORD_TRIES {
+                            let problem = format!(
+                                "wrong password for {}, {wrong} times: giving up",
+                                clean(&name)
+                            );
+                            self.problem(&problem);
+                            return Err(Exit::Password);
+                        }
+                        self.problem(&format!("wrong password for {}", clean(&name)));
+                    } else {
+                        self.screen.print(self.style.notice(&format!(
+                            "the name {} is registered: type its password \
+                             (it does not show; Ctrl-C gives up)",
+                            clean(&name)
+                        )));
+                    }
+                    let prompt = format!("password for {}: ", clean(&name));
+                    let Some(typed) = self.ask_login_password(&prompt) else {
+                        self.screen.print(self.style.notice("gave up logging in"));
+                        return Err(Exit::NotLoggedIn);
+                    };
+                    password = Some(typed);
+                    drop(connection);
+                    connection = self.connect(options)?;
+                }
+                Err(LoginError::Refused { code, detail }) if is_about_password(&code) => {
+                    self.problem(&login_refusal(&name, &code, detail.as_deref()));
+                    return Err(Exit::Password);
+                }
                 Err(LoginError::Refused { code, detail }) => {
                     let refusal = login_refusal(&name, &code, detail.as_deref());
                     self.screen.print(self.style.problem(&refusal));
@@ -626,6 +694,10 @@ impl Chat<'_> {
                             .notice("choose another name (Ctrl-C or Ctrl-D gives up)"),
                     );
                     name = self.ask_name().ok_or(Exit::NotLoggedIn)?;
+                    password = given
+                        .clone()
+                        .filter(|_| name_key(&name) == name_key(&options.name));
+                    wrong = 0;
                     // Closed before connecting again, so that it does not
                     // count against the server's connections per address.
                     drop(connection);
@@ -638,8 +710,12 @@ impl Chat<'_> {
                     return Err(Exit::Unavailable);
                 }
                 Err(LoginError::Closed { reason }) => {
+                    let exit = reason
+                        .as_ref()
+                        .and_then(Closing::exit)
+                        .unwrap_or(Exit::NotLoggedIn);
                     self.report(&Ending::Closed { reason });
-                    return Err(Exit::NotLoggedIn);
+                    return Err(exit);
                 }
                 Err(LoginError::Broken(e)) => {
                     self.report(&Ending::Broken(e));
@@ -651,6 +727,109 @@ impl Chat<'_> {
                 }
             }
         }
+    }
+
+    /// Reads the password of a registered name at a hidden prompt, until
+    /// one that could be a password is typed; `None` if the user gives up
+    /// (Ctrl-C, or Ctrl-D on an empty line).
+    fn ask_login_password(&mut self, prompt: &str) -> Option<Password> {
+        loop {
+            let typed = self.ask_hidden(&[prompt], &|| false)?.pop()?;
+            if typed.is_acceptable() {
+                return Some(typed);
+            }
+            self.problem(&format!("that cannot be the password: {PASSWORD_RULES}"));
+        }
+    }
+
+    /// Reads one line at each of `prompts`, none of them shown as typed;
+    /// `None` if the user gives up at one (Ctrl-C, or Ctrl-D on an empty
+    /// line), the terminal fails, or `stop` says the conversation ended.
+    ///
+    /// What arrives meanwhile is kept back, so that it does not land on
+    /// the prompt's row; once done, the prompts are erased like an accepted
+    /// line, and what was kept back is shown.
+    fn ask_hidden(&mut self, prompts: &[&str], stop: &dyn Fn() -> bool) -> Option<Vec<Password>> {
+        // The erasure of the line that asked for this goes first (it ends
+        // any holding), then the hold, then whatever the painter was
+        // printing when it came: the prompt is drawn after all of it.
+        self.screen.flush(self.runtime.handle(), FLUSH_LIMIT);
+        self.screen.hold();
+        self.screen.flush(self.runtime.handle(), FLUSH_LIMIT);
+        let mut typed = Vec::new();
+        let mut rows = 0;
+        let mut failed = None;
+        for prompt in prompts {
+            rows += self.rows_taken(prompt, "");
+            match read_hidden(prompt, stop) {
+                Ok(Typed::Line(password)) => typed.push(password),
+                Ok(Typed::GaveUp | Typed::Stopped) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.screen.release(rows);
+        if let Some(e) = failed {
+            self.problem(&format!("cannot read the password: {e}"));
+        }
+        (typed.len() == prompts.len()).then_some(typed)
+    }
+
+    /// The current password, typed at a hidden prompt for `what`
+    /// (`/password`, `/unregister`), if it could be one; otherwise says why
+    /// nothing is sent. One that breaks the rules is wrong anyway, and a
+    /// space in it would shift the frame's arguments.
+    fn ask_current_password(
+        &mut self,
+        what: &str,
+        label: &str,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<Password> {
+        let prompt = format!("{what}: {label}: ");
+        let Some(password) = self
+            .ask_hidden(&[&prompt], stop)
+            .and_then(|mut typed| typed.pop())
+        else {
+            self.screen
+                .print(self.style.notice(&format!("{what}: nothing was sent")));
+            return None;
+        };
+        if !password.is_acceptable() {
+            self.problem(&format!(
+                "{what}: that cannot be the {label}: {PASSWORD_RULES}; nothing was sent"
+            ));
+            return None;
+        }
+        Some(password)
+    }
+
+    /// A new password, typed twice at hidden prompts for `what` (`/register`
+    /// or `/password`), if both agree and it follows the rules; otherwise
+    /// says why nothing is sent.
+    fn ask_new_password(&mut self, what: &str, stop: &dyn Fn() -> bool) -> Option<Password> {
+        let first = format!("{what}: new password: ");
+        let again = format!("{what}: the new password again: ");
+        let Some([new, repeated]) = self
+            .ask_hidden(&[&first, &again], stop)
+            .and_then(|typed| <[Password; 2]>::try_from(typed).ok())
+        else {
+            self.screen
+                .print(self.style.notice(&format!("{what}: nothing was sent")));
+            return None;
+        };
+        if new != repeated {
+            self.problem(&format!(
+                "{what}: the two new passwords differ; nothing was sent"
+            ));
+            return None;
+        }
+        if !new.is_acceptable() {
+            self.problem(&format!("{what}: {PASSWORD_RULES}; nothing was sent"));
+            return None;
+        }
+        Some(new)
     }
 
     /// Reads a name at a `name>` prompt; `None` when the user gives up,
@@ -739,8 +918,8 @@ impl Chat<'_> {
             // A paste can bring several lines at once: each is its own.
             let lines: Vec<&str> = input.split('\n').collect();
             for (at, line) in lines.iter().enumerate() {
-                let Some(request) = self.request(commands::parse(line.trim_end_matches('\r')))
-                else {
+                let command = commands::parse(line.trim_end_matches('\r'));
+                let Some(request) = self.request(command, typed) else {
                     continue;
                 };
                 // Sent, the server would refuse it and the text would be
@@ -793,7 +972,10 @@ impl Chat<'_> {
 
     /// What to send for a typed command, if anything; commands that need
     /// no server (`/help`, `/go`) and mistakes are dealt with here.
-    fn request(&mut self, command: Command) -> Option<Request> {
+    fn request(&mut self, command: Command, typed: &mpsc::Sender<ClientFrame>) -> Option<Request> {
+        // A hidden prompt stops waiting once the conversation has ended:
+        // the writer is gone then.
+        let ended = || typed.is_closed();
         let current = lock(&self.rooms).current().map(str::to_owned);
         let frame = match command {
             Command::Say(text) => match current {
@@ -842,6 +1024,18 @@ impl Chat<'_> {
                 room.map_or(ClientFrame::Who, ClientFrame::RoomWho)
             }
             Command::Rooms => ClientFrame::Rooms,
+            Command::Register => ClientFrame::Register(self.ask_new_password("/register", &ended)?),
+            Command::ChangePassword => {
+                let old = self.ask_current_password("/password", "current password", &ended)?;
+                let new = self.ask_new_password("/password", &ended)?;
+                ClientFrame::ChangePassword { old, new }
+            }
+            Command::Unregister => ClientFrame::Unregister(self.ask_current_password(
+                "/unregister",
+                "password",
+                &ended,
+            )?),
+            Command::Moderate(frame) => frame,
             Command::History(count) => ClientFrame::History {
                 room: current,
                 count,

@@ -16,7 +16,8 @@
 //! Both speak to the server only through `chat-protocol`: [`connection`]
 //! connects and logs in, [`session`] follows the conversation until it ends,
 //! [`render`] turns frames into lines for people, and [`rooms`] keeps track
-//! of where the user is.
+//! of where the user is. [`password`] gets the password of a registered
+//! name without showing it.
 //!
 //! The exit code tells a script how things ended: see [`Exit`].
 
@@ -26,6 +27,7 @@ pub mod complete;
 pub mod connection;
 pub mod interactive;
 pub mod options;
+pub mod password;
 pub mod piped;
 pub mod reflow;
 pub mod render;
@@ -61,6 +63,21 @@ pub enum Exit {
     /// after the client tried again for a while: exit code 4. Nothing is
     /// wrong with the name; later, the same command may work.
     Unavailable,
+    /// The password did not do: the name is registered and no password
+    /// was at hand (piped mode), it was wrong [`password::PASSWORD_TRIES`]
+    /// times (or once, given up front in piped mode), one was given for a
+    /// name that is not registered, the name had too many wrong passwords
+    /// in the last minute, or the password file could not be read: exit
+    /// code 5.
+    Password,
+    /// The same registered name logged in on another connection, and the
+    /// server closed this one (`ERROR logged-in-elsewhere`): exit code 6.
+    LoggedInElsewhere,
+    /// An operator kicked this user (`ERROR kicked`): exit code 7.
+    Kicked,
+    /// The name or the address is banned (`ERROR banned`), at login or
+    /// while logged in: exit code 8.
+    Banned,
 }
 
 impl From<Exit> for ExitCode {
@@ -71,6 +88,10 @@ impl From<Exit> for ExitCode {
             Exit::NotLoggedIn => 2,
             Exit::Disconnected => 3,
             Exit::Unavailable => 4,
+            Exit::Password => 5,
+            Exit::LoggedInElsewhere => 6,
+            Exit::Kicked => 7,
+            Exit::Banned => 8,
         })
     }
 }

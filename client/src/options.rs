@@ -4,9 +4,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chat_protocol::{is_valid_name, is_valid_room, name_key, DEFAULT_ADDR, ROOM_RULES};
+use chat_protocol::{is_valid_name, is_valid_room, name_key, Password, DEFAULT_ADDR, ROOM_RULES};
 use clap::Parser;
 
+use crate::password;
 use crate::tls::Trust;
 
 /// What the user asked for on the command line.
@@ -20,6 +21,9 @@ use crate::tls::Trust;
         the prompt while you type. Lines go to the current room (the lobby, \
         until you /join one); /msg, /go, /part, /who, /rooms, /history, \
         /quit [text] and /help do the rest, and Tab completes. \
+        A registered name asks for its password without showing it; \
+        /register, /password and /unregister manage yours, and operators \
+        have /kick, /ban, /unban, /mute, /unmute and /bans. \
         With stdin or stdout redirected it behaves like netcat for scripts: \
         every stdin line is sent as a message (to the lobby, or to --room), \
         what is said is printed, and the end of stdin leaves.",
@@ -27,10 +31,18 @@ use crate::tls::Trust;
         chat-client --name alice\n  \
         chat-client --name bob --addr 10.0.0.7:8000 --no-color\n  \
         printf 'hello\\nbye\\n' | chat-client --name bot --raw\n  \
-        echo 'build is green' | chat-client --name ci --room '#ops'\n\n\
+        echo 'build is green' | chat-client --name ci --room '#ops'\n  \
+        echo 'deployed' | chat-client --name ci --password-file ~/.chat-password\n\n\
+        Environment: CHAT_PASSWORD holds the password of a registered name for \
+        scripts (--password-file wins over it).\n\n\
         Exit codes: 0 left, 1 cannot connect, no chat server there or local failure, \
         2 not logged in (name refused), 3 connection closed by the server, \
-        4 the server is unavailable (it could not log anyone in; try again later)."
+        4 the server is unavailable (it could not log anyone in; try again later), \
+        5 the password did not do (none given for a registered name in a pipe, \
+        wrong 3 times, given for a name that is not registered, too many tries, \
+        or the password file cannot be read), \
+        6 logged in somewhere else (this session was closed), \
+        7 kicked by an operator, 8 banned."
 )]
 pub struct Options {
     /// Name to log in with: 1 to 32 letters, digits, '_', '-' or '.',
@@ -79,6 +91,12 @@ pub struct Options {
     /// not verify ends the attempt; there is no plaintext fallback.
     #[arg(long, env = "CHAT_TLS")]
     pub tls: bool,
+
+    /// File whose first line is the password of the registered --name,
+    /// sent with the login (CHAT_PASSWORD serves too). Without either, a
+    /// registered name asks for it at a terminal, and fails in a pipe.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
 
     /// Trust only the certificates in this PEM file (a private CA, or a
     /// certificate made by `chat-server mkcert`); implies --tls.
@@ -160,6 +178,15 @@ impl Options {
     /// it keeps the connection alive at all.
     pub fn keepalive(&self) -> Option<Duration> {
         (!self.keepalive.is_zero()).then_some(self.keepalive)
+    }
+
+    /// The password given up front, from `--password-file` or else
+    /// `CHAT_PASSWORD`, if any; why it cannot be used, without what it is.
+    pub fn password(&self) -> Result<Option<Password>, String> {
+        password::given(
+            self.password_file.as_deref(),
+            std::env::var_os(password::PASSWORD_VAR),
+        )
     }
 
     /// Whether names may be colored: not with `--no-color`, nor when
@@ -280,6 +307,24 @@ mod tests {
             parse(&["--name", "a", "--ca", "ca.pem"]).trust(),
             Some(Trust::Ca("ca.pem".into()))
         );
+    }
+
+    #[test]
+    fn a_password_file_is_a_path_and_no_password_is_a_flag() {
+        assert_eq!(parse(&["--name", "a"]).password_file, None);
+        assert_eq!(
+            parse(&["--name", "a", "--password-file", "/run/pw"]).password_file,
+            Some(PathBuf::from("/run/pw"))
+        );
+        // A password on the command line would show in `ps`.
+        assert!(
+            Options::try_parse_from(["chat-client", "--name", "a", "--password", "x"]).is_err()
+        );
+        let missing = parse(&["--name", "a", "--password-file", "/nonexistent/pw"]);
+        assert!(missing
+            .password()
+            .unwrap_err()
+            .starts_with("cannot read /nonexistent/pw: "));
     }
 
     #[test]

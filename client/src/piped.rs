@@ -9,6 +9,10 @@
 //! what arrives until `BYE`, and exits 0. The client's own messages
 //! (refusals, the reason for a close) go to stderr, never among the
 //! conversation's lines.
+//!
+//! Nobody is there to type a password: a registered name logs in with the
+//! one given up front (`--password-file`, `CHAT_PASSWORD`), and any
+//! trouble with it ends the run with [`Exit::Password`].
 
 use std::io::{self, Read as _, Write as _};
 use std::thread;
@@ -18,7 +22,7 @@ use chat_protocol::{is_blank, ClientFrame, LineCodec, LineError, MAX_LINE};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder as _;
 
-use crate::connection::{send_frames, Connection, LoginError};
+use crate::connection::{is_about_password, send_frames, Connection, LoginError};
 use crate::render::{login_refusal, unavailable, Format, Renderer, Style};
 use crate::session::{follow, Ending, Follower, Show};
 use crate::{Exit, Options};
@@ -34,6 +38,15 @@ pub async fn run(options: &Options) -> Exit {
     } else {
         Format::Human(Style::PLAIN)
     };
+    // Before connecting: a password file that cannot be read is a mistake
+    // to fix first.
+    let password = match options.password() {
+        Ok(password) => password,
+        Err(why) => {
+            eprintln!("chat-client: {why}");
+            return Exit::Password;
+        }
+    };
     let mut connection = match Connection::connect(&options.addr, options.trust().as_ref()).await {
         Ok(connection) => connection,
         Err(e) => {
@@ -48,7 +61,12 @@ pub async fn run(options: &Options) -> Exit {
             unavailable(detail)
         );
     };
-    let login = connection.login_patiently(&options.name, options.login_timeout, retrying);
+    let login = connection.login_patiently(
+        &options.name,
+        password.as_ref(),
+        options.login_timeout,
+        retrying,
+    );
     let logged_in = match login.await {
         Ok(logged_in) => logged_in,
         // Not a login that failed: there was nobody to log in with.
@@ -62,8 +80,9 @@ pub async fn run(options: &Options) -> Exit {
             return Exit::Unavailable;
         }
         Err(e) => {
+            let exit = login_exit(&e);
             eprintln!("chat-client: cannot log in: {}", why_not(&options.name, e));
-            return Exit::NotLoggedIn;
+            return exit;
         }
     };
     let mut out = Stdout;
@@ -130,6 +149,20 @@ impl To {
     fn max_text(&self) -> usize {
         let frame = self.say(String::new());
         MAX_LINE - frame.to_string().len()
+    }
+}
+
+/// How a refused or closed login ends the program: a password that did
+/// not do, and being banned, have exits of their own; the rest is a login
+/// that did not happen. No password is asked for: there is nobody at a
+/// terminal to ask.
+fn login_exit(error: &LoginError) -> Exit {
+    match error {
+        LoginError::Refused { code, .. } if is_about_password(code) => Exit::Password,
+        LoginError::Closed {
+            reason: Some(closing),
+        } => closing.exit().unwrap_or(Exit::NotLoggedIn),
+        _ => Exit::NotLoggedIn,
     }
 }
 

@@ -16,12 +16,13 @@
 use std::borrow::Cow;
 
 use chat_protocol::{
-    forbidden_char, name_key, ClientDecodeError, ErrorCode, ServerFrame, Timestamp, NAME_RULES,
-    ROOM_RULES,
+    forbidden_char, name_key, ClientDecodeError, ErrorCode, ServerFrame, Timestamp, DURATION_RULES,
+    NAME_RULES, PASSWORD_RULES, ROOM_RULES,
 };
-use chrono::{DateTime, Local, TimeZone};
+use chrono::{DateTime, Datelike as _, Local, TimeZone};
 
 use crate::color;
+use crate::password::PASSWORD_VAR;
 
 /// How frames are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +174,9 @@ impl Style {
                 return Some(self.problem_at(&refusal(code, detail.as_deref()), time))
             }
             ServerFrame::Error { code, detail } => {
-                return Some(self.problem_at(&refusal(code.as_str(), detail.as_deref()), time))
+                let said = about_you(*code, detail.as_deref())
+                    .unwrap_or_else(|| refusal(code.as_str(), detail.as_deref()));
+                return Some(self.problem_at(&said, time));
             }
             ServerFrame::RoomNames { room, names } if names.is_empty() => {
                 format!("{} * nobody is there", tag(room))
@@ -254,25 +257,32 @@ impl Style {
                     format!("{tag} {}: {}", self.name(from), clean(text))
                 });
             }
-            ServerFrame::Registered(name) => {
-                format!("* {} is registered to you", self.name(name))
-            }
-            ServerFrame::Unregistered(name) => {
-                format!("* {} is no longer registered", self.name(name))
-            }
+            ServerFrame::Registered(name) => format!(
+                "* the name {} is registered to you: from now on it logs in only with your password",
+                self.name(name)
+            ),
+            ServerFrame::Unregistered(name) => format!(
+                "* the name {} is no longer registered: anyone may log in with it",
+                self.name(name)
+            ),
             ServerFrame::Ok { verb, name } => {
-                format!("* done: {} {}", verb.to_lowercase(), self.name(name))
+                let name = self.name(name);
+                match verb.to_ascii_uppercase().as_str() {
+                    "KICK" => format!("* {name} was kicked"),
+                    "BAN" => format!("* {name} is banned"),
+                    "UNBAN" => format!("* {name} is no longer banned"),
+                    "MUTE" => format!("* {name} is muted"),
+                    "UNMUTE" => format!("* {name} is no longer muted"),
+                    _ => format!("* done: {} {name}", clean(&verb.to_lowercase())),
+                }
             }
             ServerFrame::Bans(bans) if bans.is_empty() => "* nobody is banned".to_owned(),
             ServerFrame::Bans(bans) => {
+                let now = Local::now();
                 let bans: Vec<String> = bans
                     .iter()
                     .map(|(name, until)| {
-                        format!(
-                            "{} until {}",
-                            self.name(name),
-                            message_time(*until, &Local::now())
-                        )
+                        format!("{} until {}", self.name(name), until_at(*until, &now))
                     })
                     .collect();
                 format!("* banned: {}", bans.join(", "))
@@ -333,6 +343,82 @@ where
     }
 }
 
+/// When a ban or a mute ends, in the time zone of `now`: `14:05` if that
+/// is today, `14:05 (Tue 8 Dec)` another day, with the year if not this one.
+fn until_at<Tz: TimeZone>(until: Timestamp, now: &DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let until =
+        DateTime::<chrono::Utc>::from(until.to_system_time()).with_timezone(&now.timezone());
+    let format = if until.date_naive() == now.date_naive() {
+        "%H:%M"
+    } else if until.year() == now.year() {
+        "%H:%M (%a %-d %b)"
+    } else {
+        "%H:%M (%a %-d %b %Y)"
+    };
+    until.format(format).to_string()
+}
+
+/// An `<until>` as sent, in local time; as sent (cleaned) if it is not a
+/// time.
+fn until_text(text: &str) -> String {
+    match text.parse::<Timestamp>() {
+        Ok(until) => until_at(until, &Local::now()),
+        Err(_) => clean(text).into_owned(),
+    }
+}
+
+/// What an `ERROR` that is about the user, rather than about a request,
+/// means, as a sentence: who did what, why, until when.
+fn about_you(code: ErrorCode, detail: Option<&str>) -> Option<String> {
+    let detail = detail
+        .map(|d| d.trim_matches(' '))
+        .filter(|d| !d.is_empty());
+    let (first, text) = match detail.map(|d| d.split_once(' ').unwrap_or((d, ""))) {
+        Some((first, text)) => (
+            Some(first),
+            Some(text.trim_matches(' ')).filter(|t| !t.is_empty()),
+        ),
+        None => (None, None),
+    };
+    let why = |text: Option<&str>| text.map(|t| format!(": {}", clean(t))).unwrap_or_default();
+    Some(match code {
+        ErrorCode::Kicked => match first {
+            Some(by) => format!("you were kicked by {}{}", clean(by), why(text)),
+            None => "you were kicked by an operator".to_owned(),
+        },
+        ErrorCode::Banned => match first {
+            Some(until) => format!("you are banned until {}{}", until_text(until), why(text)),
+            None => "you are banned".to_owned(),
+        },
+        ErrorCode::Muted => match first {
+            Some(until) => format!(
+                "you are muted until {}; your message was not sent",
+                until_text(until)
+            ),
+            None => "you are muted; your message was not sent".to_owned(),
+        },
+        ErrorCode::LoggedInElsewhere => {
+            "you logged in somewhere else; this session is closed".to_owned()
+        }
+        _ => return None,
+    })
+}
+
+/// Why the server closed the connection, for people: a sentence for being
+/// replaced, kicked or banned, the server's words otherwise.
+pub fn closed_by_server(code: &str, detail: Option<&str>) -> String {
+    if let Some(sentence) = code.parse().ok().and_then(|code| about_you(code, detail)) {
+        return sentence;
+    }
+    format!(
+        "connection closed by server ({})",
+        clean(detail.unwrap_or(code))
+    )
+}
+
 /// What an `ERROR` says, for people: the server's own words when it gave
 /// some, after the code that names the kind of problem, and what to do
 /// about it where the client knows better than the code.
@@ -361,6 +447,16 @@ fn explanation(code: ErrorCode) -> Option<&'static str> {
         ErrorCode::NoSuchUser => "nobody is logged in under that name",
         ErrorCode::BadCount => "a count is a number from 1",
         ErrorCode::TooManyRooms => "no more rooms for now",
+        ErrorCode::NameRegistered => "the name is registered; it logs in with its password",
+        ErrorCode::BadPassword => "wrong password",
+        ErrorCode::WeakPassword => PASSWORD_RULES,
+        ErrorCode::NotRegistered => "the name is not registered",
+        ErrorCode::AlreadyRegistered => "the name is registered already",
+        ErrorCode::TooManyTries => "too many wrong passwords for this name in the last minute",
+        ErrorCode::NotOperator => {
+            "only operators may do that, and not to themselves or another operator"
+        }
+        ErrorCode::BadDuration => DURATION_RULES,
         _ => return None,
     })
 }
@@ -370,6 +466,9 @@ fn hint(code: ErrorCode) -> Option<&'static str> {
     Some(match code {
         ErrorCode::NoSuchUser => "/who lists who is here",
         ErrorCode::TooManyRooms => "/part a room first, or try later",
+        ErrorCode::TooManyTries => "wait a minute, then try again",
+        ErrorCode::AlreadyRegistered => "/password changes its password",
+        ErrorCode::NotRegistered => "/register registers it",
         // The client sends no verb but the protocol's: an older server.
         ErrorCode::UnknownCommand => {
             "this server speaks version 1 only: no rooms, direct messages or history"
@@ -385,6 +484,21 @@ pub fn login_refusal(name: &str, code: &str, detail: Option<&str>) -> String {
         Ok(ErrorCode::BadName | ErrorCode::BadText) => {
             format!("{name:?} cannot be a name: {NAME_RULES}")
         }
+        Ok(ErrorCode::NameRegistered) => format!(
+            "the name {} is registered: give its password with --password-file or {PASSWORD_VAR}",
+            clean(name)
+        ),
+        Ok(ErrorCode::BadPassword) => format!("wrong password for {}", clean(name)),
+        Ok(ErrorCode::NotRegistered) => format!(
+            "a password was given, but the name {} is not registered; \
+             log in without one (no --password-file, no {PASSWORD_VAR})",
+            clean(name)
+        ),
+        Ok(ErrorCode::TooManyTries) => format!(
+            "too many wrong passwords for {} in the last minute; wait a minute, then try again",
+            clean(name)
+        ),
+        Ok(known) => about_you(known, detail).unwrap_or_else(|| refusal(code, detail)),
         _ => refusal(code, detail),
     }
 }
@@ -804,6 +918,147 @@ mod tests {
         assert!(
             bad_room.starts_with("! bad-room: a room is '#' then"),
             "{bad_room}"
+        );
+    }
+
+    #[test]
+    fn being_removed_reads_as_a_sentence() {
+        let today = Local::now().format("%Y-%m-%d").to_string();
+        let until = format!("{today}T23:59:00.000Z");
+        let local = until_text(&until);
+        let cases = [
+            (
+                "ERROR kicked carol spamming  again".to_owned(),
+                "! you were kicked by carol: spamming  again".to_owned(),
+            ),
+            (
+                "ERROR kicked carol".to_owned(),
+                "! you were kicked by carol".to_owned(),
+            ),
+            (
+                format!("ERROR banned {until} spam"),
+                format!("! you are banned until {local}: spam"),
+            ),
+            (
+                format!("ERROR banned {until}"),
+                format!("! you are banned until {local}"),
+            ),
+            (
+                format!("ERROR muted {until}"),
+                format!("! you are muted until {local}; your message was not sent"),
+            ),
+            (
+                "ERROR muted".to_owned(),
+                "! you are muted; your message was not sent".to_owned(),
+            ),
+            (
+                "ERROR logged-in-elsewhere your name logged in from another connection".to_owned(),
+                "! you logged in somewhere else; this session is closed".to_owned(),
+            ),
+            (
+                "ERROR banned someday \x1b[2J".to_owned(),
+                "! you are banned until someday: \u{fffd}[2J".to_owned(),
+            ),
+        ];
+        for (line, shown) in cases {
+            assert_eq!(
+                plain(parsed(&line)).as_deref(),
+                Some(shown.as_str()),
+                "{line:?}"
+            );
+        }
+        assert_eq!(
+            closed_by_server("kicked", Some("carol spamming")),
+            "you were kicked by carol: spamming"
+        );
+        assert_eq!(
+            closed_by_server("idle-timeout", Some("idle for 300s")),
+            "connection closed by server (idle for 300s)"
+        );
+        assert_eq!(
+            closed_by_server("from-the-future", None),
+            "connection closed by server (from-the-future)"
+        );
+    }
+
+    #[test]
+    fn until_is_local_with_the_day_unless_today() {
+        let zone = chrono::FixedOffset::east_opt(3600).expect("UTC+1");
+        let now = zone.with_ymd_and_hms(2026, 12, 7, 9, 0, 0).unwrap();
+        let time = |text: &str| text.parse::<Timestamp>().expect("a time");
+        assert_eq!(until_at(time("2026-12-07T13:05:00.000Z"), &now), "14:05");
+        assert_eq!(
+            until_at(time("2026-12-14T13:05:00.000Z"), &now),
+            "14:05 (Mon 14 Dec)"
+        );
+        assert_eq!(
+            until_at(time("2027-01-05T08:00:00.000Z"), &now),
+            "09:00 (Tue 5 Jan 2027)"
+        );
+    }
+
+    #[test]
+    fn accounts_and_moderation_answers_read_as_sentences() {
+        let today = Local::now().format("%Y-%m-%d").to_string();
+        let until = format!("{today}T23:59:00.000Z");
+        let local = until_text(&until);
+        assert_eq!(
+            piped(&[
+                "REGISTERED alice",
+                "UNREGISTERED alice",
+                "OK KICK bob",
+                "OK BAN eve",
+                "OK UNBAN eve",
+                "OK MUTE bob",
+                "OK UNMUTE bob",
+                "OK FROB bob",
+                "BANS",
+                &format!("BANS eve {until} zed {until}"),
+            ]),
+            [
+                "* the name alice is registered to you: from now on it logs in only with your password".to_owned(),
+                "* the name alice is no longer registered: anyone may log in with it".to_owned(),
+                "* bob was kicked".to_owned(),
+                "* eve is banned".to_owned(),
+                "* eve is no longer banned".to_owned(),
+                "* bob is muted".to_owned(),
+                "* bob is no longer muted".to_owned(),
+                "* done: frob bob".to_owned(),
+                "* nobody is banned".to_owned(),
+                format!("* banned: eve until {local}, zed until {local}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn account_refusals_say_what_to_do() {
+        let cases = [
+            ("ERROR not-operator", "! not-operator: only operators may do that, and not to themselves or another operator"),
+            ("ERROR weak-password", "! weak-password: a password is one word of 8 to 128 bytes, without spaces or control characters"),
+            ("ERROR already-registered", "! already-registered: the name is registered already (/password changes its password)"),
+            ("ERROR not-registered", "! not-registered: the name is not registered (/register registers it)"),
+            ("ERROR bad-password", "! bad-password: wrong password"),
+        ];
+        for (line, shown) in cases {
+            assert_eq!(plain(parsed(line)).as_deref(), Some(shown), "{line:?}");
+        }
+        assert!(plain(parsed("ERROR bad-duration"))
+            .unwrap()
+            .starts_with("! bad-duration: a duration is a number and a unit"));
+        assert_eq!(
+            login_refusal("alice", "bad-password", Some("wrong password")),
+            "wrong password for alice"
+        );
+        assert_eq!(
+            login_refusal("alice", "too-many-tries", None),
+            "too many wrong passwords for alice in the last minute; wait a minute, then try again"
+        );
+        assert!(login_refusal("alice", "name-registered", None).contains("--password-file"));
+        assert!(login_refusal("alice", "not-registered", None)
+            .starts_with("a password was given, but the name alice is not registered"));
+        assert!(
+            login_refusal("alice", "banned", Some("2026-12-07T14:05:00.000Z"))
+                .starts_with("you are banned until ")
         );
     }
 }

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
-use crate::connection::{closes, error_of, is_own_pong, Incoming, Sent};
-use crate::render::{clean, Format, Renderer};
+use crate::connection::{closes, error_of, is_own_pong, Closing, Incoming, Sent};
+use crate::render::{closed_by_server, Format, Renderer};
 use crate::Exit;
 
 /// How long to wait for `BYE` after sending `LEAVE`. The server answers at
@@ -50,7 +50,7 @@ pub enum Ending {
     /// The user left: `BYE` arrived, or did not within [`BYE_WAIT`].
     Left,
     /// The server closed the connection, with its reason if it gave one.
-    Closed { reason: Option<String> },
+    Closed { reason: Option<Closing> },
     /// The connection broke.
     Broken(io::Error),
     /// What arrived could not be shown (stdout was closed, say).
@@ -62,6 +62,9 @@ impl Ending {
     pub fn exit(&self) -> Exit {
         match self {
             Ending::Left => Exit::Left,
+            Ending::Closed {
+                reason: Some(closing),
+            } => closing.exit().unwrap_or(Exit::Disconnected),
             Ending::Closed { .. } | Ending::Broken(_) => Exit::Disconnected,
             Ending::CannotShow(_) => Exit::Failed,
         }
@@ -73,8 +76,8 @@ impl Ending {
             Ending::Left => None,
             Ending::Closed { reason: None } => Some("connection closed by server".to_owned()),
             Ending::Closed {
-                reason: Some(reason),
-            } => Some(format!("connection closed by server ({})", clean(reason))),
+                reason: Some(closing),
+            } => Some(closed_by_server(&closing.code, closing.detail.as_deref())),
             Ending::Broken(e) => Some(format!("connection to the server broke: {e}")),
             Ending::CannotShow(e) => Some(format!("cannot show what arrives: {e}")),
         }
@@ -141,7 +144,7 @@ pub async fn follow<S: Show, T: Track>(
                 }
                 if let Some((code, detail)) = error_of(&frame) {
                     if closes(code) {
-                        reason = Some(detail.unwrap_or(code).to_owned());
+                        reason = Some(Closing::new(code, detail));
                         if format != Format::Raw {
                             continue;
                         }
@@ -198,11 +201,35 @@ mod tests {
         );
         assert_eq!(
             Ending::Closed {
-                reason: Some("the server is shutting down".into())
+                reason: Some(Closing::new(
+                    "shutting-down",
+                    Some("the server is shutting down")
+                ))
             }
             .describe()
             .as_deref(),
             Some("connection closed by server (the server is shutting down)")
+        );
+    }
+
+    #[test]
+    fn being_kicked_or_banned_ends_with_its_own_exit() {
+        let closed = |code: &str, detail: &str| Ending::Closed {
+            reason: Some(Closing::new(code, Some(detail))),
+        };
+        assert_eq!(closed("kicked", "carol spam").exit(), Exit::Kicked);
+        assert_eq!(
+            closed("banned", "2026-12-07T14:05:00.000Z spam").exit(),
+            Exit::Banned
+        );
+        assert_eq!(
+            closed("logged-in-elsewhere", "elsewhere").exit(),
+            Exit::LoggedInElsewhere
+        );
+        assert_eq!(closed("idle-timeout", "idle").exit(), Exit::Disconnected);
+        assert_eq!(
+            closed("kicked", "carol spamming").describe().as_deref(),
+            Some("you were kicked by carol: spamming")
         );
     }
 }
