@@ -141,7 +141,12 @@ async fn storm(
         Better::Higher,
     );
     let (quiet_p99, stormy_p99) = (p99_ms(&mut quiet), p99_ms(&mut stormy));
-    outcome.metric("ping_quiet_p99_ms", "witness PING p99, quiet (ms)", quiet_p99, Better::Lower);
+    outcome.metric(
+        "ping_quiet_p99_ms",
+        "witness PING p99, quiet (ms)",
+        quiet_p99,
+        Better::Lower,
+    );
     outcome.metric(
         "ping_storm_p99_ms",
         "witness PING p99, during the storm (ms)",
@@ -176,7 +181,11 @@ async fn register_all(addr: &str, users: u32, limit: Duration) -> io::Result<()>
     let mut set = JoinSet::new();
     for n in 0..users {
         if set.len() >= REGISTERING {
-            set.join_next().await.transpose().map_err(io::Error::other)?.transpose()?;
+            set.join_next()
+                .await
+                .transpose()
+                .map_err(io::Error::other)?
+                .transpose()?;
         }
         let addr = addr.to_owned();
         set.spawn(async move {
