@@ -121,6 +121,44 @@ async fn metrics_count_what_happened_and_probes_answer() {
 }
 
 #[tokio::test]
+async fn accounts_and_moderation_are_counted() {
+    let server = Running::start(&["--metrics", "127.0.0.1:0", "--operator", "carol"]);
+    let http = server.metrics_addr.expect("a metrics address");
+    let mut carol = Client::connect(server.addr).await;
+    carol.login("carol").await;
+    assert_eq!(
+        carol.request("REGISTER carols-password").await,
+        ["REGISTERED carol"]
+    );
+    carol.send("LEAVE").await;
+    carol.expect("BYE").await;
+    let mut carol = Client::connect(server.addr).await;
+    carol.send("NAME carol wrong-password").await;
+    carol.expect_error("bad-password").await;
+    carol.send("NAME carol carols-password").await;
+    carol.expect("WELCOME carol").await;
+    carol.expect_prefix("NAMES ").await;
+    let mut bob = Client::connect(server.addr).await;
+    bob.login("bob").await;
+    assert_eq!(
+        carol.request("MUTE bob 1h").await,
+        ["JOIN bob", "OK MUTE bob"]
+    );
+    assert_eq!(carol.request("BAN ghost 1h").await, ["OK BAN ghost"]);
+
+    let text = get(http, "/metrics").await.2;
+    assert_eq!(sample(&text, "chat_accounts"), 1.0);
+    assert_eq!(sample(&text, "chat_logins_failed_total"), 1.0);
+    assert_eq!(sample(&text, "chat_bans"), 1.0);
+    assert_eq!(sample(&text, "chat_mutes"), 1.0);
+    assert_eq!(sample(&text, "chat_hashing_waiting"), 0.0);
+    // A registration and two checks of a password.
+    assert_eq!(sample(&text, "chat_hashing_jobs_total"), 3.0);
+    assert!(sample(&text, "chat_hashing_seconds_total") > 0.0);
+    assert!(!text.contains("carols-password") && !text.contains("wrong-password"));
+}
+
+#[tokio::test]
 async fn refusals_are_counted_by_reason() {
     let server = Running::start(&[
         "--metrics",
