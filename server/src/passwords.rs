@@ -259,6 +259,21 @@ impl Counters {
     }
 }
 
+/// How much lower than the chat's threads a hashing thread runs (a nice
+/// value): hashing takes whatever CPU the chat leaves, so a storm of
+/// registered logins delays those logins and not everyone's messages.
+const HASHING_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority (on Linux, `setpriority`
+/// with `who = 0` applies to the calling thread alone).
+fn yield_to_the_chat() {
+    // SAFETY: a plain system call on the calling thread; a failure only
+    // leaves the thread at the normal priority.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICENESS);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,20 +352,5 @@ mod tests {
         assert!(hasher.busiest() >= 1);
         assert_eq!(hasher.waiting(), 0);
         assert_eq!(hasher.running(), 0);
-    }
-}
-
-/// How much lower than the chat's threads a hashing thread runs (a nice
-/// value): hashing takes whatever CPU the chat leaves, so a storm of
-/// registered logins delays those logins and not everyone's messages.
-const HASHING_NICENESS: libc::c_int = 10;
-
-/// Lowers the calling thread's scheduling priority (on Linux, `setpriority`
-/// with `who = 0` applies to the calling thread alone).
-fn yield_to_the_chat() {
-    // SAFETY: a plain system call on the calling thread; a failure only
-    // leaves the thread at the normal priority.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICENESS);
     }
 }

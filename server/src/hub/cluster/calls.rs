@@ -157,29 +157,6 @@ pub(crate) fn record(from: &str, text: &str) -> String {
     format!("{} {from} {text}", Timestamp::now())
 }
 
-/// Where an appending script's frame stands in the stream.
-pub(crate) fn appended(reply: &Reply) -> Result<Receipt, ErrorCode> {
-    reply.receipt()
-}
-
-/// The join script's outcome: the `JOIN` is in the stream, or why not.
-pub(crate) fn joined(reply: &Reply) -> Result<(), ErrorCode> {
-    match reply.number() {
-        Some(1) => Ok(()),
-        Some(0) => Err(ErrorCode::AlreadyInRoom),
-        Some(-4) => Err(ErrorCode::TooManyRooms),
-        _ => Err(ErrorCode::Unavailable),
-    }
-}
-
-/// The tell script's outcome.
-pub(crate) fn told(reply: &Reply) -> Result<Receipt, ErrorCode> {
-    match reply.number() {
-        Some(0) => Err(ErrorCode::NoSuchUser),
-        _ => reply.receipt(),
-    }
-}
-
 /// A reading script's answer: the stream's last entry when it ran, and
 /// what it read.
 fn read(reply: Reply) -> Result<(Receipt, Vec<String>), ErrorCode> {
@@ -306,12 +283,12 @@ mod tests {
 
     #[test]
     fn join_outcomes_are_codes() {
-        assert_eq!(joined(&Reply(Value::Int(1))), Ok(()));
-        assert_eq!(joined(&Reply(Value::Int(0))), Err(ErrorCode::AlreadyInRoom));
-        assert_eq!(joined(&Reply(Value::Int(-4))), Err(ErrorCode::TooManyRooms));
+        assert_eq!(Reply(Value::Int(1)).joined(), Ok(()));
+        assert_eq!(Reply(Value::Int(0)).joined(), Err(ErrorCode::AlreadyInRoom));
+        assert_eq!(Reply(Value::Int(-4)).joined(), Err(ErrorCode::TooManyRooms));
         for not_now in [-1, -3] {
             assert_eq!(
-                joined(&Reply(Value::Int(not_now))),
+                Reply(Value::Int(not_now)).joined(),
                 Err(ErrorCode::Unavailable)
             );
         }
@@ -319,9 +296,9 @@ mod tests {
 
     #[test]
     fn a_tell_to_nobody_is_no_such_user() {
-        assert_eq!(told(&Reply(Value::Int(0))), Err(ErrorCode::NoSuchUser));
-        assert_eq!(told(&wire("$4\r\n0-42\r\n")), Ok(Receipt(42)));
-        assert_eq!(told(&Reply(Value::Int(-1))), Err(ErrorCode::Unavailable));
+        assert_eq!(Reply(Value::Int(0)).told(), Err(ErrorCode::NoSuchUser));
+        assert_eq!(wire("$4\r\n0-42\r\n").told(), Ok(Receipt(42)));
+        assert_eq!(Reply(Value::Int(-1)).told(), Err(ErrorCode::Unavailable));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::debug;
 
 use super::calls::Call;
-use super::lease::{Lease, Renewal};
+use super::lease::Lease;
 use super::link::{self, Link};
 use super::pipeline::{Batch, Failure, PendingLeave, Reply, Slot};
 use super::reaper::{self, Reaper};
@@ -216,11 +216,11 @@ impl Driver {
             wrong_epoch |= reply.wrong_epoch();
             match slot {
                 Slot::Renew => {
-                    if self.lease.renewed(Renewal::from_reply(reply.number())) {
+                    if self.lease.renewed(reply.renewal()) {
                         self.lease_lost();
                     }
                 }
-                Slot::Reap => Reaper::reaped(reply.number()),
+                Slot::Reap => Reaper::reaped(reply.freed()),
                 Slot::Register(count) => {
                     if let Some(conflicts) = reply.conflicts() {
                         self.lease.registered(count, &conflicts);

@@ -36,17 +36,6 @@ pub(super) enum Renewal {
     Unknown,
 }
 
-impl Renewal {
-    /// The renew script's answer: 1 renewed, 0 lapsed.
-    pub(super) fn from_reply(number: Option<i64>) -> Renewal {
-        match number {
-            Some(1) => Renewal::Renewed,
-            Some(0) => Renewal::Lapsed,
-            _ => Renewal::Unknown,
-        }
-    }
-}
-
 pub(super) struct Lease {
     node: Arc<str>,
     length: Duration,
@@ -233,17 +222,6 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_renew_script_answers_in_numbers() {
-        assert_eq!(Renewal::from_reply(Some(1)), Renewal::Renewed);
-        assert_eq!(Renewal::from_reply(Some(0)), Renewal::Lapsed);
-        assert_eq!(
-            Renewal::from_reply(Some(scripts::WRONG_EPOCH)),
-            Renewal::Unknown
-        );
-        assert_eq!(Renewal::from_reply(None), Renewal::Unknown);
-    }
 
     fn lease() -> Lease {
         Lease::new(Arc::from("a"), Duration::from_secs(10))

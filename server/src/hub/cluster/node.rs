@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::calls::{self, Call, Joining};
+use super::calls::{Call, Joining};
 use super::driver::{Command, LinkState};
 use super::pipeline::Reply;
 use super::reader::{Delivery, Entry};
@@ -319,7 +319,7 @@ impl Node {
         );
         Some(Box::pin(async move {
             let outcome = match outcome.await {
-                Ok(Ok(reply)) => calls::joined(&reply),
+                Ok(Ok(reply)) => reply.joined(),
                 Ok(Err(code)) => Err(code),
                 Err(_) => Err(ErrorCode::Unavailable),
             };
@@ -592,7 +592,7 @@ impl Node {
         };
         match answer.try_recv() {
             Err(oneshot::error::TryRecvError::Empty) => {}
-            Ok(Ok(reply)) if reply.number() == Some(1) => self.enrolling = None,
+            Ok(Ok(reply)) if reply.enrolled() => self.enrolling = None,
             _ => self.send_enroll(),
         }
     }
@@ -615,7 +615,7 @@ impl Node {
         {
             tokio::spawn(async move {
                 if let Ok(Ok(reply)) = answer.await {
-                    if let Some(n) = reply.number().filter(|n| *n > 0) {
+                    if let Some(n) = reply.freed().filter(|n| *n > 0) {
                         info!(
                             users = n,
                             "announced users nobody registered after Redis lost its data"

@@ -17,6 +17,7 @@ use redis::{Pipeline, Script, ServerError, Value};
 use tokio::sync::oneshot;
 
 use super::calls::Call;
+use super::lease::Renewal;
 use super::scripts::{self, Scripts, WRONG_EPOCH};
 use crate::hub::Receipt;
 
@@ -201,17 +202,58 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// One reply of a pipeline, read the way the scripts report outcomes.
+/// One reply of a pipeline. The scripts report their outcomes as numbers
+/// (`scripts.rs` says which); this is the one place that reads them.
 #[derive(Debug)]
 pub(crate) struct Reply(pub Value);
 
 impl Reply {
-    /// A script's outcome.
-    pub(crate) fn number(&self) -> Option<i64> {
+    /// A script's outcome number.
+    fn number(&self) -> Option<i64> {
         match self.0 {
             Value::Int(n) => Some(n),
             _ => None,
         }
+    }
+
+    /// The join script's answer: 1 the `JOIN` is in the stream, 0 already
+    /// in the room, -4 too many rooms; anything else not now.
+    pub(crate) fn joined(&self) -> Result<(), ErrorCode> {
+        match self.number() {
+            Some(1) => Ok(()),
+            Some(0) => Err(ErrorCode::AlreadyInRoom),
+            Some(-4) => Err(ErrorCode::TooManyRooms),
+            _ => Err(ErrorCode::Unavailable),
+        }
+    }
+
+    /// The tell script's answer: 0 nobody by that name, else where the
+    /// `TELL` stands in the stream.
+    pub(crate) fn told(&self) -> Result<Receipt, ErrorCode> {
+        match self.number() {
+            Some(0) => Err(ErrorCode::NoSuchUser),
+            _ => self.receipt(),
+        }
+    }
+
+    /// The renew script's answer: 1 renewed, 0 lapsed.
+    pub(super) fn renewal(&self) -> Renewal {
+        match self.number() {
+            Some(1) => Renewal::Renewed,
+            Some(0) => Renewal::Lapsed,
+            _ => Renewal::Unknown,
+        }
+    }
+
+    /// How many users a reaping or burying script freed; `None` if it did
+    /// not run.
+    pub(super) fn freed(&self) -> Option<u64> {
+        self.number().and_then(|n| u64::try_from(n).ok())
+    }
+
+    /// The enroll script's answer: 1 when Redis took this node's rooms back.
+    pub(super) fn enrolled(&self) -> bool {
+        self.number() == Some(1)
     }
 
     /// Why Redis refused the command: `NOSCRIPT` after a restart, or worse.
@@ -275,6 +317,13 @@ mod tests {
         assert_eq!(Reply(Value::Int(3)).number(), Some(3));
         assert_eq!(Reply(Value::Nil).number(), None);
         assert_eq!(Reply(Value::Okay).number(), None);
+        assert_eq!(Reply(Value::Int(1)).renewal(), Renewal::Renewed);
+        assert_eq!(Reply(Value::Int(0)).renewal(), Renewal::Lapsed);
+        assert_eq!(Reply(Value::Int(WRONG_EPOCH)).renewal(), Renewal::Unknown);
+        assert_eq!(Reply(Value::Nil).renewal(), Renewal::Unknown);
+        assert_eq!(Reply(Value::Int(2)).freed(), Some(2));
+        assert_eq!(Reply(Value::Int(-1)).freed(), None);
+        assert!(Reply(Value::Int(1)).enrolled() && !Reply(Value::Int(0)).enrolled());
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl Reaper {
     }
 
     /// Logs what a reap freed.
-    pub(super) fn reaped(freed: Option<i64>) {
+    pub(super) fn reaped(freed: Option<u64>) {
         if let Some(n) = freed.filter(|n| *n > 0) {
             info!(users = n, "freed the names of a node that stopped");
         }

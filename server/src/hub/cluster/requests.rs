@@ -69,7 +69,7 @@ pub(crate) fn part(bus: &Bus, user: &User, shared: &SharedRoom, text: Option<Str
     let call = Call::part(&key, &user.key(), &frame);
     let bus = bus.clone();
     Outcome::Wait(Box::pin(async move {
-        let parted = bus.call(call).await.and_then(|r| calls::appended(&r));
+        let parted = bus.call(call).await.and_then(|r| r.receipt());
         Done::Updated(
             parted
                 .map(|receipt| Update::Parted(key, receipt))
@@ -83,7 +83,7 @@ pub(crate) fn tell(bus: &Bus, user: &User, to: &str, text: String) -> Outcome {
     let call = Call::tell(user.name(), &name_key(to), &text);
     let bus = bus.clone();
     Outcome::InFlight(Box::pin(async move {
-        let told = bus.call(call).await.and_then(|r| calls::told(&r));
+        let told = bus.call(call).await.and_then(|r| r.told());
         Done::Updated(told.map(Update::Published).map_err(Refusal::from))
     }))
 }
@@ -148,7 +148,7 @@ pub(crate) fn history(bus: &Bus, user: &User, room: Option<&SharedRoom>, count: 
 fn appended(bus: &Bus, call: Call) -> Outcome {
     let bus = bus.clone();
     Outcome::InFlight(Box::pin(async move {
-        let appended = bus.call(call).await.and_then(|r| calls::appended(&r));
+        let appended = bus.call(call).await.and_then(|r| r.receipt());
         Done::Updated(appended.map(Update::Published).map_err(Refusal::from))
     }))
 }
