@@ -19,7 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::essential::{self, Essential, Essentials};
-use crate::hub::accounts::Accounts;
+use crate::hub::accounts::{Accounts, Backend};
 use crate::hub::cluster::{self, ClusterConfig};
 use crate::hub::{Hub, Refusal};
 use crate::limits::PerAddress;
@@ -100,7 +100,7 @@ pub async fn start_hub(
             let registered = store.count_accounts().await.map_err(|e| e.to_string())?;
             metrics::account_registered(registered as i64);
             let accounts = Accounts::load(
-                store,
+                Backend::Disk(store),
                 Hasher::owasp(),
                 &config.operators,
                 config.limits_on_loopback,
@@ -139,6 +139,11 @@ pub async fn start_hub(
             },
             config.client_buffer,
             config.room_limits(),
+            cluster::ModerationConfig {
+                hasher: Hasher::owasp(),
+                operators: config.operators.clone(),
+                on_loopback: config.limits_on_loopback,
+            },
         ),
     }
 }

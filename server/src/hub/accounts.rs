@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chat_protocol::{name_key, ErrorCode, Password, Timestamp};
 
+use super::cluster::accounts::RedisAccounts;
 use super::Refusal;
 use crate::limits::Key as Address;
 use crate::passwords::Hasher;
@@ -27,7 +28,7 @@ const TRIES_WINDOW: Duration = Duration::from_secs(60);
 
 /// The accounts and moderation of one server.
 pub struct Accounts {
-    store: Store,
+    store: Backend,
     hasher: Hasher,
     /// Names (keys) that are operators once logged in with their password.
     operators: HashSet<String>,
@@ -60,32 +61,23 @@ pub enum Proof {
 impl Accounts {
     /// Accounts over `store`, with the bans and mutes it holds in force.
     pub async fn load(
-        store: Store,
+        store: Backend,
         hasher: Hasher,
         operators: &[String],
         on_loopback: bool,
     ) -> Result<Accounts, String> {
-        let now = now_ms();
-        let bans = store.bans_in_force(now).await.map_err(|e| e.to_string())?;
-        let mutes = store.mutes_in_force(now).await.map_err(|e| e.to_string())?;
         let accounts = Accounts::new(store, hasher, operators, on_loopback);
-        {
-            let mut state = accounts.state();
-            for ban in bans {
-                if let Some(address) = &ban.address {
-                    state.addresses.insert(address.clone(), ban.key.clone());
-                }
-                state.bans.insert(ban.key.clone(), ban);
-            }
-            for mute in mutes {
-                state.mutes.insert(mute.key.clone(), mute);
-            }
-        }
+        accounts.reload().await?;
         Ok(accounts)
     }
 
     /// Accounts over `store`, with nothing in force yet.
-    pub fn new(store: Store, hasher: Hasher, operators: &[String], on_loopback: bool) -> Accounts {
+    pub fn new(
+        store: Backend,
+        hasher: Hasher,
+        operators: &[String],
+        on_loopback: bool,
+    ) -> Accounts {
         Accounts {
             store,
             hasher,
@@ -95,8 +87,64 @@ impl Accounts {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Where the lobby's history is kept across restarts: a single
+    /// server's store (a cluster keeps it in Redis already).
+    pub fn lobby_store(&self) -> Option<&Store> {
+        match &self.store {
+            Backend::Disk(store) => Some(store),
+            Backend::Cluster(_) => None,
+        }
+    }
+
+    /// The cluster's side, for what only a cluster does.
+    pub fn cluster(&self) -> Option<&RedisAccounts> {
+        match &self.store {
+            Backend::Disk(_) => None,
+            Backend::Cluster(redis) => Some(redis),
+        }
+    }
+
+    /// Writes what is queued and lets the data directory go.
+    pub async fn close(&self) {
+        if let Backend::Disk(store) = &self.store {
+            store.close().await;
+        }
+    }
+
+    /// Reads bans and mutes again (cluster mode: other nodes change them).
+    pub async fn reload(&self) -> Result<(), String> {
+        let now = now_ms();
+        let bans = self.store.bans_in_force(now).await?;
+        let mutes = self.store.mutes_in_force(now).await?;
+        let mut state = self.state();
+        state.bans.clear();
+        state.addresses.clear();
+        for ban in bans {
+            if let Some(address) = &ban.address {
+                state.addresses.insert(address.clone(), ban.key.clone());
+            }
+            state.bans.insert(ban.key.clone(), ban);
+        }
+        state.mutes = mutes.into_iter().map(|m| (m.key.clone(), m)).collect();
+        Ok(())
+    }
+
+    /// `ERROR banned …` if the name is banned, as the store has it now (in
+    /// cluster mode another node may have banned it a moment ago).
+    pub async fn name_banned_now(&self, key: &str) -> Result<Option<Refusal>, Refusal> {
+        if let Backend::Cluster(redis) = &self.store {
+            let ban = redis.ban_of(key).await.map_err(unavailable)?;
+            let mut state = self.state();
+            match ban {
+                Some(ban) => {
+                    state.bans.insert(key.to_owned(), ban);
+                }
+                None => {
+                    state.bans.remove(key);
+                }
+            }
+        }
+        Ok(self.name_banned(key))
     }
 
     pub fn hasher(&self) -> &Hasher {
@@ -211,7 +259,7 @@ impl Accounts {
             reason: text,
             by: by.to_owned(),
         };
-        self.store.ban(ban.clone()).await.map_err(unavailable)?;
+        self.store.ban(&ban).await.map_err(unavailable)?;
         let refusal = banned(&ban);
         let mut state = self.state();
         if let Some(old) = state.bans.remove(key) {
@@ -252,7 +300,7 @@ impl Accounts {
             reason: text,
             by: by.to_owned(),
         };
-        self.store.mute(mute.clone()).await.map_err(unavailable)?;
+        self.store.mute(&mute).await.map_err(unavailable)?;
         self.state().mutes.insert(key.to_owned(), mute);
         Ok(())
     }
@@ -376,7 +424,7 @@ fn banned(ban: &Ban) -> Refusal {
 }
 
 /// The store failed: nothing was done.
-fn unavailable(error: crate::store::StoreError) -> Refusal {
+fn unavailable(error: impl std::fmt::Display) -> Refusal {
     tracing::error!(%error, "the data store failed");
     Refusal::new(
         ErrorCode::Unavailable,
@@ -397,4 +445,92 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where accounts, bans and mutes are kept: a single server's data
+/// directory, or the cluster's Redis.
+pub enum Backend {
+    Disk(Store),
+    Cluster(Box<RedisAccounts>),
+}
+
+impl Backend {
+    async fn account(&self, key: &str) -> Result<Option<Account>, String> {
+        match self {
+            Backend::Disk(store) => store.account(key).await.map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.account(key).await,
+        }
+    }
+
+    async fn register(&self, key: &str, name: &str, phc: &str) -> Result<bool, String> {
+        match self {
+            Backend::Disk(store) => store
+                .register(key, name, phc)
+                .await
+                .map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.register(key, name, phc).await,
+        }
+    }
+
+    async fn set_password(&self, key: &str, phc: &str) -> Result<bool, String> {
+        match self {
+            Backend::Disk(store) => store
+                .set_password(key, phc)
+                .await
+                .map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.set_password(key, phc).await,
+        }
+    }
+
+    async fn unregister(&self, key: &str) -> Result<bool, String> {
+        match self {
+            Backend::Disk(store) => store.unregister(key).await.map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.unregister(key).await,
+        }
+    }
+
+    async fn ban(&self, ban: &Ban) -> Result<(), String> {
+        match self {
+            Backend::Disk(store) => store.ban(ban.clone()).await.map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.ban(ban).await,
+        }
+    }
+
+    async fn unban(&self, key: &str) -> Result<(), String> {
+        match self {
+            Backend::Disk(store) => store.unban(key).await.map(drop).map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.unban(key).await,
+        }
+    }
+
+    async fn bans_in_force(&self, now_ms: i64) -> Result<Vec<Ban>, String> {
+        match self {
+            Backend::Disk(store) => store.bans_in_force(now_ms).await.map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.bans_in_force(now_ms).await,
+        }
+    }
+
+    async fn mute(&self, mute: &Mute) -> Result<(), String> {
+        match self {
+            Backend::Disk(store) => store.mute(mute.clone()).await.map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.mute(mute).await,
+        }
+    }
+
+    async fn unmute(&self, key: &str) -> Result<(), String> {
+        match self {
+            Backend::Disk(store) => store.unmute(key).await.map(drop).map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.unmute(key).await,
+        }
+    }
+
+    async fn mutes_in_force(&self, now_ms: i64) -> Result<Vec<Mute>, String> {
+        match self {
+            Backend::Disk(store) => store
+                .mutes_in_force(now_ms)
+                .await
+                .map_err(|e| e.to_string()),
+            Backend::Cluster(redis) => redis.mutes_in_force(now_ms).await,
+        }
+    }
 }

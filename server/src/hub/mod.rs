@@ -236,12 +236,14 @@ impl Hub {
         (hub, task)
     }
 
-    /// The handle and the requests of a new hub; the caller starts its task.
+    /// The handle and the requests of a hub without accounts, for tests
+    /// that start its task themselves.
+    #[cfg(test)]
     pub(crate) fn channels(backlog: usize, limits: Limits, bus: Option<Bus>) -> (Hub, Requests) {
         Hub::with_accounts(backlog, limits, bus, None)
     }
 
-    fn with_accounts(
+    pub(crate) fn with_accounts(
         backlog: usize,
         limits: Limits,
         bus: Option<Bus>,
@@ -311,8 +313,9 @@ impl Hub {
             let key = name_key(&name);
             let proof = match (hub.accounts(), password) {
                 (Some(accounts), password) => {
-                    if let Some(banned) = accounts.name_banned(&key) {
-                        return Done::Entered(Err(banned));
+                    match accounts.name_banned_now(&key).await {
+                        Ok(None) => {}
+                        Ok(Some(banned)) | Err(banned) => return Done::Entered(Err(banned)),
                     }
                     match accounts.prove(&key, password.as_ref()).await {
                         Ok(proof) => proof,
@@ -324,16 +327,30 @@ impl Hub {
             };
             let take_back = matches!(proof, Proof::Password);
             let operator = take_back && hub.accounts().is_some_and(|a| a.is_operator(&key));
-            let (reply, answer) = oneshot::channel();
-            let entering = Entering {
-                name,
-                inbox: inbox.clone(),
-                take_back,
-                reply,
-            };
-            let welcome = match hub.0.entering.send(entering).await {
-                Ok(()) => answer.await.unwrap_or(Err(ErrorCode::ShuttingDown)),
-                Err(_) => Err(ErrorCode::ShuttingDown),
+            let mut tries = 0;
+            let welcome = loop {
+                let welcome = hub.claim(&name, &inbox, take_back).await;
+                let cluster = hub.accounts().and_then(|a| a.cluster());
+                match (welcome, cluster) {
+                    // In a cluster the name may be held on another node: that
+                    // node closes it, and the name is free a moment later.
+                    (Err(ErrorCode::NameTaken), Some(redis))
+                        if take_back && tries < TAKE_BACK_TRIES =>
+                    {
+                        if tries == 0 {
+                            let detail = explain_elsewhere();
+                            if let Err(e) = redis
+                                .farewell(&key, ErrorCode::LoggedInElsewhere.as_str(), detail)
+                                .await
+                            {
+                                tracing::warn!(error = %e, "cannot take a name back");
+                            }
+                        }
+                        tries += 1;
+                        tokio::time::sleep(TAKE_BACK_PAUSE).await;
+                    }
+                    (welcome, _) => break welcome,
+                }
             };
             Done::Entered(
                 welcome
@@ -341,6 +358,26 @@ impl Hub {
                     .map_err(Refusal::from),
             )
         }))
+    }
+
+    /// Asks the hub task for the name; `take_back` after a right password.
+    async fn claim(
+        &self,
+        name: &str,
+        inbox: &Arc<Inbox>,
+        take_back: bool,
+    ) -> Result<Welcome, ErrorCode> {
+        let (reply, answer) = oneshot::channel();
+        let entering = Entering {
+            name: name.to_owned(),
+            inbox: inbox.clone(),
+            take_back,
+            reply,
+        };
+        match self.0.entering.send(entering).await {
+            Ok(()) => answer.await.unwrap_or(Err(ErrorCode::ShuttingDown)),
+            Err(_) => Err(ErrorCode::ShuttingDown),
+        }
     }
 
     /// Connections from a banned address are refused at once.
@@ -374,7 +411,7 @@ impl Hub {
         };
         match self.bus() {
             None => {
-                let store = self.accounts().map(|a| a.store());
+                let store = self.accounts().and_then(|a| a.lobby_store());
                 Outcome::published(local::publish(self.lobby(), store, user, room, text))
             }
             Some(bus) => cluster::requests::publish(bus, self.limits(), user, room, text),
@@ -649,21 +686,26 @@ impl Hub {
             Ok(target) => target,
             Err(refusal) => return Outcome::Refused(refusal),
         };
-        let Some(target) = target else {
-            return Outcome::refused(ErrorCode::NoSuchUser);
-        };
         let mut detail = user.name().to_owned();
         if let Some(text) = &text {
             detail.push(' ');
             detail.push_str(text);
         }
         let farewell = Refusal::new(ErrorCode::Kicked, detail);
-        let removed = self.remove(target, farewell, "kicked");
+        let (hub, key) = (self.clone(), name_key(name));
         let ok = ok_frame("KICK", name, user);
         Outcome::Wait(Box::pin(async move {
-            removed.await;
-            ok.0.push_reply(ok.1);
-            Done::Updated(Ok(Update::Nothing))
+            let removed = match target {
+                Some(target) => {
+                    hub.remove(target, farewell, "kicked").await;
+                    Ok(())
+                }
+                None => hub.remove_elsewhere(&key, &farewell).await,
+            };
+            Done::Updated(removed.map(|()| {
+                ok.0.push_reply(ok.1);
+                Update::Nothing
+            }))
         }))
     }
 
@@ -692,8 +734,15 @@ impl Hub {
                 Ok(banned) => banned,
                 Err(refusal) => return Done::Updated(Err(refusal)),
             };
-            if let Some(target) = target {
-                hub.remove(target, banned, "banned").await;
+            match target {
+                Some(target) => hub.remove(target, banned, "banned").await,
+                // Logged in on another node, or nowhere: nothing to close
+                // here, and a ban needs nobody logged in.
+                None => match hub.remove_elsewhere(&key, &banned).await {
+                    Ok(()) => {}
+                    Err(refusal) if refusal.code == ErrorCode::NoSuchUser => {}
+                    Err(refusal) => return Done::Updated(Err(refusal)),
+                },
             }
             ok.0.push_reply(ok.1);
             Done::Updated(Ok(Update::Nothing))
@@ -743,17 +792,23 @@ impl Hub {
         verb: &'static str,
         mute: Option<(std::time::Duration, Option<String>)>,
     ) -> Outcome {
-        match self.moderated(user, name) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Outcome::refused(ErrorCode::NoSuchUser),
+        let here = match self.moderated(user, name) {
+            Ok(target) => target.is_some(),
             Err(refusal) => return Outcome::Refused(refusal),
-        }
+        };
         let Ok(accounts) = self.accounts_or_refuse() else {
             return Outcome::Refused(not_in_cluster_mode());
         };
-        let (key, by) = (name_key(name), user.name().to_owned());
+        let (hub, key, by) = (self.clone(), name_key(name), user.name().to_owned());
         let ok = ok_frame(verb, name, user);
         Outcome::Wait(Box::pin(async move {
+            if !here {
+                match hub.logged_in_elsewhere(&key).await {
+                    Ok(true) => {}
+                    Ok(false) => return Done::Updated(Err(ErrorCode::NoSuchUser.into())),
+                    Err(refusal) => return Done::Updated(Err(refusal)),
+                }
+            }
             let done = match mute {
                 Some((duration, text)) => accounts.mute(&key, duration, text, &by).await,
                 None => accounts.unmute(&key).await,
@@ -800,6 +855,76 @@ impl Hub {
             inbox: member.inbox.clone(),
             peer: member.inbox.peer(),
         }))
+    }
+
+    /// Whether the name is logged in on another node (never, in a single
+    /// process).
+    async fn logged_in_elsewhere(&self, key: &str) -> Result<bool, Refusal> {
+        match self.accounts().and_then(|a| a.cluster()) {
+            None => Ok(false),
+            Some(redis) => redis.logged_in(key).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot reach Redis for moderation");
+                Refusal::from(ErrorCode::Unavailable)
+            }),
+        }
+    }
+
+    /// Closes a user logged in on another node: its node finds the
+    /// farewell in Redis and closes it (`no-such-user` if it is nowhere).
+    async fn remove_elsewhere(&self, key: &str, farewell: &Refusal) -> Result<(), Refusal> {
+        if !self.logged_in_elsewhere(key).await? {
+            return Err(ErrorCode::NoSuchUser.into());
+        }
+        let Some(redis) = self.accounts().and_then(|a| a.cluster()) else {
+            return Err(ErrorCode::NoSuchUser.into());
+        };
+        let detail = farewell.detail.as_deref().unwrap_or_default();
+        redis
+            .farewell(key, farewell.code.as_str(), detail)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot reach Redis for moderation");
+                Refusal::from(ErrorCode::Unavailable)
+            })
+    }
+
+    /// Cluster mode: closes this node's users whose removal another node
+    /// asked for, and reads bans and mutes again; twice a second.
+    pub async fn follow_moderation(self) {
+        let mut tick = tokio::time::interval(FOLLOW_MODERATION);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(accounts) = self.accounts().cloned() else {
+                return;
+            };
+            let Some(redis) = accounts.cluster() else {
+                return;
+            };
+            if let Err(e) = accounts.reload().await {
+                tracing::debug!(error = %e, "cannot read bans and mutes now");
+                continue;
+            }
+            let farewells: Vec<(String, String, String)> = match redis.farewells().await {
+                Ok(farewells) => farewells,
+                Err(_) => continue,
+            };
+            for (key, code, detail) in farewells {
+                let target = lock(self.lobby()).member(&key).map(|member| Target {
+                    name: member.name.clone(),
+                    inbox: member.inbox.clone(),
+                    peer: member.inbox.peer(),
+                });
+                let Some(target) = target else { continue };
+                let code = code.parse().unwrap_or(ErrorCode::Kicked);
+                let refusal = match detail.as_str() {
+                    "" => Refusal::from(code),
+                    detail => Refusal::new(code, detail),
+                };
+                self.remove(target, refusal, "removed by an operator").await;
+                let _ = redis.forget_farewell(&key).await;
+            }
+        }
     }
 
     /// Takes a user out, as the hub task does for a `LEAVE`, and tells its
@@ -869,7 +994,7 @@ impl Hub {
             bus.depart().await;
         }
         if let Some(accounts) = self.accounts() {
-            accounts.store().close().await;
+            accounts.close().await;
         }
     }
 
@@ -910,10 +1035,19 @@ fn ok_frame(verb: &str, name: &str, operator: &User) -> (Arc<Inbox>, bytes::Byte
     (operator.inbox().clone(), frame.to_bytes())
 }
 
-/// Version 3 is served by a single process so far.
+/// How often a cluster node looks for removals other nodes asked for, and
+/// reads bans and mutes again.
+const FOLLOW_MODERATION: std::time::Duration = std::time::Duration::from_millis(500);
+/// Taking a name back from another node: tries, and the pause between them.
+const TAKE_BACK_TRIES: u32 = 20;
+const TAKE_BACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// The detail of `logged-in-elsewhere` left for another node.
+fn explain_elsewhere() -> &'static str {
+    "you logged in on another connection; closing"
+}
+
+/// A hub made without accounts (only tests make one) serves no version 3.
 fn not_in_cluster_mode() -> Refusal {
-    Refusal::new(
-        ErrorCode::Unavailable,
-        "accounts and moderation are not served in cluster mode yet",
-    )
+    Refusal::new(ErrorCode::Unavailable, "this server keeps no accounts")
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chat_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use super::accounts::Accounts;
+use super::accounts::{Accounts, Backend};
 use super::{Done, Hub, Limits, Outcome, Outgoing, User};
 use crate::passwords::Hasher;
 use crate::store::Store;
@@ -34,7 +34,7 @@ fn hub_with(limits: Limits) -> Hub {
 /// A local hub with accounts kept in memory.
 fn start(backlog: usize, limits: Limits, shutdown: CancellationToken) -> Hub {
     let accounts = Accounts::new(
-        Store::ephemeral(limits.history),
+        Backend::Disk(Store::ephemeral(limits.history)),
         Hasher::for_tests(),
         &[],
         false,

@@ -18,6 +18,7 @@
 //!
 //! `docs/CLUSTER.md` describes the design and what it guarantees.
 
+pub mod accounts;
 pub(crate) mod calls;
 mod driver;
 mod lease;
@@ -41,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 use crate::essential::Essential;
+use crate::hub::accounts::{Accounts, Backend};
 use crate::hub::{Hub, Inbox, Limits, Member, Receipt, SharedRoom, REQUEST_QUEUE};
 use calls::Call;
 use driver::{Command, Driver, LinkState};
@@ -64,6 +66,14 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// How long the node's users keep their names after it stops renewing.
     pub lease: Duration,
+}
+
+/// What a node needs for version 3: accounts, bans and mutes live in the
+/// cluster's Redis.
+pub struct ModerationConfig {
+    pub hasher: crate::passwords::Hasher,
+    pub operators: Vec<String>,
+    pub on_loopback: bool,
 }
 
 /// A session's way onto the bus: publishing and waiting for delivery.
@@ -143,6 +153,7 @@ pub fn start(
     config: &ClusterConfig,
     backlog: usize,
     limits: Limits,
+    moderation: ModerationConfig,
 ) -> Result<(Hub, Vec<Essential>), String> {
     let client = redis::Client::open(config.url.as_str())
         .map_err(|e| format!("bad --cluster URL {:?}: {e}", config.url))?;
@@ -157,7 +168,13 @@ pub fn start(
         syncs,
         joins,
     };
-    let (hub, requests) = Hub::channels(backlog, limits, Some(bus));
+    let accounts = Accounts::new(
+        Backend::Cluster(Box::new(accounts::RedisAccounts::new(client.clone()))),
+        moderation.hasher,
+        &moderation.operators,
+        moderation.on_loopback,
+    );
+    let (hub, requests) = Hub::with_accounts(backlog, limits, Some(bus), Some(Arc::new(accounts)));
     let driver = Driver::new(client.clone(), node.clone(), config.lease, state);
     let read_timeout = driver.command_timeout();
     let driver = tokio::spawn(driver.run(commands_rx));
@@ -173,7 +190,9 @@ pub fn start(
     let node_task = tokio::spawn(node_task.run(requests, syncs_rx, deliveries_rx, joins_rx));
     info!(node = %config.node_id, lease = ?config.lease, "cluster mode");
     crate::metrics::cluster_mode();
+    let moderated = tokio::spawn(hub.clone().follow_moderation());
     let tasks = vec![
+        ("cluster moderation", moderated),
         ("cluster node", node_task),
         ("cluster driver", driver),
         ("cluster reader", reader),

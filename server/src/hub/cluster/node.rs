@@ -354,7 +354,7 @@ impl Node {
             cause,
             placed,
             mut joined,
-            ..
+            farewell,
         } = gone;
         let key = name_key(&name);
         match placed {
@@ -362,7 +362,7 @@ impl Node {
             // its LEAVE comes back from the stream: it is owed everything
             // before it, its own last messages included. (In an outage
             // nothing comes back: it goes at once.)
-            Some(placed) if self.available() => {
+            Some(placed) if self.available() && farewell.is_none() => {
                 let departing = Departing {
                     inbox,
                     joined,
@@ -371,14 +371,23 @@ impl Node {
                 };
                 self.departing.insert(key.clone(), departing);
             }
-            // A connection that is gone is owed nothing: out at once. The
-            // LEAVE comes back from the stream later (or, in an outage,
-            // much later) for the others.
+            // A connection that is gone, or that an operator removes, is
+            // owed nothing more: out at once. The LEAVE comes back from the
+            // stream later (or, in an outage, much later) for the others.
             placed => {
                 self.rooms.leave_all(&key, &inbox, &mut joined);
-                lock(&self.lobby).remove_exact(&key, &inbox);
+                let removed = lock(&self.lobby).remove_exact(&key, &inbox).is_some();
+                if let (true, Some(farewell)) = (removed, farewell) {
+                    inbox.end(farewell);
+                }
                 if let Some(placed) = placed {
                     let _ = placed.send(());
+                }
+                if !removed {
+                    // Removed already (kicked, banned, its name taken
+                    // back): its LEAVE is on its way, and the name may be
+                    // someone else's by now.
+                    return;
                 }
             }
         }
