@@ -8,6 +8,7 @@
 #[path = "support/tls.rs"]
 mod support;
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use chat_tests::{Client, TIMEOUT};
@@ -108,6 +109,87 @@ async fn loopback_is_spared_by_default() {
     }
 }
 
+/// Whether a new connection from `source` is admitted (`PING` answered)
+/// or refused (`ERROR too-many-connections`, then closed); the admitted
+/// one is kept open.
+async fn try_from(running: &Running, source: Ipv4Addr) -> Option<Client> {
+    let mut client = Client::connect_from(running.addr, source).await;
+    client.send("PING in").await;
+    let line = client.recv().await;
+    if line == "PONG in" {
+        return Some(client);
+    }
+    assert!(line.starts_with("ERROR too-many-connections "), "{line}");
+    client.expect_closed().await;
+    None
+}
+
+/// `--connect-burst` connections at once, then `--connect-rate` a second,
+/// per address: closing connections gives nothing back (it is not
+/// `--max-per-ip`), another address has its own allowance, and waiting
+/// refills it.
+#[tokio::test]
+async fn one_address_opens_a_burst_then_connect_rate_a_second() {
+    let server = Running::start(&[
+        "--connect-burst",
+        "3",
+        "--connect-rate",
+        "1",
+        "--limits-on-loopback",
+    ]);
+    let hammer = Ipv4Addr::new(127, 0, 0, 2);
+    let started = Instant::now();
+    let (mut admitted, mut refused) = (0u64, 0u64);
+    for _ in 0..10 {
+        match try_from(&server, hammer).await {
+            // Closed at once: the count is of connections opened.
+            Some(client) => {
+                admitted += 1;
+                drop(client);
+            }
+            None => refused += 1,
+        }
+    }
+    let elapsed = started.elapsed().as_secs();
+    assert!(admitted >= 3, "the burst: {admitted} admitted");
+    assert!(
+        admitted <= 3 + elapsed + 1,
+        "{admitted} admitted in {elapsed} s"
+    );
+    assert!(refused >= 1, "never refused in {elapsed} s");
+    // Another address is not held back by this one.
+    let mut other = try_from(&server, Ipv4Addr::new(127, 0, 0, 3))
+        .await
+        .expect("another address");
+    other.login("other").await;
+    // A second later, one more comes in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut again = try_from(&server, hammer).await.expect("refilled");
+    again.login("again").await;
+}
+
+#[tokio::test]
+async fn connect_rate_spares_loopback_unless_asked() {
+    let server = Running::start(&["--connect-burst", "1", "--connect-rate", "1"]);
+    for _ in 0..5 {
+        try_from(&server, Ipv4Addr::new(127, 0, 0, 2))
+            .await
+            .expect("loopback is spared");
+    }
+    let server = Running::start(&[
+        "--connect-burst",
+        "2",
+        "--connect-rate",
+        "0",
+        "--limits-on-loopback",
+    ]);
+    for _ in 0..5 {
+        try_from(&server, Ipv4Addr::new(127, 0, 0, 2))
+            .await
+            .expect("--connect-rate 0 turns it off");
+    }
+}
+
 #[test]
 fn flood_flags_are_checked_at_start() {
     let (code, stderr) = start_fails(&["--flood-burst", "0"]);
@@ -117,4 +199,7 @@ fn flood_flags_are_checked_at_start() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--max-per-ip"), "{stderr}");
     let _off = Running::start(&["--flood-rate", "0", "--flood-burst", "1"]);
+    let (code, stderr) = start_fails(&["--connect-burst", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--connect-burst"), "{stderr}");
 }

@@ -5,7 +5,7 @@
 #[path = "support/tls.rs"]
 mod support;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chat_tests::cluster::{redis_available, Redis};
@@ -127,6 +127,8 @@ async fn refusals_are_counted_by_reason() {
         "127.0.0.1:0",
         "--max-per-ip",
         "1",
+        "--connect-burst",
+        "2",
         "--limits-on-loopback",
     ]);
     let http = server.metrics_addr.expect("a metrics address");
@@ -135,14 +137,40 @@ async fn refusals_are_counted_by_reason() {
     first.expect("PONG").await;
     let mut refused = Client::connect(server.addr).await;
     refused.expect_error("too-many-connections").await;
+    // Another address, opening connections faster than --connect-rate.
+    // Each is closed before the next, but the server may not have seen
+    // it go: a refusal for --max-per-ip says so and is tried again.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut over_max_per_ip = 0.0;
+    loop {
+        let mut client = Client::connect_from(server.addr, Ipv4Addr::new(127, 0, 0, 2)).await;
+        client.send("PING").await;
+        let line = client.recv().await;
+        if line.starts_with("ERROR too-many-connections too many new connections") {
+            break;
+        }
+        if line.starts_with("ERROR too-many-connections") {
+            over_max_per_ip += 1.0;
+        }
+        assert!(Instant::now() < deadline, "--connect-burst 2 never bit");
+    }
     let text = get(http, "/metrics").await.2;
     assert_eq!(
         sample(
             &text,
             r#"chat_connections_refused_total{reason="too-many-connections"}"#
         ),
-        1.0
+        2.0 + over_max_per_ip
     );
+    let by_limit = |limit: &str| {
+        sample(
+            &text,
+            &format!("chat_connections_refused_by_limit_total{{limit=\"{limit}\"}}"),
+        )
+    };
+    assert_eq!(by_limit("max-per-ip"), 1.0 + over_max_per_ip);
+    assert_eq!(by_limit("connect-rate"), 1.0);
+    assert_eq!(by_limit("max-clients"), 0.0);
     assert_eq!(
         sample(&text, r#"chat_connections_open{listener="plain"}"#),
         1.0

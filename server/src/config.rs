@@ -86,8 +86,8 @@ pub struct Config {
     )]
     pub flood_rate: u32,
 
-    /// Apply --max-per-ip and flood control to loopback peers too
-    /// (127.0.0.0/8, ::1), which are otherwise spared.
+    /// Apply --max-per-ip, --connect-burst/--connect-rate and flood control
+    /// to loopback peers too (127.0.0.0/8, ::1), which are otherwise spared.
     #[arg(long, env = "CHAT_LIMITS_ON_LOOPBACK", hide_env_values = true)]
     pub limits_on_loopback: bool,
 
@@ -157,6 +157,31 @@ pub struct Config {
           default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_per_ip: usize,
+
+    /// New connections one IP address (IPv6: one /64) may open at once,
+    /// over both listeners, before --connect-rate applies; one more gets
+    /// `ERROR too-many-connections`. Loopback is spared unless
+    /// --limits-on-loopback.
+    #[arg(long, env = "CHAT_CONNECT_BURST", hide_env_values = true, value_name = "N",
+          default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_burst: u32,
+
+    /// New connections a second one address may open after its
+    /// --connect-burst (0 turns this limit off).
+    #[arg(
+        long,
+        env = "CHAT_CONNECT_RATE",
+        hide_env_values = true,
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub connect_rate: u32,
+
+    /// Allow --metrics on an address other than loopback. The endpoint is
+    /// not authenticated, so without this the server refuses to start.
+    #[arg(long, env = "CHAT_METRICS_PUBLIC", hide_env_values = true)]
+    pub metrics_public: bool,
 
     /// Serve Prometheus metrics on http://HOST:PORT/metrics, with /healthz
     /// (the process serves) and /readyz (it can log users in); port 0 picks
@@ -528,6 +553,8 @@ mod tests {
         assert_eq!(config.tls_addr, "127.0.0.1:8443");
         assert_eq!((config.tls_cert, config.tls_key), (None, None));
         assert_eq!(config.max_per_ip, 16);
+        assert_eq!((config.connect_burst, config.connect_rate), (16, 1));
+        assert!(!config.metrics_public);
         assert_eq!(config.flood_burst, 10);
         assert_eq!(config.flood_rate, 5);
         assert!(!config.limits_on_loopback);

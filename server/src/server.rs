@@ -22,8 +22,8 @@ use crate::essential::{self, Essential, Essentials};
 use crate::hub::accounts::Accounts;
 use crate::hub::cluster::{self, ClusterConfig};
 use crate::hub::{Hub, Refusal};
-use crate::limits::PerAddress;
-use crate::metrics;
+use crate::limits::{ConnectRate, PerAddress};
+use crate::metrics::{self, Limit};
 use crate::passwords::Hasher;
 use crate::session;
 use crate::session::Connection;
@@ -225,6 +225,8 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// `--max-per-ip`, across both listeners.
     per_address: Arc<PerAddress>,
+    /// `--connect-burst` and `--connect-rate`, across both listeners.
+    connect_rate: ConnectRate,
     refusals: Arc<Semaphore>,
 }
 
@@ -235,6 +237,11 @@ async fn serve(listeners: Listeners, hub: Hub, config: Config, shutdown: Cancell
     let shared = Arc::new(Shared {
         connections: Arc::new(Semaphore::new(config.max_clients)),
         per_address: PerAddress::new(config.max_per_ip, config.limits_on_loopback),
+        connect_rate: ConnectRate::new(
+            config.connect_burst,
+            config.connect_rate,
+            config.limits_on_loopback,
+        ),
         refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
         config: Arc::new(config),
         hub,
@@ -285,21 +292,25 @@ async fn accept(listener: TcpListener, door: Door, shared: &Arc<Shared>) {
 }
 
 /// Gives an accepted connection its session, or refuses it if the server is
-/// full or its address has too many connections open (`server-full` wins
-/// when both hold). Either way the work, TLS handshake included, happens in
-/// the connection's own task, never in the accept loop.
+/// full, its address is banned, has too many connections open or opens
+/// them too fast (`server-full` wins when several hold). Either way the
+/// work, TLS handshake included, happens in the connection's own task,
+/// never in the accept loop.
 fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>) {
     // Replies are batched per write already; Nagle would only add delay.
     let _ = stream.set_nodelay(true);
     let door = door.clone();
-    let refusal = match shared.connections.clone().try_acquire_owned() {
+    let (refusal, limit) = match shared.connections.clone().try_acquire_owned() {
         Ok(_) if shared.hub.address_banned(peer.ip()).is_some() => {
             let banned = shared.hub.address_banned(peer.ip());
             warn!(%peer, "banned address; refusing");
-            banned.unwrap_or_else(|| ErrorCode::Banned.into())
+            (
+                banned.unwrap_or_else(|| ErrorCode::Banned.into()),
+                Limit::Banned,
+            )
         }
         Ok(permit) => match shared.per_address.admit(peer.ip()) {
-            Some(slot) => {
+            Some(slot) if shared.connect_rate.admit(peer.ip()) => {
                 let connection = shared.clone();
                 let open = metrics::connection_opened(matches!(door, Door::Tls(_)));
                 shared.tasks.spawn(async move {
@@ -308,26 +319,37 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
                 });
                 return;
             }
+            Some(_) => {
+                let (burst, rate) = (shared.config.connect_burst, shared.config.connect_rate);
+                warn!(%peer, burst, rate, "too many new connections from one address; refusing");
+                let why = "too many new connections from your address; try again in a second";
+                (
+                    Refusal::new(ErrorCode::TooManyConnections, why),
+                    Limit::ConnectRate,
+                )
+            }
             None => {
                 let limit = shared.config.max_per_ip;
                 warn!(%peer, limit, "too many connections from one address; refusing");
-                ErrorCode::TooManyConnections.into()
+                (ErrorCode::TooManyConnections.into(), Limit::MaxPerIp)
             }
         },
         Err(_) => {
             let limit = shared.config.max_clients;
             warn!(%peer, limit, "server full; refusing");
-            ErrorCode::ServerFull.into()
+            (ErrorCode::ServerFull.into(), Limit::MaxClients)
         }
     };
-    metrics::refused(refusal.code);
-    if let Ok(permit) = shared.refusals.clone().try_acquire_owned() {
-        let connection = shared.clone();
-        shared.tasks.spawn(async move {
-            refuse(stream, peer, door, &connection, refusal).await;
-            drop(permit);
-        });
-    }
+    let Ok(permit) = shared.refusals.clone().try_acquire_owned() else {
+        metrics::refused(refusal.code, Limit::Refusals);
+        return;
+    };
+    metrics::refused(refusal.code, limit);
+    let connection = shared.clone();
+    shared.tasks.spawn(async move {
+        refuse(stream, peer, door, &connection, refusal).await;
+        drop(permit);
+    });
 }
 
 /// Serves one admitted connection: a session straight away on the

@@ -151,6 +151,9 @@ keys! {
     tls_key: String,
     tls_addr: String,
     max_per_ip: u32,
+    connect_burst: u32,
+    connect_rate: u32,
+    metrics_public: bool,
     flood_burst: u32,
     flood_rate: u32,
     limits_on_loopback: bool,
@@ -236,6 +239,17 @@ pub(super) const WANTS: &[(&str, &str, &str)] = &[
         "a whole number of connections, at least 1",
         "16",
     ),
+    (
+        "connect-burst",
+        "a whole number of connections, at least 1",
+        "16",
+    ),
+    (
+        "connect-rate",
+        "a whole number of connections a second (0 turns this limit off)",
+        "1",
+    ),
+    ("metrics-public", "true or false, without quotes", "true"),
     ("flood-burst", "a whole number of frames, at least 1", "10"),
     (
         "flood-rate",
@@ -479,6 +493,18 @@ pub(super) fn render(config: &super::Config) -> String {
     put("tls-key", config.tls_key.as_deref().map(path));
     put("tls-addr", Some(Value::String(config.tls_addr.clone())));
     put("max-per-ip", Some(number(config.max_per_ip)));
+    put(
+        "connect-burst",
+        Some(Value::Integer(config.connect_burst.into())),
+    );
+    put(
+        "connect-rate",
+        Some(Value::Integer(config.connect_rate.into())),
+    );
+    put(
+        "metrics-public",
+        Some(Value::Boolean(config.metrics_public)),
+    );
     put(
         "flood-burst",
         Some(Value::Integer(config.flood_burst.into())),
