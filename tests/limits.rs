@@ -190,6 +190,39 @@ async fn connect_rate_spares_loopback_unless_asked() {
     }
 }
 
+/// A refusal is logged at most once a second per kind, with how many it
+/// stands for: 300 refused connects make a handful of lines, not 300, and
+/// their counts add up to 300, the last of them included.
+#[tokio::test]
+async fn refusals_are_logged_once_a_second_with_a_count() {
+    let mut server = Running::logged(&["--max-per-ip", "1", "--limits-on-loopback"]);
+    let _held = admitted(&server).await;
+    let started = Instant::now();
+    for _ in 0..300 {
+        let mut refused = Client::connect(server.addr).await;
+        refused.expect_error("too-many-connections").await;
+    }
+    let (mut lines, mut total) = (0u64, 0u64);
+    while total < 300 {
+        let line = server.until_logged("refused ");
+        let counted: String = line
+            .split("refused ")
+            .nth(1)
+            .and_then(|rest| rest.split(" connection").next())
+            .expect("refused <n> connection(s)")
+            .replace(' ', "");
+        total += counted.parse::<u64>().expect("a count");
+        lines += 1;
+        assert!(
+            line.contains("too many from one address") && line.contains("(last: 127.0.0.1)"),
+            "{line}"
+        );
+    }
+    assert_eq!(total, 300);
+    let seconds = started.elapsed().as_secs();
+    assert!(lines <= seconds + 2, "{lines} lines in {seconds} s");
+}
+
 #[test]
 fn flood_flags_are_checked_at_start() {
     let (code, stderr) = start_fails(&["--flood-burst", "0"]);

@@ -23,6 +23,7 @@ use crate::hub::accounts::Accounts;
 use crate::hub::cluster::{self, ClusterConfig};
 use crate::hub::{Hub, Refusal};
 use crate::limits::{ConnectRate, PerAddress};
+use crate::logging::Repeating;
 use crate::metrics::{self, Limit};
 use crate::passwords::Hasher;
 use crate::session;
@@ -284,7 +285,7 @@ async fn accept(listener: TcpListener, door: Door, shared: &Arc<Shared>) {
         match accepted {
             Ok((stream, peer)) => admit(stream, peer, &door, shared),
             Err(e) => {
-                error!(error = %e, "accept failed; pausing");
+                ACCEPT_FAILED.warn(e);
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
@@ -303,7 +304,6 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
     let (refusal, limit) = match shared.connections.clone().try_acquire_owned() {
         Ok(_) if shared.hub.address_banned(peer.ip()).is_some() => {
             let banned = shared.hub.address_banned(peer.ip());
-            warn!(%peer, "banned address; refusing");
             (
                 banned.unwrap_or_else(|| ErrorCode::Banned.into()),
                 Limit::Banned,
@@ -320,36 +320,64 @@ fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>)
                 return;
             }
             Some(_) => {
-                let (burst, rate) = (shared.config.connect_burst, shared.config.connect_rate);
-                warn!(%peer, burst, rate, "too many new connections from one address; refusing");
                 let why = "too many new connections from your address; try again in a second";
                 (
                     Refusal::new(ErrorCode::TooManyConnections, why),
                     Limit::ConnectRate,
                 )
             }
-            None => {
-                let limit = shared.config.max_per_ip;
-                warn!(%peer, limit, "too many connections from one address; refusing");
-                (ErrorCode::TooManyConnections.into(), Limit::MaxPerIp)
-            }
+            None => (ErrorCode::TooManyConnections.into(), Limit::MaxPerIp),
         },
-        Err(_) => {
-            let limit = shared.config.max_clients;
-            warn!(%peer, limit, "server full; refusing");
-            (ErrorCode::ServerFull.into(), Limit::MaxClients)
-        }
+        Err(_) => (ErrorCode::ServerFull.into(), Limit::MaxClients),
     };
     let Ok(permit) = shared.refusals.clone().try_acquire_owned() else {
-        metrics::refused(refusal.code, Limit::Refusals);
+        refused(refusal.code, Limit::Refusals, peer);
         return;
     };
-    metrics::refused(refusal.code, limit);
+    refused(refusal.code, limit, peer);
     let connection = shared.clone();
     shared.tasks.spawn(async move {
         refuse(stream, peer, door, &connection, refusal).await;
         drop(permit);
     });
+}
+
+/// Counts a refusal and warns of it, at most once a second for each limit.
+fn refused(code: ErrorCode, limit: Limit, peer: SocketAddr) {
+    metrics::refused(code, limit);
+    let warning = match limit {
+        Limit::MaxClients => &REFUSED_FULL,
+        Limit::MaxPerIp => &REFUSED_OPEN,
+        Limit::ConnectRate => &REFUSED_NEW,
+        Limit::Banned => &REFUSED_BANNED,
+        Limit::TlsHandshakes => &REFUSED_HANDSHAKES,
+        Limit::Refusals => &REFUSED_UNANSWERED,
+    };
+    warning.warn(peer.ip());
+}
+
+/// The accept path's warnings, one kind per limit: strangers can cause
+/// them by the thousand, so each is written at most once a second, with a
+/// count ([`Repeating`]).
+static REFUSED_FULL: Repeating = refusals("the server is full (--max-clients)");
+static REFUSED_OPEN: Repeating = refusals("too many from one address (--max-per-ip)");
+static REFUSED_NEW: Repeating =
+    refusals("opened too fast from one address (--connect-burst, --connect-rate)");
+static REFUSED_BANNED: Repeating = refusals("the address is banned");
+static REFUSED_HANDSHAKES: Repeating = refusals(
+    "too many refused TLS handshakes waiting from one address; closed without a handshake",
+);
+static REFUSED_UNANSWERED: Repeating =
+    refusals("too many refusals in progress; closed without a word");
+static ACCEPT_FAILED: Repeating = Repeating::new(
+    "accept failed",
+    "time",
+    "times",
+    "pausing 100 ms after each",
+);
+
+const fn refusals(why: &'static str) -> Repeating {
+    Repeating::new("refused", "connection", "connections", why)
 }
 
 /// Serves one admitted connection: a session straight away on the
