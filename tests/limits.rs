@@ -223,6 +223,49 @@ async fn refusals_are_logged_once_a_second_with_a_count() {
     assert!(lines <= seconds + 2, "{lines} lines in {seconds} s");
 }
 
+/// The budget flags come from the command line, a `CHAT_…` variable or
+/// the config file, and `--print-config` shows them; the defaults are the
+/// contract's.
+#[test]
+fn budget_flags_come_from_flags_variables_and_the_file_and_print_back() {
+    let print = |args: &[&str], env: &[(&str, &str)]| {
+        let output = std::process::Command::new(chat_tests::binary("chat-server"))
+            .args(args)
+            .arg("--print-config")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run chat-server");
+        assert!(output.status.success(), "{args:?}");
+        String::from_utf8(output.stdout).expect("UTF-8")
+    };
+    let defaults = print(&[], &[]);
+    for line in [
+        "connect-burst = 16\n",
+        "connect-rate = 1\n",
+        "metrics-public = false\n",
+    ] {
+        assert!(defaults.contains(line), "{line}: {defaults}");
+    }
+    let scratch = Scratch::new("budget-flags");
+    let file = scratch.path("chat.toml");
+    std::fs::write(
+        &file,
+        "connect-burst = 4\nconnect-rate = 9\nmetrics-public = true\n",
+    )
+    .unwrap();
+    let printed = print(
+        &["--config", file.to_str().unwrap(), "--connect-burst", "5"],
+        &[("CHAT_CONNECT_RATE", "3")],
+    );
+    for line in [
+        "connect-burst = 5\n",
+        "connect-rate = 3\n",
+        "metrics-public = true\n",
+    ] {
+        assert!(printed.contains(line), "{line}: {printed}");
+    }
+}
+
 #[test]
 fn flood_flags_are_checked_at_start() {
     let (code, stderr) = start_fails(&["--flood-burst", "0"]);
