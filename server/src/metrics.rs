@@ -346,7 +346,7 @@ impl Collector for Statics {
         )?;
         out.counters(
             "chat_connections_refused",
-            "Connections refused at accept, by the error they were sent.",
+            "Connections refused at accept, by the error they were sent (or would have been, when closed without a word).",
             "reason",
             [
                 ErrorCode::ServerFull,
