@@ -5,12 +5,12 @@
 #[path = "support/tls.rs"]
 mod support;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chat_tests::cluster::{redis_available, Redis};
 use chat_tests::{Client, TIMEOUT};
-use support::Running;
+use support::{start_fails, Running};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -165,6 +165,8 @@ async fn refusals_are_counted_by_reason() {
         "127.0.0.1:0",
         "--max-per-ip",
         "1",
+        "--connect-burst",
+        "2",
         "--limits-on-loopback",
     ]);
     let http = server.metrics_addr.expect("a metrics address");
@@ -173,14 +175,40 @@ async fn refusals_are_counted_by_reason() {
     first.expect("PONG").await;
     let mut refused = Client::connect(server.addr).await;
     refused.expect_error("too-many-connections").await;
+    // Another address, opening connections faster than --connect-rate.
+    // Each is closed before the next, but the server may not have seen
+    // it go: a refusal for --max-per-ip says so and is tried again.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut over_max_per_ip = 0.0;
+    loop {
+        let mut client = Client::connect_from(server.addr, Ipv4Addr::new(127, 0, 0, 2)).await;
+        client.send("PING").await;
+        let line = client.recv().await;
+        if line.starts_with("ERROR too-many-connections too many new connections") {
+            break;
+        }
+        if line.starts_with("ERROR too-many-connections") {
+            over_max_per_ip += 1.0;
+        }
+        assert!(Instant::now() < deadline, "--connect-burst 2 never bit");
+    }
     let text = get(http, "/metrics").await.2;
     assert_eq!(
         sample(
             &text,
             r#"chat_connections_refused_total{reason="too-many-connections"}"#
         ),
-        1.0
+        2.0 + over_max_per_ip
     );
+    let by_limit = |limit: &str| {
+        sample(
+            &text,
+            &format!("chat_connections_refused_by_limit_total{{limit=\"{limit}\"}}"),
+        )
+    };
+    assert_eq!(by_limit("max-per-ip"), 1.0 + over_max_per_ip);
+    assert_eq!(by_limit("connect-rate"), 1.0);
+    assert_eq!(by_limit("max-clients"), 0.0);
     assert_eq!(
         sample(&text, r#"chat_connections_open{listener="plain"}"#),
         1.0
@@ -278,4 +306,72 @@ async fn stream_lag_is_right_on_an_idle_node_after_a_redis_restart() {
     // The quiet node has read everything on the new stream and appended
     // nothing to it.
     assert_eq!(lag().await, 0.0);
+}
+
+/// The metrics port answers once per connection, serves 64 connections at
+/// once and closes any more at once, without waiting for their request;
+/// once the 64 go, it serves again.
+#[tokio::test]
+async fn the_metrics_port_serves_64_at_once_and_one_answer_each() {
+    let server = Running::start(&["--metrics", "127.0.0.1:0"]);
+    let http = server.metrics_addr.expect("a metrics address");
+    // Two requests on one connection: one answer, then the close.
+    let mut stream = TcpStream::connect(http).await.expect("connect");
+    let twice = "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n".repeat(2);
+    stream.write_all(twice.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut answer))
+        .await
+        .expect("closed after the answer")
+        .expect("read");
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 1, "{answer}");
+
+    // 64 idle connections, each proven to be served (not queued) by
+    // waiting until a 65th is closed unanswered.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(TcpStream::connect(http).await.expect("connect"));
+    }
+    let started = Instant::now();
+    let mut over = TcpStream::connect(http).await.expect("connect");
+    let _ = over
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await;
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(TIMEOUT, over.read_to_end(&mut sink))
+        .await
+        .expect("the 65th is closed");
+    assert!(read.is_err() || sink.is_empty(), "answered: {sink:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed at once, not at the request timeout: {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    until_status(http, "/healthz", 200).await;
+    let text = get(http, "/metrics").await.2;
+    assert!(sample(&text, "chat_metrics_connections_refused_total") >= 1.0);
+}
+
+/// The endpoint has no authentication: an address other than loopback
+/// stops the server at start, saying how to allow it, unless
+/// `--metrics-public`, which it warns of once. A bad value names
+/// `--metrics`, not `--addr`.
+#[test]
+fn metrics_in_public_takes_metrics_public_and_bad_values_name_the_flag() {
+    let (code, stderr) = start_fails(&["--metrics", "0.0.0.0:0", "--ephemeral"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+    assert!(stderr.contains("--metrics-public"), "{stderr}");
+    let (code, stderr) = start_fails(&["--metrics", "9464"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--metrics needs host:port"), "{stderr}");
+    assert!(!stderr.contains("--addr"), "{stderr}");
+    let mut server = Running::logged(&["--metrics", "0.0.0.0:0", "--metrics-public"]);
+    let line = server.until_logged("--metrics-public");
+    assert!(line.contains("WARN"), "{line}");
+    let port = server.metrics_addr.expect("a metrics address").port();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], port));
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    assert_eq!(runtime.block_on(get(loopback, "/healthz")).0, 200);
 }

@@ -810,3 +810,80 @@ fn a_bad_config_file_says_which_key_and_what_it_wants() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The config file must be a regular file of at most 1 MiB: a FIFO, a
+/// device, a directory or a bigger file stops the server at start with a
+/// message that names it and says why, at once: without waiting for a
+/// FIFO's writer, and without reading `/dev/zero` until memory runs out.
+#[test]
+fn a_config_file_that_is_not_a_small_regular_file_stops_the_server_at_once() {
+    let dir = std::env::temp_dir().join(format!("chat-tests-{}-config-kind", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let fifo = dir.join("fifo.toml");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let big = dir.join("big.toml");
+    // 2 MiB of comments: valid TOML, only too big.
+    let line = format!("# {}\n", "x".repeat(1021));
+    std::fs::write(&big, line.repeat(2048)).expect("write the big file");
+    let limit = dir.join("limit.toml");
+    let mut text = "max-clients = 7\n".to_owned();
+    text.push_str(&"#".repeat((1 << 20) - text.len() - 1));
+    text.push('\n');
+    std::fs::write(&limit, &text).expect("write a file of exactly 1 MiB");
+    let cases = [
+        (fifo.clone(), "is a FIFO"),
+        ("/dev/zero".into(), "is a device"),
+        (dir.clone(), "is a directory"),
+        (big.clone(), "is larger than 1 MiB"),
+    ];
+    let server = chat_tests::binary("chat-server");
+    for (path, why) in cases {
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&server)
+            .arg("--config")
+            .arg(&path)
+            .args(["--addr", "127.0.0.1:0", "--ephemeral"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run chat-server");
+        while child.try_wait().expect("try_wait").is_none() {
+            if started.elapsed() > TIMEOUT {
+                let _ = child.kill();
+                panic!("{}: the server neither started nor stopped", path.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let output = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{}: {stderr}",
+            path.display()
+        );
+        assert!(output.stdout.is_empty(), "it started: {}", path.display());
+        let expected = format!("chat-server: the config file {} {why}", path.display());
+        assert!(stderr.starts_with(&expected), "{why}:\n{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+    // Exactly 1 MiB is still fine.
+    let output = std::process::Command::new(chat_tests::binary("chat-server"))
+        .arg("--config")
+        .arg(&limit)
+        .arg("--print-config")
+        .output()
+        .expect("run chat-server");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("max-clients = 7"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -351,3 +351,110 @@ fn mkcert_makes_a_pair_the_server_starts_with() {
         key.to_str().unwrap(),
     ]);
 }
+
+/// The login timeout counts from the accept, the handshake included: a
+/// client that takes most of it to finish the handshake has only what is
+/// left to log in (it used to get the whole timeout again after it).
+#[tokio::test]
+async fn the_login_timeout_counts_from_the_accept_through_the_handshake() {
+    use tokio::io::AsyncBufReadExt as _;
+    let scratch = Scratch::new("login-from-accept");
+    let pair = Pair::generate();
+    let server = tls_server(&scratch, &pair, &["--login-timeout", "2s"]);
+    let connector = trusting(&[&pair.der]);
+    let stream = TcpStream::connect(server.tls_addr()).await.unwrap();
+    let accepted = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector
+        .connect(name, stream)
+        .await
+        .expect("the handshake, within the login timeout");
+    let mut lines = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    tokio::time::timeout(TIMEOUT, lines.read_line(&mut line))
+        .await
+        .expect("told in time")
+        .expect("read");
+    assert!(line.starts_with("ERROR login-timeout"), "{line:?}");
+    let waited = accepted.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "closed before the timeout: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(3000),
+        "the handshake's time was not counted: {waited:?}"
+    );
+}
+
+/// A refusal on the TLS port is told inside TLS, after a handshake; but
+/// one address may have only 16 such handshakes waiting at once, and more
+/// of its connections are closed at once, without one. Other addresses are
+/// not held back.
+#[tokio::test]
+async fn sixteen_refusals_per_address_wait_in_a_handshake_and_more_are_closed_at_once() {
+    let scratch = Scratch::new("refusal-handshakes");
+    let pair = Pair::generate();
+    let server = tls_server(
+        &scratch,
+        &pair,
+        &["--max-per-ip", "1", "--limits-on-loopback"],
+    );
+    let connector = trusting(&[&pair.der]);
+    let mut held = Client::connect(server.addr).await;
+    held.send("PING").await;
+    held.expect("PONG").await;
+    // Refused, and stalled in the handshake: they never send a byte.
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        stalled.push(TcpStream::connect(server.tls_addr()).await.unwrap());
+    }
+    let started = Instant::now();
+    let mut over = TcpStream::connect(server.tls_addr()).await.unwrap();
+    let mut sink = [0u8; 64];
+    let read = tokio::time::timeout(TIMEOUT, over.read(&mut sink))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed at once, not at the login timeout"
+    );
+    // The sixteen still wait.
+    for stream in &mut stalled {
+        let waited = tokio::time::timeout(Duration::from_millis(20), stream.read(&mut sink)).await;
+        assert!(
+            waited.is_err(),
+            "a stalled handshake was closed: {waited:?}"
+        );
+    }
+    // Another address is served, over TLS too.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(([127, 0, 0, 2], 0).into())
+        .expect("bind 127.0.0.2");
+    let other = socket.connect(server.tls_addr()).await.expect("connect");
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, other).await.expect("handshake");
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut lines = tokio::io::BufReader::new(stream);
+    lines.get_mut().write_all(b"NAME other\n").await.unwrap();
+    let mut line = String::new();
+    tokio::time::timeout(TIMEOUT, lines.read_line(&mut line))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert_eq!(line, "WELCOME other\n");
+    // Once the stalled ones go, this address's refusals are told again.
+    drop(stalled);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(mut refused) = TlsClient::try_connect(server.tls_addr(), &connector).await {
+            refused.expect_error("too-many-connections").await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "never told why again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

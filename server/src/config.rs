@@ -86,8 +86,8 @@ pub struct Config {
     )]
     pub flood_rate: u32,
 
-    /// Apply --max-per-ip and flood control to loopback peers too
-    /// (127.0.0.0/8, ::1), which are otherwise spared.
+    /// Apply --max-per-ip, --connect-burst/--connect-rate and flood control
+    /// to loopback peers too (127.0.0.0/8, ::1), which are otherwise spared.
     #[arg(long, env = "CHAT_LIMITS_ON_LOOPBACK", hide_env_values = true)]
     pub limits_on_loopback: bool,
 
@@ -146,7 +146,7 @@ pub struct Config {
     /// --tls-key); port 0 picks a free port. Its line on stdout is
     /// `listening for TLS on <address>`.
     #[arg(long, env = "CHAT_TLS_ADDR", hide_env_values = true, value_name = "HOST:PORT",
-          default_value = DEFAULT_TLS_ADDR, value_parser = parse_addr)]
+          default_value = DEFAULT_TLS_ADDR, value_parser = parse_tls_addr)]
     pub tls_addr: String,
 
     /// Most connections open at once from one IP address (IPv6: one /64),
@@ -158,11 +158,37 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_per_ip: usize,
 
+    /// New connections one IP address (IPv6: one /64) may open at once,
+    /// over both listeners, before --connect-rate applies; one more gets
+    /// `ERROR too-many-connections`. Loopback is spared unless
+    /// --limits-on-loopback.
+    #[arg(long, env = "CHAT_CONNECT_BURST", hide_env_values = true, value_name = "N",
+          default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_burst: u32,
+
+    /// New connections a second one address may open after its
+    /// --connect-burst (0 turns this limit off).
+    #[arg(
+        long,
+        env = "CHAT_CONNECT_RATE",
+        hide_env_values = true,
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub connect_rate: u32,
+
+    /// Allow --metrics on an address other than loopback. The endpoint is
+    /// not authenticated, so without this the server refuses to start.
+    #[arg(long, env = "CHAT_METRICS_PUBLIC", hide_env_values = true)]
+    pub metrics_public: bool,
+
     /// Serve Prometheus metrics on http://HOST:PORT/metrics, with /healthz
     /// (the process serves) and /readyz (it can log users in); port 0 picks
-    /// a free port, named on stdout as `metrics on <address>`.
+    /// a free port, named on stdout as `metrics on <address>`. Loopback
+    /// only, unless --metrics-public.
     #[arg(long, env = "CHAT_METRICS", hide_env_values = true, value_name = "HOST:PORT",
-          value_parser = parse_addr)]
+          value_parser = parse_metrics_addr)]
     pub metrics: Option<String>,
 
     /// Where accounts, bans, mutes and the lobby's history are kept (an
@@ -369,10 +395,34 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{authority}{tail}")
 }
 
-/// What `--addr` needs: a `host:port` that can be listened on. Only the
-/// form is checked here; whether the host resolves is learnt when binding.
+/// What `--addr` needs: a `host:port` that can be listened on.
 fn parse_addr(text: &str) -> Result<String, String> {
-    const USAGE: &str = "--addr needs host:port, e.g. 127.0.0.1:8000 (port 0 picks a free one)";
+    parse_host_port(
+        text,
+        "--addr needs host:port, e.g. 127.0.0.1:8000 (port 0 picks a free one)",
+    )
+}
+
+/// What `--tls-addr` needs, as `--addr`.
+fn parse_tls_addr(text: &str) -> Result<String, String> {
+    parse_host_port(
+        text,
+        "--tls-addr needs host:port, e.g. 0.0.0.0:8443 (port 0 picks a free one)",
+    )
+}
+
+/// What `--metrics` needs, as `--addr`.
+fn parse_metrics_addr(text: &str) -> Result<String, String> {
+    parse_host_port(
+        text,
+        "--metrics needs host:port, e.g. 127.0.0.1:9464 (port 0 picks a free one)",
+    )
+}
+
+/// A `host:port` that can be listened on, or `usage`, which names the
+/// flag. Only the form is checked here; whether the host resolves is
+/// learnt when binding.
+fn parse_host_port(text: &str, usage: &str) -> Result<String, String> {
     if text.parse::<SocketAddr>().is_ok() {
         return Ok(text.to_owned());
     }
@@ -386,7 +436,7 @@ fn parse_addr(text: &str) -> Result<String, String> {
         {
             Ok(text.to_owned())
         }
-        _ => Err(USAGE.into()),
+        _ => Err(usage.into()),
     }
 }
 
@@ -528,6 +578,8 @@ mod tests {
         assert_eq!(config.tls_addr, "127.0.0.1:8443");
         assert_eq!((config.tls_cert, config.tls_key), (None, None));
         assert_eq!(config.max_per_ip, 16);
+        assert_eq!((config.connect_burst, config.connect_rate), (16, 1));
+        assert!(!config.metrics_public);
         assert_eq!(config.flood_burst, 10);
         assert_eq!(config.flood_rate, 5);
         assert!(!config.limits_on_loopback);
@@ -564,6 +616,19 @@ mod tests {
             Config::try_parse_from(["chat-server", "--idle-timeout", "90s"]).expect("valid");
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(90)));
         assert!(Config::try_parse_from(["chat-server", "--login-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn each_address_flag_names_itself_when_wrong() {
+        for flag in ["--tls-addr", "--metrics"] {
+            let error = Config::try_parse_from(["chat-server", flag, "9464"]).expect_err(flag);
+            let error = error.to_string();
+            assert!(
+                error.contains(&format!("{flag} needs host:port")),
+                "{flag}: {error}"
+            );
+            assert!(!error.contains("--addr needs"), "{flag}: {error}");
+        }
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! `--max-per-ip`: how many connections one address may hold open.
+//! What one address may cost in connections: `--max-per-ip`, how many it
+//! may hold open, and `--connect-burst`/`--connect-rate`, how fast it may
+//! open new ones.
 //!
 //! One host must not be able to take every slot of `--max-clients` for
 //! itself, so connections are counted per address from the moment they are
 //! accepted, logged in or not, on the plaintext and the TLS listener alike.
+//! Nor may it reconnect in a loop: every connection starts with a fresh
+//! flood allowance and costs everyone a `JOIN` and a `LEAVE`.
 //! An IPv6 host usually owns a whole /64, so IPv6 addresses are counted by
 //! their /64; an IPv4-mapped IPv6 address is its IPv4 address. Loopback
 //! peers (local tools, benchmarks) are spared unless `--limits-on-loopback`.
@@ -10,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What connections are counted (and addresses banned) under: an IPv4
 /// address or an IPv6 /64.
@@ -97,6 +102,74 @@ impl PerAddress {
     }
 }
 
+/// How fast each address may open connections: a token bucket per
+/// address of `burst` tokens, refilled at `rate` a second, one taken by each
+/// connection admitted.
+///
+/// A bucket is kept only while it is not full: an address that has not
+/// connected for `burst / rate` seconds is forgotten, and so is its entry.
+/// Each bucket is one instant, the time it will be full again, and full
+/// buckets are swept whenever the table has doubled since the last sweep,
+/// so memory follows the addresses that connected lately, not every
+/// address ever seen.
+#[derive(Debug)]
+pub struct ConnectRate {
+    burst: u32,
+    /// Time for one token to come back; `None` when the limit is off.
+    every: Option<Duration>,
+    on_loopback: bool,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    /// When each address's bucket is full again.
+    full_at: HashMap<Key, Instant>,
+    /// The table's size after the last sweep.
+    swept_at: usize,
+}
+
+/// Entries the bucket table may hold before it is first swept.
+const SWEEP_FROM: usize = 1024;
+
+impl ConnectRate {
+    /// `burst` connections at once, then `rate` a second (`rate` 0: no
+    /// limit).
+    pub fn new(burst: u32, rate: u32, on_loopback: bool) -> ConnectRate {
+        ConnectRate {
+            burst: burst.max(1),
+            every: (rate > 0).then(|| Duration::from_secs(1) / rate),
+            on_loopback,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes a token for a new connection from `ip`, or returns `false`
+    /// if its address has none left.
+    pub fn admit(&self, ip: IpAddr) -> bool {
+        self.admit_at(ip, Instant::now())
+    }
+
+    fn admit_at(&self, ip: IpAddr, now: Instant) -> bool {
+        let (Some(every), Some(key)) = (self.every, Key::of(ip, self.on_loopback)) else {
+            return true;
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let full_at = buckets.full_at.get(&key).copied().unwrap_or(now).max(now);
+        // Tokens missing are (full_at - now) / every; one must be left.
+        if full_at - now > every * (self.burst - 1) {
+            return false;
+        }
+        buckets.full_at.insert(key, full_at + every);
+        let size = buckets.full_at.len();
+        if size >= SWEEP_FROM.max(2 * buckets.swept_at) {
+            buckets.full_at.retain(|_, full_at| *full_at > now);
+            buckets.swept_at = buckets.full_at.len();
+        }
+        true
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let Some(key) = self.key else { return };
@@ -141,6 +214,46 @@ mod tests {
         let _b = limits.admit(ip("2001:db8:1:3::1")).expect("another /64");
         let _c = limits.admit(ip("198.51.100.7")).expect("first");
         assert!(limits.admit(ip("::ffff:198.51.100.7")).is_none(), "mapped");
+    }
+
+    #[test]
+    fn connect_rate_lets_a_burst_in_then_refills() {
+        let rate = ConnectRate::new(3, 2, false);
+        let start = Instant::now();
+        let a = ip("192.0.2.1");
+        for _ in 0..3 {
+            assert!(rate.admit_at(a, start));
+        }
+        assert!(!rate.admit_at(a, start), "the burst is spent");
+        assert!(rate.admit_at(ip("192.0.2.2"), start), "another address");
+        assert!(!rate.admit_at(a, start + Duration::from_millis(499)));
+        assert!(rate.admit_at(a, start + Duration::from_millis(500)));
+        assert!(!rate.admit_at(a, start + Duration::from_millis(500)));
+        // A long pause fills the bucket, and no more than full.
+        let later = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(rate.admit_at(a, later));
+        }
+        assert!(!rate.admit_at(a, later));
+    }
+
+    #[test]
+    fn connect_rate_forgets_full_buckets_and_spares_loopback() {
+        let rate = ConnectRate::new(2, 1, false);
+        let start = Instant::now();
+        for n in 0..(3 * SWEEP_FROM as u32) {
+            let peer = IpAddr::V4(Ipv4Addr::from_bits(0x0a00_0000 + n));
+            assert!(rate.admit_at(peer, start + Duration::from_secs(u64::from(n))));
+        }
+        let kept = rate.buckets.lock().unwrap().full_at.len();
+        assert!(kept <= SWEEP_FROM, "{kept} buckets kept");
+        for _ in 0..10 {
+            assert!(rate.admit_at(ip("127.0.0.1"), start));
+        }
+        let off = ConnectRate::new(1, 0, true);
+        for _ in 0..10 {
+            assert!(off.admit_at(ip("192.0.2.1"), start));
+        }
     }
 
     #[test]

@@ -147,10 +147,23 @@ async fn run() -> ExitCode {
         None => None,
         Some(addr) => match tokio::net::TcpListener::bind(addr.as_str()).await {
             Ok(listener) => {
-                let addr = listener
-                    .local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
+                let addr = match listener.local_addr() {
+                    Ok(addr) => addr,
+                    Err(e) => {
+                        return fail(format_args!("cannot listen on {addr} for metrics: {e}"))
+                    }
+                };
+                if let Err(e) = status::check_address(addr, config.metrics_public) {
+                    return fail(format_args!("{e}"));
+                }
+                if !addr.ip().to_canonical().is_loopback() {
+                    warn!(
+                        %addr,
+                        "serving metrics on an address other than loopback (--metrics-public): \
+                         anyone who can reach it reads them, unauthenticated; keep it behind a firewall"
+                    );
+                }
+                let addr = addr.to_string();
                 let task =
                     status::serve(listener, hub.clone(), listening.clone(), shutdown.clone());
                 essentials.watch([("metrics endpoint", task)]);

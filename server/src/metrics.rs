@@ -87,12 +87,43 @@ const LEAVE_CAUSES: [&str; 12] = [
     "other",
 ];
 const LISTENERS: [&str; 2] = ["plain", "tls"];
+
+/// Which limit refused a connection at accept: finer than the error it is
+/// sent (`too-many-connections` is both `--max-per-ip` and
+/// `--connect-rate`), and it covers those closed without a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `--max-clients`: `server-full`.
+    MaxClients,
+    /// `--max-per-ip`: `too-many-connections`.
+    MaxPerIp,
+    /// `--connect-burst` and `--connect-rate`: `too-many-connections`.
+    ConnectRate,
+    /// An address ban: `banned`.
+    Banned,
+    /// Refused on the TLS port while its address already has as many
+    /// refusals waiting in a handshake as it may: closed without one.
+    TlsHandshakes,
+    /// Too many refusals in progress server-wide: closed without a word.
+    Refusals,
+}
+
+const LIMITS: [&str; 6] = [
+    "max-clients",
+    "max-per-ip",
+    "connect-rate",
+    "banned",
+    "tls-handshakes-waiting",
+    "refusals-in-progress",
+];
 const VERBS: usize = Verb::ALL.len();
 const CODES: usize = ErrorCode::ALL.len();
 
 static ACCEPTED: [Count; 2] = counts();
 static OPEN: [AtomicI64; 2] = [const { AtomicI64::new(0) }; 2];
 static REFUSED: [Count; CODES] = counts();
+static REFUSED_BY_LIMIT: [Count; LIMITS.len()] = counts();
+static METRICS_REFUSED: Count = AtomicU64::new(0);
 static TLS_HANDSHAKES_FAILED: Count = AtomicU64::new(0);
 static LOGGED_IN: AtomicI64 = AtomicI64::new(0);
 static LOGINS: Count = AtomicU64::new(0);
@@ -152,9 +183,16 @@ impl Drop for OpenConnection {
 }
 
 /// A connection was refused at accept (`server-full`,
-/// `too-many-connections`).
-pub fn refused(code: ErrorCode) {
+/// `too-many-connections`, `banned`), by `limit`.
+pub fn refused(code: ErrorCode, limit: Limit) {
     REFUSED[code as usize].fetch_add(1, Relaxed);
+    REFUSED_BY_LIMIT[limit as usize].fetch_add(1, Relaxed);
+}
+
+/// A connection to the metrics port was closed at once: it serves
+/// [`crate::status::MAX_CONNECTIONS`] at a time.
+pub fn metrics_refused() {
+    METRICS_REFUSED.fetch_add(1, Relaxed);
 }
 
 /// A TLS handshake failed or timed out.
@@ -308,11 +346,30 @@ impl Collector for Statics {
         )?;
         out.counters(
             "chat_connections_refused",
-            "Connections refused at accept, by the error they were sent.",
+            "Connections refused at accept, by the error they were sent (or would have been, when closed without a word).",
             "reason",
-            [ErrorCode::ServerFull, ErrorCode::TooManyConnections]
+            [
+                ErrorCode::ServerFull,
+                ErrorCode::TooManyConnections,
+                ErrorCode::Banned,
+            ]
+            .iter()
+            .map(|c| (c.as_str(), load(&REFUSED[*c as usize]))),
+        )?;
+        out.counters(
+            "chat_connections_refused_by_limit",
+            "Connections refused at accept, by the limit that refused them (tls-handshakes-waiting \
+             and refusals-in-progress: closed without a word).",
+            "limit",
+            LIMITS
                 .iter()
-                .map(|c| (c.as_str(), load(&REFUSED[*c as usize]))),
+                .zip(&REFUSED_BY_LIMIT)
+                .map(|(l, n)| (*l, load(n))),
+        )?;
+        out.counter(
+            "chat_metrics_connections_refused",
+            "Connections to the metrics port closed at once: it serves 64 at a time.",
+            load(&METRICS_REFUSED),
         )?;
         out.counter(
             "chat_tls_handshakes_failed",

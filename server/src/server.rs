@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_protocol::ErrorCode;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -22,8 +22,9 @@ use crate::essential::{self, Essential, Essentials};
 use crate::hub::accounts::{Accounts, Backend};
 use crate::hub::cluster::{self, ClusterConfig};
 use crate::hub::{Hub, Refusal};
-use crate::limits::PerAddress;
-use crate::metrics;
+use crate::limits::{ConnectRate, PerAddress};
+use crate::logging::Repeating;
+use crate::metrics::{self, Limit};
 use crate::passwords::Hasher;
 use crate::session;
 use crate::session::Connection;
@@ -41,6 +42,11 @@ const SEND_BUFFER: u32 = 64 * 1024;
 /// Refusals (`server-full`, `too-many-connections`) in progress at once; beyond it excess connections
 /// are dropped without a word rather than costing memory.
 const MAX_REFUSALS: usize = 1024;
+/// Refused connections from one address that may wait in a TLS handshake
+/// at once (the refusal is told inside TLS); more are closed at once,
+/// without one. One address once held 200 descriptors with stalled
+/// handshakes that were to be refused anyway.
+const TLS_REFUSALS_PER_ADDRESS: usize = 16;
 /// Pause after a failed accept (for example out of file descriptors), so the
 /// loop neither spins nor gives up.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -51,6 +57,10 @@ const SHUTDOWN_SHARDS: usize = 64;
 /// a cluster's final second to free names ([`Hub::close`]), the process
 /// ends within 5 s.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// The least login time a session is given after a TLS handshake that
+/// took nearly all of `--login-timeout`: enough to be told
+/// `login-timeout`.
+const LEAST_LOGIN_TIME: Duration = Duration::from_millis(1);
 /// How often a starting node asks its hub whether it can serve yet.
 const READY_POLL: Duration = Duration::from_millis(10);
 
@@ -230,6 +240,11 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// `--max-per-ip`, across both listeners.
     per_address: Arc<PerAddress>,
+    /// `--connect-burst` and `--connect-rate`, across both listeners.
+    connect_rate: ConnectRate,
+    /// Refusals waiting in a TLS handshake, per address, loopback
+    /// included ([`TLS_REFUSALS_PER_ADDRESS`]).
+    tls_refusals: Arc<PerAddress>,
     refusals: Arc<Semaphore>,
 }
 
@@ -240,6 +255,12 @@ async fn serve(listeners: Listeners, hub: Hub, config: Config, shutdown: Cancell
     let shared = Arc::new(Shared {
         connections: Arc::new(Semaphore::new(config.max_clients)),
         per_address: PerAddress::new(config.max_per_ip, config.limits_on_loopback),
+        connect_rate: ConnectRate::new(
+            config.connect_burst,
+            config.connect_rate,
+            config.limits_on_loopback,
+        ),
+        tls_refusals: PerAddress::new(TLS_REFUSALS_PER_ADDRESS, true),
         refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
         config: Arc::new(config),
         hub,
@@ -280,9 +301,9 @@ async fn accept(listener: TcpListener, door: Door, shared: &Arc<Shared>) {
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => admit(stream, peer, &door, shared),
+            Ok((stream, peer)) => admit(stream, peer, &door, shared, Instant::now()),
             Err(e) => {
-                error!(error = %e, "accept failed; pausing");
+                ACCEPT_FAILED.warn(e);
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
@@ -290,54 +311,116 @@ async fn accept(listener: TcpListener, door: Door, shared: &Arc<Shared>) {
 }
 
 /// Gives an accepted connection its session, or refuses it if the server is
-/// full or its address has too many connections open (`server-full` wins
-/// when both hold). Either way the work, TLS handshake included, happens in
-/// the connection's own task, never in the accept loop.
-fn admit(stream: TcpStream, peer: SocketAddr, door: &Door, shared: &Arc<Shared>) {
+/// full, its address is banned, has too many connections open or opens
+/// them too fast (`server-full` wins when several hold). Either way the
+/// work, TLS handshake included, happens in the connection's own task,
+/// never in the accept loop; `accepted` is when the login timeout started.
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    door: &Door,
+    shared: &Arc<Shared>,
+    accepted: Instant,
+) {
     // Replies are batched per write already; Nagle would only add delay.
     let _ = stream.set_nodelay(true);
     let door = door.clone();
-    let refusal = match shared.connections.clone().try_acquire_owned() {
+    let (refusal, limit) = match shared.connections.clone().try_acquire_owned() {
         Ok(_) if shared.hub.address_banned(peer.ip()).is_some() => {
             let banned = shared.hub.address_banned(peer.ip());
-            warn!(%peer, "banned address; refusing");
-            banned.unwrap_or_else(|| ErrorCode::Banned.into())
+            (
+                banned.unwrap_or_else(|| ErrorCode::Banned.into()),
+                Limit::Banned,
+            )
         }
         Ok(permit) => match shared.per_address.admit(peer.ip()) {
-            Some(slot) => {
+            Some(slot) if shared.connect_rate.admit(peer.ip()) => {
                 let connection = shared.clone();
                 let open = metrics::connection_opened(matches!(door, Door::Tls(_)));
                 shared.tasks.spawn(async move {
-                    connect(stream, peer, door, &connection).await;
+                    connect(stream, peer, door, &connection, accepted).await;
                     drop((permit, slot, open));
                 });
                 return;
             }
-            None => {
-                let limit = shared.config.max_per_ip;
-                warn!(%peer, limit, "too many connections from one address; refusing");
-                ErrorCode::TooManyConnections.into()
+            Some(_) => {
+                let why = "too many new connections from your address; try again in a second";
+                (
+                    Refusal::new(ErrorCode::TooManyConnections, why),
+                    Limit::ConnectRate,
+                )
             }
+            None => (ErrorCode::TooManyConnections.into(), Limit::MaxPerIp),
         },
-        Err(_) => {
-            let limit = shared.config.max_clients;
-            warn!(%peer, limit, "server full; refusing");
-            ErrorCode::ServerFull.into()
-        }
+        Err(_) => (ErrorCode::ServerFull.into(), Limit::MaxClients),
     };
-    metrics::refused(refusal.code);
-    if let Ok(permit) = shared.refusals.clone().try_acquire_owned() {
-        let connection = shared.clone();
-        shared.tasks.spawn(async move {
-            refuse(stream, peer, door, &connection, refusal).await;
-            drop(permit);
-        });
-    }
+    // On the TLS port the refusal costs a handshake: an address gets a few
+    // at a time, and the rest are closed without one.
+    let waiting = match door {
+        Door::Plain => None,
+        Door::Tls(_) => match shared.tls_refusals.admit(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => return refused(refusal.code, Limit::TlsHandshakes, peer),
+        },
+    };
+    let Ok(permit) = shared.refusals.clone().try_acquire_owned() else {
+        return refused(refusal.code, Limit::Refusals, peer);
+    };
+    refused(refusal.code, limit, peer);
+    let connection = shared.clone();
+    shared.tasks.spawn(async move {
+        refuse(stream, peer, door, &connection, refusal, accepted).await;
+        drop((permit, waiting));
+    });
+}
+
+/// Counts a refusal and warns of it, at most once a second for each limit.
+fn refused(code: ErrorCode, limit: Limit, peer: SocketAddr) {
+    metrics::refused(code, limit);
+    let warning = match limit {
+        Limit::MaxClients => &REFUSED_FULL,
+        Limit::MaxPerIp => &REFUSED_OPEN,
+        Limit::ConnectRate => &REFUSED_NEW,
+        Limit::Banned => &REFUSED_BANNED,
+        Limit::TlsHandshakes => &REFUSED_HANDSHAKES,
+        Limit::Refusals => &REFUSED_UNANSWERED,
+    };
+    warning.warn(peer.ip());
+}
+
+/// The accept path's warnings, one kind per limit: strangers can cause
+/// them by the thousand, so each is written at most once a second, with a
+/// count ([`Repeating`]).
+static REFUSED_FULL: Repeating = refusals("the server is full (--max-clients)");
+static REFUSED_OPEN: Repeating = refusals("too many from one address (--max-per-ip)");
+static REFUSED_NEW: Repeating =
+    refusals("opened too fast from one address (--connect-burst, --connect-rate)");
+static REFUSED_BANNED: Repeating = refusals("the address is banned");
+static REFUSED_HANDSHAKES: Repeating = refusals(
+    "too many refused TLS handshakes waiting from one address; closed without a handshake",
+);
+static REFUSED_UNANSWERED: Repeating =
+    refusals("too many refusals in progress; closed without a word");
+static ACCEPT_FAILED: Repeating = Repeating::new(
+    "accept failed",
+    "time",
+    "times",
+    "pausing 100 ms after each",
+);
+
+const fn refusals(why: &'static str) -> Repeating {
+    Repeating::new("refused", "connection", "connections", why)
 }
 
 /// Serves one admitted connection: a session straight away on the
 /// plaintext listener, after the handshake on the TLS one.
-async fn connect(mut stream: TcpStream, peer: SocketAddr, door: Door, shared: &Shared) {
+async fn connect(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    door: Door,
+    shared: &Shared,
+    accepted: Instant,
+) {
     match door {
         Door::Plain => {
             let (hub, config, shutdown) = session_handles(shared);
@@ -349,7 +432,7 @@ async fn connect(mut stream: TcpStream, peer: SocketAddr, door: Door, shared: &S
         // Boxed: a TLS stream and its handshake are far larger than a TCP
         // socket, and every plaintext user's task would otherwise carry
         // room for them (2.8 KiB a task instead of 1.3).
-        Door::Tls(acceptor) => Box::pin(serve_tls(acceptor, stream, peer, shared)).await,
+        Door::Tls(acceptor) => Box::pin(serve_tls(acceptor, stream, peer, shared, accepted)).await,
     }
 }
 
@@ -366,12 +449,29 @@ fn session_handles(shared: &Shared) -> (Hub, Arc<Config>, CancellationToken) {
     )
 }
 
-/// The TLS listener's session, after the handshake.
-async fn serve_tls(acceptor: TlsAcceptor, stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let Some(stream) = handshake(&acceptor, stream, peer, shared).await else {
+/// The TLS listener's session, after the handshake. The login timeout
+/// counts from the accept: the session is given what the handshake left
+/// of it (a trickled handshake once held a slot for the handshake's time
+/// plus the whole login timeout).
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    accepted: Instant,
+) {
+    let Some(stream) = handshake(&acceptor, stream, peer, shared, accepted).await else {
         return;
     };
     let (hub, config, shutdown) = session_handles(shared);
+    let left = config
+        .login_timeout
+        .saturating_sub(accepted.elapsed())
+        .max(LEAST_LOGIN_TIME);
+    let config = Arc::new(Config {
+        login_timeout: left,
+        ..Config::clone(&config)
+    });
     let socket = stream.get_ref().0.as_raw_fd();
     let (read, write) = tokio::io::split(stream);
     let connection = Connection::lines(read, write, socket, config.max_line);
@@ -386,6 +486,7 @@ async fn refuse(
     door: Door,
     shared: &Shared,
     refusal: Refusal,
+    accepted: Instant,
 ) {
     metrics::error_sent(refusal.code);
     match door {
@@ -396,7 +497,7 @@ async fn refuse(
             session::refuse(connection, refusal.clone()).await;
         }
         Door::Tls(acceptor) => {
-            if let Some(stream) = handshake(&acceptor, stream, peer, shared).await {
+            if let Some(stream) = handshake(&acceptor, stream, peer, shared, accepted).await {
                 let socket = stream.get_ref().0.as_raw_fd();
                 let (read, write) = tokio::io::split(stream);
                 let connection = Connection::lines(read, write, socket, shared.config.max_line);
@@ -406,18 +507,20 @@ async fn refuse(
     }
 }
 
-/// The TLS handshake, bounded by `--login-timeout` (a client that never
-/// finishes it must not hold a connection longer than one that never logs
-/// in) and cut short by shutdown.
+/// The TLS handshake, bounded by `--login-timeout` from the accept (a
+/// client that never finishes it must not hold a connection longer than
+/// one that never logs in) and cut short by shutdown.
 async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
+    accepted: Instant,
 ) -> Option<TlsStream<TcpStream>> {
+    let deadline = accepted + shared.config.login_timeout;
     let outcome = tokio::select! {
         _ = shared.shutdown.cancelled() => return None,
-        outcome = tokio::time::timeout(shared.config.login_timeout, acceptor.accept(stream)) => outcome,
+        outcome = tokio::time::timeout_at(deadline.into(), acceptor.accept(stream)) => outcome,
     };
     match outcome {
         Ok(Ok(stream)) => Some(stream),

@@ -7,8 +7,12 @@
 //!   it listens, while a cluster node cannot reach the bus or is settling
 //!   after a Redis restart, and once it is shutting down. A load balancer
 //!   sends new connections only to nodes that answer 200.
+//!
+//! It answers once per connection and serves [`MAX_CONNECTIONS`] at a time;
+//! it listens on loopback unless `--metrics-public` says otherwise.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +25,13 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::hub::Hub;
+use crate::logging::Repeating;
 use crate::metrics;
 
 /// Longest a readiness check waits for the hub's answer: a hub that
@@ -33,6 +39,26 @@ use crate::metrics;
 const READY_LIMIT: Duration = Duration::from_secs(1);
 /// Longest one HTTP connection may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the endpoint serves at once; more are closed at once. A
+/// scraper, a supervisor and a load balancer need a few; without a bound,
+/// idle connections could take every file descriptor the chat needs.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Pause after a failed accept, so the loop neither spins nor gives up.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The endpoint's repeating warnings ([`Repeating`]).
+static REFUSED: Repeating = Repeating::new(
+    "metrics endpoint: refused",
+    "connection",
+    "connections",
+    "64 are being served",
+);
+static ACCEPT_FAILED: Repeating = Repeating::new(
+    "metrics endpoint: accept failed",
+    "time",
+    "times",
+    "pausing 100 ms after each",
+);
 
 /// Whether the chat listeners are up; `/readyz` says not ready before.
 #[derive(Clone, Default)]
@@ -48,40 +74,64 @@ impl Listening {
     }
 }
 
-/// Serves the endpoint on `listener` until `shutdown`.
+/// Serves the endpoint on `listener` until `shutdown`: one answer per
+/// connection, [`MAX_CONNECTIONS`] connections at a time.
 pub fn serve(
     listener: TcpListener,
     hub: Hub,
     listening: Listening,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
+    let serving = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(e) => {
-                        debug!(error = %e, "metrics endpoint: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        ACCEPT_FAILED.warn(e);
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
                 },
+            };
+            let Ok(permit) = serving.clone().try_acquire_owned() else {
+                metrics::metrics_refused();
+                REFUSED.warn(peer.ip());
+                drop(stream);
+                continue;
             };
             let (hub, listening, shutdown) = (hub.clone(), listening.clone(), shutdown.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
                     answer(request, hub.clone(), listening.clone(), shutdown.clone())
                 });
+                // No keep-alive: the connection closes after one answer.
                 let connection = http1::Builder::new()
                     .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service);
                 if let Ok(Err(e)) = tokio::time::timeout(REQUEST_TIMEOUT, connection).await {
                     debug!(error = %e, "metrics endpoint: connection failed");
                 }
+                drop(permit);
             });
         }
     })
+}
+
+/// Whether the endpoint may listen on `addr`: loopback always, any other
+/// address only with `--metrics-public`, since the endpoint is not
+/// authenticated. The error says how to mend it.
+pub fn check_address(addr: SocketAddr, public: bool) -> Result<(), String> {
+    if addr.ip().to_canonical().is_loopback() || public {
+        return Ok(());
+    }
+    Err(format!(
+        "--metrics {addr}: not a loopback address, and the metrics endpoint has no \
+         authentication; listen on 127.0.0.1 or [::1], or give --metrics-public \
+         (metrics-public = true) to serve it on {addr} anyway"
+    ))
 }
 
 async fn answer(
@@ -132,4 +182,26 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         .header(CACHE_CONTROL, "no-store")
         .body(Full::new(Bytes::from_static(text.as_bytes())))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_unless_public() {
+        for loopback in [
+            "127.0.0.1:9464",
+            "127.3.2.1:0",
+            "[::1]:9464",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            check_address(loopback.parse().unwrap(), false).expect(loopback);
+        }
+        for public in ["0.0.0.0:9464", "[::]:9464", "192.0.2.1:9464"] {
+            let error = check_address(public.parse().unwrap(), false).expect_err(public);
+            assert!(error.contains("--metrics-public"), "{error}");
+            check_address(public.parse().unwrap(), true).expect(public);
+        }
+    }
 }

@@ -242,6 +242,20 @@ impl Client {
         Client::from_stream(stream)
     }
 
+    /// Connects from the loopback address `source` (127.0.0.x), so that a
+    /// test can be several addresses at once (with `--limits-on-loopback`).
+    pub async fn connect_from(addr: SocketAddr, source: std::net::Ipv4Addr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source.into(), 0))
+            .expect("bind the source address");
+        let stream = tokio::time::timeout(TIMEOUT, socket.connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        Client::from_stream(stream)
+    }
+
     fn from_stream(stream: TcpStream) -> Client {
         let (read, writer) = stream.into_split();
         Client {

@@ -110,6 +110,15 @@ impl Running {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
+        // In memory unless the test gives a data directory, as
+        // `Server::start` does: many servers run at once, and none may
+        // take `chat-data`.
+        if !args
+            .iter()
+            .any(|a| matches!(*a, "--data-dir" | "--ephemeral"))
+        {
+            command.arg("--ephemeral");
+        }
         if logged {
             command.env("RUST_LOG", "info").stderr(Stdio::piped());
         } else if std::env::var_os("CHAT_TEST_LOG").is_none() {

@@ -191,8 +191,8 @@ fn quantiles(tally: &Tally) -> [f64; 3] {
 
 /// The target with flood control applied to loopback: `--limits-on-loopback`
 /// added to a server the bench starts (unless given already), and
-/// `--max-per-ip` raised for all the users if the server has that flag (they
-/// all connect from 127.0.0.1). A server the bench does not start is taken
+/// `--max-per-ip` and `--connect-burst` raised for all the users if the
+/// server has those flags (they all connect from 127.0.0.1, at once). A server the bench does not start is taken
 /// as it is, with a note.
 fn limited(target: &Target, users: u32) -> (Target, Option<String>) {
     let mut target = target.clone();
@@ -216,6 +216,10 @@ fn limited(target: &Target, users: u32) -> (Target, Option<String>) {
     }
     if !given("--max-per-ip") && has_flag(path, "--max-per-ip") {
         extra.push(format!("--max-per-ip={}", users + 16));
+    }
+    // They also connect all at once, faster than --connect-rate allows.
+    if !given("--connect-burst") && has_flag(path, "--connect-burst") {
+        extra.push(format!("--connect-burst={}", users + 16));
     }
     args.splice(0..0, extra);
     (target, None)

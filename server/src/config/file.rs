@@ -151,6 +151,9 @@ keys! {
     tls_key: String,
     tls_addr: String,
     max_per_ip: u32,
+    connect_burst: u32,
+    connect_rate: u32,
+    metrics_public: bool,
     flood_burst: u32,
     flood_rate: u32,
     limits_on_loopback: bool,
@@ -236,6 +239,17 @@ pub(super) const WANTS: &[(&str, &str, &str)] = &[
         "a whole number of connections, at least 1",
         "16",
     ),
+    (
+        "connect-burst",
+        "a whole number of connections, at least 1",
+        "16",
+    ),
+    (
+        "connect-rate",
+        "a whole number of connections a second (0 turns this limit off)",
+        "1",
+    ),
+    ("metrics-public", "true or false, without quotes", "true"),
     ("flood-burst", "a whole number of frames, at least 1", "10"),
     (
         "flood-rate",
@@ -265,13 +279,73 @@ pub(super) const WANTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The largest config file the server reads: far more than every key
+/// written out with comments, and little enough to read whole at start.
+pub(super) const MAX_FILE: u64 = 1 << 20;
+
 /// Reads and parses the file; an error names the file, the line and the
 /// key, and says what the key wants.
 pub(super) fn read(path: &Path) -> Result<(String, File), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+    let text = read_text(path)?;
     let file = parse(path, &text)?;
     Ok((text, file))
+}
+
+/// The file's text, if it is a regular file of at most [`MAX_FILE`] bytes
+/// of UTF-8. Anything else is refused before a byte is read: a FIFO would
+/// block start-up until something writes to it, `/dev/zero` would be read
+/// until memory runs out. It is opened without blocking (a FIFO with no
+/// writer), and what is checked is the file opened, not the path, so a
+/// file swapped in meanwhile is checked too; a file that grows after the
+/// check is read no further than the limit.
+fn read_text(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path.display();
+    let cannot = |e: std::io::Error| format!("cannot read the config file {name}: {e}");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot)?;
+    let metadata = file.metadata().map_err(cannot)?;
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
+            "a FIFO"
+        } else if std::os::unix::fs::FileTypeExt::is_char_device(&kind)
+            || std::os::unix::fs::FileTypeExt::is_block_device(&kind)
+        {
+            "a device"
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&kind) {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!(
+            "the config file {name} is {what}; give --config a regular TOML file"
+        ));
+    }
+    let too_big = || {
+        format!(
+            "the config file {name} is larger than 1 MiB ({MAX_FILE} bytes), the most it may \
+             be; is it the right file?"
+        )
+    };
+    if metadata.len() > MAX_FILE {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| format!("cannot read the config file {name}: it is not UTF-8 text"))
 }
 
 pub(super) fn parse(path: &Path, text: &str) -> Result<File, String> {
@@ -419,6 +493,18 @@ pub(super) fn render(config: &super::Config) -> String {
     put("tls-key", config.tls_key.as_deref().map(path));
     put("tls-addr", Some(Value::String(config.tls_addr.clone())));
     put("max-per-ip", Some(number(config.max_per_ip)));
+    put(
+        "connect-burst",
+        Some(Value::Integer(config.connect_burst.into())),
+    );
+    put(
+        "connect-rate",
+        Some(Value::Integer(config.connect_rate.into())),
+    );
+    put(
+        "metrics-public",
+        Some(Value::Boolean(config.metrics_public)),
+    );
     put(
         "flood-burst",
         Some(Value::Integer(config.flood_burst.into())),
