@@ -100,9 +100,7 @@ impl Running {
         let tls = args.contains(&"--tls-cert");
         let metrics = args.contains(&"--metrics");
         let mut command = Command::new(binary("chat-server"));
-        // State in memory: servers run side by side, none may hold a data
-        // directory of the working tree.
-        command.args(["--addr", "127.0.0.1:0", "--ephemeral"]);
+        command.args(["--addr", "127.0.0.1:0"]);
         if tls {
             command.args(["--tls-addr", "127.0.0.1:0"]);
         }
