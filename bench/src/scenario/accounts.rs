@@ -271,7 +271,7 @@ impl Line {
                 return Ok(());
             }
             if text.starts_with("ERROR ") {
-                return Err(io::Error::other(format!("{}", text.trim_end())));
+                return Err(io::Error::other(text.trim_end().to_owned()));
             }
         }
     }
