@@ -262,7 +262,7 @@ impl Counters {
 /// How much lower than the chat's threads a hashing thread runs (a nice
 /// value): hashing takes whatever CPU the chat leaves, so a storm of
 /// registered logins delays those logins and not everyone's messages.
-const HASHING_NICENESS: libc::c_int = 10;
+const HASHING_NICENESS: libc::c_int = 19;
 
 /// Lowers the calling thread's scheduling priority (on Linux, `setpriority`
 /// with `who = 0` applies to the calling thread alone).
