@@ -109,6 +109,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_rooms: usize,
 
+    /// A client whose socket has taken nothing for this long while output
+    /// waits for it is disconnected; the others see its LEAVE (e.g. 60s,
+    /// 2m; a plain number is seconds).
+    #[arg(long, env = "CHAT_STALL_TIMEOUT", hide_env_values = true, value_name = "DURATION",
+          default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
     /// Join a cluster: several servers pointed at one Redis form one server,
     /// with one lobby and the same rooms (e.g. redis://127.0.0.1:6379).
     /// Without it the server needs nothing else.

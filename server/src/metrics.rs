@@ -72,7 +72,7 @@ const fn counts<const N: usize>() -> [Count; N] {
 }
 
 /// Why a session ended, as [`leave`] is told (the session's own words).
-const LEAVE_CAUSES: [&str; 12] = [
+const LEAVE_CAUSES: [&str; 13] = [
     "left",
     "closed",
     "reset",
@@ -84,6 +84,7 @@ const LEAVE_CAUSES: [&str; 12] = [
     "kicked",
     "banned",
     "logged in elsewhere",
+    "stalled",
     "other",
 ];
 const LISTENERS: [&str; 2] = ["plain", "tls"];

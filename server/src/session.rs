@@ -14,6 +14,10 @@
 //!   client that stops reading leaves them in its inbox, where publishers
 //!   wait for it until its socket has taken nothing for a while, then skip
 //!   it and later report `DROPPED <n>`.
+//! - A socket that has taken nothing for `--stall-timeout` while output
+//!   waits for it ends the session: a client that stopped reading holds
+//!   its slot, its name and its unread output (at most
+//!   [`MAX_UNREAD`](crate::hub::inbox::MAX_UNREAD)) no longer than that.
 //! - It reads input unless answers to the client's own requests, more
 //!   than [`UNREAD_REPLIES`] of them, wait unread. Broadcasts the client
 //!   does not read never stop it: a client that sends without reading is a
@@ -87,6 +91,9 @@ enum End {
     /// The hub no longer vouches for the user (cluster mode: this node
     /// lost its lease, so the others have announced the user gone).
     Evicted,
+    /// The client's socket took nothing for `--stall-timeout` while output
+    /// waited for it: it is dropped without a goodbye it would not read.
+    Stalled,
 }
 
 impl End {
@@ -106,6 +113,7 @@ impl End {
                 _ => "closed by the server",
             },
             End::Evicted => "evicted",
+            End::Stalled => "stalled",
         }
     }
 }
@@ -213,11 +221,12 @@ where
                 biased;
                 () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown.into()),
                 () = evicted(self.user.as_ref()) => return End::Evicted,
-                written = write(&mut self.output, &mut self.out, &self.inbox), if !self.out.is_empty() => {
-                    if let Err(e) = written {
-                        return End::Failed(e);
+                written = write_or_stall(&mut self.output, &mut self.out, &self.inbox, config.stall_timeout), if !self.out.is_empty() => {
+                    match written {
+                        Err(e) => return End::Failed(e),
+                        Ok(Written::Stalled) => return End::Stalled,
+                        Ok(Written::Some) => self.out.shrink(OUTPUT_KEEP),
                     }
-                    self.out.shrink(OUTPUT_KEEP);
                 }
                 done = pending(&mut self.pending), if self.pending.is_some() => {
                     self.pending = None;
@@ -468,7 +477,7 @@ where
 
     /// Says goodbye as the end requires, tells the hub, and closes.
     async fn finish(mut self, end: End) {
-        let failed = matches!(end, End::Failed(_));
+        let failed = matches!(end, End::Failed(_) | End::Stalled);
         if !failed {
             // What the client is owed before the goodbye: after its own
             // LEAVE, everything broadcast before it.
@@ -499,7 +508,7 @@ where
                 ErrorCode::Unavailable,
                 "lost contact with the rest of the cluster; closing",
             )),
-            End::Disconnected => None,
+            End::Disconnected | End::Stalled => None,
             End::Failed(e) => {
                 debug!(error = %e, "connection failed");
                 None
@@ -554,6 +563,33 @@ async fn pending(request: &mut Option<Pending>) -> Done {
     }
 }
 
+/// What a write came to.
+enum Written {
+    /// The socket took some bytes.
+    Some,
+    /// It has taken none for the stall timeout.
+    Stalled,
+}
+
+/// [`write`], unless the socket has taken nothing for `stall_timeout`
+/// (counted from when it stopped taking bytes, however many times the
+/// write was started since).
+async fn write_or_stall<W: AsyncWrite + Unpin>(
+    output: &mut W,
+    out: &mut Outgoing,
+    inbox: &Inbox,
+    stall_timeout: Duration,
+) -> io::Result<Written> {
+    let since = inbox.stalled_since().unwrap_or_else(Instant::now);
+    match tokio::time::timeout_at(since + stall_timeout, write(output, out, inbox)).await {
+        Ok(written) => written.map(|()| Written::Some),
+        Err(_) => {
+            debug!("the client's socket took nothing for the stall timeout");
+            Ok(Written::Stalled)
+        }
+    }
+}
+
 /// Writes what is queued, telling the inbox whether the client's socket
 /// takes bytes: publishers skip a reader only once its socket has taken
 /// nothing for a while.
@@ -570,6 +606,7 @@ async fn write<W: AsyncWrite + Unpin>(
             Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
                 out.sent(n);
+                inbox.output_queued(out.len());
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
