@@ -12,6 +12,7 @@ use chat_tests::history::{hist, history, now_millis, parse_time};
 use chat_tests::wire::{self, LineReader};
 use chat_tests::{Client, Server};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 
 /// Logs in as `name` and joins `rooms`, checking each `NAMES <room>` starts
 /// the answer; returns the client with nothing pending.
@@ -1933,4 +1934,88 @@ async fn shutdown_closes_room_members_without_room_leaves() {
     server
         .wait_exit(Duration::from_secs(5))
         .expect("the server exits within 5 s");
+}
+
+/// Logs in as `name` from the loopback address `127.0.0.<host>`, so that
+/// tests with `--limits-on-loopback` can tell addresses apart.
+async fn login_from(server: &Server, host: u8, name: &str) -> (LineReader, OwnedWriteHalf) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
+        .expect("bind a loopback source address");
+    let stream = tokio::time::timeout(chat_tests::TIMEOUT, socket.connect(server.addr()))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let (read, mut writer) = stream.into_split();
+    let mut reader = LineReader::new(read);
+    wire::send(&mut writer, &format!("NAME {name}\n")).await;
+    assert_eq!(reader.line().await, format!("WELCOME {name}"));
+    assert!(reader.line().await.starts_with("NAMES "));
+    (reader, writer)
+}
+
+/// Sends `line` and a `PING`; returns what came before the `PONG`.
+async fn ask(reader: &mut LineReader, writer: &mut OwnedWriteHalf, line: &str) -> Vec<String> {
+    wire::send(writer, &format!("{line}\nPING asked\n")).await;
+    reader.until("PONG asked").await
+}
+
+/// Whether `lines` hold `wanted`, or a line starting with it.
+fn holds(lines: &[String], wanted: &str) -> bool {
+    lines.iter().any(|l| l.starts_with(wanted))
+}
+
+/// "Budgets" (`PROTOCOL.md`): the users of one address together can be in
+/// at most `--max-rooms-per-ip` rooms; a `JOIN` beyond it gets
+/// `ERROR too-many-rooms`, another address is not held back, and a `PART`
+/// or a user gone frees memberships again.
+#[tokio::test]
+async fn the_users_of_one_address_share_max_rooms_per_ip() {
+    let server = Server::start(&[
+        "--limits-on-loopback",
+        "--flood-rate",
+        "0",
+        "--max-rooms-per-ip",
+        "3",
+    ]);
+    let (mut a1, mut a1_out) = login_from(&server, 2, "a1").await;
+    let (mut a2, mut a2_out) = login_from(&server, 2, "a2").await;
+    let (mut b, mut b_out) = login_from(&server, 3, "b").await;
+    let joined = |lines: Vec<String>, room: &str| holds(&lines, &format!("NAMES {room} "));
+    let refused = |lines: Vec<String>| holds(&lines, "ERROR too-many-rooms");
+    assert!(joined(ask(&mut a1, &mut a1_out, "JOIN #one").await, "#one"));
+    assert!(joined(ask(&mut a1, &mut a1_out, "JOIN #two").await, "#two"));
+    assert!(joined(
+        ask(&mut a2, &mut a2_out, "JOIN #three").await,
+        "#three"
+    ));
+    assert!(
+        refused(ask(&mut a2, &mut a2_out, "JOIN #one").await),
+        "a fourth membership for 127.0.0.2"
+    );
+    // Another address is not held back by it.
+    for room in ["#one", "#two", "#four"] {
+        assert!(joined(
+            ask(&mut b, &mut b_out, &format!("JOIN {room}")).await,
+            room
+        ));
+    }
+    assert!(refused(ask(&mut b, &mut b_out, "JOIN #five").await));
+    // A PART frees one membership.
+    assert!(holds(
+        &ask(&mut a1, &mut a1_out, "PART #two").await,
+        "LEAVE #two a1"
+    ));
+    assert!(joined(ask(&mut a2, &mut a2_out, "JOIN #six").await, "#six"));
+    assert!(refused(ask(&mut a2, &mut a2_out, "JOIN #seven").await));
+    // A user gone frees all of its own: a1's #one.
+    wire::send(&mut a1_out, "LEAVE\n").await;
+    a1.until("BYE").await;
+    a2.until("LEAVE a1").await;
+    assert!(joined(
+        ask(&mut a2, &mut a2_out, "JOIN #seven").await,
+        "#seven"
+    ));
+    assert!(refused(ask(&mut a2, &mut a2_out, "JOIN #eight").await));
 }

@@ -109,6 +109,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_rooms: usize,
 
+    /// Rooms the users of one address (IPv6: one /64) may be in together
+    /// (memberships; the lobby does not count); a JOIN beyond it gets
+    /// `ERROR too-many-rooms`. Loopback is spared unless
+    /// --limits-on-loopback. Single process only for now.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_IP", hide_env_values = true, value_name = "N",
+          default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_rooms_per_ip: usize,
+
     /// A client whose socket has taken nothing for this long while output
     /// waits for it is disconnected; the others see its LEAVE (e.g. 60s,
     /// 2m; a plain number is seconds).
@@ -452,6 +461,8 @@ impl Config {
         crate::hub::Limits {
             max_rooms: self.max_rooms,
             max_rooms_per_user: self.max_rooms_per_user,
+            max_rooms_per_ip: self.max_rooms_per_ip,
+            limits_on_loopback: self.limits_on_loopback,
             history: self.history,
         }
     }

@@ -657,6 +657,8 @@ mod tests {
         let limits = Limits {
             max_rooms: 10,
             max_rooms_per_user: 10,
+            max_rooms_per_ip: 10,
+            limits_on_loopback: false,
             history: 10,
         };
         let (hub, _requests) = Hub::channels(16, limits, None);

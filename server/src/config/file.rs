@@ -144,6 +144,7 @@ keys! {
     history: u32,
     max_rooms_per_user: u32,
     max_rooms: u32,
+    max_rooms_per_ip: u32,
     stall_timeout: DurationValue,
     cluster: String,
     node_id: String,
@@ -202,6 +203,11 @@ pub(super) const WANTS: &[(&str, &str, &str)] = &[
         "50",
     ),
     ("max-rooms", "a whole number of rooms, at least 1", "10000"),
+    (
+        "max-rooms-per-ip",
+        "a whole number of rooms, at least 1",
+        "200",
+    ),
     (
         "stall-timeout",
         "a duration longer than zero, as a string with a unit or a whole number of seconds",
@@ -416,6 +422,7 @@ pub(super) fn render(config: &super::Config) -> String {
         Some(number(config.max_rooms_per_user)),
     );
     put("max-rooms", Some(number(config.max_rooms)));
+    put("max-rooms-per-ip", Some(number(config.max_rooms_per_ip)));
     put("stall-timeout", Some(duration(config.stall_timeout)));
     let cluster = config.cluster.as_deref().map(super::redact_url);
     let hidden = cluster.as_deref() != config.cluster.as_deref();

@@ -20,6 +20,8 @@ const BACKLOG: usize = 64;
 const LIMITS: Limits = Limits {
     max_rooms: 10,
     max_rooms_per_user: 5,
+    max_rooms_per_ip: 200,
+    limits_on_loopback: false,
     history: 100,
 };
 
@@ -315,6 +317,53 @@ async fn a_new_room_beyond_the_servers_rooms_is_refused_but_an_existing_one_is_n
     let outcome = hub.list_rooms(&mut bob);
     run(&mut bob, outcome).await.expect("listed");
     assert_eq!(text(&bob), "NAMES #a alice bob\nROOMS #a 2\n");
+}
+
+#[tokio::test]
+async fn the_users_of_one_address_share_max_rooms_per_ip_until_they_part_or_go() {
+    let hub = hub_with(Limits {
+        max_rooms_per_ip: 3,
+        limits_on_loopback: true,
+        ..LIMITS
+    });
+    let mut alice = login(&hub, "alice").await;
+    let mut bob = login(&hub, "bob").await;
+    join(&hub, &mut alice, "#a").await.expect("joined");
+    join(&hub, &mut alice, "#b").await.expect("joined");
+    join(&hub, &mut bob, "#a")
+        .await
+        .expect("one room more: three");
+    assert_eq!(
+        join(&hub, &mut bob, "#c").await,
+        Err(ErrorCode::TooManyRooms),
+        "a fourth membership of the address"
+    );
+    assert_eq!(
+        join(&hub, &mut alice, "#d").await,
+        Err(ErrorCode::TooManyRooms)
+    );
+    let outcome = hub.part(&mut alice, "#b", None);
+    run(&mut alice, outcome).await.expect("parted");
+    join(&hub, &mut bob, "#c").await.expect("a PART frees one");
+    hub.quit(alice, "closed").await;
+    join(&hub, &mut bob, "#d")
+        .await
+        .expect("a user gone frees its rooms");
+    assert_eq!(
+        join(&hub, &mut bob, "#e").await,
+        Err(ErrorCode::TooManyRooms)
+    );
+}
+
+#[tokio::test]
+async fn loopback_is_spared_max_rooms_per_ip_by_default() {
+    let hub = hub_with(Limits {
+        max_rooms_per_ip: 1,
+        ..LIMITS
+    });
+    let mut alice = login(&hub, "alice").await;
+    join(&hub, &mut alice, "#a").await.expect("joined");
+    join(&hub, &mut alice, "#b").await.expect("not counted");
 }
 
 // TELL
