@@ -141,6 +141,8 @@ pub async fn run<I, W>(
         peer: peer.ip(),
         allowance: Allowance::for_peer(&config, peer),
         held_until: None,
+        owed: 0,
+        measuring: None,
         user: None,
         pending: None,
         in_flight: None,
@@ -172,6 +174,11 @@ struct Session<I, W> {
     allowance: Option<Allowance>,
     /// Flood control holds the next frame back until then.
     held_until: Option<Instant>,
+    /// Frames to spend beyond the one being handled: what its answer cost.
+    owed: u32,
+    /// A request in flight whose answer is paid by size: the inbox's
+    /// [`Inbox::answered`] when it was asked.
+    measuring: Option<u64>,
     user: Option<User>,
     /// A request in flight.
     pending: Option<Pending>,
@@ -234,6 +241,12 @@ where
                     if let Some(end) = self.complete(done) {
                         return end;
                     }
+                    if let Some(asked) = self.measuring.take() {
+                        let cost = flood::answer_cost(self.inbox.answered() - asked);
+                        if self.charge(cost, Instant::now()) {
+                            self.rearm(timer.as_mut(), config, connected, last_frame);
+                        }
+                    }
                     if !was_logged_in && self.user.is_some() {
                         self.rearm(timer.as_mut(), config, connected, last_frame);
                     }
@@ -262,12 +275,10 @@ where
                     if let Some(end) = self.handle(frame) {
                         return end;
                     }
-                    if let Some(allowance) = &mut self.allowance {
-                        self.held_until = allowance.spend(last_frame);
-                        if self.held_until.is_some() {
-                            metrics::flood_delayed();
-                            self.rearm(timer.as_mut(), config, connected, last_frame);
-                        }
+                    let frames = 1 + std::mem::take(&mut self.owed);
+                    if self.charge(frames, last_frame) {
+                        metrics::flood_delayed();
+                        self.rearm(timer.as_mut(), config, connected, last_frame);
                     }
                     frames_this_turn += 1;
                     if frames_this_turn == FRAMES_PER_TURN {
@@ -292,6 +303,20 @@ where
                 }
             }
         }
+    }
+
+    /// Spends `frames` of the client's flood allowance; returns whether its
+    /// next frame must wait.
+    fn charge(&mut self, frames: u32, now: Instant) -> bool {
+        let Some(allowance) = &mut self.allowance else {
+            return false;
+        };
+        if frames == 0 {
+            return false;
+        }
+        let until = allowance.spend(frames, now);
+        self.held_until = self.held_until.max(until);
+        self.held_until.is_some()
     }
 
     /// Bytes of answers to this client's own requests not yet written to
@@ -401,7 +426,20 @@ where
                     .enter(name, Some(password), self.inbox.clone(), self.peer)
             }
             (_, None) => Outcome::Refused(ErrorCode::NotLoggedIn.into()),
-            (frame, Some(user)) => verbs::request(&self.hub, user, frame),
+            (frame, Some(user)) => {
+                let asked = verbs::answer_costs(&frame).then(|| self.inbox.answered());
+                let outcome = verbs::request(&self.hub, user, frame);
+                match (asked, &outcome) {
+                    (Some(asked), Outcome::Done) => {
+                        self.owed = self
+                            .owed
+                            .saturating_add(flood::answer_cost(self.inbox.answered() - asked));
+                    }
+                    (Some(asked), Outcome::Wait(_)) => self.measuring = Some(asked),
+                    _ => {}
+                }
+                outcome
+            }
         };
         match outcome {
             Outcome::Done => {}
@@ -679,6 +717,8 @@ mod tests {
             peer: addr.ip(),
             allowance: None,
             held_until: None,
+            owed: 0,
+            measuring: None,
             user: None,
             pending: None,
             in_flight: None,

@@ -86,6 +86,9 @@ pub struct Inbox {
     /// for the socket: together they are bounded by [`MAX_UNREAD`].
     queued_bytes: AtomicUsize,
     output_bytes: AtomicUsize,
+    /// Bytes of replies ever queued, for the session to measure how large
+    /// an answer was.
+    answered: AtomicU64,
     /// When the client's socket stopped taking bytes, as milliseconds since
     /// [`epoch`] plus one; 0 while it takes them.
     stalled_since: AtomicU64,
@@ -165,6 +168,7 @@ impl Inbox {
             reply_bytes: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             output_bytes: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
             stalled_since: AtomicU64::new(0),
             detached_at: AtomicU64::new(0),
             socket: AtomicI32::new(-1),
@@ -293,6 +297,8 @@ impl Inbox {
         }
         queue.reply_bytes += frame.len();
         queue.bytes += frame.len();
+        self.answered
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
         self.reply_bytes.store(queue.reply_bytes, Ordering::Release);
         self.queued_bytes.store(queue.bytes, Ordering::SeqCst);
         queue.frames.push_back(Queued::Reply(frame));
@@ -301,6 +307,12 @@ impl Inbox {
         if len == 1 {
             self.reader.wake();
         }
+    }
+
+    /// Bytes of replies ever queued here: how large an answer was is the
+    /// difference before and after it.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Bytes of replies waiting here for the session to take them.

@@ -484,7 +484,7 @@ impl Hub {
     pub fn list_rooms(&self, user: &mut User) -> Outcome {
         match self.bus() {
             None => {
-                user.inbox().push_reply(self.rooms().list().to_bytes());
+                user.inbox().push_reply(self.rooms().list());
                 Outcome::Done
             }
             Some(bus) => cluster::requests::list_rooms(bus, user),

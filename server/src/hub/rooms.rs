@@ -58,6 +58,10 @@ struct Directory {
     /// Rooms the users of each address are in, together; an address with
     /// none has no entry.
     memberships: HashMap<Key, usize>,
+    /// The encoded `ROOMS` answer, until a room is created or forgotten or
+    /// its number of members changes: a listing of 10 000 rooms is sorted
+    /// once per change, not once per `ROOMS`.
+    listing: Option<Bytes>,
 }
 
 impl Directory {
@@ -70,6 +74,11 @@ impl Directory {
                 self.memberships.remove(&address);
             }
         }
+    }
+
+    /// A room was created or forgotten, or its members changed.
+    fn changed(&mut self) {
+        self.listing = None;
     }
 
     fn forget_if_empty(&mut self, key: &str, room: &mut Room) {
@@ -136,6 +145,7 @@ impl Rooms {
         if let Some(address) = address {
             *directory.memberships.entry(address).or_insert(0) += 1;
         }
+        directory.changed();
         let mut full = Vec::new();
         {
             let mut room = lock(&shared);
@@ -171,6 +181,7 @@ impl Rooms {
         room.publish(&leave.to_bytes(), &mut full);
         if room.remove(&user.key()).is_some() {
             directory.left(self.address(user.inbox()));
+            directory.changed();
         }
         directory.forget_if_empty(&key, &mut room);
         user.apply(Update::Parted(key, Receipt::default()));
@@ -190,6 +201,7 @@ impl Rooms {
             let mut room = lock(&shared);
             if room.remove_exact(key, inbox).is_some() {
                 directory.left(address);
+                directory.changed();
             }
             directory.forget_if_empty(&room_key, &mut room);
         }
@@ -204,24 +216,28 @@ impl Rooms {
         }
     }
 
-    /// `ROOMS`: every room with its number of members, sorted like names.
-    pub fn list(&self) -> ServerFrame {
-        let rooms: Vec<(String, SharedRoom)> = self
-            .directory()
+    /// `ROOMS`: every room with its number of members, sorted like names;
+    /// built once and kept until the rooms change.
+    pub fn list(&self) -> Bytes {
+        let mut directory = self.directory();
+        if let Some(listing) = &directory.listing {
+            return listing.clone();
+        }
+        let mut listed: Vec<(&String, String, u64)> = directory
             .rooms
             .iter()
-            .map(|(key, room)| (key.clone(), room.clone()))
-            .collect();
-        let mut listed: Vec<(String, String, u64)> = rooms
-            .into_iter()
             .map(|(key, shared)| {
-                let room = lock(&shared);
+                let room = lock(shared);
                 (key, room.name().to_owned(), room.len() as u64)
             })
             .filter(|(_, _, count)| *count > 0)
             .collect();
-        listed.sort();
-        ServerFrame::Rooms(listed.into_iter().map(|(_, name, n)| (name, n)).collect())
+        listed.sort_unstable();
+        let listing =
+            ServerFrame::Rooms(listed.into_iter().map(|(_, name, n)| (name, n)).collect())
+                .to_bytes();
+        directory.listing = Some(listing.clone());
+        listing
     }
 }
 
@@ -245,6 +261,7 @@ impl Rooms {
             .or_insert_with(|| Arc::new(Mutex::new(Room::new(spelled, 0))))
             .clone();
         lock(&shared).add(user_key.to_owned(), member);
+        directory.changed();
         shared
     }
 
@@ -255,6 +272,7 @@ impl Rooms {
             let mut room = lock(&shared);
             room.remove(user_key);
             directory.forget_if_empty(key, &mut room);
+            directory.changed();
         }
     }
 

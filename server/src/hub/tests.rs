@@ -465,7 +465,7 @@ async fn rooms_are_listed_sorted_like_names_with_their_counts() {
     let outcome = hub.list_rooms(&mut alice);
     run(&mut alice, outcome).await.expect("listed");
     assert_eq!(text(&alice), "ROOMS\n");
-    members(&hub, "#b", &["bob", "carol"]).await;
+    let mut users = members(&hub, "#b", &["bob", "carol"]).await;
     for room in ["#C", "#a"] {
         join(&hub, &mut alice, room).await.expect("joined");
     }
@@ -473,6 +473,14 @@ async fn rooms_are_listed_sorted_like_names_with_their_counts() {
     let outcome = hub.list_rooms(&mut alice);
     run(&mut alice, outcome).await.expect("listed");
     assert_eq!(text(&alice), "ROOMS #a 1 #b 2 #C 1\n");
+    // The listing is kept, but never outlives a change.
+    let outcome = hub.part(&mut alice, "#c", None);
+    run(&mut alice, outcome).await.expect("parted");
+    hub.quit(users.pop().expect("carol"), "closed").await;
+    settle([&alice]);
+    let outcome = hub.list_rooms(&mut alice);
+    run(&mut alice, outcome).await.expect("listed");
+    assert_eq!(text(&alice), "ROOMS #a 1 #b 1\n");
 }
 
 // HISTORY
