@@ -171,3 +171,80 @@ async fn a_big_answer_costs_a_frame_for_every_4_kib() {
         "big answers cost a frame per 4 KiB: {big:?}"
     );
 }
+
+/// Sends `count` numbered `PING`s at once from an open connection and
+/// returns when the last `PONG` came, checking they come in order.
+async fn pings(
+    (mut reader, mut writer): (wire::LineReader, tokio::net::tcp::OwnedWriteHalf),
+    count: usize,
+) -> Duration {
+    let started = Instant::now();
+    let burst: String = (0..count).map(|n| format!("PING {n}\n")).collect();
+    wire::send(&mut writer, &burst).await;
+    for n in 0..count {
+        let before = reader.until(&format!("PONG {n}")).await;
+        assert!(
+            !before.iter().any(|l| l.starts_with("PONG")),
+            "in order: {before:?}"
+        );
+    }
+    started.elapsed()
+}
+
+/// "Frames from one address" (`PROTOCOL.md`, Budgets): all connections of
+/// one address share a second allowance on top of each one's own; frames
+/// beyond it wait, in order, and none is lost, while another address is
+/// not held back. `--flood-rate-per-ip 0` turns only that one off.
+#[tokio::test]
+async fn the_connections_of_one_address_share_one_allowance() {
+    let flags = |per_ip_rate: &'static str| {
+        Server::start(&[
+            "--limits-on-loopback",
+            "--flood-burst",
+            "100",
+            "--flood-rate",
+            "100",
+            "--flood-burst-per-ip",
+            "10",
+            "--flood-rate-per-ip",
+            per_ip_rate,
+        ])
+    };
+    let server = flags("10");
+    let mut crowd = Vec::new();
+    for n in 0..4 {
+        crowd.push(login_from(&server, 5, &format!("crowd{n}")).await);
+    }
+    let other = login_from(&server, 6, "other").await;
+    // 4 logins and 40 PINGs from 127.0.0.5: 10 at once, then 10 a second.
+    let sending: Vec<_> = crowd
+        .into_iter()
+        .map(|connection| tokio::spawn(pings(connection, 10)))
+        .collect();
+    let elsewhere = pings(other, 10).await;
+    assert!(
+        elsewhere < Duration::from_millis(1_000),
+        "another address waited: {elsewhere:?}"
+    );
+    let mut slowest = Duration::ZERO;
+    for sent in sending {
+        slowest = slowest.max(sent.await.expect("a crowd member"));
+    }
+    assert!(
+        slowest >= Duration::from_millis(2_500) && slowest < Duration::from_secs(8),
+        "44 frames at 10 + 10 a second: {slowest:?}"
+    );
+
+    let server = flags("0");
+    let mut crowd = Vec::new();
+    for n in 0..4 {
+        crowd.push(login_from(&server, 5, &format!("crowd{n}")).await);
+    }
+    for connection in crowd {
+        let took = pings(connection, 10).await;
+        assert!(
+            took < Duration::from_millis(1_000),
+            "only each connection's own: {took:?}"
+        );
+    }
+}

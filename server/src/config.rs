@@ -125,6 +125,25 @@ pub struct Config {
           default_value = "60s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
 
+    /// Flood control shared by all connections of one address (IPv6: one
+    /// /64): frames they may send together in a burst (at least 1).
+    #[arg(long, env = "CHAT_FLOOD_BURST_PER_IP", hide_env_values = true, value_name = "FRAMES",
+          default_value_t = 40,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_burst_per_ip: u32,
+
+    /// Frames a second all connections of one address may send together
+    /// after their burst, on top of each connection's own --flood-rate;
+    /// beyond it frames wait, none is lost (0 turns only this one off).
+    #[arg(
+        long,
+        env = "CHAT_FLOOD_RATE_PER_IP",
+        hide_env_values = true,
+        value_name = "FRAMES",
+        default_value_t = 20
+    )]
+    pub flood_rate_per_ip: u32,
+
     /// Join a cluster: several servers pointed at one Redis form one server,
     /// with one lobby and the same rooms (e.g. redis://127.0.0.1:6379).
     /// Without it the server needs nothing else.

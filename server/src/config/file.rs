@@ -146,6 +146,8 @@ keys! {
     max_rooms: u32,
     max_rooms_per_ip: u32,
     stall_timeout: DurationValue,
+    flood_burst_per_ip: u32,
+    flood_rate_per_ip: u32,
     cluster: String,
     node_id: String,
     lease: DurationValue,
@@ -212,6 +214,16 @@ pub(super) const WANTS: &[(&str, &str, &str)] = &[
         "stall-timeout",
         "a duration longer than zero, as a string with a unit or a whole number of seconds",
         "\"60s\"",
+    ),
+    (
+        "flood-burst-per-ip",
+        "a whole number of frames, at least 1",
+        "40",
+    ),
+    (
+        "flood-rate-per-ip",
+        "a whole number of frames a second (0 turns the per-address allowance off)",
+        "20",
     ),
     (
         "cluster",
@@ -424,6 +436,14 @@ pub(super) fn render(config: &super::Config) -> String {
     put("max-rooms", Some(number(config.max_rooms)));
     put("max-rooms-per-ip", Some(number(config.max_rooms_per_ip)));
     put("stall-timeout", Some(duration(config.stall_timeout)));
+    put(
+        "flood-burst-per-ip",
+        Some(Value::Integer(config.flood_burst_per_ip.into())),
+    );
+    put(
+        "flood-rate-per-ip",
+        Some(Value::Integer(config.flood_rate_per_ip.into())),
+    );
     let cluster = config.cluster.as_deref().map(super::redact_url);
     let hidden = cluster.as_deref() != config.cluster.as_deref();
     put("cluster", cluster.map(Value::String));
