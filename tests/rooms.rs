@@ -2019,3 +2019,67 @@ async fn the_users_of_one_address_share_max_rooms_per_ip() {
     ));
     assert!(refused(ask(&mut a2, &mut a2_out, "JOIN #eight").await));
 }
+
+/// "History memory" (`PROTOCOL.md`, Budgets): all history kept takes at
+/// most `--history-memory`; beyond it the oldest messages of the room that
+/// holds the most are forgotten first, and the smaller rooms and the lobby
+/// keep theirs.
+#[tokio::test]
+async fn history_memory_forgets_the_oldest_of_the_room_that_holds_the_most() {
+    let server = Server::start(&["--history-memory", "64KiB", "--history", "1000"]);
+    let mut ann = member(&server, "ann", &["#big", "#small"]).await;
+    let padding = "m".repeat(2_990);
+    let mut lines = String::from("MSG lobby\n");
+    lines.extend((0..3).map(|n| format!("SAY #small small{n}\n")));
+    lines.extend((0..60).map(|n| format!("SAY #big {n:03}{padding}\n")));
+    ann.send_raw(lines.as_bytes()).await;
+    ann.barrier().await;
+    let small = history(&mut ann, "HISTORY #small 1000", Some("#small")).await;
+    assert_eq!(texts(&small), ["small0", "small1", "small2"]);
+    let lobby = history(&mut ann, "HISTORY 1000", None).await;
+    assert_eq!(texts(&lobby), ["lobby"]);
+    let big = history(&mut ann, "HISTORY #big 1000", Some("#big")).await;
+    let kept: usize = big
+        .iter()
+        .map(|(_, from, text)| from.len() + text.len())
+        .sum();
+    assert!(kept <= 64 * 1024, "{kept} bytes kept");
+    assert!(big.len() >= 10 && big.len() < 60, "{} kept", big.len());
+    let numbers: Vec<&str> = big.iter().map(|(_, _, text)| &text[..3]).collect();
+    let first = 60 - big.len();
+    let newest: Vec<String> = (first..60).map(|n| format!("{n:03}")).collect();
+    assert_eq!(numbers, newest, "the newest are kept, in order");
+}
+
+/// The budgets' settings come from flags, `CHAT_…` variables and the
+/// config file alike, and `--print-config` shows them as the file takes
+/// them back.
+#[test]
+fn the_budgets_are_flags_variables_and_keys() {
+    use std::process::Command;
+    let file = std::env::temp_dir().join(format!("budgets-{}.toml", std::process::id()));
+    std::fs::write(&file, "history-memory = \"512KiB\"\nmax-rooms-per-ip = 7\n").expect("write");
+    let printed = Command::new(chat_tests::binary("chat-server"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--flood-rate-per-ip", "3", "--print-config"])
+        .env("CHAT_STALL_TIMEOUT", "2m")
+        .env("CHAT_FLOOD_BURST_PER_IP", "9")
+        .output()
+        .expect("run chat-server");
+    std::fs::remove_file(&file).ok();
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.status.success(), "{stdout}");
+    for line in [
+        "history-memory = \"512KiB\"",
+        "max-rooms-per-ip = 7",
+        "stall-timeout = \"2m\"",
+        "flood-burst-per-ip = 9",
+        "flood-rate-per-ip = 3",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line} missing:\n{stdout}"
+        );
+    }
+}

@@ -698,6 +698,7 @@ mod tests {
             max_rooms_per_ip: 10,
             limits_on_loopback: false,
             history: 10,
+            history_memory: 1 << 20,
         };
         let (hub, _requests) = Hub::channels(16, limits, None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

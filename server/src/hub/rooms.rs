@@ -15,14 +15,14 @@
 //! joined through the bus and this count is not kept yet: the budget holds
 //! in a single process only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use chat_protocol::{room_key, ErrorCode, ServerFrame};
 
 use super::inbox::Inbox;
-use super::room::{lock, Member, Room, SharedRoom};
+use super::room::{lock, HistoryMemory, Member, Room, SharedRoom};
 use super::{Receipt, Update, User};
 use crate::limits::Key;
 
@@ -43,12 +43,21 @@ pub struct Limits {
     /// Whether loopback peers count toward `max_rooms_per_ip`.
     pub limits_on_loopback: bool,
     pub history: usize,
+    /// Bytes of history the lobby and every room may keep together.
+    pub history_memory: usize,
 }
+
+/// A trim of history over `--history-memory` forgets down to this
+/// fraction below it (1/16), so that one pass over the rooms makes room
+/// for many messages, not one.
+const TRIM_SLACK: usize = 16;
 
 /// Every room that exists, by room key.
 pub struct Rooms {
     directory: Mutex<Directory>,
     limits: Limits,
+    /// The history of the lobby and every room, counted together.
+    memory: Arc<HistoryMemory>,
 }
 
 /// What the directory's lock guards.
@@ -94,7 +103,55 @@ impl Rooms {
         Rooms {
             directory: Mutex::new(Directory::default()),
             limits,
+            memory: HistoryMemory::new(limits.history_memory),
         }
+    }
+
+    /// Where the lobby's history is counted with the rooms'.
+    pub fn memory(&self) -> &Arc<HistoryMemory> {
+        &self.memory
+    }
+
+    /// Once history takes more than `--history-memory`, forgets the oldest
+    /// messages of the room that holds the most (the lobby included), then
+    /// of the next, until it is back within it. Called after a message is
+    /// kept, with no room's lock held.
+    pub fn trim_history(&self, lobby: &SharedRoom) {
+        let memory = &self.memory;
+        if !memory.over() {
+            return;
+        }
+        let _one = memory
+            .trimming
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !memory.over() {
+            return;
+        }
+        let target = memory.limit() - memory.limit() / TRIM_SLACK;
+        let mut rooms: Vec<SharedRoom> = self.directory().rooms.values().cloned().collect();
+        rooms.push(lobby.clone());
+        let mut biggest: BinaryHeap<(usize, usize)> = rooms
+            .iter()
+            .enumerate()
+            .map(|(at, room)| (lock(room).history_bytes(), at))
+            .filter(|(bytes, _)| *bytes > 0)
+            .collect();
+        let mut forgotten = 0;
+        while memory.used() > target {
+            let Some((_, at)) = biggest.pop() else {
+                break;
+            };
+            let next = biggest.peek().map_or(0, |(bytes, _)| *bytes);
+            let mut room = lock(&rooms[at]);
+            while memory.used() > target && room.history_bytes() >= next && room.forget_oldest() {
+                forgotten += 1;
+            }
+            if room.history_bytes() > 0 {
+                biggest.push((room.history_bytes(), at));
+            }
+        }
+        crate::metrics::history_forgotten(forgotten);
     }
 
     /// What the memberships of a connection's user count under, if they
@@ -137,7 +194,8 @@ impl Rooms {
                 if directory.rooms.len() >= self.limits.max_rooms {
                     return Err(ErrorCode::TooManyRooms);
                 }
-                let shared = Arc::new(Mutex::new(Room::new(room, self.limits.history)));
+                let room = Room::new(room, self.limits.history).counted_in(&self.memory);
+                let shared = Arc::new(Mutex::new(room));
                 directory.rooms.insert(key.clone(), shared.clone());
                 shared
             }

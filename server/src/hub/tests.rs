@@ -23,6 +23,7 @@ const LIMITS: Limits = Limits {
     max_rooms_per_ip: 200,
     limits_on_loopback: false,
     history: 100,
+    history_memory: 64 << 20,
 };
 
 fn hub() -> Hub {
@@ -558,6 +559,56 @@ async fn history_is_served_up_to_what_is_kept() {
     assert_eq!(
         untimed(&text(&alice)),
         ["HISTORY 2", "HIST alice two", "HIST alice three"]
+    );
+}
+
+#[tokio::test]
+async fn history_memory_forgets_the_oldest_of_the_room_that_holds_the_most() {
+    let hub = hub_with(Limits {
+        history_memory: 1600,
+        ..LIMITS
+    });
+    let mut ann = login(&hub, "ann").await;
+    join(&hub, &mut ann, "#big").await.expect("joined");
+    join(&hub, &mut ann, "#small").await.expect("joined");
+    let text100 = |n: usize| format!("{n:03}{}", "x".repeat(97));
+    say(&hub, &mut ann, None, &text100(0)).await;
+    for n in 0..3 {
+        say(&hub, &mut ann, Some("#small"), &text100(n)).await;
+    }
+    for n in 0..40 {
+        say(&hub, &mut ann, Some("#big"), &text100(n)).await;
+    }
+    let memory = hub.rooms().memory();
+    assert!(memory.used() <= 1600, "{} bytes kept", memory.used());
+    settle([&ann]);
+    fn kept(hub: &Hub, user: &mut User, room: Option<&str>) -> Vec<String> {
+        let outcome = hub.history(user, room, 100);
+        assert!(matches!(outcome, Outcome::Done));
+        let reply = untimed(&text(user));
+        reply
+            .into_iter()
+            .filter(|l| l.starts_with("HIST "))
+            .collect()
+    }
+    assert_eq!(
+        kept(&hub, &mut ann, Some("#small")).len(),
+        3,
+        "the smaller rooms keep theirs"
+    );
+    assert_eq!(kept(&hub, &mut ann, None).len(), 1, "the lobby too");
+    let big = kept(&hub, &mut ann, Some("#big"));
+    assert!(big.len() >= 5 && big.len() < 40, "{} kept", big.len());
+    assert!(
+        big.last().is_some_and(|l| l.contains("039")),
+        "the newest: {big:?}"
+    );
+    let outcome = hub.part(&mut ann, "#big", None);
+    run(&mut ann, outcome).await.expect("parted");
+    assert_eq!(
+        memory.used(),
+        4 * 103,
+        "a forgotten room gives its bytes back"
     );
 }
 
