@@ -500,7 +500,7 @@ pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
 /// A size as [`parse_size`] reads it back: the largest unit that divides it.
 pub(crate) fn format_size(bytes: usize) -> String {
     for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes != 0 && bytes % (1 << shift) == 0 {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
             return format!("{}{unit}", bytes >> shift);
         }
     }
