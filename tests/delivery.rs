@@ -289,3 +289,103 @@ async fn unread_answers_stop_the_reading_until_they_are_read() {
     assert_eq!(witness.line().await, "MSG pinger after");
     drop(sending.await.expect("the pinger"));
 }
+
+/// "Budgets" (`PROTOCOL.md`): a client whose socket has taken nothing for
+/// `--stall-timeout` while output waits for it is disconnected, and
+/// everyone else sees its `LEAVE`; the readers lose nothing meanwhile.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_at_the_stall_timeout() {
+    const MESSAGES: usize = 600;
+    let server = Server::start(&["--stall-timeout", "2s"]);
+    let (mut witness, _witness_out) = wire::login(server.addr(), "witness").await;
+    let (mut deaf, mut deaf_out) = wire::connect_small_buffer(server.addr()).await;
+    wire::send(&mut deaf_out, "NAME deaf\n").await;
+    assert_eq!(deaf.line().await, "WELCOME deaf");
+    assert_eq!(witness.line().await, "JOIN deaf");
+    let (mut talker, mut talker_out) = wire::login(server.addr(), "talker").await;
+    assert_eq!(witness.line().await, "JOIN talker");
+    let watching = tokio::spawn(async move {
+        let lines = witness.until("LEAVE deaf").await;
+        (lines, std::time::Instant::now())
+    });
+    let draining = tokio::spawn(async move { talker.until("LEAVE deaf").await });
+    // 1.8 MB, far more than the deaf client's socket buffers take.
+    let padding = "z".repeat(3_000);
+    let lines: String = (0..MESSAGES)
+        .map(|n| format!("MSG {n} {padding}\n"))
+        .collect();
+    talker_out.write_all(lines.as_bytes()).await.expect("send");
+    let sent = std::time::Instant::now();
+    let (seen, left_at) = watching.await.expect("the witness");
+    let messages: Vec<&String> = seen.iter().filter(|l| l.starts_with("MSG ")).collect();
+    assert_eq!(messages.len(), MESSAGES, "the witness lost nothing");
+    assert!(!seen.iter().any(|l| l.starts_with("DROPPED")));
+    assert!(
+        left_at.duration_since(sent) >= std::time::Duration::from_millis(1_500),
+        "not before the stall timeout: {:?}",
+        left_at.duration_since(sent)
+    );
+    draining.await.expect("the talker");
+    // Whatever the deaf client reads now ends with the connection closed.
+    loop {
+        match deaf.next(chat_tests::TIMEOUT).await {
+            wire::Next::Line(_) | wire::Next::NotUtf8(_) => {}
+            wire::Next::Closed | wire::Next::Failed(_) => break,
+            wire::Next::TimedOut => panic!("the deaf client is still connected"),
+        }
+    }
+}
+
+/// "Clients that stop reading" (`PROTOCOL.md`, Budgets): besides
+/// `--client-buffer` frames, a client that does not read holds at most
+/// 512 KiB of unread output. 400 messages of 3 KB are far fewer frames
+/// than the buffer but 1.2 MB: a client that stopped reading is skipped
+/// past 512 KiB, told `DROPPED`, and gets the newest.
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_at_most_512_kib_of_big_frames() {
+    const MESSAGES: usize = 400;
+    let server = Server::start(&["--client-buffer", "1024"]);
+    let (mut deaf, mut deaf_out) = wire::connect_small_buffer(server.addr()).await;
+    wire::send(&mut deaf_out, "NAME deaf\n").await;
+    assert_eq!(deaf.line().await, "WELCOME deaf");
+    assert!(deaf.line().await.starts_with("NAMES "));
+    let (mut talker, mut talker_out) = wire::login(server.addr(), "talker").await;
+    let padding = "b".repeat(3_000);
+    let lines: String = (0..MESSAGES)
+        .map(|n| format!("MSG {n} {padding}\n"))
+        .collect();
+    let draining = tokio::spawn(async move { talker.until("PONG sent").await });
+    wire::send(&mut talker_out, &format!("{lines}PING sent\n")).await;
+    let echoes = draining.await.expect("the talker");
+    assert_eq!(
+        echoes.iter().filter(|l| l.starts_with("MSG ")).count(),
+        MESSAGES,
+        "the talker reads, and loses nothing"
+    );
+    // Now the deaf client reads what was kept for it.
+    wire::send(&mut deaf_out, "PING late\n").await;
+    let kept = deaf.until("PONG late").await;
+    let dropped: u64 = kept
+        .iter()
+        .filter_map(|l| l.strip_prefix("DROPPED "))
+        .map(|n| n.parse::<u64>().expect("DROPPED <n>"))
+        .sum();
+    let messages = kept.iter().filter(|l| l.starts_with("MSG ")).count() as u64;
+    assert!(dropped > 0, "nothing skipped for a client holding 1.2 MB");
+    assert_eq!(
+        dropped + messages,
+        MESSAGES as u64,
+        "skipped and kept add up"
+    );
+    assert!(
+        messages * 3_015 <= 512 * 1024 + 128 * 1024,
+        "{messages} big frames kept, more than 512 KiB and what its socket held"
+    );
+    assert!(
+        kept.iter()
+            .rev()
+            .find(|l| l.starts_with("MSG "))
+            .is_some_and(|l| l.starts_with(&format!("MSG talker {} ", MESSAGES - 1))),
+        "the newest is kept"
+    );
+}

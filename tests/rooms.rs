@@ -12,6 +12,7 @@ use chat_tests::history::{hist, history, now_millis, parse_time};
 use chat_tests::wire::{self, LineReader};
 use chat_tests::{Client, Server};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 
 /// Logs in as `name` and joins `rooms`, checking each `NAMES <room>` starts
 /// the answer; returns the client with nothing pending.
@@ -1933,4 +1934,152 @@ async fn shutdown_closes_room_members_without_room_leaves() {
     server
         .wait_exit(Duration::from_secs(5))
         .expect("the server exits within 5 s");
+}
+
+/// Logs in as `name` from the loopback address `127.0.0.<host>`, so that
+/// tests with `--limits-on-loopback` can tell addresses apart.
+async fn login_from(server: &Server, host: u8, name: &str) -> (LineReader, OwnedWriteHalf) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
+        .expect("bind a loopback source address");
+    let stream = tokio::time::timeout(chat_tests::TIMEOUT, socket.connect(server.addr()))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let (read, mut writer) = stream.into_split();
+    let mut reader = LineReader::new(read);
+    wire::send(&mut writer, &format!("NAME {name}\n")).await;
+    assert_eq!(reader.line().await, format!("WELCOME {name}"));
+    assert!(reader.line().await.starts_with("NAMES "));
+    (reader, writer)
+}
+
+/// Sends `line` and a `PING`; returns what came before the `PONG`.
+async fn ask(reader: &mut LineReader, writer: &mut OwnedWriteHalf, line: &str) -> Vec<String> {
+    wire::send(writer, &format!("{line}\nPING asked\n")).await;
+    reader.until("PONG asked").await
+}
+
+/// Whether `lines` hold `wanted`, or a line starting with it.
+fn holds(lines: &[String], wanted: &str) -> bool {
+    lines.iter().any(|l| l.starts_with(wanted))
+}
+
+/// "Budgets" (`PROTOCOL.md`): the users of one address together can be in
+/// at most `--max-rooms-per-ip` rooms; a `JOIN` beyond it gets
+/// `ERROR too-many-rooms`, another address is not held back, and a `PART`
+/// or a user gone frees memberships again.
+#[tokio::test]
+async fn the_users_of_one_address_share_max_rooms_per_ip() {
+    let server = Server::start(&[
+        "--limits-on-loopback",
+        "--flood-rate",
+        "0",
+        "--max-rooms-per-ip",
+        "3",
+    ]);
+    let (mut a1, mut a1_out) = login_from(&server, 2, "a1").await;
+    let (mut a2, mut a2_out) = login_from(&server, 2, "a2").await;
+    let (mut b, mut b_out) = login_from(&server, 3, "b").await;
+    let joined = |lines: Vec<String>, room: &str| holds(&lines, &format!("NAMES {room} "));
+    let refused = |lines: Vec<String>| holds(&lines, "ERROR too-many-rooms");
+    assert!(joined(ask(&mut a1, &mut a1_out, "JOIN #one").await, "#one"));
+    assert!(joined(ask(&mut a1, &mut a1_out, "JOIN #two").await, "#two"));
+    assert!(joined(
+        ask(&mut a2, &mut a2_out, "JOIN #three").await,
+        "#three"
+    ));
+    assert!(
+        refused(ask(&mut a2, &mut a2_out, "JOIN #one").await),
+        "a fourth membership for 127.0.0.2"
+    );
+    // Another address is not held back by it.
+    for room in ["#one", "#two", "#four"] {
+        assert!(joined(
+            ask(&mut b, &mut b_out, &format!("JOIN {room}")).await,
+            room
+        ));
+    }
+    assert!(refused(ask(&mut b, &mut b_out, "JOIN #five").await));
+    // A PART frees one membership.
+    assert!(holds(
+        &ask(&mut a1, &mut a1_out, "PART #two").await,
+        "LEAVE #two a1"
+    ));
+    assert!(joined(ask(&mut a2, &mut a2_out, "JOIN #six").await, "#six"));
+    assert!(refused(ask(&mut a2, &mut a2_out, "JOIN #seven").await));
+    // A user gone frees all of its own: a1's #one.
+    wire::send(&mut a1_out, "LEAVE\n").await;
+    a1.until("BYE").await;
+    a2.until("LEAVE a1").await;
+    assert!(joined(
+        ask(&mut a2, &mut a2_out, "JOIN #seven").await,
+        "#seven"
+    ));
+    assert!(refused(ask(&mut a2, &mut a2_out, "JOIN #eight").await));
+}
+
+/// "History memory" (`PROTOCOL.md`, Budgets): all history kept takes at
+/// most `--history-memory`; beyond it the oldest messages of the room that
+/// holds the most are forgotten first, and the smaller rooms and the lobby
+/// keep theirs.
+#[tokio::test]
+async fn history_memory_forgets_the_oldest_of_the_room_that_holds_the_most() {
+    let server = Server::start(&["--history-memory", "64KiB", "--history", "1000"]);
+    let mut ann = member(&server, "ann", &["#big", "#small"]).await;
+    let padding = "m".repeat(2_990);
+    let mut lines = String::from("MSG lobby\n");
+    lines.extend((0..3).map(|n| format!("SAY #small small{n}\n")));
+    lines.extend((0..60).map(|n| format!("SAY #big {n:03}{padding}\n")));
+    ann.send_raw(lines.as_bytes()).await;
+    ann.barrier().await;
+    let small = history(&mut ann, "HISTORY #small 1000", Some("#small")).await;
+    assert_eq!(texts(&small), ["small0", "small1", "small2"]);
+    let lobby = history(&mut ann, "HISTORY 1000", None).await;
+    assert_eq!(texts(&lobby), ["lobby"]);
+    let big = history(&mut ann, "HISTORY #big 1000", Some("#big")).await;
+    let kept: usize = big
+        .iter()
+        .map(|(_, from, text)| from.len() + text.len())
+        .sum();
+    assert!(kept <= 64 * 1024, "{kept} bytes kept");
+    assert!(big.len() >= 10 && big.len() < 60, "{} kept", big.len());
+    let numbers: Vec<&str> = big.iter().map(|(_, _, text)| &text[..3]).collect();
+    let first = 60 - big.len();
+    let newest: Vec<String> = (first..60).map(|n| format!("{n:03}")).collect();
+    assert_eq!(numbers, newest, "the newest are kept, in order");
+}
+
+/// The budgets' settings come from flags, `CHAT_…` variables and the
+/// config file alike, and `--print-config` shows them as the file takes
+/// them back.
+#[test]
+fn the_budgets_are_flags_variables_and_keys() {
+    use std::process::Command;
+    let file = std::env::temp_dir().join(format!("budgets-{}.toml", std::process::id()));
+    std::fs::write(&file, "history-memory = \"512KiB\"\nmax-rooms-per-ip = 7\n").expect("write");
+    let printed = Command::new(chat_tests::binary("chat-server"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--flood-rate-per-ip", "3", "--print-config"])
+        .env("CHAT_STALL_TIMEOUT", "2m")
+        .env("CHAT_FLOOD_BURST_PER_IP", "9")
+        .output()
+        .expect("run chat-server");
+    std::fs::remove_file(&file).ok();
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.status.success(), "{stdout}");
+    for line in [
+        "history-memory = \"512KiB\"",
+        "max-rooms-per-ip = 7",
+        "stall-timeout = \"2m\"",
+        "flood-burst-per-ip = 9",
+        "flood-rate-per-ip = 3",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line} missing:\n{stdout}"
+        );
+    }
 }

@@ -109,6 +109,49 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub max_rooms: usize,
 
+    /// Rooms the users of one address (IPv6: one /64) may be in together
+    /// (memberships; the lobby does not count); a JOIN beyond it gets
+    /// `ERROR too-many-rooms`. Loopback is spared unless
+    /// --limits-on-loopback. Single process only for now.
+    #[arg(long, env = "CHAT_MAX_ROOMS_PER_IP", hide_env_values = true, value_name = "N",
+          default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_rooms_per_ip: usize,
+
+    /// Bytes of history the lobby and every room may keep in memory
+    /// together (messages and their senders' names; e.g. 64MiB, 512KiB, a
+    /// plain number is bytes); beyond it the oldest messages of the room
+    /// that holds the most are forgotten first. Single process only.
+    #[arg(long, env = "CHAT_HISTORY_MEMORY", hide_env_values = true, value_name = "SIZE",
+          default_value = "64MiB", value_parser = parse_size)]
+    pub history_memory: usize,
+
+    /// A client whose socket has taken nothing for this long while output
+    /// waits for it is disconnected; the others see its LEAVE (e.g. 60s,
+    /// 2m; a plain number is seconds).
+    #[arg(long, env = "CHAT_STALL_TIMEOUT", hide_env_values = true, value_name = "DURATION",
+          default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
+
+    /// Flood control shared by all connections of one address (IPv6: one
+    /// /64): frames they may send together in a burst (at least 1).
+    #[arg(long, env = "CHAT_FLOOD_BURST_PER_IP", hide_env_values = true, value_name = "FRAMES",
+          default_value_t = 40,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_burst_per_ip: u32,
+
+    /// Frames a second all connections of one address may send together
+    /// after their burst, on top of each connection's own --flood-rate;
+    /// beyond it frames wait, none is lost (0 turns only this one off).
+    #[arg(
+        long,
+        env = "CHAT_FLOOD_RATE_PER_IP",
+        hide_env_values = true,
+        value_name = "FRAMES",
+        default_value_t = 20
+    )]
+    pub flood_rate_per_ip: u32,
+
     /// Join a cluster: several servers pointed at one Redis form one server,
     /// with one lobby and the same rooms (e.g. redis://127.0.0.1:6379).
     /// Without it the server needs nothing else.
@@ -481,6 +524,39 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A size such as `64MiB`, `512KiB`, `1GiB` or `4096B`; a bare number is
+/// bytes. `KB`, `MB` and `GB` are taken as their binary kin.
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: usize = number
+        .parse()
+        .map_err(|_| "expected a size such as 64MiB, 512KiB or a number of bytes".to_owned())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown unit `{other}`; use B, KiB, MiB or GiB")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| "too large".to_owned())
+}
+
+/// A size as [`parse_size`] reads it back: the largest unit that divides it.
+pub(crate) fn format_size(bytes: usize) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// A duration such as `500ms`, `30s`, `5m` or `1h 30m`; a bare number is seconds.
 fn parse_any_duration(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
@@ -495,7 +571,10 @@ impl Config {
         crate::hub::Limits {
             max_rooms: self.max_rooms,
             max_rooms_per_user: self.max_rooms_per_user,
+            max_rooms_per_ip: self.max_rooms_per_ip,
+            limits_on_loopback: self.limits_on_loopback,
             history: self.history,
+            history_memory: self.history_memory,
         }
     }
 }
@@ -564,6 +643,20 @@ mod tests {
     }
 
     #[test]
+    fn sizes_take_binary_units_or_bytes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        for size in [64 << 20, 512 << 10, 1000, 0] {
+            assert_eq!(parse_size(&format_size(size)), Ok(size));
+        }
+        assert_eq!(format_size(64 << 20), "64MiB");
+    }
+
+    #[test]
     fn defaults_are_the_contracts() {
         let config = Config::default();
         assert_eq!(config.addr, "127.0.0.1:8000");
@@ -575,6 +668,11 @@ mod tests {
         assert_eq!(config.history, 100);
         assert_eq!(config.max_rooms_per_user, 50);
         assert_eq!(config.max_rooms, 10_000);
+        assert_eq!(config.max_rooms_per_ip, 200);
+        assert_eq!(config.history_memory, 64 << 20);
+        assert_eq!(config.stall_timeout, Duration::from_secs(60));
+        assert_eq!(config.flood_burst_per_ip, 40);
+        assert_eq!(config.flood_rate_per_ip, 20);
         assert_eq!(config.tls_addr, "127.0.0.1:8443");
         assert_eq!((config.tls_cert, config.tls_key), (None, None));
         assert_eq!(config.max_per_ip, 16);

@@ -72,7 +72,7 @@ const fn counts<const N: usize>() -> [Count; N] {
 }
 
 /// Why a session ended, as [`leave`] is told (the session's own words).
-const LEAVE_CAUSES: [&str; 12] = [
+const LEAVE_CAUSES: [&str; 13] = [
     "left",
     "closed",
     "reset",
@@ -84,6 +84,7 @@ const LEAVE_CAUSES: [&str; 12] = [
     "kicked",
     "banned",
     "logged in elsewhere",
+    "stalled",
     "other",
 ];
 const LISTENERS: [&str; 2] = ["plain", "tls"];
@@ -152,6 +153,10 @@ static SKIPPED: Count = AtomicU64::new(0);
 static DROPPED_NOTICES: Count = AtomicU64::new(0);
 static ERRORS: [Count; CODES] = counts();
 static FLOOD_DELAYED: Striped = Striped::new();
+/// Bytes of history kept in memory, the lobby's and every room's.
+static HISTORY_BYTES: AtomicI64 = AtomicI64::new(0);
+/// Messages forgotten to keep history within `--history-memory`.
+static HISTORY_FORGOTTEN: Count = AtomicU64::new(0);
 static CLUSTER: AtomicBool = AtomicBool::new(false);
 static BUS_UP: AtomicBool = AtomicBool::new(false);
 static BUS_ROUND_TRIP_MICROS: Count = AtomicU64::new(0);
@@ -256,6 +261,18 @@ pub fn error_sent(code: ErrorCode) {
 /// Flood control held a frame back.
 pub fn flood_delayed() {
     FLOOD_DELAYED.add(1);
+}
+
+/// History kept in memory grew (or, negative, shrank) by `bytes`.
+pub fn history_bytes(bytes: i64) {
+    HISTORY_BYTES.fetch_add(bytes, Relaxed);
+}
+
+/// `messages` were forgotten to keep history within `--history-memory`.
+pub fn history_forgotten(messages: u64) {
+    if messages > 0 {
+        HISTORY_FORGOTTEN.fetch_add(messages, Relaxed);
+    }
 }
 
 /// The server runs in cluster mode: the bus metrics mean something.
@@ -453,6 +470,16 @@ impl Collector for Statics {
             "chat_flood_delayed_frames",
             "Frames flood control held back.",
             FLOOD_DELAYED.get(),
+        )?;
+        out.gauge(
+            "chat_history_bytes",
+            "Bytes of history kept in memory (messages and their senders' names), the lobby's and every room's.",
+            HISTORY_BYTES.load(Relaxed),
+        )?;
+        out.counter(
+            "chat_history_forgotten_messages",
+            "Messages forgotten, the oldest of the room that held the most, to keep history within --history-memory.",
+            load(&HISTORY_FORGOTTEN),
         )?;
         if CLUSTER.load(Relaxed) {
             out.gauge(

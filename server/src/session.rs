@@ -14,6 +14,10 @@
 //!   client that stops reading leaves them in its inbox, where publishers
 //!   wait for it until its socket has taken nothing for a while, then skip
 //!   it and later report `DROPPED <n>`.
+//! - A socket that has taken nothing for `--stall-timeout` while output
+//!   waits for it ends the session: a client that stopped reading holds
+//!   its slot, its name and its unread output (at most
+//!   [`MAX_UNREAD`](crate::hub::inbox::MAX_UNREAD)) no longer than that.
 //! - It reads input unless answers to the client's own requests, more
 //!   than [`UNREAD_REPLIES`] of them, wait unread. Broadcasts the client
 //!   does not read never stop it: a client that sends without reading is a
@@ -87,6 +91,9 @@ enum End {
     /// The hub no longer vouches for the user (cluster mode: this node
     /// lost its lease, so the others have announced the user gone).
     Evicted,
+    /// The client's socket took nothing for `--stall-timeout` while output
+    /// waited for it: it is dropped without a goodbye it would not read.
+    Stalled,
 }
 
 impl End {
@@ -106,6 +113,7 @@ impl End {
                 _ => "closed by the server",
             },
             End::Evicted => "evicted",
+            End::Stalled => "stalled",
         }
     }
 }
@@ -133,6 +141,8 @@ pub async fn run<I, W>(
         peer: peer.ip(),
         allowance: Allowance::for_peer(&config, peer),
         held_until: None,
+        owed: 0,
+        measuring: None,
         user: None,
         pending: None,
         in_flight: None,
@@ -164,6 +174,11 @@ struct Session<I, W> {
     allowance: Option<Allowance>,
     /// Flood control holds the next frame back until then.
     held_until: Option<Instant>,
+    /// Frames to spend beyond the one being handled: what its answer cost.
+    owed: u32,
+    /// A request in flight whose answer is paid by size: the inbox's
+    /// [`Inbox::answered`] when it was asked.
+    measuring: Option<u64>,
     user: Option<User>,
     /// A request in flight.
     pending: Option<Pending>,
@@ -213,17 +228,24 @@ where
                 biased;
                 () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown.into()),
                 () = evicted(self.user.as_ref()) => return End::Evicted,
-                written = write(&mut self.output, &mut self.out, &self.inbox), if !self.out.is_empty() => {
-                    if let Err(e) = written {
-                        return End::Failed(e);
+                written = write_or_stall(&mut self.output, &mut self.out, &self.inbox, config.stall_timeout), if !self.out.is_empty() => {
+                    match written {
+                        Err(e) => return End::Failed(e),
+                        Ok(Written::Stalled) => return End::Stalled,
+                        Ok(Written::Some) => self.out.shrink(OUTPUT_KEEP),
                     }
-                    self.out.shrink(OUTPUT_KEEP);
                 }
                 done = pending(&mut self.pending), if self.pending.is_some() => {
                     self.pending = None;
                     let was_logged_in = self.user.is_some();
                     if let Some(end) = self.complete(done) {
                         return end;
+                    }
+                    if let Some(asked) = self.measuring.take() {
+                        let cost = flood::answer_cost(self.inbox.answered() - asked);
+                        if self.charge(cost, Instant::now()) {
+                            self.rearm(timer.as_mut(), config, connected, last_frame);
+                        }
                     }
                     if !was_logged_in && self.user.is_some() {
                         self.rearm(timer.as_mut(), config, connected, last_frame);
@@ -253,12 +275,10 @@ where
                     if let Some(end) = self.handle(frame) {
                         return end;
                     }
-                    if let Some(allowance) = &mut self.allowance {
-                        self.held_until = allowance.spend(last_frame);
-                        if self.held_until.is_some() {
-                            metrics::flood_delayed();
-                            self.rearm(timer.as_mut(), config, connected, last_frame);
-                        }
+                    let frames = 1 + std::mem::take(&mut self.owed);
+                    if self.charge(frames, last_frame) {
+                        metrics::flood_delayed();
+                        self.rearm(timer.as_mut(), config, connected, last_frame);
                     }
                     frames_this_turn += 1;
                     if frames_this_turn == FRAMES_PER_TURN {
@@ -283,6 +303,20 @@ where
                 }
             }
         }
+    }
+
+    /// Spends `frames` of the client's flood allowance; returns whether its
+    /// next frame must wait.
+    fn charge(&mut self, frames: u32, now: Instant) -> bool {
+        let Some(allowance) = &mut self.allowance else {
+            return false;
+        };
+        if frames == 0 {
+            return false;
+        }
+        let until = allowance.spend(frames, now);
+        self.held_until = self.held_until.max(until);
+        self.held_until.is_some()
     }
 
     /// Bytes of answers to this client's own requests not yet written to
@@ -392,7 +426,20 @@ where
                     .enter(name, Some(password), self.inbox.clone(), self.peer)
             }
             (_, None) => Outcome::Refused(ErrorCode::NotLoggedIn.into()),
-            (frame, Some(user)) => verbs::request(&self.hub, user, frame),
+            (frame, Some(user)) => {
+                let asked = verbs::answer_costs(&frame).then(|| self.inbox.answered());
+                let outcome = verbs::request(&self.hub, user, frame);
+                match (asked, &outcome) {
+                    (Some(asked), Outcome::Done) => {
+                        self.owed = self
+                            .owed
+                            .saturating_add(flood::answer_cost(self.inbox.answered() - asked));
+                    }
+                    (Some(asked), Outcome::Wait(_)) => self.measuring = Some(asked),
+                    _ => {}
+                }
+                outcome
+            }
         };
         match outcome {
             Outcome::Done => {}
@@ -468,7 +515,7 @@ where
 
     /// Says goodbye as the end requires, tells the hub, and closes.
     async fn finish(mut self, end: End) {
-        let failed = matches!(end, End::Failed(_));
+        let failed = matches!(end, End::Failed(_) | End::Stalled);
         if !failed {
             // What the client is owed before the goodbye: after its own
             // LEAVE, everything broadcast before it.
@@ -499,7 +546,7 @@ where
                 ErrorCode::Unavailable,
                 "lost contact with the rest of the cluster; closing",
             )),
-            End::Disconnected => None,
+            End::Disconnected | End::Stalled => None,
             End::Failed(e) => {
                 debug!(error = %e, "connection failed");
                 None
@@ -554,6 +601,33 @@ async fn pending(request: &mut Option<Pending>) -> Done {
     }
 }
 
+/// What a write came to.
+enum Written {
+    /// The socket took some bytes.
+    Some,
+    /// It has taken none for the stall timeout.
+    Stalled,
+}
+
+/// [`write`], unless the socket has taken nothing for `stall_timeout`
+/// (counted from when it stopped taking bytes, however many times the
+/// write was started since).
+async fn write_or_stall<W: AsyncWrite + Unpin>(
+    output: &mut W,
+    out: &mut Outgoing,
+    inbox: &Inbox,
+    stall_timeout: Duration,
+) -> io::Result<Written> {
+    let since = inbox.stalled_since().unwrap_or_else(Instant::now);
+    match tokio::time::timeout_at(since + stall_timeout, write(output, out, inbox)).await {
+        Ok(written) => written.map(|()| Written::Some),
+        Err(_) => {
+            debug!("the client's socket took nothing for the stall timeout");
+            Ok(Written::Stalled)
+        }
+    }
+}
+
 /// Writes what is queued, telling the inbox whether the client's socket
 /// takes bytes: publishers skip a reader only once its socket has taken
 /// nothing for a while.
@@ -570,6 +644,7 @@ async fn write<W: AsyncWrite + Unpin>(
             Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
                 out.sent(n);
+                inbox.output_queued(out.len());
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -620,7 +695,10 @@ mod tests {
         let limits = Limits {
             max_rooms: 10,
             max_rooms_per_user: 10,
+            max_rooms_per_ip: 10,
+            limits_on_loopback: false,
             history: 10,
+            history_memory: 1 << 20,
         };
         let (hub, _requests) = Hub::channels(16, limits, None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -640,6 +718,8 @@ mod tests {
             peer: addr.ip(),
             allowance: None,
             held_until: None,
+            owed: 0,
+            measuring: None,
             user: None,
             pending: None,
             in_flight: None,

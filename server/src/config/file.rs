@@ -96,6 +96,46 @@ impl<'de> Deserialize<'de> for DurationValue {
     }
 }
 
+/// A size: `"64MiB"`, `"512KiB"`, … or a whole number of bytes.
+#[derive(Debug)]
+pub(super) enum SizeValue {
+    Text(String),
+    Bytes(u64),
+}
+
+impl FlagText for SizeValue {
+    fn flag_text(&self) -> String {
+        match self {
+            SizeValue::Text(text) => text.clone(),
+            SizeValue::Bytes(bytes) => bytes.to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Expecting;
+        impl Visitor<'_> for Expecting {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size such as \"64MiB\" or a whole number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(text.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(bytes))
+            }
+            fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<SizeValue, E> {
+                u64::try_from(bytes)
+                    .map(SizeValue::Bytes)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        deserializer.deserialize_any(Expecting)
+    }
+}
+
 /// One key the file gave: the flag's id, where the value is, and the value
 /// as the flag's text.
 pub(super) struct Entry {
@@ -144,6 +184,11 @@ keys! {
     history: u32,
     max_rooms_per_user: u32,
     max_rooms: u32,
+    max_rooms_per_ip: u32,
+    history_memory: SizeValue,
+    stall_timeout: DurationValue,
+    flood_burst_per_ip: u32,
+    flood_rate_per_ip: u32,
     cluster: String,
     node_id: String,
     lease: DurationValue,
@@ -204,6 +249,31 @@ pub(super) const WANTS: &[(&str, &str, &str)] = &[
         "50",
     ),
     ("max-rooms", "a whole number of rooms, at least 1", "10000"),
+    (
+        "max-rooms-per-ip",
+        "a whole number of rooms, at least 1",
+        "200",
+    ),
+    (
+        "history-memory",
+        "a size, as a string with a unit (B, KiB, MiB, GiB) or a whole number of bytes",
+        "\"64MiB\"",
+    ),
+    (
+        "stall-timeout",
+        "a duration longer than zero, as a string with a unit or a whole number of seconds",
+        "\"60s\"",
+    ),
+    (
+        "flood-burst-per-ip",
+        "a whole number of frames, at least 1",
+        "40",
+    ),
+    (
+        "flood-rate-per-ip",
+        "a whole number of frames a second (0 turns the per-address allowance off)",
+        "20",
+    ),
     (
         "cluster",
         "a Redis URL, in quotes",
@@ -484,6 +554,20 @@ pub(super) fn render(config: &super::Config) -> String {
         Some(number(config.max_rooms_per_user)),
     );
     put("max-rooms", Some(number(config.max_rooms)));
+    put("max-rooms-per-ip", Some(number(config.max_rooms_per_ip)));
+    put(
+        "history-memory",
+        Some(Value::String(super::format_size(config.history_memory))),
+    );
+    put("stall-timeout", Some(duration(config.stall_timeout)));
+    put(
+        "flood-burst-per-ip",
+        Some(Value::Integer(config.flood_burst_per_ip.into())),
+    );
+    put(
+        "flood-rate-per-ip",
+        Some(Value::Integer(config.flood_rate_per_ip.into())),
+    );
     let cluster = config.cluster.as_deref().map(super::redact_url);
     let hidden = cluster.as_deref() != config.cluster.as_deref();
     put("cluster", cluster.map(Value::String));

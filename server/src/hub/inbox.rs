@@ -8,7 +8,9 @@
 //! one user sends is pushed before its next frame is read, so its frames
 //! reach each receiver in the order sent, across rooms.
 //!
-//! Each inbox holds `--client-buffer` frames. A publisher that finds a
+//! Each inbox holds `--client-buffer` frames, and at most [`MAX_UNREAD`]
+//! bytes together with what its session has queued for the socket. A
+//! publisher that finds a
 //! receiver's inbox full afterwards waits until it drains, and the session
 //! does not read its client's next frame meanwhile: overload slows the
 //! senders, through TCP. Only a receiver whose socket has taken no bytes for
@@ -24,6 +26,11 @@
 //! order. A reply is never skipped: it is the asker's own, and the only
 //! thing that may hold a client that does not read back. The inbox counts
 //! their bytes, and the session reads no more input while too many wait.
+//!
+//! A detached inbox keeps the newest broadcasts within both bounds, the
+//! frames and the bytes, so a client that stopped reading costs at most
+//! [`MAX_UNREAD`] however large the frames: room for the lobby's `NAMES`
+//! at `--max-clients`, plus what the replies' gate lets wait.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -57,6 +64,12 @@ const RECHECK_WRITABLE: Duration = Duration::from_millis(10);
 /// A waiting publisher looks again this often even if nobody woke it, so a
 /// wake-up lost to a race costs a pause, never a hang.
 const RECHECK: Duration = Duration::from_millis(50);
+/// Unread output one client may hold, in bytes: the frames in its inbox
+/// and what its session has queued for the socket (the contract's 512 KiB).
+/// Broadcasts beyond it wait for the client, or are skipped once it has
+/// stopped reading; replies are never skipped, and the session's input
+/// gate keeps them far below it.
+pub const MAX_UNREAD: usize = 512 * 1024;
 /// An empty queue whose buffer holds more frames than this gives it back:
 /// after a burst, an idle user should not keep the burst's buffer.
 const QUEUE_KEEP: usize = 4;
@@ -69,6 +82,13 @@ pub struct Inbox {
     len: AtomicUsize,
     /// Bytes of replies queued, for the session's input gate.
     reply_bytes: AtomicUsize,
+    /// Bytes of every frame queued, and of what the session has queued
+    /// for the socket: together they are bounded by [`MAX_UNREAD`].
+    queued_bytes: AtomicUsize,
+    output_bytes: AtomicUsize,
+    /// Bytes of replies ever queued, for the session to measure how large
+    /// an answer was.
+    answered: AtomicU64,
     /// When the client's socket stopped taking bytes, as milliseconds since
     /// [`epoch`] plus one; 0 while it takes them.
     stalled_since: AtomicU64,
@@ -99,6 +119,8 @@ struct Queue {
     broadcasts: usize,
     /// Bytes of the replies among `frames`.
     reply_bytes: usize,
+    /// Bytes of all of `frames`.
+    bytes: usize,
     /// Frames dropped from the front while detached, owed as `DROPPED`
     /// before the frames now queued.
     skipped: u64,
@@ -135,6 +157,7 @@ impl Inbox {
                 frames: VecDeque::new(),
                 broadcasts: 0,
                 reply_bytes: 0,
+                bytes: 0,
                 skipped: 0,
                 attached: true,
                 closed: false,
@@ -143,6 +166,9 @@ impl Inbox {
             capacity: capacity.max(1),
             len: AtomicUsize::new(0),
             reply_bytes: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            output_bytes: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
             stalled_since: AtomicU64::new(0),
             detached_at: AtomicU64::new(0),
             socket: AtomicI32::new(-1),
@@ -199,25 +225,66 @@ impl Inbox {
         if queue.closed || queue.farewell.is_some() {
             return Pushed::Done;
         }
-        if queue.attached && queue.broadcasts >= self.capacity && self.stopped(Instant::now()) {
+        let output = self.output_bytes.load(Ordering::Acquire);
+        if queue.attached
+            && queue.over(self.capacity, output, frame.len())
+            && self.stopped(Instant::now())
+        {
             self.detach(&mut queue);
-        }
-        if !queue.attached && queue.broadcasts >= self.capacity {
-            // Keep the newest: the oldest broadcast becomes part of the gap.
-            queue.skip_oldest_broadcast();
         }
         queue.frames.push_back(Queued::Broadcast(frame.clone()));
         queue.broadcasts += 1;
-        let (len, broadcasts, attached) = (queue.frames.len(), queue.broadcasts, queue.attached);
-        self.len.store(broadcasts, Ordering::Release);
+        queue.bytes += frame.len();
+        if !queue.attached {
+            // Keep the newest: the oldest broadcasts become part of the gap,
+            // the new one too if the replies alone fill the bound.
+            while queue.broadcasts > 0 && queue.over(self.capacity, output, 0) {
+                queue.skip_oldest_broadcast();
+            }
+        }
+        let (len, attached) = (queue.frames.len(), queue.attached);
+        let over = queue.over(self.capacity, output, 0);
+        self.publish_counts(&queue);
         drop(queue);
         if len == 1 {
             self.reader.wake();
         }
-        if attached && broadcasts > self.capacity {
+        if attached && over {
             Pushed::Full
         } else {
             Pushed::Done
+        }
+    }
+
+    /// Makes the queue's counts visible to checks that take no lock.
+    fn publish_counts(&self, queue: &Queue) {
+        self.len.store(queue.broadcasts, Ordering::SeqCst);
+        self.reply_bytes.store(queue.reply_bytes, Ordering::Release);
+        self.queued_bytes.store(queue.bytes, Ordering::SeqCst);
+    }
+
+    /// Whether broadcasts are over either bound, seen without the lock.
+    fn over_bounds(&self) -> bool {
+        self.len.load(Ordering::SeqCst) > self.capacity
+            || self.queued_bytes.load(Ordering::SeqCst) + self.output_bytes.load(Ordering::SeqCst)
+                > MAX_UNREAD
+    }
+
+    /// The session's output queue now holds `bytes`: they count toward
+    /// [`MAX_UNREAD`] with the frames still here.
+    pub fn output_queued(&self, bytes: usize) {
+        let before = self.output_bytes.swap(bytes, Ordering::SeqCst);
+        if bytes < before {
+            self.wake_publishers();
+        }
+    }
+
+    /// Since when the client's socket has taken nothing while output waited
+    /// for it, if it is stalled now.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        match self.stalled_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(epoch() + Duration::from_millis(since - 1)),
         }
     }
 
@@ -229,13 +296,23 @@ impl Inbox {
             return;
         }
         queue.reply_bytes += frame.len();
+        queue.bytes += frame.len();
+        self.answered
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
         self.reply_bytes.store(queue.reply_bytes, Ordering::Release);
+        self.queued_bytes.store(queue.bytes, Ordering::SeqCst);
         queue.frames.push_back(Queued::Reply(frame));
         let len = queue.frames.len();
         drop(queue);
         if len == 1 {
             self.reader.wake();
         }
+    }
+
+    /// Bytes of replies ever queued here: how large an answer was is the
+    /// difference before and after it.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Bytes of replies waiting here for the session to take them.
@@ -262,7 +339,6 @@ impl Inbox {
     /// again.
     pub fn take(&self, out: &mut Outgoing, limit: usize) {
         let mut queue = self.lock();
-        let was_full = queue.broadcasts >= self.capacity;
         if queue.skipped > 0 {
             crate::metrics::dropped(queue.skipped);
             ServerFrame::Dropped(queue.skipped).write_to(&mut out.bytes);
@@ -275,10 +351,12 @@ impl Inbox {
                 Some(Queued::Broadcast(frame)) => {
                     out.bytes.extend_from_slice(&frame);
                     queue.broadcasts -= 1;
+                    queue.bytes -= frame.len();
                     taken += 1;
                 }
                 Some(Queued::Reply(frame)) => {
                     queue.reply_bytes -= frame.len();
+                    queue.bytes -= frame.len();
                     out.push_reply(&frame);
                 }
             }
@@ -290,11 +368,10 @@ impl Inbox {
             }
             queue.attached = true;
         }
-        let broadcasts = queue.broadcasts;
-        self.len.store(broadcasts, Ordering::SeqCst);
-        self.reply_bytes.store(queue.reply_bytes, Ordering::Release);
+        self.output_bytes.store(out.len(), Ordering::SeqCst);
+        self.publish_counts(&queue);
         drop(queue);
-        if was_full && broadcasts <= self.capacity {
+        if !self.over_bounds() {
             self.wake_publishers();
         }
     }
@@ -321,8 +398,8 @@ impl Inbox {
         queue.frames = VecDeque::new();
         queue.broadcasts = 0;
         queue.reply_bytes = 0;
-        self.len.store(0, Ordering::Release);
-        self.reply_bytes.store(0, Ordering::Release);
+        queue.bytes = 0;
+        self.publish_counts(&queue);
         drop(queue);
         self.wake_publishers();
     }
@@ -402,7 +479,7 @@ impl Inbox {
             tokio::pin!(space);
             space.as_mut().enable();
             self.publisher_waits.store(true, Ordering::SeqCst);
-            if self.len.load(Ordering::SeqCst) <= self.capacity {
+            if !self.over_bounds() {
                 return;
             }
             let now = Instant::now();
@@ -451,10 +528,20 @@ impl Queue {
             .iter()
             .position(|f| matches!(f, Queued::Broadcast(_)));
         if let Some(at) = oldest {
-            self.frames.remove(at);
+            if let Some(Queued::Broadcast(frame)) = self.frames.remove(at) {
+                self.bytes -= frame.len();
+            }
             self.broadcasts -= 1;
             self.skipped += 1;
         }
+    }
+
+    /// Whether broadcasts are over a bound, with `output` bytes queued in
+    /// the session and `adding` more about to come: more than `capacity`
+    /// frames, or more than [`MAX_UNREAD`] bytes unread.
+    fn over(&self, capacity: usize, output: usize, adding: usize) -> bool {
+        self.broadcasts + usize::from(adding > 0) > capacity
+            || self.bytes + output + adding > MAX_UNREAD
     }
 }
 
@@ -638,6 +725,39 @@ mod tests {
         );
         assert_eq!(inbox.reply_bytes(), 0);
         assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn a_stopped_reader_keeps_the_newest_broadcasts_within_the_byte_bound() {
+        let inbox = Inbox::new(1024);
+        inbox.socket_flowing(false);
+        inbox.stalled_since.store(1, Ordering::Relaxed);
+        std::thread::sleep(STALL_LIMIT + Duration::from_millis(10));
+        let big = |n: u64| Bytes::from(format!("MSG a {n} {}\n", "x".repeat(4000)));
+        inbox.push_reply(Bytes::from(format!("NAMES {}\n", "y".repeat(100_000))));
+        for n in 0..300 {
+            let _ = inbox.push(&big(n));
+        }
+        let held = inbox.queued_bytes.load(Ordering::Relaxed);
+        assert!(held <= MAX_UNREAD, "{held} bytes held");
+        assert!(held > MAX_UNREAD - 8 * 1024, "as many as fit: {held}");
+        inbox.socket_flowing(true);
+        let got = take_all(&inbox);
+        let lines: Vec<&str> = got.lines().collect();
+        assert!(lines[0].starts_with("DROPPED "), "{}", &lines[0]);
+        assert!(lines[1].starts_with("NAMES "), "the reply is kept");
+        assert!(lines.last().is_some_and(|l| l.starts_with("MSG a 299 ")));
+    }
+
+    #[test]
+    fn a_reader_that_keeps_up_makes_publishers_wait_past_the_byte_bound() {
+        let inbox = Inbox::new(1024);
+        let big = Bytes::from(format!("MSG a {}\n", "x".repeat(64 * 1024)));
+        let pushed: Vec<bool> = (0..9)
+            .map(|_| matches!(inbox.push(&big), Pushed::Full))
+            .collect();
+        assert_eq!(pushed.iter().filter(|full| **full).count(), 2, "{pushed:?}");
+        assert_eq!(inbox.len.load(Ordering::Relaxed), 9, "nothing skipped");
     }
 
     #[test]

@@ -252,12 +252,14 @@ impl Hub {
         let (entering, entering_rx) = mpsc::channel(REQUEST_QUEUE);
         let (leaving, leaving_rx) = mpsc::channel(REQUEST_QUEUE);
         let (census, census_rx) = mpsc::channel(REQUEST_QUEUE);
+        let rooms = Rooms::new(limits);
+        let lobby = Room::lobby(limits.history).counted_in(rooms.memory());
         let hub = Hub(Arc::new(Shared {
             entering,
             leaving,
             census,
-            lobby: Arc::new(Mutex::new(Room::lobby(limits.history))),
-            rooms: Arc::new(Rooms::new(limits)),
+            lobby: Arc::new(Mutex::new(lobby)),
+            rooms: Arc::new(rooms),
             backlog,
             mode: bus.map_or(Mode::Local, Mode::Cluster),
             accounts,
@@ -412,7 +414,9 @@ impl Hub {
         match self.bus() {
             None => {
                 let store = self.accounts().and_then(|a| a.lobby_store());
-                Outcome::published(local::publish(self.lobby(), store, user, room, text))
+                let full = local::publish(self.lobby(), store, user, room, text);
+                self.rooms().trim_history(self.lobby());
+                Outcome::published(full)
             }
             Some(bus) => cluster::requests::publish(bus, self.limits(), user, room, text),
         }
@@ -521,7 +525,7 @@ impl Hub {
     pub fn list_rooms(&self, user: &mut User) -> Outcome {
         match self.bus() {
             None => {
-                user.inbox().push_reply(self.rooms().list().to_bytes());
+                user.inbox().push_reply(self.rooms().list());
                 Outcome::Done
             }
             Some(bus) => cluster::requests::list_rooms(bus, user),
@@ -983,6 +987,8 @@ impl Hub {
                 .unwrap_or_else(chat_protocol::Timestamp::now);
             lobby.restore(time, line.from.into(), &line.text);
         }
+        drop(lobby);
+        self.rooms().trim_history(self.lobby());
     }
 
     /// Lets the hub go: in cluster mode, frees the names this node still

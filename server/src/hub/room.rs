@@ -4,8 +4,15 @@
 //! A room's lock is what orders it: a frame is pushed to every member's
 //! inbox while the lock is held, so all members see the room's frames in
 //! one order.
+//!
+//! What history the lobby and all rooms keep together is bounded in bytes
+//! (`--history-memory`): each room counts its messages in a shared
+//! [`HistoryMemory`], and once that is over its limit the oldest messages
+//! of the room that holds the most are forgotten first
+//! ([`Rooms::trim_history`](super::Rooms::trim_history)).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +44,59 @@ struct Said {
     text: Box<str>,
 }
 
+impl Said {
+    /// What the message counts toward `--history-memory`: its text and
+    /// its sender's name.
+    fn bytes(&self) -> usize {
+        self.text.len() + self.from.len()
+    }
+}
+
+/// The bytes of history kept by the lobby and every room together, and
+/// how many they may take (`--history-memory`).
+#[derive(Debug)]
+pub struct HistoryMemory {
+    limit: usize,
+    used: AtomicUsize,
+    /// One trim at a time: two would each forget what the other already
+    /// made room for.
+    pub(super) trimming: Mutex<()>,
+}
+
+impl HistoryMemory {
+    pub fn new(limit: usize) -> Arc<HistoryMemory> {
+        Arc::new(HistoryMemory {
+            limit,
+            used: AtomicUsize::new(0),
+            trimming: Mutex::new(()),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes of history kept now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether history takes more than its limit.
+    pub fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    fn add(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        crate::metrics::history_bytes(bytes as i64);
+    }
+
+    fn sub(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        crate::metrics::history_bytes(-(bytes as i64));
+    }
+}
+
 pub struct Room {
     /// `#name` as spelled when the room was created; `None` for the lobby.
     name: Option<Arc<str>>,
@@ -47,6 +107,10 @@ pub struct Room {
     history: VecDeque<Said>,
     /// Messages kept (`--history`).
     keep: usize,
+    /// Bytes of `history`, as counted in `memory`.
+    history_bytes: usize,
+    /// Where this room's history is counted with everyone's, if it is.
+    memory: Option<Arc<HistoryMemory>>,
     /// The encoded `NAMES` frame, until the members change.
     names: Option<Bytes>,
     /// The room was emptied and forgotten; a late `JOIN` creates a new one.
@@ -71,8 +135,41 @@ impl Room {
             topic: None,
             history: VecDeque::new(),
             keep,
+            history_bytes: 0,
+            memory: None,
             names: None,
             forgotten: false,
+        }
+    }
+
+    /// Counts this room's history in `memory`, with the lobby's and every
+    /// other room's.
+    pub fn counted_in(mut self, memory: &Arc<HistoryMemory>) -> Room {
+        self.memory = Some(memory.clone());
+        self
+    }
+
+    /// Bytes of history this room keeps.
+    pub fn history_bytes(&self) -> usize {
+        self.history_bytes
+    }
+
+    /// Forgets the oldest message kept; returns whether there was one.
+    pub fn forget_oldest(&mut self) -> bool {
+        let Some(said) = self.history.pop_front() else {
+            return false;
+        };
+        self.uncount(said.bytes());
+        if self.history.is_empty() {
+            self.history = VecDeque::new();
+        }
+        true
+    }
+
+    fn uncount(&mut self, bytes: usize) {
+        self.history_bytes -= bytes;
+        if let Some(memory) = &self.memory {
+            memory.sub(bytes);
         }
     }
 
@@ -103,6 +200,7 @@ impl Room {
         self.forgotten = true;
         self.topic = None;
         self.history = VecDeque::new();
+        self.uncount(self.history_bytes);
     }
 
     /// The members by lower-cased name.
@@ -159,13 +257,19 @@ impl Room {
             return;
         }
         if self.history.len() == self.keep {
-            self.history.pop_front();
+            self.forget_oldest();
         }
-        self.history.push_back(Said {
+        let said = Said {
             time,
             from,
             text: text.into(),
-        });
+        };
+        let bytes = said.bytes();
+        self.history.push_back(said);
+        self.history_bytes += bytes;
+        if let Some(memory) = &self.memory {
+            memory.add(bytes);
+        }
     }
 
     /// The room's `NAMES` frame: `NAMES a b` for the lobby, `NAMES #r a b`
@@ -226,6 +330,14 @@ impl Room {
     }
 }
 
+impl Drop for Room {
+    /// A room that goes away (the lobby at shutdown, a test's) gives its
+    /// history's bytes back to the count.
+    fn drop(&mut self) {
+        self.uncount(self.history_bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +382,24 @@ mod tests {
         let mut out = BytesMut::new();
         room.write_history(1, &mut out);
         assert_eq!(text(&out).lines().count(), 2);
+    }
+
+    #[test]
+    fn history_bytes_are_counted_in_the_shared_memory_until_forgotten() {
+        let memory = HistoryMemory::new(1000);
+        let mut room = Room::new("#r", 2).counted_in(&memory);
+        let mut lobby = Room::lobby(10).counted_in(&memory);
+        let from: Arc<str> = "ann".into();
+        room.record(&from, "hello");
+        room.record(&from, "hi");
+        lobby.record(&from, "hey");
+        assert_eq!(memory.used(), 8 + 5 + 6);
+        room.record(&from, "x");
+        assert_eq!(memory.used(), 5 + 4 + 6, "--history pushed out the oldest");
+        room.forget();
+        assert_eq!(memory.used(), 6);
+        drop(lobby);
+        assert_eq!(memory.used(), 0);
     }
 
     #[test]

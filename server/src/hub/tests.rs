@@ -20,7 +20,10 @@ const BACKLOG: usize = 64;
 const LIMITS: Limits = Limits {
     max_rooms: 10,
     max_rooms_per_user: 5,
+    max_rooms_per_ip: 200,
+    limits_on_loopback: false,
     history: 100,
+    history_memory: 64 << 20,
 };
 
 fn hub() -> Hub {
@@ -317,6 +320,53 @@ async fn a_new_room_beyond_the_servers_rooms_is_refused_but_an_existing_one_is_n
     assert_eq!(text(&bob), "NAMES #a alice bob\nROOMS #a 2\n");
 }
 
+#[tokio::test]
+async fn the_users_of_one_address_share_max_rooms_per_ip_until_they_part_or_go() {
+    let hub = hub_with(Limits {
+        max_rooms_per_ip: 3,
+        limits_on_loopback: true,
+        ..LIMITS
+    });
+    let mut alice = login(&hub, "alice").await;
+    let mut bob = login(&hub, "bob").await;
+    join(&hub, &mut alice, "#a").await.expect("joined");
+    join(&hub, &mut alice, "#b").await.expect("joined");
+    join(&hub, &mut bob, "#a")
+        .await
+        .expect("one room more: three");
+    assert_eq!(
+        join(&hub, &mut bob, "#c").await,
+        Err(ErrorCode::TooManyRooms),
+        "a fourth membership of the address"
+    );
+    assert_eq!(
+        join(&hub, &mut alice, "#d").await,
+        Err(ErrorCode::TooManyRooms)
+    );
+    let outcome = hub.part(&mut alice, "#b", None);
+    run(&mut alice, outcome).await.expect("parted");
+    join(&hub, &mut bob, "#c").await.expect("a PART frees one");
+    hub.quit(alice, "closed").await;
+    join(&hub, &mut bob, "#d")
+        .await
+        .expect("a user gone frees its rooms");
+    assert_eq!(
+        join(&hub, &mut bob, "#e").await,
+        Err(ErrorCode::TooManyRooms)
+    );
+}
+
+#[tokio::test]
+async fn loopback_is_spared_max_rooms_per_ip_by_default() {
+    let hub = hub_with(Limits {
+        max_rooms_per_ip: 1,
+        ..LIMITS
+    });
+    let mut alice = login(&hub, "alice").await;
+    join(&hub, &mut alice, "#a").await.expect("joined");
+    join(&hub, &mut alice, "#b").await.expect("not counted");
+}
+
 // TELL
 
 #[tokio::test]
@@ -416,7 +466,7 @@ async fn rooms_are_listed_sorted_like_names_with_their_counts() {
     let outcome = hub.list_rooms(&mut alice);
     run(&mut alice, outcome).await.expect("listed");
     assert_eq!(text(&alice), "ROOMS\n");
-    members(&hub, "#b", &["bob", "carol"]).await;
+    let mut users = members(&hub, "#b", &["bob", "carol"]).await;
     for room in ["#C", "#a"] {
         join(&hub, &mut alice, room).await.expect("joined");
     }
@@ -424,6 +474,14 @@ async fn rooms_are_listed_sorted_like_names_with_their_counts() {
     let outcome = hub.list_rooms(&mut alice);
     run(&mut alice, outcome).await.expect("listed");
     assert_eq!(text(&alice), "ROOMS #a 1 #b 2 #C 1\n");
+    // The listing is kept, but never outlives a change.
+    let outcome = hub.part(&mut alice, "#c", None);
+    run(&mut alice, outcome).await.expect("parted");
+    hub.quit(users.pop().expect("carol"), "closed").await;
+    settle([&alice]);
+    let outcome = hub.list_rooms(&mut alice);
+    run(&mut alice, outcome).await.expect("listed");
+    assert_eq!(text(&alice), "ROOMS #a 1 #b 1\n");
 }
 
 // HISTORY
@@ -501,6 +559,56 @@ async fn history_is_served_up_to_what_is_kept() {
     assert_eq!(
         untimed(&text(&alice)),
         ["HISTORY 2", "HIST alice two", "HIST alice three"]
+    );
+}
+
+#[tokio::test]
+async fn history_memory_forgets_the_oldest_of_the_room_that_holds_the_most() {
+    let hub = hub_with(Limits {
+        history_memory: 1600,
+        ..LIMITS
+    });
+    let mut ann = login(&hub, "ann").await;
+    join(&hub, &mut ann, "#big").await.expect("joined");
+    join(&hub, &mut ann, "#small").await.expect("joined");
+    let text100 = |n: usize| format!("{n:03}{}", "x".repeat(97));
+    say(&hub, &mut ann, None, &text100(0)).await;
+    for n in 0..3 {
+        say(&hub, &mut ann, Some("#small"), &text100(n)).await;
+    }
+    for n in 0..40 {
+        say(&hub, &mut ann, Some("#big"), &text100(n)).await;
+    }
+    let memory = hub.rooms().memory();
+    assert!(memory.used() <= 1600, "{} bytes kept", memory.used());
+    settle([&ann]);
+    fn kept(hub: &Hub, user: &mut User, room: Option<&str>) -> Vec<String> {
+        let outcome = hub.history(user, room, 100);
+        assert!(matches!(outcome, Outcome::Done));
+        let reply = untimed(&text(user));
+        reply
+            .into_iter()
+            .filter(|l| l.starts_with("HIST "))
+            .collect()
+    }
+    assert_eq!(
+        kept(&hub, &mut ann, Some("#small")).len(),
+        3,
+        "the smaller rooms keep theirs"
+    );
+    assert_eq!(kept(&hub, &mut ann, None).len(), 1, "the lobby too");
+    let big = kept(&hub, &mut ann, Some("#big"));
+    assert!(big.len() >= 5 && big.len() < 40, "{} kept", big.len());
+    assert!(
+        big.last().is_some_and(|l| l.contains("039")),
+        "the newest: {big:?}"
+    );
+    let outcome = hub.part(&mut ann, "#big", None);
+    run(&mut ann, outcome).await.expect("parted");
+    assert_eq!(
+        memory.used(),
+        4 * 103,
+        "a forgotten room gives its bytes back"
     );
 }
 

@@ -58,6 +58,18 @@ pub(super) fn publishes(frame: &ClientFrame) -> bool {
     )
 }
 
+/// Whether a frame asks for an answer whose size it pays for (see
+/// [`super::flood::answer_cost`]): `ROOMS`, `WHO`, `HISTORY`.
+pub(super) fn answer_costs(frame: &ClientFrame) -> bool {
+    matches!(
+        frame,
+        ClientFrame::Rooms
+            | ClientFrame::Who
+            | ClientFrame::RoomWho(_)
+            | ClientFrame::History { .. }
+    )
+}
+
 /// The human detail that goes with each refusal the server decides.
 pub(crate) fn explain(code: ErrorCode) -> &'static str {
     match code {

@@ -21,7 +21,10 @@ const BACKLOG: usize = 64;
 const LIMITS: Limits = Limits {
     max_rooms: 10,
     max_rooms_per_user: 5,
+    max_rooms_per_ip: 200,
+    limits_on_loopback: false,
     history: 100,
+    history_memory: 64 << 20,
 };
 
 /// What the driver and the node would receive from this node's sessions.
