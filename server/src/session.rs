@@ -228,10 +228,14 @@ where
                 biased;
                 () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown.into()),
                 () = evicted(self.user.as_ref()) => return End::Evicted,
-                written = write_or_stall(&mut self.output, &mut self.out, &self.inbox, config.stall_timeout), if !self.out.is_empty() => {
+                written = write(&mut self.output, &mut self.out, &self.inbox), if !self.out.is_empty() => {
                     match written {
                         Err(e) => return End::Failed(e),
-                        Ok(Written::Stalled) => return End::Stalled,
+                        // The socket has just stopped taking bytes: the
+                        // timer now watches for the stall timeout too.
+                        Ok(Written::Stalling) => {
+                            self.rearm(timer.as_mut(), config, connected, last_frame);
+                        }
                         Ok(Written::Some) => self.out.shrink(OUTPUT_KEEP),
                     }
                 }
@@ -288,6 +292,10 @@ where
                 }
                 () = &mut timer, if self.timer_armed(config) => {
                     let now = Instant::now();
+                    if self.stall_deadline(config).is_some_and(|at| at <= now) {
+                        debug!("the client's socket took nothing for the stall timeout");
+                        return End::Stalled;
+                    }
                     if self.held_until.is_some_and(|until| until <= now) {
                         self.held_until = None;
                     }
@@ -340,7 +348,19 @@ where
     }
 
     fn timer_armed(&self, config: &Config) -> bool {
-        self.user.is_none() || config.idle_timeout.is_some() || self.held_until.is_some()
+        self.user.is_none()
+            || config.idle_timeout.is_some()
+            || self.held_until.is_some()
+            || self.stall_deadline(config).is_some()
+    }
+
+    /// When the client is dropped if its socket takes nothing more: output
+    /// waits, and the socket stopped taking bytes at some point.
+    fn stall_deadline(&self, config: &Config) -> Option<Instant> {
+        if self.out.is_empty() {
+            return None;
+        }
+        Some(self.inbox.stalled_since()? + config.stall_timeout)
     }
 
     /// A `NAME` in flight: the login timeout waits for its answer, since
@@ -375,13 +395,17 @@ where
         connected: Instant,
         last_frame: Instant,
     ) {
-        let deadline = self.deadline(config, connected, last_frame);
-        let next = match (deadline, self.held_until) {
-            (Some(deadline), Some(held)) => deadline.min(held),
-            (Some(at), None) | (None, Some(at)) => at,
-            (None, None) => return,
-        };
-        timer.reset(next);
+        let next = [
+            self.deadline(config, connected, last_frame),
+            self.held_until,
+            self.stall_deadline(config),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(next) = next {
+            timer.reset(next);
+        }
     }
 
     /// Acts on one decoded line; returns how the session ends, if it does.
@@ -601,51 +625,34 @@ async fn pending(request: &mut Option<Pending>) -> Done {
     }
 }
 
-/// What a write came to.
+/// What a write did.
 enum Written {
     /// The socket took some bytes.
     Some,
-    /// It has taken none for the stall timeout.
-    Stalled,
-}
-
-/// [`write`], unless the socket has taken nothing for `stall_timeout`
-/// (counted from when it stopped taking bytes, however many times the
-/// write was started since).
-async fn write_or_stall<W: AsyncWrite + Unpin>(
-    output: &mut W,
-    out: &mut Outgoing,
-    inbox: &Inbox,
-    stall_timeout: Duration,
-) -> io::Result<Written> {
-    let since = inbox.stalled_since().unwrap_or_else(Instant::now);
-    match tokio::time::timeout_at(since + stall_timeout, write(output, out, inbox)).await {
-        Ok(written) => written.map(|()| Written::Some),
-        Err(_) => {
-            debug!("the client's socket took nothing for the stall timeout");
-            Ok(Written::Stalled)
-        }
-    }
+    /// The socket has just stopped taking bytes (it took none this time,
+    /// and did before): the session starts watching for the stall timeout.
+    Stalling,
 }
 
 /// Writes what is queued, telling the inbox whether the client's socket
 /// takes bytes: publishers skip a reader only once its socket has taken
-/// nothing for a while.
+/// nothing for a while, and the session drops it after the stall timeout.
 async fn write<W: AsyncWrite + Unpin>(
     output: &mut W,
     out: &mut Outgoing,
     inbox: &Inbox,
-) -> io::Result<()> {
+) -> io::Result<Written> {
     std::future::poll_fn(|cx| {
         let polled = Pin::new(&mut *output).poll_write(cx, &out.bytes);
-        inbox.socket_flowing(polled.is_ready());
+        let stalling = inbox.socket_flowing(polled.is_ready());
         match polled {
+            Poll::Pending if stalling => Poll::Ready(Ok(Written::Stalling)),
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Poll::Ready(Ok(n)) => {
                 out.sent(n);
                 inbox.output_queued(out.len());
-                Poll::Ready(Ok(()))
+                Poll::Ready(Ok(Written::Some))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }

@@ -406,14 +406,17 @@ impl Inbox {
 
     /// Notes whether the client's socket is taking bytes: `false` when a
     /// write found it full, `true` when a write went through.
-    pub fn socket_flowing(&self, flowing: bool) {
+    /// Returns whether the socket has just stopped taking bytes.
+    pub fn socket_flowing(&self, flowing: bool) -> bool {
         let since = &self.stalled_since;
         let stalled = since.load(Ordering::Relaxed) != 0;
         if flowing && stalled {
             since.store(0, Ordering::Relaxed);
         } else if !flowing && !stalled {
             since.store(millis(Instant::now()) + 1, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     /// Whether the socket has taken nothing for [`STALL_LIMIT`], or is
