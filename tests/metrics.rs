@@ -159,6 +159,40 @@ async fn accounts_and_moderation_are_counted() {
 }
 
 #[tokio::test]
+async fn no_password_reaches_the_log() {
+    let mut server = Running::logged(&[]);
+    let mut alice = Client::connect(server.addr).await;
+    alice.login("alice").await;
+    assert_eq!(
+        alice.request("REGISTER first-secret").await,
+        ["REGISTERED alice"]
+    );
+    alice.send("PASSWORD wrong-secret second-secret").await;
+    alice.expect_error("bad-password").await;
+    assert_eq!(
+        alice.request("PASSWORD first-secret second-secret").await,
+        ["REGISTERED alice"]
+    );
+    let mut other = Client::connect(server.addr).await;
+    other.send("NAME alice guessed-secret").await;
+    other.expect_error("bad-password").await;
+    other.send("NAME alice second-secret").await;
+    other.expect("WELCOME alice").await;
+    alice.expect_error("logged-in-elsewhere").await;
+    server.stop();
+    let log = server.log_lines().join("\n");
+    assert!(log.contains("login"), "the log was read: {log}");
+    for secret in [
+        "first-secret",
+        "second-secret",
+        "wrong-secret",
+        "guessed-secret",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
+#[tokio::test]
 async fn refusals_are_counted_by_reason() {
     let server = Running::start(&[
         "--metrics",

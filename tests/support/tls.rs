@@ -173,6 +173,16 @@ impl Running {
         }
     }
 
+    /// Every log line written so far (waits a moment for the last ones).
+    pub fn log_lines(&mut self) -> Vec<String> {
+        let log = self.log.as_ref().expect("started with Running::logged");
+        let mut lines = Vec::new();
+        while let Ok(line) = log.recv_timeout(std::time::Duration::from_millis(200)) {
+            lines.push(line);
+        }
+        lines
+    }
+
     /// Stops the server with SIGTERM and returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
