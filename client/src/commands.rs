@@ -333,19 +333,12 @@ fn ban_or_mute(verb: &str, argument: &str) -> Command {
         );
     };
     let text = self::text(text.trim_start_matches(' '));
-    Command::Moderate(if verb == "ban" {
-        ClientFrame::Ban {
-            name,
-            duration,
-            text,
-        }
-    } else {
-        ClientFrame::Mute {
-            name,
-            duration,
-            text,
-        }
-    })
+    Command::Moderate(ClientFrame::restriction(
+        verb == "ban",
+        name,
+        duration,
+        text,
+    ))
 }
 
 /// `/msg name text`: the text is everything after the name and one space,

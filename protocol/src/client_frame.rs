@@ -327,20 +327,7 @@ impl ClientFrame {
                 let (duration_text, rest) = token(rest.unwrap_or(""));
                 let duration = parse_duration(duration_text)
                     .ok_or((ErrorCode::BadDuration, DURATION_RULES))?;
-                let text = text(rest);
-                if verb == Verb::Ban {
-                    ClientFrame::Ban {
-                        name,
-                        duration,
-                        text,
-                    }
-                } else {
-                    ClientFrame::Mute {
-                        name,
-                        duration,
-                        text,
-                    }
-                }
+                ClientFrame::restriction(verb == Verb::Ban, name, duration, text(rest))
             }
             Verb::Unban => ClientFrame::Unban(name(rest)?),
             Verb::Unmute => ClientFrame::Unmute(name(rest)?),
@@ -373,6 +360,30 @@ impl ClientFrame {
             ClientFrame::Mute { .. } => Verb::Mute,
             ClientFrame::Unmute(_) => Verb::Unmute,
             ClientFrame::Bans => Verb::Bans,
+        }
+    }
+}
+
+impl ClientFrame {
+    /// `BAN` (when `ban`) or `MUTE` of `name` for `duration`.
+    pub fn restriction(
+        ban: bool,
+        name: String,
+        duration: Duration,
+        text: Option<String>,
+    ) -> ClientFrame {
+        if ban {
+            ClientFrame::Ban {
+                name,
+                duration,
+                text,
+            }
+        } else {
+            ClientFrame::Mute {
+                name,
+                duration,
+                text,
+            }
         }
     }
 }
