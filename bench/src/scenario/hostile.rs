@@ -56,9 +56,16 @@ pub struct Sizes {
     /// own flood control.
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub ping_every: Duration,
-    /// History fillers, each on its own address, each in 50 rooms.
+    /// Addresses filling history and topics.
     #[arg(long, default_value_t = 3)]
     pub fillers: u32,
+    /// Users of each filling address.
+    #[arg(long, default_value_t = 4)]
+    pub fill_users: u32,
+    /// Rooms each filling user joins (each connection may send 5 frames a
+    /// second after a burst of 10, so few JOINs leave time to fill).
+    #[arg(long, default_value_t = 8)]
+    pub fill_rooms: u32,
     /// Connections of each of the two squatting addresses.
     #[arg(long, default_value_t = 8)]
     pub squatters: u32,
@@ -73,10 +80,12 @@ pub struct Sizes {
 impl Sizes {
     pub fn params(&self) -> String {
         format!(
-            "quiet={} hostile={} fillers={} squatters=2x{} spammers={} flooders={}",
+            "quiet={} hostile={} fillers={}x{}x{} squatters=2x{} spammers={} flooders={}",
             humantime::format_duration(self.quiet),
             humantime::format_duration(self.hostile),
             self.fillers,
+            self.fill_users,
+            self.fill_rooms,
             self.squatters,
             self.spammers,
             self.flooders
@@ -167,15 +176,17 @@ async fn attack(
     options: &Options,
     outcome: &mut Outcome,
 ) -> io::Result<()> {
+    // The witnesses run on a thread of their own, so that the attackers'
+    // work in this process does not delay their round trips.
     let stop = Arc::new(AtomicBool::new(false));
-    let mut witnesses = JoinSet::new();
-    for n in 0..2 {
-        let (mut reader, mut writer) =
-            login(addr, Ipv4Addr::new(127, 0, 0, 1), &format!("witness{n}")).await?;
-        expect(&mut reader, "WELCOME ", options.timeout).await?;
-        let (stop, every) = (stop.clone(), sizes.ping_every);
-        witnesses.spawn(async move { ping(&mut reader, &mut writer, &stop, every).await });
-    }
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let witnesses = {
+        let (stop, every, limit) = (stop.clone(), sizes.ping_every, options.timeout);
+        std::thread::spawn(move || witness_thread(addr, stop, every, limit, ready_tx))
+    };
+    ready_rx
+        .await
+        .map_err(|_| io::Error::other("the witnesses did not start"))??;
     sleep(sizes.quiet).await;
     let rss_before = server.rss_kib();
 
@@ -189,9 +200,13 @@ async fn attack(
     let mut attacks = JoinSet::new();
     // Addresses: fillers from 127.0.0.10, squatters .2 and .3, spam .4,
     // reconnects .5, flood .6.
-    for u in 0..sizes.fillers {
-        let ip = Ipv4Addr::new(127, 0, 0, 10 + u as u8);
-        attacks.spawn(timeout_at(end, filler(addr, ip, u, fill.clone())));
+    for a in 0..sizes.fillers {
+        let ip = Ipv4Addr::new(127, 0, 0, 10 + a as u8);
+        for u in 0..sizes.fill_users {
+            let user = a * 1000 + u;
+            let filling = filler(addr, ip, user, sizes.fill_rooms, fill.clone());
+            attacks.spawn(timeout_at(end, filling));
+        }
     }
     for (a, tally) in squat.iter().enumerate() {
         let ip = Ipv4Addr::new(127, 0, 0, 2 + a as u8);
@@ -242,8 +257,11 @@ async fn attack(
 
     stop.store(true, Ordering::Relaxed);
     let (mut quiet, mut hostile) = (Vec::new(), Vec::new());
-    while let Some(joined) = witnesses.join_next().await {
-        let (times, error) = joined.map_err(io::Error::other)?;
+    let joined = tokio::task::spawn_blocking(move || witnesses.join())
+        .await
+        .map_err(io::Error::other)?
+        .map_err(|_| io::Error::other("a witness panicked"))?;
+    for (times, error) in joined {
         if let Some(e) = error {
             outcome.problems.push(format!("a witness failed: {e}"));
         }
@@ -455,16 +473,15 @@ async fn pipeline(addr: SocketAddr, ip: Ipv4Addr, name: String, frames: Vec<Stri
     reading.finish().await;
 }
 
-/// Joins 50 rooms, then fills their history and topics with 4 KiB texts.
-async fn filler(addr: SocketAddr, ip: Ipv4Addr, user: u32, tally: Tally) {
+/// Joins `rooms` rooms, then fills their history and topics with 4 KiB
+/// texts.
+async fn filler(addr: SocketAddr, ip: Ipv4Addr, user: u32, rooms: u32, tally: Tally) {
     let Ok((reader, mut writer)) = login(addr, ip, &format!("fill{user}")).await else {
         tally.add("connect-failed", 1);
         return;
     };
     let reading = Reading(tokio::spawn(drain(reader, tally.clone())));
-    let rooms: Vec<String> = (0..ROOMS_PER_USER)
-        .map(|r| format!("#f{user}r{r}"))
-        .collect();
+    let rooms: Vec<String> = (0..rooms.max(1)).map(|r| format!("#f{user}r{r}")).collect();
     let mut frames: Vec<String> = rooms.iter().map(|room| format!("JOIN {room}")).collect();
     'fill: for n in 0u64.. {
         for room in &rooms {
@@ -531,6 +548,62 @@ async fn reconnects(addr: SocketAddr, ip: Ipv4Addr, tally: Tally) {
     }
 }
 
+/// What one witness measured: when each ping was sent and its round trip,
+/// and the error that stopped it early, if one did.
+type Witnessed = (Vec<(Instant, Duration)>, Option<io::Error>);
+
+/// Logs two witnesses in from 127.0.0.1 on a runtime of this thread's own,
+/// says so on `ready`, and pings until `stop`.
+fn witness_thread(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+    limit: Duration,
+    ready: tokio::sync::oneshot::Sender<io::Result<()>>,
+) -> Vec<Witnessed> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Vec::new();
+        }
+    };
+    runtime.block_on(async move {
+        let mut lines = Vec::new();
+        for n in 0..2 {
+            let logged_in = async {
+                let mut line =
+                    login(addr, Ipv4Addr::new(127, 0, 0, 1), &format!("witness{n}")).await?;
+                expect(&mut line.0, "WELCOME ", limit).await?;
+                Ok::<_, io::Error>(line)
+            };
+            match logged_in.await {
+                Ok(line) => lines.push(line),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return Vec::new();
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        let mut set = JoinSet::new();
+        for (mut reader, mut writer) in lines {
+            let stop = stop.clone();
+            set.spawn(async move { ping(&mut reader, &mut writer, &stop, every).await });
+        }
+        let mut all = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(witnessed) = joined {
+                all.push(witnessed);
+            }
+        }
+        all
+    })
+}
+
 /// Pings until told to stop: when each ping was sent and its round trip,
 /// and the error that stopped it early, if one did.
 async fn ping(
@@ -538,7 +611,7 @@ async fn ping(
     writer: &mut OwnedWriteHalf,
     stop: &AtomicBool,
     every: Duration,
-) -> (Vec<(Instant, Duration)>, Option<io::Error>) {
+) -> Witnessed {
     let mut times = Vec::new();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
