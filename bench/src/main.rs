@@ -547,6 +547,18 @@ impl Job {
                 witnesses: 2,
             }),
             Job::Fanout(fanout::Sizes { users: 200 }),
+            // The five attacks at once, small: about 3.5 s.
+            Job::Hostile(hostile::Sizes {
+                quiet: Duration::from_secs(1),
+                hostile: Duration::from_secs(2),
+                ping_every: Duration::from_millis(250),
+                fillers: 1,
+                fill_users: 2,
+                fill_rooms: 4,
+                squatters: 4,
+                spammers: 2,
+                flooders: 4,
+            }),
             Job::Capacity(capacity::Sizes { users: 500 }),
             // Three messages a user (and a login, a PING): within the
             // default flood burst of 10, which the flooder is far over.

@@ -145,10 +145,16 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
     }
     let mut target = target.clone();
     match &mut target.launch {
-        Launch::Binary { args, .. } | Launch::Cluster { args, .. } => {
+        Launch::Binary { args, .. } => {
             if !args.iter().any(|a| a == "--limits-on-loopback") {
                 args.push("--limits-on-loopback".into());
             }
+        }
+        Launch::Cluster { .. } => {
+            outcome
+                .notes
+                .push("hostile: rooms are not served in cluster mode".into());
+            return Ok(outcome);
         }
         _ => outcome.notes.push(
             "server not started by the bench: the budgets on loopback are as it was \
@@ -257,6 +263,7 @@ async fn attack(
 
     stop.store(true, Ordering::Relaxed);
     let (mut quiet, mut hostile) = (Vec::new(), Vec::new());
+    let mut slowest = Vec::new();
     let joined = tokio::task::spawn_blocking(move || witnesses.join())
         .await
         .map_err(io::Error::other)?
@@ -270,9 +277,26 @@ async fn attack(
                 quiet.push(rtt);
             } else if at < end {
                 hostile.push(rtt);
+                slowest.push((rtt, at - started));
             }
         }
     }
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    let worst: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|(rtt, into)| {
+            format!(
+                "{:.2} ms at {:.2} s",
+                rtt.as_secs_f64() * 1e3,
+                into.as_secs_f64()
+            )
+        })
+        .collect();
+    outcome.notes.push(format!(
+        "slowest witness pings under attack (and when, into the attacks): {}",
+        worst.join(", ")
+    ));
     let (quiet_n, hostile_n) = (quiet.len(), hostile.len());
     let (quiet_p99, hostile_p99) = (p99_ms(&mut quiet), p99_ms(&mut hostile));
     let ratio = hostile_p99 / quiet_p99.max(1e-3);
