@@ -31,7 +31,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::dialect::Dialect;
 use crate::report::{Comparison, Outcome};
 use crate::scenario::{
-    accounts, capacity, fanout, flood, latency, login_storm, open_loop, rooms, throughput, Options,
+    accounts, capacity, fanout, flood, hostile, latency, login_storm, open_loop, rooms, throughput,
+    Options,
 };
 use crate::server::{Launch, Target};
 
@@ -152,6 +153,12 @@ enum Scenario {
     /// pipelining MSGs (flood control on loopback): the humans' p50/p99/max
     /// both ways, and how many of the flood the server handled.
     Flood(flood::Sizes),
+    /// The budgets under attack (--limits-on-loopback, each attack from
+    /// its own 127.0.0.N): history fill, room squatting, ROOMS/WHO/HISTORY
+    /// spam, a reconnect loop and a MSG flood at once, while two witnesses
+    /// time PING round trips: their p99 against a quiet phase (target: 2x),
+    /// the server's RSS, and what each attack got through.
+    Hostile(hostile::Sizes),
     /// Throughput and latency on one plain server and on a cluster of
     /// `--nodes` nodes (default 3) on one Redis, same users.
     Cluster(ClusterSizes),
@@ -435,6 +442,7 @@ enum Job {
     Rooms(rooms::Sizes),
     Flood(flood::Sizes),
     Accounts(accounts::Sizes),
+    Hostile(hostile::Sizes),
 }
 
 impl Job {
@@ -449,6 +457,7 @@ impl Job {
             Job::Rooms(_) => "rooms",
             Job::Flood(_) => "flood",
             Job::Accounts(_) => "accounts",
+            Job::Hostile(_) => "hostile",
         }
     }
 
@@ -463,6 +472,7 @@ impl Job {
             Job::Rooms(s) => s.params(),
             Job::Flood(s) => s.params(),
             Job::Accounts(s) => s.params(),
+            Job::Hostile(s) => s.params(),
         }
     }
 
@@ -477,6 +487,7 @@ impl Job {
             Job::Rooms(s) => rooms::run(target, s, options).await,
             Job::Flood(s) => flood::run(target, s, options).await,
             Job::Accounts(s) => accounts::run(target, s, options).await,
+            Job::Hostile(s) => hostile::run(target, s, options).await,
         }
     }
 
@@ -536,6 +547,18 @@ impl Job {
                 witnesses: 2,
             }),
             Job::Fanout(fanout::Sizes { users: 200 }),
+            // The five attacks at once, small: about 3.5 s.
+            Job::Hostile(hostile::Sizes {
+                quiet: Duration::from_secs(1),
+                hostile: Duration::from_secs(2),
+                ping_every: Duration::from_millis(250),
+                fillers: 1,
+                fill_users: 2,
+                fill_rooms: 4,
+                squatters: 4,
+                spammers: 2,
+                flooders: 4,
+            }),
             Job::Capacity(capacity::Sizes { users: 500 }),
             // Three messages a user (and a login, a PING): within the
             // default flood burst of 10, which the flooder is far over.
@@ -626,6 +649,7 @@ fn main() -> ExitCode {
         Scenario::Capacity(s) => vec![Job::Capacity(s)],
         Scenario::Flood(s) => vec![Job::Flood(s)],
         Scenario::Accounts(s) => vec![Job::Accounts(s)],
+        Scenario::Hostile(s) => vec![Job::Hostile(s)],
         Scenario::Cluster(s) => s.jobs(),
         Scenario::Floor(s) => s.jobs(),
         Scenario::Rooms(_) => Vec::new(),

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod capacity;
 pub mod fanout;
 pub mod flood;
+pub mod hostile;
 pub mod latency;
 pub mod login_storm;
 pub mod open_loop;

@@ -1,0 +1,688 @@
+//! `hostile`: the budgets of PROTOCOL.md ("what one address or one client
+//! can cost") under attack. Our server is started with
+//! `--limits-on-loopback`, so that each loopback address (127.0.0.N) counts
+//! as one address. Two witnesses on 127.0.0.1 time `PING` round trips, at a
+//! pace within their flood allowance, first alone (quiet), then while five
+//! attacks run at once, each from its own addresses:
+//!
+//! - history fill: users in many rooms `SAY`ing 4 KiB texts and setting
+//!   4 KiB topics;
+//! - room squatting: two addresses `JOIN`ing as many rooms as they can;
+//! - `ROOMS` / `WHO` / `HISTORY` spam from several connections of one
+//!   address;
+//! - a reconnect loop from one address (connect, `NAME`, a few `MSG`,
+//!   `LEAVE`);
+//! - a flood of `MSG`s from many connections of one address.
+//!
+//! Reported: the witnesses' p99 quiet and under attack and their ratio
+//! (target: within 2x), the server's RSS before and at its peak, and what
+//! each attack got through. Like `accounts`, this talks to the server
+//! directly, without the worker fleet.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout, timeout_at, Instant};
+
+use super::Options;
+use crate::dialect::Dialect;
+use crate::report::{Better, Outcome};
+use crate::server::{Launch, Running, Target};
+
+/// The longest frame the server takes by default, without the line ending.
+const MAX_LINE: usize = 4096;
+/// A user may be in this many rooms by default (`--max-rooms-per-user`).
+const ROOMS_PER_USER: u32 = 50;
+
+#[derive(Debug, Clone, Args)]
+pub struct Sizes {
+    /// How long the witnesses ping alone.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub quiet: Duration,
+    /// How long the attacks last.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hostile: Duration,
+    /// A witness's pause between two pings: within the default allowance
+    /// of 5 frames a second per connection, or the witness measures its
+    /// own flood control.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub ping_every: Duration,
+    /// Addresses filling history and topics.
+    #[arg(long, default_value_t = 3)]
+    pub fillers: u32,
+    /// Users of each filling address.
+    #[arg(long, default_value_t = 4)]
+    pub fill_users: u32,
+    /// Rooms each filling user joins (each connection may send 5 frames a
+    /// second after a burst of 10, so few JOINs leave time to fill).
+    #[arg(long, default_value_t = 8)]
+    pub fill_rooms: u32,
+    /// Connections of each of the two squatting addresses.
+    #[arg(long, default_value_t = 8)]
+    pub squatters: u32,
+    /// Connections of the address spamming ROOMS, WHO and HISTORY.
+    #[arg(long, default_value_t = 4)]
+    pub spammers: u32,
+    /// Connections of the address flooding MSGs.
+    #[arg(long, default_value_t = 12)]
+    pub flooders: u32,
+}
+
+impl Sizes {
+    pub fn params(&self) -> String {
+        format!(
+            "quiet={} hostile={} fillers={}x{}x{} squatters=2x{} spammers={} flooders={}",
+            humantime::format_duration(self.quiet),
+            humantime::format_duration(self.hostile),
+            self.fillers,
+            self.fill_users,
+            self.fill_rooms,
+            self.squatters,
+            self.spammers,
+            self.flooders
+        )
+    }
+}
+
+/// What an attack's connections received, by kind of frame (see [`kind`]),
+/// plus `sent` for the frames they wrote.
+#[derive(Clone, Default)]
+struct Tally(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl Tally {
+    fn add(&self, key: &str, n: u64) {
+        let mut map = self.0.lock().expect("tally lock");
+        *map.entry(key.to_owned()).or_default() += n;
+    }
+
+    fn get(&self, key: &str) -> u64 {
+        let map = self.0.lock().expect("tally lock");
+        map.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// A received frame's kind: its verb; `ERROR <code>`; `NAMES #` for a
+/// room's; `MSG <who>` / `SAY <who>` with the sender's name's digits cut
+/// (so that all of one attack's senders count together).
+fn kind(line: &str) -> String {
+    let mut words = line.split(' ');
+    let verb = words.next().unwrap_or("");
+    let first = words.next().unwrap_or("");
+    match verb {
+        "ERROR" => format!("ERROR {first}"),
+        "NAMES" if first.starts_with('#') => "NAMES #".into(),
+        "MSG" => format!(
+            "MSG {}",
+            first.trim_end_matches(|c: char| c.is_ascii_digit())
+        ),
+        "SAY" => {
+            let from = words.next().unwrap_or("");
+            format!(
+                "SAY {}",
+                from.trim_end_matches(|c: char| c.is_ascii_digit())
+            )
+        }
+        _ => verb.to_owned(),
+    }
+}
+
+pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Result<Outcome> {
+    let mut outcome = Outcome::default();
+    if target.dialect != Dialect::Chat {
+        outcome
+            .notes
+            .push("hostile: the budgets are our server's (version 2 frames)".into());
+        return Ok(outcome);
+    }
+    let mut target = target.clone();
+    match &mut target.launch {
+        Launch::Binary { args, .. } => {
+            if !args.iter().any(|a| a == "--limits-on-loopback") {
+                args.push("--limits-on-loopback".into());
+            }
+        }
+        Launch::Cluster { .. } => {
+            outcome
+                .notes
+                .push("hostile: rooms are not served in cluster mode".into());
+            return Ok(outcome);
+        }
+        _ => outcome.notes.push(
+            "server not started by the bench: the budgets on loopback are as it was \
+             started (it needs --limits-on-loopback)"
+                .into(),
+        ),
+    }
+    let server = target.start(200).await?;
+    let addr: SocketAddr = server
+        .addr
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| io::Error::other(format!("server address {}: {e}", server.addr)))?;
+    let result = attack(&server, addr, sizes, options, &mut outcome).await;
+    server.stop().await;
+    result.map(|()| outcome)
+}
+
+async fn attack(
+    server: &Running,
+    addr: SocketAddr,
+    sizes: &Sizes,
+    options: &Options,
+    outcome: &mut Outcome,
+) -> io::Result<()> {
+    // The witnesses run on a thread of their own, so that the attackers'
+    // work in this process does not delay their round trips.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let witnesses = {
+        let (stop, every, limit) = (stop.clone(), sizes.ping_every, options.timeout);
+        std::thread::spawn(move || witness_thread(addr, stop, every, limit, ready_tx))
+    };
+    ready_rx
+        .await
+        .map_err(|_| io::Error::other("the witnesses did not start"))??;
+    sleep(sizes.quiet).await;
+    let rss_before = server.rss_kib();
+
+    let started = Instant::now();
+    let end = started + sizes.hostile;
+    let fill = Tally::default();
+    let squat = [Tally::default(), Tally::default()];
+    let spam = Tally::default();
+    let reconnect = Tally::default();
+    let flood = Tally::default();
+    let mut attacks = JoinSet::new();
+    // Addresses: fillers from 127.0.0.10, squatters .2 and .3, spam .4,
+    // reconnects .5, flood .6.
+    for a in 0..sizes.fillers {
+        let ip = Ipv4Addr::new(127, 0, 0, 10 + a as u8);
+        for u in 0..sizes.fill_users {
+            let user = a * 1000 + u;
+            let filling = filler(addr, ip, user, sizes.fill_rooms, fill.clone());
+            attacks.spawn(timeout_at(end, filling));
+        }
+    }
+    for (a, tally) in squat.iter().enumerate() {
+        let ip = Ipv4Addr::new(127, 0, 0, 2 + a as u8);
+        for c in 0..sizes.squatters {
+            let name = format!("sq{a}c{c}");
+            let frames = (0..ROOMS_PER_USER)
+                .map(|r| format!("JOIN #s{a}c{c}r{r}"))
+                .collect();
+            attacks.spawn(timeout_at(
+                end,
+                pipeline(addr, ip, name, frames, tally.clone()),
+            ));
+        }
+    }
+    for c in 0..sizes.spammers {
+        let ip = Ipv4Addr::new(127, 0, 0, 4);
+        let frames = ["ROOMS", "WHO", "HISTORY 100"]
+            .into_iter()
+            .cycle()
+            .take(3000)
+            .map(String::from)
+            .collect();
+        attacks.spawn(timeout_at(
+            end,
+            pipeline(addr, ip, format!("spam{c}"), frames, spam.clone()),
+        ));
+    }
+    attacks.spawn(timeout_at(
+        end,
+        reconnects(addr, Ipv4Addr::new(127, 0, 0, 5), reconnect.clone()),
+    ));
+    for c in 0..sizes.flooders {
+        let ip = Ipv4Addr::new(127, 0, 0, 6);
+        let frames = (0..20_000).map(|m| format!("MSG flood {c} {m}")).collect();
+        attacks.spawn(timeout_at(
+            end,
+            pipeline(addr, ip, format!("fl{c}"), frames, flood.clone()),
+        ));
+    }
+    let mut rss_peak = rss_before.unwrap_or(0);
+    while Instant::now() < end {
+        sleep(Duration::from_millis(100)).await;
+        rss_peak = rss_peak.max(server.rss_kib().unwrap_or(0));
+    }
+    attacks.abort_all();
+    while attacks.join_next().await.is_some() {}
+    let rss_after = server.rss_kib();
+
+    stop.store(true, Ordering::Relaxed);
+    let (mut quiet, mut hostile) = (Vec::new(), Vec::new());
+    let mut slowest = Vec::new();
+    let joined = tokio::task::spawn_blocking(move || witnesses.join())
+        .await
+        .map_err(io::Error::other)?
+        .map_err(|_| io::Error::other("a witness panicked"))?;
+    for (times, error) in joined {
+        if let Some(e) = error {
+            outcome.problems.push(format!("a witness failed: {e}"));
+        }
+        for (at, rtt) in times {
+            if at < started {
+                quiet.push(rtt);
+            } else if at < end {
+                hostile.push(rtt);
+                slowest.push((rtt, at - started));
+            }
+        }
+    }
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    let worst: Vec<String> = slowest
+        .iter()
+        .take(3)
+        .map(|(rtt, into)| {
+            format!(
+                "{:.2} ms at {:.2} s",
+                rtt.as_secs_f64() * 1e3,
+                into.as_secs_f64()
+            )
+        })
+        .collect();
+    outcome.notes.push(format!(
+        "slowest witness pings under attack (and when, into the attacks): {}",
+        worst.join(", ")
+    ));
+    let (quiet_n, hostile_n) = (quiet.len(), hostile.len());
+    let (quiet_p99, hostile_p99) = (p99_ms(&mut quiet), p99_ms(&mut hostile));
+    let ratio = hostile_p99 / quiet_p99.max(1e-3);
+    outcome.metric(
+        "ping_quiet_p99_ms",
+        "witness PING p99, quiet (ms)",
+        quiet_p99,
+        Better::Lower,
+    );
+    outcome.metric(
+        "ping_hostile_p99_ms",
+        "witness PING p99, under attack (ms)",
+        hostile_p99,
+        Better::Lower,
+    );
+    outcome.metric(
+        "ping_ratio",
+        "witness PING p99, attack / quiet (target <= 2)",
+        ratio,
+        Better::Lower,
+    );
+    outcome.notes.push(format!(
+        "witness samples: {quiet_n} quiet, {hostile_n} under attack"
+    ));
+    if ratio > 2.0 {
+        outcome
+            .notes
+            .push(format!("witness p99 ratio {ratio:.2}: target (2x) not met"));
+    }
+    if let Some(before) = rss_before {
+        for (key, label, value) in [
+            (
+                "rss_before_kib",
+                "server RSS before the attacks (KiB)",
+                before,
+            ),
+            (
+                "rss_peak_kib",
+                "server RSS peak during them (KiB)",
+                rss_peak,
+            ),
+            (
+                "rss_after_kib",
+                "server RSS when they stop (KiB)",
+                rss_after.unwrap_or(0),
+            ),
+        ] {
+            outcome.metric(key, label, value as f64, Better::Lower);
+        }
+    }
+    let counts = [
+        ("fill_says", "fill: 4 KiB SAYs echoed", fill.get("SAY fill")),
+        (
+            "fill_topics",
+            "fill: 4 KiB TOPICs echoed",
+            fill.get("TOPIC"),
+        ),
+        (
+            "squat0_joins",
+            "squat 127.0.0.2: JOINs admitted",
+            squat[0].get("NAMES #"),
+        ),
+        (
+            "squat0_refused",
+            "squat 127.0.0.2: JOINs too-many-rooms",
+            squat[0].get("ERROR too-many-rooms"),
+        ),
+        (
+            "squat1_joins",
+            "squat 127.0.0.3: JOINs admitted",
+            squat[1].get("NAMES #"),
+        ),
+        (
+            "squat1_refused",
+            "squat 127.0.0.3: JOINs too-many-rooms",
+            squat[1].get("ERROR too-many-rooms"),
+        ),
+        ("spam_sent", "spam: requests written", spam.get("sent")),
+        (
+            "spam_history",
+            "spam: HISTORY answered",
+            spam.get("HISTORY"),
+        ),
+        ("spam_rooms", "spam: ROOMS answered", spam.get("ROOMS")),
+        (
+            "reconnect_admitted",
+            "reconnect: logins admitted",
+            reconnect.get("WELCOME"),
+        ),
+        (
+            "reconnect_refused",
+            "reconnect: refused (too-many-connections)",
+            reconnect.get("ERROR too-many-connections"),
+        ),
+        ("flood_sent", "flood: MSGs written", flood.get("sent")),
+        (
+            "flood_handled",
+            "flood: MSGs broadcast",
+            flood.get("MSG fl") / u64::from(sizes.flooders.max(1)),
+        ),
+        (
+            "flood_refused",
+            "flood: connections refused",
+            flood.get("ERROR too-many-connections") + flood.get("connect-failed"),
+        ),
+    ];
+    for (key, label, value) in counts {
+        outcome.metric(key, label, value as f64, Better::Neither);
+    }
+    for (name, tally) in [
+        ("fill", &fill),
+        ("squat .2", &squat[0]),
+        ("squat .3", &squat[1]),
+        ("spam", &spam),
+        ("reconnect", &reconnect),
+        ("flood", &flood),
+    ] {
+        let map = tally.0.lock().expect("tally lock");
+        let errors: Vec<String> = map
+            .iter()
+            .filter(|(k, _)| k.starts_with("ERROR") || k.as_str() == "connect-failed")
+            .map(|(k, v)| format!("{k} x{v}"))
+            .collect();
+        if !errors.is_empty() {
+            outcome
+                .notes
+                .push(format!("{name} got: {}", errors.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+/// A connection from `ip` (a loopback address of its own) to `addr`.
+async fn connect_from(addr: SocketAddr, ip: Ipv4Addr) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((ip, 0)))?;
+    socket.connect(addr).await
+}
+
+/// Connects from `ip` and sends `NAME name`, without waiting for the answer.
+async fn login(
+    addr: SocketAddr,
+    ip: Ipv4Addr,
+    name: &str,
+) -> io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    let (read, mut write) = connect_from(addr, ip).await?.into_split();
+    write.write_all(format!("NAME {name}\n").as_bytes()).await?;
+    Ok((BufReader::new(read), write))
+}
+
+/// Reads everything the connection receives into `tally`, until it closes.
+async fn drain(mut reader: BufReader<OwnedReadHalf>, tally: Tally) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => tally.add(&kind(line.trim_end()), 1),
+        }
+    }
+}
+
+/// A connection's reader, stopped when the attack holding it is dropped.
+struct Reading(tokio::task::JoinHandle<()>);
+
+impl Reading {
+    async fn finish(mut self) {
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Logs in as `name` from `ip` and writes `frames` one after another, as
+/// fast as the server reads them, while another task reads everything.
+/// Returns when the frames are written or the connection fails (a refusal
+/// is counted, not an error); the reader goes on until the attack ends.
+async fn pipeline(addr: SocketAddr, ip: Ipv4Addr, name: String, frames: Vec<String>, tally: Tally) {
+    let Ok((reader, mut writer)) = login(addr, ip, &name).await else {
+        tally.add("connect-failed", 1);
+        return;
+    };
+    let reading = Reading(tokio::spawn(drain(reader, tally.clone())));
+    for frame in frames {
+        if writer
+            .write_all(format!("{frame}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tally.add("sent", 1);
+    }
+    reading.finish().await;
+}
+
+/// Joins `rooms` rooms, then fills their history and topics with 4 KiB
+/// texts.
+async fn filler(addr: SocketAddr, ip: Ipv4Addr, user: u32, rooms: u32, tally: Tally) {
+    let Ok((reader, mut writer)) = login(addr, ip, &format!("fill{user}")).await else {
+        tally.add("connect-failed", 1);
+        return;
+    };
+    let reading = Reading(tokio::spawn(drain(reader, tally.clone())));
+    let rooms: Vec<String> = (0..rooms.max(1)).map(|r| format!("#f{user}r{r}")).collect();
+    let mut frames: Vec<String> = rooms.iter().map(|room| format!("JOIN {room}")).collect();
+    'fill: for n in 0u64.. {
+        for room in &rooms {
+            let verb = if n % 4 == 3 { "TOPIC" } else { "SAY" };
+            let prefix = format!("{verb} {room} ");
+            frames.push(format!("{prefix}{}", "x".repeat(MAX_LINE - prefix.len())));
+            for frame in frames.drain(..) {
+                if writer
+                    .write_all(format!("{frame}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break 'fill;
+                }
+                tally.add("sent", 1);
+            }
+        }
+    }
+    reading.finish().await;
+}
+
+/// Connects from `ip`, logs in, says a few `MSG`s and leaves, over and
+/// over; a refused connection is counted and the loop goes on.
+async fn reconnects(addr: SocketAddr, ip: Ipv4Addr, tally: Tally) {
+    for n in 0u64.. {
+        let attempt = async {
+            let (mut reader, mut writer) = login(addr, ip, &format!("rc{n}")).await?;
+            let mut line = String::new();
+            // Until WELCOME or a refusal.
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).await? == 0 {
+                    return Err(io::Error::other("closed"));
+                }
+                let k = kind(line.trim_end());
+                if k == "WELCOME" || k.starts_with("ERROR") {
+                    tally.add(&k, 1);
+                    if k != "WELCOME" {
+                        return Ok(());
+                    }
+                    break;
+                }
+            }
+            for m in 0..3 {
+                writer
+                    .write_all(format!("MSG reconnect {n} {m}\n").as_bytes())
+                    .await?;
+            }
+            writer.write_all(b"LEAVE\n").await?;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).await? == 0 || line.starts_with("BYE") {
+                    return Ok(());
+                }
+            }
+        };
+        match timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tally.add("connect-failed", 1),
+            Err(_) => tally.add("timed-out", 1),
+        }
+        // Not a hot spin on refusals.
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What one witness measured: when each ping was sent and its round trip,
+/// and the error that stopped it early, if one did.
+type Witnessed = (Vec<(Instant, Duration)>, Option<io::Error>);
+
+/// Logs two witnesses in from 127.0.0.1 on a runtime of this thread's own,
+/// says so on `ready`, and pings until `stop`.
+fn witness_thread(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+    limit: Duration,
+    ready: tokio::sync::oneshot::Sender<io::Result<()>>,
+) -> Vec<Witnessed> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Vec::new();
+        }
+    };
+    runtime.block_on(async move {
+        let mut lines = Vec::new();
+        for n in 0..2 {
+            let logged_in = async {
+                let mut line =
+                    login(addr, Ipv4Addr::new(127, 0, 0, 1), &format!("witness{n}")).await?;
+                expect(&mut line.0, "WELCOME ", limit).await?;
+                Ok::<_, io::Error>(line)
+            };
+            match logged_in.await {
+                Ok(line) => lines.push(line),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return Vec::new();
+                }
+            }
+        }
+        let _ = ready.send(Ok(()));
+        let mut set = JoinSet::new();
+        for (mut reader, mut writer) in lines {
+            let stop = stop.clone();
+            set.spawn(async move { ping(&mut reader, &mut writer, &stop, every).await });
+        }
+        let mut all = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(witnessed) = joined {
+                all.push(witnessed);
+            }
+        }
+        all
+    })
+}
+
+/// Pings until told to stop: when each ping was sent and its round trip,
+/// and the error that stopped it early, if one did.
+async fn ping(
+    reader: &mut BufReader<OwnedReadHalf>,
+    writer: &mut OwnedWriteHalf,
+    stop: &AtomicBool,
+    every: Duration,
+) -> Witnessed {
+    let mut times = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        let round = async {
+            writer.write_all(format!("PING w{n}\n").as_bytes()).await?;
+            expect(reader, &format!("PONG w{n}"), Duration::from_secs(30)).await
+        };
+        if let Err(e) = round.await {
+            return (times, Some(e));
+        }
+        times.push((sent, sent.elapsed()));
+        n += 1;
+        sleep(every).await;
+    }
+    (times, None)
+}
+
+/// Reads lines until one starts with `prefix`; an `ERROR` fails.
+async fn expect(
+    reader: &mut BufReader<OwnedReadHalf>,
+    prefix: &str,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut text = String::new();
+    loop {
+        text.clear();
+        let read = timeout(limit, reader.read_line(&mut text))
+            .await
+            .map_err(|_| io::Error::other(format!("no {prefix} in time")))??;
+        if read == 0 {
+            return Err(io::Error::other(format!("closed before {prefix}")));
+        }
+        if text.starts_with(prefix) {
+            return Ok(());
+        }
+        if text.starts_with("ERROR ") {
+            return Err(io::Error::other(text.trim_end().to_owned()));
+        }
+    }
+}
+
+fn p99_ms(times: &mut [Duration]) -> f64 {
+    if times.is_empty() {
+        return 0.0;
+    }
+    times.sort_unstable();
+    let at = ((times.len() as f64) * 0.99).ceil() as usize;
+    times[at.clamp(1, times.len()) - 1].as_secs_f64() * 1e3
+}
