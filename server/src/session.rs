@@ -540,9 +540,12 @@ where
     /// Says goodbye as the end requires, tells the hub, and closes.
     async fn finish(mut self, end: End) {
         let failed = matches!(end, End::Failed(_) | End::Stalled);
-        if !failed {
+        let stopping = matches!(&end, End::Closed(r) if r.code == ErrorCode::ShuttingDown);
+        if !failed && !stopping {
             // What the client is owed before the goodbye: after its own
-            // LEAVE, everything broadcast before it.
+            // LEAVE, everything broadcast before it; before a kick, what
+            // came before the kick. A stopping server says so at once:
+            // what others do meanwhile (their LEAVEs) is not news.
             self.inbox.take(&mut self.out, usize::MAX);
         }
         // Nothing more is delivered, and no publisher waits for this inbox.
