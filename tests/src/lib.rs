@@ -114,6 +114,16 @@ pub struct Server {
 impl Server {
     /// Starts the server on a free loopback port with extra flags.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_in(args, true)
+    }
+
+    /// Starts a single server even when `CHAT_TEST_CLUSTER` asks suites
+    /// for clusters: for what only a single server does so far.
+    pub fn single(args: &[&str]) -> Server {
+        Server::start_in(args, false)
+    }
+
+    fn start_in(args: &[&str], cluster_if_asked: bool) -> Server {
         let mut command = Command::new(binary("chat-server"));
         command.args(["--addr", "127.0.0.1:0"]).args(args);
         // Each server keeps its state in memory unless the test gives it a
@@ -127,7 +137,8 @@ impl Server {
         // With CHAT_TEST_CLUSTER set, every server of a suite that does not
         // choose its mode runs as a one-node cluster on a Redis of its own,
         // so the suite checks the cluster's path of every request.
-        let redis = (std::env::var_os("CHAT_TEST_CLUSTER").is_some()
+        let redis = (cluster_if_asked
+            && std::env::var_os("CHAT_TEST_CLUSTER").is_some()
             && !args.contains(&"--cluster"))
         .then(|| {
             let redis = cluster::Redis::start();
