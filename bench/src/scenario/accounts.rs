@@ -82,13 +82,14 @@ async fn storm(
         registering.elapsed().as_secs_f64(),
         Better::Lower,
     );
-    let mut witnesses = JoinSet::new();
+    // The witnesses run on a thread and runtime of their own, so that the
+    // bench's own work for the storm's connections does not count as the
+    // server's delay.
     let stop = Arc::new(AtomicBool::new(false));
-    for n in 0..sizes.witnesses {
-        let mut line = connect(addr, &format!("witness{n}"), None).await?;
-        let stop = stop.clone();
-        witnesses.spawn(async move { ping(&mut line, &stop).await });
-    }
+    let witnesses = {
+        let (addr, stop, count) = (addr.to_owned(), stop.clone(), sizes.witnesses);
+        std::thread::spawn(move || witness_thread(&addr, count, stop))
+    };
     tokio::time::sleep(QUIET).await;
     let storm_started = Instant::now();
     let empty_kib = server.rss_kib();
@@ -117,15 +118,14 @@ async fn storm(
     drop(kept);
     let mut quiet = Vec::new();
     let mut stormy = Vec::new();
-    while let Some(joined) = witnesses.join_next().await {
-        if let Ok(Ok(times)) = joined {
-            for (at, rtt) in times {
-                if at < storm_started {
-                    quiet.push(rtt);
-                } else if at < storm_started + storm {
-                    stormy.push(rtt);
-                }
-            }
+    let times = witnesses
+        .join()
+        .map_err(|_| io::Error::other("a witness thread panicked"))??;
+    for (at, rtt) in times {
+        if at < storm_started {
+            quiet.push(rtt);
+        } else if at < storm_started + storm {
+            stormy.push(rtt);
         }
     }
     outcome.metric(
@@ -174,6 +174,31 @@ async fn storm(
         );
     }
     Ok(())
+}
+
+/// Logs `count` witnesses in on a runtime of this thread's own and pings
+/// with each until told to stop; returns every ping's time and round trip.
+fn witness_thread(
+    addr: &str,
+    count: u32,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Vec<(Instant, Duration)>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut pinging = JoinSet::new();
+        for n in 0..count {
+            let mut line = connect(addr, &format!("witness{n}"), None).await?;
+            let stop = stop.clone();
+            pinging.spawn(async move { ping(&mut line, &stop).await });
+        }
+        let mut times = Vec::new();
+        while let Some(joined) = pinging.join_next().await {
+            times.extend(joined.map_err(io::Error::other)??);
+        }
+        Ok(times)
+    })
 }
 
 /// Registers `user0` … with [`PASSWORD`], a few at a time.
