@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
@@ -283,21 +283,6 @@ impl Line {
 
     /// Reads lines until one starts with `prefix`; an `ERROR` fails.
     async fn expect_prefix(&mut self, prefix: &str, limit: Duration) -> io::Result<()> {
-        let mut text = String::new();
-        loop {
-            text.clear();
-            let read = timeout(limit, self.reader.read_line(&mut text))
-                .await
-                .map_err(|_| io::Error::other(format!("no {prefix} in time")))??;
-            if read == 0 {
-                return Err(io::Error::other(format!("closed before {prefix}")));
-            }
-            if text.starts_with(prefix) {
-                return Ok(());
-            }
-            if text.starts_with("ERROR ") {
-                return Err(io::Error::other(text.trim_end().to_owned()));
-            }
-        }
+        super::expect(&mut self.reader, prefix, limit).await
     }
 }

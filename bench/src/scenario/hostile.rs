@@ -33,7 +33,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 
-use super::Options;
+use super::{expect, Options};
 use crate::dialect::Dialect;
 use crate::report::{Better, Outcome};
 use crate::server::{Launch, Running, Target};
@@ -652,30 +652,6 @@ async fn ping(
         sleep(every).await;
     }
     (times, None)
-}
-
-/// Reads lines until one starts with `prefix`; an `ERROR` fails.
-async fn expect(
-    reader: &mut BufReader<OwnedReadHalf>,
-    prefix: &str,
-    limit: Duration,
-) -> io::Result<()> {
-    let mut text = String::new();
-    loop {
-        text.clear();
-        let read = timeout(limit, reader.read_line(&mut text))
-            .await
-            .map_err(|_| io::Error::other(format!("no {prefix} in time")))??;
-        if read == 0 {
-            return Err(io::Error::other(format!("closed before {prefix}")));
-        }
-        if text.starts_with(prefix) {
-            return Ok(());
-        }
-        if text.starts_with("ERROR ") {
-            return Err(io::Error::other(text.trim_end().to_owned()));
-        }
-    }
 }
 
 fn p99_ms(times: &mut [Duration]) -> f64 {

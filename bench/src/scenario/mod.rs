@@ -257,3 +257,32 @@ fn latency_metrics(
         outcome.metric(key, label, value, Better::Lower);
     }
 }
+
+/// Reads lines until one starts with `prefix`; an `ERROR` fails. For the
+/// scenarios that talk to the server over plain connections of their own
+/// (`accounts`, `hostile`).
+pub(crate) async fn expect(
+    reader: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    prefix: &str,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut text = String::new();
+    loop {
+        text.clear();
+        let read = tokio::time::timeout(
+            limit,
+            tokio::io::AsyncBufReadExt::read_line(reader, &mut text),
+        )
+        .await
+        .map_err(|_| io::Error::other(format!("no {prefix} in time")))??;
+        if read == 0 {
+            return Err(io::Error::other(format!("closed before {prefix}")));
+        }
+        if text.starts_with(prefix) {
+            return Ok(());
+        }
+        if text.starts_with("ERROR ") {
+            return Err(io::Error::other(text.trim_end().to_owned()));
+        }
+    }
+}
