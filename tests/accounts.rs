@@ -252,7 +252,8 @@ async fn a_ban_closes_the_user_and_refuses_the_name_until_unbanned() {
 
     assert_eq!(carol.request("UNBAN bob").await, ["OK UNBAN bob"]);
     assert_eq!(carol.request("UNBAN never").await, ["OK UNBAN never"]);
-    server.user("bob").await;
+    // Kept connected: its LEAVE must not come between plain's frames.
+    let _bob = server.user("bob").await;
     let mut plain = server.user("plain").await;
     plain.send("BANS").await;
     plain.expect_error("not-operator").await;
