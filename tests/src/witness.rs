@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -207,6 +208,8 @@ pub struct Witnesses {
     epoch: Instant,
     views: [Arc<Mutex<View>>; 2],
     stop: watch::Sender<Option<Instant>>,
+    /// While set, the witnesses skip their turns to speak (they still read).
+    paused: Arc<AtomicBool>,
     writers: Vec<JoinHandle<(OwnedWriteHalf, u64)>>,
     readers: Vec<JoinHandle<LineReader>>,
 }
@@ -227,6 +230,7 @@ impl Witnesses {
             epoch,
             views,
             stop,
+            paused: Arc::new(AtomicBool::new(false)),
             writers: Vec::new(),
             readers: Vec::new(),
         };
@@ -249,11 +253,22 @@ impl Witnesses {
             halves.push((writer, closed));
         }
         for (writer, closed) in halves {
-            witnesses
-                .writers
-                .push(tokio::spawn(write(writer, epoch, stopped.clone(), closed)));
+            let paused = witnesses.paused.clone();
+            witnesses.writers.push(tokio::spawn(write(
+                writer,
+                epoch,
+                stopped.clone(),
+                paused,
+                closed,
+            )));
         }
         witnesses
+    }
+
+    /// Stops (`true`) or restarts the witnesses' talk, so a case can
+    /// measure the server idle; what they sent before is still checked.
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
     }
 
     fn view(&self) -> MutexGuard<'_, View> {
@@ -401,6 +416,7 @@ async fn write(
     mut writer: OwnedWriteHalf,
     epoch: Instant,
     mut stopped: watch::Receiver<Option<Instant>>,
+    paused: Arc<AtomicBool>,
     closed: Arc<Notify>,
 ) -> (OwnedWriteHalf, u64) {
     let mut pace = tokio::time::interval(PACE);
@@ -416,6 +432,9 @@ async fn write(
             }
         }
         let stopping = stopped.borrow().is_some();
+        if !stopping && paused.load(Ordering::Relaxed) {
+            continue;
+        }
         let frame = if stopping {
             format!("MSG {n} stop\n")
         } else {
