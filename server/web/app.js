@@ -1,0 +1,3 @@
+// The browser client (being written): speaks the chat protocol over the
+// WebSocket at /ws, one frame per text message.
+"use strict";
