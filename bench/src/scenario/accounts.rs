@@ -5,7 +5,9 @@
 //! hashing is slow on purpose (argon2id), and must delay only the logins
 //! that wait for it: the witnesses' p99 during the storm against the quiet
 //! one is the figure to watch, with the storm's length and the server's
-//! peak memory while it lasts (the hashing pool bounds it).
+//! peak memory while it lasts (the hashing pool bounds it). Then, as a
+//! control, as many unregistered names log in at the storm's pace: the
+//! witnesses' p99 then is what the logins cost without the accounts.
 //!
 //! This talks to the server directly, one connection a user, without the
 //! worker fleet: a thousand logins need no more. Only our server speaks
@@ -33,6 +35,8 @@ const PASSWORD: &str = "bench-password";
 const REGISTERING: usize = 32;
 /// How long the witnesses ping before the storm, for the quiet figure.
 const QUIET: Duration = Duration::from_secs(2);
+/// Pause between the storm and its control, for the storm's leaves.
+const SETTLE: Duration = Duration::from_secs(2);
 /// A witness's pause between two pings.
 const PING_EVERY: Duration = Duration::from_millis(20);
 
@@ -60,7 +64,7 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
             .push("accounts: only our server speaks version 3".into());
         return Ok(outcome);
     }
-    let server = target.start(sizes.users + sizes.witnesses).await?;
+    let server = target.start(2 * sizes.users + sizes.witnesses).await?;
     let addr = server.addr.clone();
     let result = storm(&server, &addr, sizes, options, &mut outcome).await;
     server.stop().await;
@@ -113,11 +117,20 @@ async fn storm(
         peak_kib = peak_kib.max(server.rss_kib().unwrap_or(0));
     }
     let storm = storm_started.elapsed();
-    // The storm is over: the witnesses stop at their next ping.
-    stop.store(true, Ordering::Relaxed);
+    // The control: as many logins at the storm's pace, without passwords.
+    // What the witnesses see then is what any login costs the users
+    // already in (its `JOIN` goes to every one of them), not the accounts.
     drop(kept);
+    tokio::time::sleep(SETTLE).await;
+    let control_started = Instant::now();
+    let guests = paced_logins(addr, sizes.users, storm / sizes.users.max(1)).await?;
+    let control = control_started.elapsed();
+    // The witnesses stop at their next ping.
+    stop.store(true, Ordering::Relaxed);
+    drop(guests);
     let mut quiet = Vec::new();
     let mut stormy = Vec::new();
+    let mut unregistered = Vec::new();
     let times = witnesses
         .join()
         .map_err(|_| io::Error::other("a witness thread panicked"))??;
@@ -126,6 +139,8 @@ async fn storm(
             quiet.push(rtt);
         } else if at < storm_started + storm {
             stormy.push(rtt);
+        } else if at >= control_started && at < control_started + control {
+            unregistered.push(rtt);
         }
     }
     outcome.metric(
@@ -157,6 +172,19 @@ async fn storm(
         "ping_ratio",
         "witness PING p99, storm / quiet",
         stormy_p99 / quiet_p99.max(1e-3),
+        Better::Lower,
+    );
+    let control_p99 = p99_ms(&mut unregistered);
+    outcome.metric(
+        "ping_control_p99_ms",
+        "witness PING p99, as many unregistered logins at the storm's pace (ms)",
+        control_p99,
+        Better::Lower,
+    );
+    outcome.metric(
+        "ping_control_ratio",
+        "witness PING p99, storm / unregistered logins at its pace",
+        stormy_p99 / control_p99.max(1e-3),
         Better::Lower,
     );
     if let Some(empty) = empty_kib {
@@ -199,6 +227,23 @@ fn witness_thread(
         }
         Ok(times)
     })
+}
+
+/// Logs `guest0` … in without a password, one every `pace`, and keeps
+/// them all in.
+async fn paced_logins(addr: &str, users: u32, pace: Duration) -> io::Result<Vec<Line>> {
+    let mut tick = tokio::time::interval(pace.max(Duration::from_micros(10)));
+    let mut logins = JoinSet::new();
+    for n in 0..users {
+        tick.tick().await;
+        let addr = addr.to_owned();
+        logins.spawn(async move { connect(&addr, &format!("guest{n}"), None).await });
+    }
+    let mut kept = Vec::with_capacity(users as usize);
+    while let Some(joined) = logins.join_next().await {
+        kept.push(joined.map_err(io::Error::other)??);
+    }
+    Ok(kept)
 }
 
 /// Registers `user0` … with [`PASSWORD`], a few at a time.
