@@ -155,9 +155,11 @@ enum Scenario {
     Flood(flood::Sizes),
     /// The budgets under attack (--limits-on-loopback, each attack from
     /// its own 127.0.0.N): history fill, room squatting, ROOMS/WHO/HISTORY
-    /// spam, a reconnect loop and a MSG flood at once, while two witnesses
-    /// time PING round trips: their p99 against a quiet phase (target: 2x),
-    /// the server's RSS, and what each attack got through.
+    /// spam, a reconnect loop, a MSG flood and a metrics-port siege at
+    /// once, while two witnesses time PING round trips: their p99 against
+    /// a quiet phase (target: 2x), the server's RSS against the bound the
+    /// budgets set and how soon it is back after, the metrics port's 64,
+    /// and what each attack got through.
     Hostile(hostile::Sizes),
     /// What the budgets cost at a normal load: throughput, latency and
     /// fan-out, the users spread over loopback addresses and within every
@@ -574,6 +576,8 @@ impl Job {
                 squatters: 4,
                 spammers: 2,
                 flooders: 4,
+                metrics_conns: 80,
+                history_mib: 64,
             }),
             Job::Capacity(capacity::Sizes { users: 500 }),
             // Three messages a user (and a login, a PING): within the

@@ -10,6 +10,7 @@ pub mod flood;
 pub mod hostile;
 pub mod latency;
 pub mod login_storm;
+pub mod metrics_siege;
 pub mod open_loop;
 pub mod rooms;
 pub mod throughput;
