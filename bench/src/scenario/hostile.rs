@@ -308,9 +308,11 @@ async fn attack(
         ));
     }
     let metrics_addr = match &server.metrics {
-        Some(metrics) => Some(metrics.parse::<SocketAddr>().map_err(|e| {
-            io::Error::other(format!("metrics address {metrics}: {e}"))
-        })?),
+        Some(metrics) => Some(
+            metrics
+                .parse::<SocketAddr>()
+                .map_err(|e| io::Error::other(format!("metrics address {metrics}: {e}")))?,
+        ),
         None => {
             outcome
                 .notes

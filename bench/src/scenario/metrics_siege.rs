@@ -96,7 +96,9 @@ impl Siege {
         };
         tokio::pin!(closed);
         if slow {
-            let _ = write.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n").await;
+            let _ = write
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n")
+                .await;
         }
         let mut served = None;
         let mut drip = interval(DRIP);
