@@ -57,6 +57,11 @@ fn shutdown_under_load_tells_everyone_and_exits_cleanly() {
 }
 
 #[test]
+fn the_budgets_hold_under_the_five_attacks_and_the_metrics_siege() {
+    run_exclusive(cases::budgets(&Scale::fast(), SEED));
+}
+
+#[test]
 fn the_decoder_survives_fuzzing_and_agrees_with_a_model() {
     run_exclusive(cases::parser_fuzz(&Scale::fast(), SEED));
 }

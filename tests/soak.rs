@@ -25,9 +25,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
-/// The nine server cases, each on a fresh server.
+/// The ten server cases, each on a fresh server (case 10 is the fuzz pass).
 type Case = fn(&Scale, u64) -> Row;
-const SERVER_CASES: [(&str, Case); 9] = [
+const SERVER_CASES: [(&str, Case); 10] = [
     ("1 garbage", |s, seed| {
         run_exclusive(cases::garbage(s, seed))
     }),
@@ -48,6 +48,9 @@ const SERVER_CASES: [(&str, Case); 9] = [
     ("8 limits", |s, seed| run_exclusive(cases::limits(s, seed))),
     ("9 shutdown under load", |s, seed| {
         run_exclusive(cases::shutdown_under_load(s, seed))
+    }),
+    ("11 budgets", |s, seed| {
+        run_exclusive(cases::budgets(s, seed))
     }),
 ];
 
@@ -128,7 +131,7 @@ fn soak() {
         .filter_map(|r| r.peak_rss_mib)
         .fold(0.0, f64::max);
     let summary = format!(
-        "soak: {secs} s asked, {:.0} s run, {rounds} round(s) of the nine server cases, \
+        "soak: {secs} s asked, {:.0} s run, {rounds} round(s) of the ten server cases, \
          {} case runs, {} failed {failed:?}; witness frames lost: {lost}; \
          server crashes: {crashes}; peak server RSS {peak:.1} MiB (seed {seed}, {})",
         started.elapsed().as_secs_f64(),

@@ -33,13 +33,16 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts `workers` workers (0: one per [`USERS_PER_WORKER`]) sharing
-    /// `users` users named `<prefix><id>`.
+    /// `users` users named `<prefix><id>`, connecting from `addresses`
+    /// loopback addresses (0: from the system's choice; see
+    /// [`crate::worker::source`]).
     pub fn start(
         addr: &str,
         dialect: Dialect,
         users: u32,
         workers: u32,
         prefix: &str,
+        addresses: u32,
     ) -> io::Result<Fleet> {
         let workers = if workers == 0 {
             users.div_ceil(USERS_PER_WORKER).max(1)
@@ -60,6 +63,7 @@ impl Fleet {
                 .args(["--first", &first.to_string()])
                 .args(["--count", &count.to_string()])
                 .args(["--prefix", prefix])
+                .args(["--addresses", &addresses.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .kill_on_drop(true)

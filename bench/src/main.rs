@@ -31,8 +31,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::dialect::Dialect;
 use crate::report::{Comparison, Outcome};
 use crate::scenario::{
-    accounts, capacity, fanout, flood, hostile, latency, login_storm, open_loop, rooms, throughput,
-    Options,
+    accounts, budgets, capacity, fanout, flood, hostile, latency, login_storm, open_loop, rooms,
+    throughput, Options,
 };
 use crate::server::{Launch, Target};
 
@@ -155,10 +155,19 @@ enum Scenario {
     Flood(flood::Sizes),
     /// The budgets under attack (--limits-on-loopback, each attack from
     /// its own 127.0.0.N): history fill, room squatting, ROOMS/WHO/HISTORY
-    /// spam, a reconnect loop and a MSG flood at once, while two witnesses
-    /// time PING round trips: their p99 against a quiet phase (target: 2x),
-    /// the server's RSS, and what each attack got through.
+    /// spam, a reconnect loop, a MSG flood and a metrics-port siege at
+    /// once, while two witnesses time PING round trips: their p99 against
+    /// a quiet phase (target: 2x), the server's RSS against the bound the
+    /// budgets set and how soon it is back after, the metrics port's 64,
+    /// and what each attack got through.
     Hostile(hostile::Sizes),
+    /// What the budgets cost at a normal load: throughput, latency and
+    /// fan-out, the users spread over loopback addresses and within every
+    /// default allowance, on our server with the budgets applied to them
+    /// (--limits-on-loopback), on our server without, and on the floor;
+    /// one table, ours with budgets as a multiple of each ("x off",
+    /// "x floor").
+    Budgets(budgets::Sizes),
     /// Throughput and latency on one plain server and on a cluster of
     /// `--nodes` nodes (default 3) on one Redis, same users.
     Cluster(ClusterSizes),
@@ -202,6 +211,8 @@ enum Scenario {
         count: u32,
         #[arg(long)]
         prefix: String,
+        #[arg(long, default_value_t = 0)]
+        addresses: u32,
     },
 }
 
@@ -239,6 +250,7 @@ impl ClusterSizes {
                 senders: self.throughput_senders,
                 messages: self.throughput_messages,
                 window: 64,
+                rate: 0.0,
             }),
             Job::Latency(latency::Sizes {
                 users: self.latency_users,
@@ -332,6 +344,7 @@ impl RoomsSizes {
             senders: self.lobby_senders,
             messages: self.lobby_messages,
             window: self.rooms.window,
+            rate: 0.0,
         });
         let isolation = |users| {
             let sizes = rooms::Sizes {
@@ -443,6 +456,7 @@ enum Job {
     Flood(flood::Sizes),
     Accounts(accounts::Sizes),
     Hostile(hostile::Sizes),
+    Budgets(budgets::Sizes),
 }
 
 impl Job {
@@ -458,6 +472,7 @@ impl Job {
             Job::Flood(_) => "flood",
             Job::Accounts(_) => "accounts",
             Job::Hostile(_) => "hostile",
+            Job::Budgets(_) => "budgets",
         }
     }
 
@@ -473,6 +488,7 @@ impl Job {
             Job::Flood(s) => s.params(),
             Job::Accounts(s) => s.params(),
             Job::Hostile(s) => s.params(),
+            Job::Budgets(s) => s.params(),
         }
     }
 
@@ -488,6 +504,7 @@ impl Job {
             Job::Flood(s) => flood::run(target, s, options).await,
             Job::Accounts(s) => accounts::run(target, s, options).await,
             Job::Hostile(s) => hostile::run(target, s, options).await,
+            Job::Budgets(s) => budgets::run(target, s, options).await,
         }
     }
 
@@ -526,6 +543,7 @@ impl Job {
                 senders: 4,
                 messages: 500,
                 window: 64,
+                rate: 0.0,
             }),
             Job::Latency(latency::Sizes {
                 users: 50,
@@ -558,6 +576,8 @@ impl Job {
                 squatters: 4,
                 spammers: 2,
                 flooders: 4,
+                metrics_conns: 80,
+                history_mib: 64,
             }),
             Job::Capacity(capacity::Sizes { users: 500 }),
             // Three messages a user (and a login, a PING): within the
@@ -605,6 +625,7 @@ fn main() -> ExitCode {
         }
         Scenario::Rooms(s) => Shape::Rooms(s.clone()),
         Scenario::Cluster(_) => Shape::Cluster,
+        Scenario::Budgets(_) => Shape::Budgets,
         Scenario::All => Shape::All,
         Scenario::Smoke => Shape::Smoke,
         _ => Shape::Plain,
@@ -616,6 +637,7 @@ fn main() -> ExitCode {
             first,
             count,
             prefix,
+            addresses,
         } => {
             let assignment = worker::Assignment {
                 addr,
@@ -623,6 +645,7 @@ fn main() -> ExitCode {
                 first,
                 count,
                 prefix,
+                addresses,
             };
             return match worker::main(assignment) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -650,6 +673,7 @@ fn main() -> ExitCode {
         Scenario::Flood(s) => vec![Job::Flood(s)],
         Scenario::Accounts(s) => vec![Job::Accounts(s)],
         Scenario::Hostile(s) => vec![Job::Hostile(s)],
+        Scenario::Budgets(s) => vec![Job::Budgets(s)],
         Scenario::Cluster(s) => s.jobs(),
         Scenario::Floor(s) => s.jobs(),
         Scenario::Rooms(_) => Vec::new(),
@@ -667,6 +691,7 @@ fn main() -> ExitCode {
         workers: cli.servers.workers,
         timeout: cli.servers.timeout,
         strict,
+        users_per_address: 0,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -699,6 +724,8 @@ enum Shape {
     Floor { alone: bool },
     /// Ours: rooms, next to the lobby and with few and many users.
     Rooms(RoomsSizes),
+    /// Ours with the budgets on loopback, ours without, the floor.
+    Budgets,
     /// Ours (and the peer): every scenario; then the rooms on ours.
     All,
     /// Ours (and the peer): every scenario; then ours and the floor, and
@@ -719,6 +746,15 @@ fn matches(servers: &Servers, shape: Shape, jobs: Vec<Job>) -> io::Result<Vec<Ma
         Shape::Floor { alone: true } => across(jobs, &[floor_target(servers)]),
         Shape::Floor { alone: false } => across(jobs, &targets(servers, true)?),
         Shape::Rooms(sizes) => sizes.matches(&targets(servers, false)?[0]),
+        Shape::Budgets => {
+            let targets = budgets_targets(servers)?;
+            jobs.into_iter()
+                .map(|job| Match {
+                    baseline: Some("off".into()),
+                    ..Match::across(job, &targets)
+                })
+                .collect()
+        }
         Shape::All => {
             let all = targets(servers, false)?;
             let mut matches = across(jobs, &all);
@@ -834,6 +870,39 @@ fn cluster_targets(servers: &Servers) -> io::Result<Vec<Target>> {
             dialect: servers.proto,
             launch: cluster_launch(servers, path, nodes),
         },
+    ])
+}
+
+/// For `budgets`: our server with the budgets applied to loopback
+/// clients, the same without, and the floor.
+fn budgets_targets(servers: &Servers) -> io::Result<Vec<Target>> {
+    if servers.addr.is_some() || servers.compare.is_some() || servers.compare_cmd.is_some() {
+        return Err(io::Error::other(
+            "budgets starts its own servers, with and without --limits-on-loopback: \
+             give --server-bin (or none), not --addr or --compare",
+        ));
+    }
+    if servers.nodes > 0 || servers.proto != Dialect::Chat {
+        return Err(io::Error::other(
+            "budgets measures one chat-server (the per-address budgets are a single \
+             server's): no --nodes, no --proto raw",
+        ));
+    }
+    let path = server_bin(servers)?;
+    let mut on = servers.server_args.clone();
+    on.push("--limits-on-loopback".into());
+    let ours = |label: &str, args: Vec<String>| Target {
+        label: label.into(),
+        dialect: Dialect::Chat,
+        launch: Launch::Binary {
+            path: path.clone(),
+            args,
+        },
+    };
+    Ok(vec![
+        ours("on", on),
+        ours("off", servers.server_args.clone()),
+        floor_target(servers),
     ])
 }
 

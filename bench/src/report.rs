@@ -109,7 +109,8 @@ pub struct Comparison<'a> {
     /// this name: the machine's floor (no chat server; `x floor`: 1.0 is as
     /// good as it gets), the lobby for rooms (`x lobby`). The ratio is then
     /// the first side's value over the second's, rather than how many times
-    /// better the first is.
+    /// better the first is. With more than two sides, the first is shown
+    /// as a multiple of each of the others, named by their labels.
     pub baseline: Option<String>,
 }
 
@@ -161,6 +162,17 @@ impl Comparison<'_> {
         }
     }
 
+    /// The ratio columns: which side over which, and the column's name.
+    fn ratio_columns(&self) -> Vec<(usize, usize, String)> {
+        match (self.sides.len(), &self.baseline) {
+            (2, _) => vec![(0, 1, self.ratio_name())],
+            (n, Some(_)) if n > 2 => (1..n)
+                .map(|i| (0, i, format!("x {}", self.sides[i].0)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Metric keys in first-seen order, with labels and direction.
     fn rows(&self) -> Vec<(&'static str, &'static str, Better)> {
         let mut rows: Vec<(&str, &str, Better)> = Vec::new();
@@ -200,8 +212,9 @@ impl Comparison<'_> {
         for (label, _) in &self.sides {
             let _ = write!(header, "{label:>14}");
         }
-        if self.sides.len() == 2 {
-            let _ = write!(header, "{:>12}", self.ratio_name());
+        let columns = self.ratio_columns();
+        for (_, _, name) in &columns {
+            let _ = write!(header, "{name:>12}");
         }
         out.push_str(header.trim_end());
         out.push('\n');
@@ -211,11 +224,20 @@ impl Comparison<'_> {
             for v in &values {
                 let _ = write!(row, "{:>14}", show(*v));
             }
-            if let [ours, peer] = values[..] {
-                if let Some(r) = self.ratio(better, ours, peer) {
-                    let _ = write!(row, "{:>11.1}x", r);
+            for &(first, second, _) in &columns {
+                match self.ratio(better, values[first], values[second]) {
+                    Some(r) if columns.len() > 1 => {
+                        let _ = write!(row, "{:>11.2}x", r);
+                    }
+                    Some(r) => {
+                        let _ = write!(row, "{:>11.1}x", r);
+                    }
+                    None => {
+                        let _ = write!(row, "{:>12}", "");
+                    }
                 }
             }
+            let row = row.trim_end().to_owned();
             out.push_str(&row);
             out.push('\n');
         }
@@ -250,12 +272,12 @@ impl Comparison<'_> {
             let problems: usize = outcomes.iter().map(|o| o.problems.len()).sum();
             let _ = write!(out, ",\"problems\":{problems}}}");
         }
-        if self.sides.len() == 2 {
-            let key = self.ratio_name().replace(' ', "_");
+        for (one, other, name) in self.ratio_columns() {
+            let key = name.replace(' ', "_");
             let _ = write!(out, ",\"{key}\":{{");
             let mut first = true;
             for (row, values) in rows.iter().zip(&all) {
-                if let Some(r) = self.ratio(row.2, values[0], values[1]) {
+                if let Some(r) = self.ratio(row.2, values[one], values[other]) {
                     let _ = write!(out, "{}\"{}\":{r:.3}", if first { "" } else { "," }, row.0);
                     first = false;
                 }
@@ -326,5 +348,31 @@ mod tests {
             "{json}"
         );
         assert!(c.table().contains("x floor"));
+    }
+
+    #[test]
+    fn with_three_sides_the_first_is_a_multiple_of_each_other() {
+        let c = Comparison {
+            scenario: "budgets",
+            params: "users=2".into(),
+            sides: vec![
+                ("on".into(), vec![outcome(10.0)]),
+                ("off".into(), vec![outcome(10.0)]),
+                ("floor".into(), vec![outcome(40.0)]),
+            ],
+            baseline: Some("off".into()),
+        };
+        let json = c.json();
+        assert!(
+            json.contains("\"x_off\":{\"rate\":1.000,\"p99_ms\":1.000}"),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"x_floor\":{\"rate\":0.250,\"p99_ms\":4.000}"),
+            "{json}"
+        );
+        let table = c.table();
+        assert!(table.contains("x off     x floor"), "{table}");
+        assert!(table.contains("1.00x       0.25x"), "{table}");
     }
 }

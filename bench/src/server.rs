@@ -57,6 +57,9 @@ pub struct Running {
     pub pids: Vec<u32>,
     /// A cluster's `redis-server`, measured apart.
     pub redis_pid: Option<u32>,
+    /// Where a server started with `--metrics` serves them (`metrics on
+    /// <addr>` on its stdout).
+    pub metrics: Option<String>,
     children: Vec<Child>,
 }
 
@@ -68,6 +71,7 @@ impl Target {
                 addr: addr.clone(),
                 pids: pid.iter().copied().collect(),
                 redis_pid: None,
+                metrics: None,
                 children: Vec::new(),
             }),
             Launch::Binary { path, args } => start_binary(path, args, users).await,
@@ -83,7 +87,7 @@ impl Target {
                 command
                     .args(["floor-writer", "--addr", "127.0.0.1:0"])
                     .args(["--threads", &threads.to_string()]);
-                listening(command, "chat-bench floor-writer").await
+                listening(command, "chat-bench floor-writer", false).await
             }
         }
     }
@@ -104,11 +108,15 @@ async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result
         command.arg("--ephemeral");
     }
     command.args(args);
-    listening(command, &path.display().to_string()).await
+    let metrics = args
+        .iter()
+        .any(|a| a == "--metrics" || a.starts_with("--metrics="));
+    listening(command, &path.display().to_string(), metrics).await
 }
 
-/// Starts `command`, a server that says `listening on <addr>` first.
-async fn listening(mut command: Command, what: &str) -> io::Result<Running> {
+/// Starts `command`, a server that says `listening on <addr>` first, and
+/// then, with `metrics`, `metrics on <addr>`.
+async fn listening(mut command: Command, what: &str, metrics: bool) -> io::Result<Running> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -117,7 +125,8 @@ async fn listening(mut command: Command, what: &str) -> io::Result<Running> {
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start {what}: {e}")))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let first = timeout(START_TIMEOUT, BufReader::new(stdout).lines().next_line())
+    let mut lines = BufReader::new(stdout).lines();
+    let first = timeout(START_TIMEOUT, lines.next_line())
         .await
         .map_err(|_| io::Error::other("the server did not say where it listens"))??
         .unwrap_or_default();
@@ -130,10 +139,19 @@ async fn listening(mut command: Command, what: &str) -> io::Result<Running> {
             ))
         })?
         .to_owned();
+    let mut metrics_addr = None;
+    while metrics && metrics_addr.is_none() {
+        let line = timeout(START_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| io::Error::other("the server did not say where its metrics are"))??
+            .ok_or_else(|| io::Error::other(format!("{what} never said `metrics on`")))?;
+        metrics_addr = line.strip_prefix("metrics on ").map(str::to_owned);
+    }
     Ok(Running {
         addr,
         pids: child.id().into_iter().collect(),
         redis_pid: None,
+        metrics: metrics_addr,
         children: vec![child],
     })
 }
@@ -175,6 +193,7 @@ async fn start_cluster(
         addr: String::new(),
         pids: Vec::new(),
         redis_pid: redis_child.id(),
+        metrics: None,
         children: vec![redis_child],
     };
     let mut addrs = Vec::new();
@@ -271,6 +290,7 @@ async fn start_command(line: &str) -> io::Result<Running> {
         addr,
         pids: child.id().into_iter().collect(),
         redis_pid: None,
+        metrics: None,
         children: vec![child],
     })
 }

@@ -14,6 +14,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 
@@ -62,6 +63,20 @@ pub struct Assignment {
     pub count: u32,
     /// Names are `<prefix><id>`; only those count as this run's users.
     pub prefix: String,
+    /// Loopback addresses the users connect from: user `id` from
+    /// [`source`]`(id % addresses)`, so that a server counting per address
+    /// (`--limits-on-loopback`) sees `addresses` peers. 0: the system's
+    /// choice (127.0.0.1 for a loopback server).
+    pub addresses: u32,
+}
+
+/// The first of the loopback addresses users connect from when spread:
+/// clear of 127.0.0.N, which the hostile scenario's attackers use.
+const FIRST_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 1, 0, 1);
+
+/// The `n`th loopback address users connect from when spread.
+pub fn source(n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(FIRST_SOURCE) + n)
 }
 
 /// Who is in which room: users `0..size * rooms` are in room `id / size`
@@ -182,6 +197,21 @@ fn commands() -> mpsc::UnboundedReceiver<String> {
 
 fn own_cpu_ns() -> u64 {
     crate::server::cpu_ns(std::process::id()).unwrap_or(0)
+}
+
+/// Connects user `id` to `addr`, from its own loopback address when the
+/// users are spread over `addresses` of them.
+async fn connect(addr: &str, addresses: u32, id: u32) -> io::Result<TcpStream> {
+    if addresses == 0 {
+        return TcpStream::connect(addr).await;
+    }
+    let addr = tokio::net::lookup_host(addr)
+        .await?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| io::Error::other(format!("{addr}: no IPv4 address to spread users to")))?;
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source(id % addresses), 0)))?;
+    socket.connect(addr).await
 }
 
 fn deadline(timeout_ms: u64) -> Instant {
@@ -377,7 +407,7 @@ impl Shared {
             let addrs: Vec<&str> = self.assignment.addr.split(',').collect();
             addrs[id % addrs.len()].to_owned()
         };
-        let stream = match TcpStream::connect(&addr).await {
+        let stream = match connect(&addr, self.assignment.addresses, id as u32).await {
             Ok(stream) => stream,
             Err(e) => {
                 self.error(format!("connect: {e}"));
@@ -995,6 +1025,7 @@ mod tests {
             first,
             count,
             prefix: "b7_".into(),
+            addresses: 0,
         });
         shared.layout.set(Layout { size, rooms });
         shared

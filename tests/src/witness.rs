@@ -217,6 +217,14 @@ pub struct Witnesses {
 impl Witnesses {
     /// Logs both witnesses in and starts their conversation.
     pub async fn start(addr: SocketAddr) -> Witnesses {
+        Witnesses::start_paced(addr, PACE).await
+    }
+
+    /// Like [`Witnesses::start`], each witness speaking once every `pace`:
+    /// against a server that applies its flood control to loopback
+    /// (`--limits-on-loopback`), slower than it allows, or the witnesses
+    /// measure their own allowance.
+    pub async fn start_paced(addr: SocketAddr, pace: Duration) -> Witnesses {
         let epoch = Instant::now();
         let (stop, stopped) = watch::channel(None);
         let views = [
@@ -256,6 +264,7 @@ impl Witnesses {
             let paused = witnesses.paused.clone();
             witnesses.writers.push(tokio::spawn(write(
                 writer,
+                pace,
                 epoch,
                 stopped.clone(),
                 paused,
@@ -414,12 +423,13 @@ fn lock(view: &Mutex<View>) -> MutexGuard<'_, View> {
 
 async fn write(
     mut writer: OwnedWriteHalf,
+    pace: Duration,
     epoch: Instant,
     mut stopped: watch::Receiver<Option<Instant>>,
     paused: Arc<AtomicBool>,
     closed: Arc<Notify>,
 ) -> (OwnedWriteHalf, u64) {
-    let mut pace = tokio::time::interval(PACE);
+    let mut pace = tokio::time::interval(pace);
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n = 0;
     loop {

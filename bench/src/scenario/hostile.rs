@@ -12,12 +12,19 @@
 //!   address;
 //! - a reconnect loop from one address (connect, `NAME`, a few `MSG`,
 //!   `LEAVE`);
-//! - a flood of `MSG`s from many connections of one address.
+//! - a flood of `MSG`s from many connections of one address;
+//! - idle and slowloris HTTP connections to the `--metrics` port from
+//!   three addresses (see [`metrics_siege`]).
 //!
 //! Reported: the witnesses' p99 quiet and under attack and their ratio
 //! (target: within 2x), the server's RSS before and at its peak, and what
-//! each attack got through. Like `accounts`, this talks to the server
-//! directly, without the worker fleet.
+//! each attack got through. Checked (the run fails otherwise): the metrics
+//! port served at most 64 at once; the peak RSS stayed within the bound
+//! the budgets set ([`rss_bound_kib`]); and once the attackers are gone
+//! and their rooms forgotten, the RSS came back to within
+//! [`RSS_MARGIN_KIB`] of the quiet baseline within a minute (sampled every
+//! second; the time it took is reported). Like `accounts`, this talks to
+//! the server directly, without the worker fleet.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -33,6 +40,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 
+use super::metrics_siege::{self, Siege, SERVED_AT_ONCE};
 use super::{expect, Options};
 use crate::dialect::Dialect;
 use crate::report::{Better, Outcome};
@@ -42,6 +50,26 @@ use crate::server::{Launch, Running, Target};
 const MAX_LINE: usize = 4096;
 /// A user may be in this many rooms by default (`--max-rooms-per-user`).
 const ROOMS_PER_USER: u32 = 50;
+/// Connections of one address by default (`--max-per-ip`): the most the
+/// reconnect loop holds at once.
+const MAX_PER_IP: u64 = 16;
+/// What a connection may hold in the server, by the budgets: 512 KiB of
+/// unread output, and its read buffer (a line, 4 KiB) with its session
+/// (about 2 KiB), rounded up.
+const CONNECTION_KIB: u64 = 512 + 16;
+/// What one metrics connection may hold: hyper's buffers and one answer.
+const METRICS_CONNECTION_KIB: u64 = 64;
+/// History is counted in message bytes; what each kept message costs
+/// besides (its time, sender, entry) is under 3 % of a 4 KiB text, and
+/// the allocator's size classes round up by at most 25 %: twice leaves
+/// room for both.
+const HISTORY_OVERHEAD: u64 = 2;
+/// How far above the quiet baseline the RSS counts as back: what a
+/// quiet server's RSS moves by on its own (allocator caches, thread
+/// stacks, the witnesses' buffers).
+const RSS_MARGIN_KIB: u64 = 4 * 1024;
+/// The contract's "within a minute".
+const MEMORY_BACK_WITHIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Args)]
 pub struct Sizes {
@@ -75,12 +103,21 @@ pub struct Sizes {
     /// Connections of the address flooding MSGs.
     #[arg(long, default_value_t = 12)]
     pub flooders: u32,
+    /// Connections to the metrics port, half idle, half slowloris, from
+    /// 127.0.0.7 to .9.
+    #[arg(long, default_value_t = 150)]
+    pub metrics_conns: u32,
+    /// The server's `--history-memory`, MiB (its default: 64): the RSS
+    /// bound counts it.
+    #[arg(long, default_value_t = 64)]
+    pub history_mib: u64,
 }
 
 impl Sizes {
     pub fn params(&self) -> String {
         format!(
-            "quiet={} hostile={} fillers={}x{}x{} squatters=2x{} spammers={} flooders={}",
+            "quiet={} hostile={} fillers={}x{}x{} squatters=2x{} spammers={} flooders={} \
+             metrics={} history={}MiB",
             humantime::format_duration(self.quiet),
             humantime::format_duration(self.hostile),
             self.fillers,
@@ -88,7 +125,9 @@ impl Sizes {
             self.fill_rooms,
             self.squatters,
             self.spammers,
-            self.flooders
+            self.flooders,
+            self.metrics_conns,
+            self.history_mib
         )
     }
 }
@@ -149,6 +188,21 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
             if !args.iter().any(|a| a == "--limits-on-loopback") {
                 args.push("--limits-on-loopback".into());
             }
+            if !args.iter().any(|a| a.starts_with("--metrics")) {
+                args.extend(["--metrics".into(), "127.0.0.1:0".into()]);
+            }
+            if args.iter().any(|a| a.starts_with("--history-memory")) {
+                outcome.notes.push(
+                    "--history-memory given as a server flag: the RSS bound counts \
+                     --history-mib"
+                        .into(),
+                );
+            } else {
+                args.extend([
+                    "--history-memory".into(),
+                    format!("{}MiB", sizes.history_mib),
+                ]);
+            }
         }
         Launch::Cluster { .. } => {
             outcome
@@ -203,6 +257,7 @@ async fn attack(
     let spam = Tally::default();
     let reconnect = Tally::default();
     let flood = Tally::default();
+    let siege = Siege::default();
     let mut attacks = JoinSet::new();
     // Addresses: fillers from 127.0.0.10, squatters .2 and .3, spam .4,
     // reconnects .5, flood .6.
@@ -252,6 +307,26 @@ async fn attack(
             pipeline(addr, ip, format!("fl{c}"), frames, flood.clone()),
         ));
     }
+    let metrics_addr = match &server.metrics {
+        Some(metrics) => Some(
+            metrics
+                .parse::<SocketAddr>()
+                .map_err(|e| io::Error::other(format!("metrics address {metrics}: {e}")))?,
+        ),
+        None => {
+            outcome
+                .notes
+                .push("no metrics port known (start the server with --metrics): no siege".into());
+            None
+        }
+    };
+    if let Some(metrics) = metrics_addr {
+        for c in 0..sizes.metrics_conns {
+            let ip = Ipv4Addr::new(127, 0, 0, 7 + (c % 3) as u8);
+            let besieging = siege.clone().besiege(metrics, ip, c % 2 == 1);
+            attacks.spawn(timeout_at(end, besieging));
+        }
+    }
     let mut rss_peak = rss_before.unwrap_or(0);
     while Instant::now() < end {
         sleep(Duration::from_millis(100)).await;
@@ -260,6 +335,16 @@ async fn attack(
     attacks.abort_all();
     while attacks.join_next().await.is_some() {}
     let rss_after = server.rss_kib();
+    let refused_by_server = match &server.metrics {
+        Some(metrics) => Some(metrics_siege::refused_by_server(metrics).await),
+        None => None,
+    };
+    // The attackers are gone and their rooms forgotten: the memory must go
+    // back to the system within a minute.
+    let memory_back = match rss_before {
+        Some(before) => Some(memory_back(server, before).await),
+        None => None,
+    };
 
     stop.store(true, Ordering::Relaxed);
     let (mut quiet, mut hostile) = (Vec::new(), Vec::new());
@@ -326,7 +411,29 @@ async fn attack(
             .notes
             .push(format!("witness p99 ratio {ratio:.2}: target (2x) not met"));
     }
+    let chat_connections = 2
+        + u64::from(sizes.fillers * sizes.fill_users)
+        + u64::from(2 * sizes.squatters)
+        + u64::from(sizes.spammers)
+        + MAX_PER_IP
+        + u64::from(sizes.flooders);
     if let Some(before) = rss_before {
+        let bound = rss_bound_kib(before, sizes.history_mib, chat_connections);
+        outcome.metric(
+            "rss_bound_kib",
+            "server RSS bound by the budgets (KiB)",
+            bound as f64,
+            Better::Neither,
+        );
+        if rss_peak > bound {
+            outcome.problems.push(format!(
+                "server RSS bound NOT MET: peak {rss_peak} KiB over {bound} KiB (the quiet \
+                 {before} KiB, {} MiB of history twice, {chat_connections} chat connections \
+                 at {CONNECTION_KIB} KiB, {SERVED_AT_ONCE} metrics connections at \
+                 {METRICS_CONNECTION_KIB} KiB)",
+                sizes.history_mib
+            ));
+        }
         for (key, label, value) in [
             (
                 "rss_before_kib",
@@ -406,6 +513,66 @@ async fn attack(
     for (key, label, value) in counts {
         outcome.metric(key, label, value as f64, Better::Neither);
     }
+    match memory_back {
+        Some(Ok(took)) => outcome.metric(
+            "memory_back_s",
+            "RSS back within 4 MiB of quiet (s)",
+            took.as_secs_f64(),
+            Better::Lower,
+        ),
+        Some(Err(last)) => outcome.problems.push(format!(
+            "memory back within a minute NOT MET: {last} KiB after {} s, the quiet baseline \
+             {} KiB (margin {RSS_MARGIN_KIB} KiB)",
+            MEMORY_BACK_WITHIN.as_secs(),
+            rss_before.unwrap_or(0)
+        )),
+        None => {}
+    }
+    if metrics_addr.is_some() {
+        let most = siege.most_served();
+        for (key, label, value) in [
+            (
+                "metrics_most_served",
+                "metrics: most served at once (<= 64)",
+                most as u64,
+            ),
+            (
+                "metrics_refused",
+                "metrics: closed at once (seen)",
+                siege.refused(),
+            ),
+            (
+                "metrics_closed_later",
+                "metrics: served, then closed",
+                siege.closed_later(),
+            ),
+        ] {
+            outcome.metric(key, label, value as f64, Better::Neither);
+        }
+        match refused_by_server {
+            Some(Ok(n)) => outcome.metric(
+                "metrics_refused_server",
+                "metrics: refused (server's count)",
+                n as f64,
+                Better::Neither,
+            ),
+            Some(Err(e)) => outcome
+                .problems
+                .push(format!("the metrics port after the siege: {e}")),
+            None => {}
+        }
+        if most > SERVED_AT_ONCE {
+            outcome.problems.push(format!(
+                "the metrics port served {most} connections at once (at most {SERVED_AT_ONCE})"
+            ));
+        }
+        if siege.failed() > 0 {
+            outcome.notes.push(format!(
+                "metrics: {} connections could not be opened",
+                siege.failed()
+            ));
+        }
+    }
     for (name, tally) in [
         ("fill", &fill),
         ("squat .2", &squat[0]),
@@ -427,6 +594,35 @@ async fn attack(
         }
     }
     Ok(())
+}
+
+/// The most RSS the server may take under the attacks, by its budgets:
+/// the quiet `before`, all the history it may keep (`history_mib`, with
+/// [`HISTORY_OVERHEAD`]), every chat connection at its most
+/// ([`CONNECTION_KIB`]) and the metrics port full ([`SERVED_AT_ONCE`] at
+/// [`METRICS_CONNECTION_KIB`]).
+fn rss_bound_kib(before: u64, history_mib: u64, chat_connections: u64) -> u64 {
+    before
+        + history_mib * 1024 * HISTORY_OVERHEAD
+        + chat_connections * CONNECTION_KIB
+        + SERVED_AT_ONCE as u64 * METRICS_CONNECTION_KIB
+}
+
+/// Samples the server's RSS every second until it is within
+/// [`RSS_MARGIN_KIB`] of `before`: how long that took, or the last sample
+/// if it was not back within [`MEMORY_BACK_WITHIN`].
+async fn memory_back(server: &Running, before: u64) -> Result<Duration, u64> {
+    let started = Instant::now();
+    loop {
+        let now = server.rss_kib().unwrap_or(u64::MAX);
+        if now <= before + RSS_MARGIN_KIB {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() >= MEMORY_BACK_WITHIN {
+            return Err(now);
+        }
+        sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// A connection from `ip` (a loopback address of its own) to `addr`.

@@ -3,12 +3,14 @@
 //! is sure to receive it.
 
 pub mod accounts;
+pub mod budgets;
 pub mod capacity;
 pub mod fanout;
 pub mod flood;
 pub mod hostile;
 pub mod latency;
 pub mod login_storm;
+pub mod metrics_siege;
 pub mod open_loop;
 pub mod rooms;
 pub mod throughput;
@@ -32,6 +34,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Whether a `DROPPED` fails the run (the smoke test) or is only noted.
     pub strict: bool,
+    /// Users that connect from each loopback address, each address its own
+    /// (see [`crate::worker::source`]); 0: all from one.
+    pub users_per_address: u32,
 }
 
 impl Options {
@@ -85,7 +90,18 @@ pub async fn populate(
     // Unique names per run, so that leftovers of an earlier run on an
     // attached server neither collide nor count.
     let prefix = format!("b{}_", now_ns() % 1_000_000);
-    let mut fleet = Fleet::start(&server.addr, dialect, users, options.workers, &prefix)?;
+    let addresses = match options.users_per_address {
+        0 => 0,
+        per => users.div_ceil(per),
+    };
+    let mut fleet = Fleet::start(
+        &server.addr,
+        dialect,
+        users,
+        options.workers,
+        &prefix,
+        addresses,
+    )?;
     let cpu_before = server.cpu_ns();
     let start_ns = now_ns();
     let replies = fleet

@@ -54,6 +54,7 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
         senders: sizes.senders,
         messages: sizes.messages,
         window: 0,
+        rate: 0.0,
     };
     let (mut outcome, start_ns, tally) = throughput::flat_out(target, &flat_out, options).await?;
     let c = &tally.counts;

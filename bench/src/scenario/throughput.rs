@@ -31,14 +31,23 @@ pub struct Sizes {
     /// Messages a sender may have that some receiver has not had yet (0: no limit).
     #[arg(long, default_value_t = 64)]
     pub window: u64,
+    /// Messages a second per sender, at most (0: as fast as the window
+    /// lets them). Below a flood allowance, this is a throughput the
+    /// budgets do not throttle (see `budgets`).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
 }
 
 impl Sizes {
     pub fn params(&self) -> String {
-        format!(
+        let mut params = format!(
             "users={} senders={} messages={} window={}",
             self.users, self.senders, self.messages, self.window
-        )
+        );
+        if self.rate > 0.0 {
+            params.push_str(&format!(" rate={}/s", self.rate));
+        }
+        params
     }
 }
 
@@ -74,7 +83,8 @@ pub fn rate_metrics(outcome: &mut Outcome, start_ns: u64, tally: &Tally) {
 }
 
 /// Logs the room in and has the senders send as fast as `sizes.window`
-/// lets them (all at once with no window): the outcome so far (problems
+/// lets them (all at once with no window), or at `sizes.rate` at most: the
+/// outcome so far (problems
 /// only), when the senders started, and what the receivers counted.
 pub async fn flat_out(
     target: &Target,
@@ -94,15 +104,20 @@ pub async fn flat_out(
     .await?;
     // Logins are measured by the other scenarios; here only the run counts.
     outcome.metrics.clear();
+    let pacing = if sizes.rate > 0.0 {
+        std::time::Duration::from_secs_f64(sizes.messages as f64 / sizes.rate)
+    } else {
+        std::time::Duration::ZERO
+    };
     let (start_ns, tally) = room
         .measure(
             server,
             Command::Run {
                 senders: sizes.senders,
                 messages: sizes.messages,
-                rate: 0.0,
+                rate: sizes.rate,
                 window: sizes.window,
-                timeout_ms: options.timeout.as_millis() as u64,
+                timeout_ms: (pacing + options.timeout).as_millis() as u64,
             },
             &mut outcome,
         )

@@ -9,6 +9,7 @@
 //! panics, with what it saw, when the server breaks the contract.
 
 mod abrupt;
+mod budgets;
 mod churn;
 mod flood;
 mod garbage;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use abrupt::abrupt_ends;
+pub use budgets::{budgets, BudgetScale};
 pub use churn::churn;
 pub use flood::flood;
 pub use garbage::garbage;
@@ -74,6 +76,8 @@ pub struct Scale {
     /// Parser fuzzing: at most this many cases, for at most this long.
     pub fuzz_cases: u64,
     pub fuzz_time: Duration,
+    /// Budgets: the attacks of "Running in public", one server.
+    pub budgets: BudgetScale,
 }
 
 impl Scale {
@@ -102,6 +106,16 @@ impl Scale {
             shutdown_chat: Duration::from_millis(500),
             fuzz_cases: 20_000,
             fuzz_time: Duration::from_secs(3),
+            budgets: BudgetScale {
+                history_mib: 1,
+                fill_addresses: 16,
+                rooms_per_ip: 20,
+                pound: Duration::from_secs(1),
+                reconnect: Duration::from_secs(2),
+                flooders: 8,
+                flood_messages: 10,
+                metrics_connections: 100,
+            },
         }
     }
 
@@ -129,6 +143,19 @@ impl Scale {
             shutdown_chat: Duration::from_secs(3),
             fuzz_cases: u64::MAX,
             fuzz_time: Duration::from_secs(10),
+            // The default --max-rooms-per-ip; the history budget small
+            // enough that three times it is filled in about 10 s at the
+            // flood allowances of 16 addresses.
+            budgets: BudgetScale {
+                history_mib: 4,
+                fill_addresses: 16,
+                rooms_per_ip: 200,
+                pound: Duration::from_secs(10),
+                reconnect: Duration::from_secs(10),
+                flooders: 16,
+                flood_messages: 15,
+                metrics_connections: 300,
+            },
         }
     }
 }
