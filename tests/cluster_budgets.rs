@@ -113,7 +113,6 @@ async fn the_users_of_one_address_share_max_rooms_per_ip_across_nodes() {
     assert!(join(&mut ann, "#one").await);
     assert!(join(&mut ann, "#two").await);
     assert!(join(&mut bob, "#three").await);
-    assert_eq!(counted(&redis, "127.0.0.2"), 3);
     assert!(!join(&mut bob, "#four").await, "a fourth room on b");
     assert!(!join(&mut ann, "#four").await, "a fourth room on a");
     assert!(!join(&mut bob, "#one").await, "an existing room counts too");
