@@ -1972,7 +1972,7 @@ fn holds(lines: &[String], wanted: &str) -> bool {
 /// or a user gone frees memberships again.
 #[tokio::test]
 async fn the_users_of_one_address_share_max_rooms_per_ip() {
-    let server = Server::single(&[
+    let server = Server::start(&[
         "--limits-on-loopback",
         "--flood-rate",
         "0",
@@ -2026,8 +2026,7 @@ async fn the_users_of_one_address_share_max_rooms_per_ip() {
 /// keep theirs.
 #[tokio::test]
 async fn history_memory_forgets_the_oldest_of_the_room_that_holds_the_most() {
-    // A single server's bound: rooms' history lives in Redis in a cluster.
-    let server = Server::single(&["--history-memory", "64KiB", "--history", "1000"]);
+    let server = Server::start(&["--history-memory", "64KiB", "--history", "1000"]);
     let mut ann = member(&server, "ann", &["#big", "#small"]).await;
     let padding = "m".repeat(2_990);
     let mut lines = String::from("MSG lobby\n");

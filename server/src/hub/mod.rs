@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use cluster::Bus;
 pub use inbox::{drained, Inbox, Outgoing, STALL_LIMIT};
 pub use room::{lock, Member, Room, SharedRoom};
-pub use rooms::{Full, Joined, Limits, Rooms};
+pub use rooms::{Full, Joined, Limits, Membership, Rooms};
 pub use user::{Update, User};
 
 /// Requests a hub queues before senders wait: enough for a login storm,
@@ -253,7 +253,10 @@ impl Hub {
         let (leaving, leaving_rx) = mpsc::channel(REQUEST_QUEUE);
         let (census, census_rx) = mpsc::channel(REQUEST_QUEUE);
         let rooms = Rooms::new(limits);
-        let lobby = Room::lobby(limits.history).counted_in(rooms.memory());
+        // In cluster mode history lives in Redis, bounded there: a node
+        // keeps none of its own.
+        let keep = if bus.is_some() { 0 } else { limits.history };
+        let lobby = Room::lobby(keep).counted_in(rooms.memory());
         let hub = Hub(Arc::new(Shared {
             entering,
             leaving,

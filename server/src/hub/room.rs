@@ -48,7 +48,7 @@ impl Said {
     /// What the message counts toward `--history-memory`: its text and
     /// its sender's name.
     fn bytes(&self) -> usize {
-        self.text.len() + self.from.len()
+        HistoryMemory::bytes_of(&self.from, &self.text)
     }
 }
 
@@ -74,6 +74,13 @@ impl HistoryMemory {
 
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// What one message counts toward `--history-memory`: its text and
+    /// its sender's name, in both modes (the cluster's scripts count a
+    /// record of `<time> <from> <text>` the same way).
+    pub fn bytes_of(from: &str, text: &str) -> usize {
+        text.len() + from.len()
     }
 
     /// Bytes of history kept now.

@@ -12,10 +12,12 @@
 //! (`--max-rooms-per-ip`): a few addresses must not be able to fill the
 //! server's rooms for everyone. Every way into a room and out of one goes
 //! through here, so the count cannot drift. In cluster mode rooms are
-//! joined through the bus and this count is not kept yet: the budget holds
-//! in a single process only.
+//! joined through the bus and the count is kept in Redis by the scripts
+//! that join and part (`cluster/scripts.rs`); which address a user counts
+//! under is decided here for both modes ([`Limits::rooms_address`]).
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -47,10 +49,19 @@ pub struct Limits {
     pub history_memory: usize,
 }
 
+impl Limits {
+    /// What the memberships of a user connected from `peer` count under
+    /// for `--max-rooms-per-ip`, if they count at all: loopback is spared
+    /// unless `--limits-on-loopback`. One rule for both modes.
+    pub fn rooms_address(&self, peer: IpAddr) -> Option<Key> {
+        Key::of(peer, self.limits_on_loopback)
+    }
+}
+
 /// A trim of history over `--history-memory` forgets down to this
 /// fraction below it (1/16), so that one pass over the rooms makes room
 /// for many messages, not one.
-const TRIM_SLACK: usize = 16;
+pub(crate) const TRIM_SLACK: usize = 16;
 
 /// Every room that exists, by room key.
 pub struct Rooms {
@@ -157,7 +168,7 @@ impl Rooms {
     /// What the memberships of a connection's user count under, if they
     /// count at all (loopback is spared unless `--limits-on-loopback`).
     fn address(&self, inbox: &Inbox) -> Option<Key> {
-        Key::of(inbox.peer(), self.limits.limits_on_loopback)
+        self.limits.rooms_address(inbox.peer())
     }
 
     pub fn limits(&self) -> Limits {
@@ -334,8 +345,8 @@ impl Rooms {
         }
     }
 
-    /// Every membership here, as (room key, room, user key, user).
-    pub fn memberships(&self) -> Vec<(String, String, String, String)> {
+    /// Every membership here.
+    pub fn memberships(&self) -> Vec<Membership> {
         let rooms: Vec<(String, SharedRoom)> = self
             .directory()
             .rooms
@@ -346,14 +357,28 @@ impl Rooms {
         for (key, shared) in rooms {
             let room = lock(&shared);
             for (user_key, member) in room.members() {
-                out.push((
-                    key.clone(),
-                    room.name().to_owned(),
-                    user_key.clone(),
-                    member.name.to_string(),
-                ));
+                out.push(Membership {
+                    room_key: key.clone(),
+                    room: room.name().to_owned(),
+                    user_key: user_key.clone(),
+                    user: member.name.to_string(),
+                    address: self.address(&member.inbox),
+                });
             }
         }
         out
     }
+}
+
+/// A user of this node in a room, as Redis is told it again after it lost
+/// its data.
+pub struct Membership {
+    pub room_key: String,
+    /// The room as spelled.
+    pub room: String,
+    pub user_key: String,
+    /// The user as logged in.
+    pub user: String,
+    /// What the membership counts under for `--max-rooms-per-ip`.
+    pub address: Option<Key>,
 }

@@ -13,7 +13,8 @@ use redis::{Script, Value};
 
 use super::pipeline::Reply;
 use super::scripts::{self, Scripts, STREAM_MAXLEN};
-use crate::hub::Receipt;
+use crate::hub::{Limits, Membership, Receipt};
+use crate::limits::Key;
 
 /// One script call: which script, its keys, and its arguments after the
 /// epoch, which the driver adds.
@@ -40,25 +41,28 @@ impl Call {
     }
 
     /// A `MSG` (`room` empty) or a `SAY` (`room` its key), kept in the
-    /// history list `history` up to `keep` records.
+    /// history list `history` up to `--history` records, all history
+    /// within `--history-memory`.
     pub(crate) fn say(
         frame: &Bytes,
         record: String,
         history: &str,
         room: &str,
-        keep: usize,
+        limits: &Limits,
     ) -> Call {
         Call::new(|s| &s.say, &[scripts::STREAM, history])
             .arg(line(frame))
             .arg(record)
             .arg(STREAM_MAXLEN)
-            .arg(keep)
+            .arg(limits.history)
             .arg(room)
+            .arg(limits.history_memory)
     }
 
-    /// A user of `node` enters a room; `token` marks its `JOIN` in the
-    /// stream.
-    pub(crate) fn join(room: &Joining<'_>, node: &str, max_rooms: usize, token: &str) -> Call {
+    /// A user of `node` enters a room, within `--max-rooms` and, for the
+    /// joiner's address, `--max-rooms-per-ip`; `token` marks its `JOIN` in
+    /// the stream.
+    pub(crate) fn join(room: &Joining<'_>, node: &str, limits: &Limits, token: &str) -> Call {
         Call::new(
             |s| &s.join,
             &[scripts::USERS, scripts::ROOMS, scripts::STREAM],
@@ -68,9 +72,11 @@ impl Call {
         .arg(room.user_key)
         .arg(room.user)
         .arg(node)
-        .arg(max_rooms)
+        .arg(limits.max_rooms)
         .arg(token)
         .arg(STREAM_MAXLEN)
+        .arg(address(room.address))
+        .arg(limits.max_rooms_per_ip)
     }
 
     /// A user parts a room, announced by `frame`.
@@ -112,12 +118,17 @@ impl Call {
         Call::new(|s| &s.history, &[history]).arg(count)
     }
 
-    /// This node's users put back in their rooms: (room key, room as
-    /// spelled, user key, user).
-    pub(crate) fn enroll(memberships: &[(String, String, String, String)]) -> Call {
+    /// This node's users put back in their rooms, each membership counted
+    /// under its address again.
+    pub(crate) fn enroll(memberships: &[Membership]) -> Call {
         let mut call = Call::new(|s| &s.enroll, &[scripts::ROOMS]);
-        for (room, spelled, key, name) in memberships {
-            call = call.arg(room).arg(spelled).arg(key).arg(name);
+        for membership in memberships {
+            call = call
+                .arg(&membership.room_key)
+                .arg(&membership.room)
+                .arg(&membership.user_key)
+                .arg(&membership.user)
+                .arg(address(membership.address));
         }
         call
     }
@@ -143,6 +154,15 @@ pub(crate) struct Joining<'a> {
     pub spelled: &'a str,
     pub user_key: &'a str,
     pub user: &'a str,
+    /// What the joiner's memberships count under (`--max-rooms-per-ip`),
+    /// if they count: [`Limits::rooms_address`].
+    pub address: Option<Key>,
+}
+
+/// An address as the scripts take it: `203.0.113.5`, `2001:db8::/64`, or
+/// empty for a user whose memberships do not count.
+fn address(key: Option<Key>) -> String {
+    key.map(|key| key.to_string()).unwrap_or_default()
 }
 
 /// A frame without its `\n`, as the stream keeps it.
@@ -286,6 +306,7 @@ mod tests {
         assert_eq!(Reply(Value::Int(1)).joined(), Ok(()));
         assert_eq!(Reply(Value::Int(0)).joined(), Err(ErrorCode::AlreadyInRoom));
         assert_eq!(Reply(Value::Int(-4)).joined(), Err(ErrorCode::TooManyRooms));
+        assert_eq!(Reply(Value::Int(-5)).joined(), Err(ErrorCode::TooManyRooms));
         for not_now in [-1, -3] {
             assert_eq!(
                 Reply(Value::Int(not_now)).joined(),
@@ -342,5 +363,51 @@ mod tests {
         let (time, rest) = said.split_once(' ').unwrap();
         assert!(time.parse::<Timestamp>().is_ok());
         assert_eq!(rest, "bob hi there");
+    }
+
+    /// The scripts count a record as what follows its time, less the one
+    /// space between sender and text: a single process's rule.
+    #[test]
+    fn a_record_counts_like_a_message_in_a_single_process() {
+        for (from, text) in [("bob", "hi there"), ("Zoë", "  ü  "), ("a", "x")] {
+            let said = record(from, text);
+            let first = said.find(' ').unwrap() + 1;
+            assert_eq!(
+                said.len() - first - 1,
+                crate::hub::room::HistoryMemory::bytes_of(from, text)
+            );
+        }
+    }
+
+    #[test]
+    fn a_join_carries_the_address_it_counts_under_and_its_budget() {
+        let limits = Limits {
+            max_rooms: 10,
+            max_rooms_per_user: 5,
+            max_rooms_per_ip: 7,
+            limits_on_loopback: false,
+            history: 100,
+            history_memory: 4096,
+        };
+        let call = |peer: [u8; 4]| {
+            let joining = Joining {
+                key: "#r",
+                spelled: "#R",
+                user_key: "bob",
+                user: "Bob",
+                address: limits.rooms_address(std::net::IpAddr::from(peer)),
+            };
+            Call::join(&joining, "node-a", &limits, "node-a:1").args
+        };
+        let counted = call([203, 0, 113, 5]);
+        assert_eq!(counted[..5], ["#r", "#R", "bob", "Bob", "node-a"]);
+        assert_eq!(
+            counted[5..],
+            ["10", "node-a:1", "100000", "203.0.113.5", "7"]
+        );
+        assert_eq!(call([127, 0, 0, 2])[8], "", "loopback is spared");
+        let frame = Bytes::from_static(b"MSG bob hi\n");
+        let say = Call::say(&frame, record("bob", "hi"), "chat:history", "", &limits);
+        assert_eq!(say.args[3..], ["100", "", "4096"]);
     }
 }

@@ -293,13 +293,15 @@ impl Node {
         let token = format!("{}:{}", self.node, self.next_token);
         let user_key = name_key(&member.name);
         let room_key = room_key(&room);
+        let limits = self.rooms.limits();
         let joining = Joining {
             key: &room_key,
             spelled: &room,
             user_key: &user_key,
             user: &member.name,
+            address: limits.rooms_address(member.inbox.peer()),
         };
-        let call = Call::join(&joining, &self.node, self.rooms.limits().max_rooms, &token);
+        let call = Call::join(&joining, &self.node, &limits, &token);
         let (answer, outcome) = oneshot::channel();
         let command = Command::Call {
             call,

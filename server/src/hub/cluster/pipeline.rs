@@ -217,12 +217,13 @@ impl Reply {
     }
 
     /// The join script's answer: 1 the `JOIN` is in the stream, 0 already
-    /// in the room, -4 too many rooms; anything else not now.
+    /// in the room, -4 too many rooms on the server, -5 too many for the
+    /// joiner's address; anything else not now.
     pub(crate) fn joined(&self) -> Result<(), ErrorCode> {
         match self.number() {
             Some(1) => Ok(()),
             Some(0) => Err(ErrorCode::AlreadyInRoom),
-            Some(-4) => Err(ErrorCode::TooManyRooms),
+            Some(-4 | -5) => Err(ErrorCode::TooManyRooms),
             _ => Err(ErrorCode::Unavailable),
         }
     }

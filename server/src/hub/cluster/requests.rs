@@ -29,14 +29,14 @@ pub(crate) fn publish(
     let call = match room {
         None => {
             let frame = ServerFrame::Msg { from, text }.to_bytes();
-            Call::say(&frame, record, scripts::LOBBY_HISTORY, "", limits.history)
+            Call::say(&frame, record, scripts::LOBBY_HISTORY, "", &limits)
         }
         Some(shared) => {
             let room = lock(shared).name().to_owned();
             let key = room_key(&room);
             let frame = ServerFrame::Say { room, from, text }.to_bytes();
             let history = scripts::room_history_key(&key);
-            Call::say(&frame, record, &history, &key, limits.history)
+            Call::say(&frame, record, &history, &key, &limits)
         }
     };
     appended(bus, call)

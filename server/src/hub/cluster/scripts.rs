@@ -20,6 +20,12 @@
 //! - `chat:node-users:<id>`: set of the lower-cased names a node holds.
 //! - `chat:history`: the lobby's last `--history` messages, a list of
 //!   `<time> <from> <text>` records, oldest first.
+//! - `chat:history-bytes`: what the lobby's and every room's history lists
+//!   hold together, counted like a single process counts it (each
+//!   message's sender and text, `--history-memory`).
+//! - `chat:history-sizes`: sorted set of the history lists that hold
+//!   anything, scored by what each holds, so that the one that holds the
+//!   most is found at once when the total is over budget.
 //! - `chat:rooms`: hash from room key (lower-cased) to the room as spelled
 //!   when it was created; a room exists while it has members.
 //! - `chat:room:<key>:members`: hash from lower-cased name to name.
@@ -27,6 +33,12 @@
 //! - `chat:room:<key>:history`: like `chat:history`, for the room.
 //! - `chat:user-rooms:<name key>`: set of the room keys a user is in, so
 //!   that a leave or a reap takes the user out of each.
+//! - `chat:ip-rooms`: hash from an address (`203.0.113.5`, or an IPv6
+//!   `…/64`) to the memberships its users hold together, cluster-wide
+//!   (`--max-rooms-per-ip`); an address with none has no field.
+//! - `chat:user-ips`: hash from a user's name key to the address its
+//!   memberships count under, for users whose address counts, so that a
+//!   part, a leave or a reap gives them back.
 //! - `chat:reconciling`, `chat:buried`: for a few leases after Redis lost
 //!   its data, every name announced gone, so that the survivors' sweep of
 //!   users nobody registered again announces each of them once.
@@ -174,20 +186,100 @@ return epoch
 /// a half.
 pub const RECONCILE_LEASES: u32 = 4;
 
+/// Lua shared by the scripts that append, trim or delete history: the
+/// bytes of every history list, counted together in `chat:history-bytes`
+/// and each in `chat:history-sizes`, and the trim that keeps the total
+/// within `--history-memory`.
+///
+/// `said(record)` is a single process's counting rule
+/// ([`HistoryMemory::bytes_of`](crate::hub::room::HistoryMemory::bytes_of))
+/// read off a `<time> <from> <text>` record: the sender and the text. The
+/// same function counts a record in and out, so the totals cannot drift.
+const HISTORY: &str = r#"
+local function said(record)
+  local first = string.find(record, ' ', 1, true)
+  if not first then return 0 end
+  return math.max(#record - first - 1, 0)
+end
+local function counted(list, delta)
+  if delta == 0 then return end
+  redis.call('INCRBY', 'chat:history-bytes', delta)
+  local size = tonumber(redis.call('ZINCRBY', 'chat:history-sizes', delta, list))
+  if size <= 0 then redis.call('ZREM', 'chat:history-sizes', list) end
+end
+local function forget_history(list)
+  local size = redis.call('ZSCORE', 'chat:history-sizes', list)
+  if size then
+    redis.call('DECRBY', 'chat:history-bytes', size)
+    redis.call('ZREM', 'chat:history-sizes', list)
+  end
+  redis.call('DEL', list)
+end
+local function trim_history(limit)
+  local total = tonumber(redis.call('GET', 'chat:history-bytes') or '0')
+  if total <= limit then return 0 end
+  local target = limit - math.floor(limit / TRIM_SLACK)
+  local forgotten = 0
+  while total > target do
+    local top = redis.call('ZREVRANGE', 'chat:history-sizes', 0, 1, 'WITHSCORES')
+    if #top == 0 then break end
+    local list, size, next = top[1], tonumber(top[2]), tonumber(top[4] or '0')
+    repeat
+      local oldest = redis.call('LPOP', list)
+      if not oldest then
+        redis.call('DECRBY', 'chat:history-bytes', size)
+        redis.call('ZREM', 'chat:history-sizes', list)
+        total = total - size
+        break
+      end
+      local bytes = said(oldest)
+      counted(list, -bytes)
+      total, size, forgotten = total - bytes, size - bytes, forgotten + 1
+    until total <= target or size < next
+  end
+  return forgotten
+end
+"#;
+
+/// Lua shared by the scripts that take users out of rooms: gives an
+/// address's memberships back (`--max-rooms-per-ip`).
+const ADDRESSES: &str = r#"
+local function give_back(key, n)
+  if n <= 0 then return end
+  local ip = redis.call('HGET', 'chat:user-ips', key)
+  if ip and redis.call('HINCRBY', 'chat:ip-rooms', ip, -n) <= 0 then
+    redis.call('HDEL', 'chat:ip-rooms', ip)
+  end
+end
+local function forget_room(room)
+  local base = 'chat:room:' .. room
+  redis.call('DEL', base .. ':members', base .. ':topic')
+  forget_history(base .. ':history')
+  redis.call('HDEL', 'chat:rooms', room)
+end
+"#;
+
+/// [`HISTORY`]'s and [`ADDRESSES`]' functions, then `body`.
+fn with_rooms(body: &str) -> Script {
+    let history = HISTORY.replace("TRIM_SLACK", &crate::hub::rooms::TRIM_SLACK.to_string());
+    Script::new(&format!("{history}{ADDRESSES}{body}"))
+}
+
 /// Lua shared by the scripts that end a user: takes the user (by name key)
-/// out of every room, forgetting each room it empties, and notes the name
-/// as announced gone while the cluster reconciles.
+/// out of every room, forgetting each room it empties and giving its
+/// address's memberships back, and notes the name as announced gone while
+/// the cluster reconciles.
 const GONE: &str = r#"
 local function part_all(key)
   local mine = 'chat:user-rooms:' .. key
+  local left = 0
   for _, room in ipairs(redis.call('SMEMBERS', mine)) do
-    local base = 'chat:room:' .. room
-    redis.call('HDEL', base .. ':members', key)
-    if redis.call('HLEN', base .. ':members') == 0 then
-      redis.call('DEL', base .. ':members', base .. ':topic', base .. ':history')
-      redis.call('HDEL', 'chat:rooms', room)
-    end
+    local members = 'chat:room:' .. room .. ':members'
+    left = left + redis.call('HDEL', members, key)
+    if redis.call('HLEN', members) == 0 then forget_room(room) end
   end
+  give_back(key, left)
+  redis.call('HDEL', 'chat:user-ips', key)
   redis.call('DEL', mine)
   if redis.call('EXISTS', 'chat:reconciling') == 1 then
     redis.call('SADD', 'chat:buried', key)
@@ -197,7 +289,7 @@ end
 
 /// A script that starts with [`GONE`]'s functions.
 fn with_gone(body: &str) -> Script {
-    Script::new(&format!("{GONE}{body}"))
+    with_rooms(&format!("{GONE}{body}"))
 }
 
 /// `snapshot(epoch, users, stream, settle) -> {epoch, settling, users, last}`:
@@ -336,19 +428,31 @@ return freed
     )
 }
 
-/// `say(epoch, stream, history; epoch, frame, record, maxlen, keep, room)
-/// -> id | -1`: appends a `MSG` or `SAY` and keeps its record for
+/// `say(epoch, stream, history; epoch, frame, record, maxlen, keep, room,
+/// memory) -> id | -1`: appends a `MSG` or `SAY` and keeps its record for
 /// `HISTORY`, trimmed to `keep`; a room's record only while the room
-/// exists. Both in one step, so history has the stream's order.
+/// exists. Both in one step, so history has the stream's order. If all
+/// history is then over `memory` bytes (`--history-memory`, the appending
+/// node's), the oldest records of the list that holds the most are
+/// forgotten, then of the next, down to 1/16 below it, as in a single
+/// process.
 pub fn say() -> Script {
-    Script::new(
+    with_rooms(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '0-*', 'f', ARGV[2])
 local keep = tonumber(ARGV[5])
 if keep > 0 and (ARGV[6] == '' or redis.call('HEXISTS', 'chat:rooms', ARGV[6]) == 1) then
-  redis.call('RPUSH', KEYS[3], ARGV[3])
-  redis.call('LTRIM', KEYS[3], -keep, -1)
+  local delta = said(ARGV[3])
+  local over = redis.call('RPUSH', KEYS[3], ARGV[3]) - keep
+  if over > 0 then
+    for _, old in ipairs(redis.call('LRANGE', KEYS[3], 0, over - 1)) do
+      delta = delta - said(old)
+    end
+    redis.call('LTRIM', KEYS[3], over, -1)
+  end
+  counted(KEYS[3], delta)
+  trim_history(tonumber(ARGV[7]))
 end
 return id
 "#,
@@ -356,11 +460,14 @@ return id
 }
 
 /// `join(epoch, users, rooms, stream; epoch, room, spelled, key, name,
-/// node, max_rooms, token, maxlen) -> 1 | 0 | -1 | -3 | -4`: puts the user
-/// in the room, creating it, and appends `JOIN <room> <name>` carrying what
-/// the joiner is owed at that point: the members (`n`, sorted by key) and
-/// the topic (`p`). 0: already in it; -3: this node does not hold the user;
-/// -4: `--max-rooms` reached.
+/// node, max_rooms, token, maxlen, address, max_rooms_per_ip) -> 1 | 0 |
+/// -1 | -3 | -4 | -5`: puts the user in the room, creating it, and appends
+/// `JOIN <room> <name>` carrying what the joiner is owed at that point: the
+/// members (`n`, sorted by key) and the topic (`p`). An `address` (empty
+/// when it does not count) is checked against `max_rooms_per_ip` (the
+/// joining node's) and counted in the same step, so two nodes cannot both
+/// admit its last room. 0: already in it; -3: this node does not hold the
+/// user; -4: `--max-rooms` reached; -5: `--max-rooms-per-ip` reached.
 pub fn join() -> Script {
     Script::new(
         r#"
@@ -369,6 +476,10 @@ local owner = redis.call('HGET', KEYS[2], ARGV[4])
 if (not owner) or string.sub(owner, 1, #ARGV[6] + 1) ~= ARGV[6] .. ' ' then return -3 end
 local base = 'chat:room:' .. ARGV[2]
 if redis.call('HEXISTS', base .. ':members', ARGV[4]) == 1 then return 0 end
+local ip = ARGV[10]
+if ip ~= '' and tonumber(redis.call('HGET', 'chat:ip-rooms', ip) or '0') >= tonumber(ARGV[11]) then
+  return -5
+end
 local spelled = redis.call('HGET', KEYS[3], ARGV[2])
 if not spelled then
   if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[7]) then return -4 end
@@ -377,6 +488,10 @@ if not spelled then
 end
 redis.call('HSET', base .. ':members', ARGV[4], ARGV[5])
 redis.call('SADD', 'chat:user-rooms:' .. ARGV[4], ARGV[2])
+if ip ~= '' then
+  redis.call('HINCRBY', 'chat:ip-rooms', ip, 1)
+  redis.call('HSET', 'chat:user-ips', ARGV[4], ip)
+end
 local all = redis.call('HGETALL', base .. ':members')
 local keys, names, by_key = {}, {}, {}
 for i = 1, #all, 2 do
@@ -398,19 +513,19 @@ return 1
 }
 
 /// `part(epoch, rooms, stream; epoch, room, key, frame, maxlen) -> id | -1`:
-/// takes the user out of the room, forgetting it if emptied, and appends
-/// the room's `LEAVE`.
+/// takes the user out of the room, giving its address's membership back
+/// and forgetting the room (its history counted out) if emptied, and
+/// appends the room's `LEAVE`.
 pub fn part() -> Script {
-    Script::new(
+    with_rooms(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local base = 'chat:room:' .. ARGV[2]
-redis.call('HDEL', base .. ':members', ARGV[3])
-redis.call('SREM', 'chat:user-rooms:' .. ARGV[3], ARGV[2])
-if redis.call('HLEN', base .. ':members') == 0 then
-  redis.call('DEL', base .. ':members', base .. ':topic', base .. ':history')
-  redis.call('HDEL', KEYS[2], ARGV[2])
-end
+local members = 'chat:room:' .. ARGV[2] .. ':members'
+local mine = 'chat:user-rooms:' .. ARGV[3]
+give_back(ARGV[3], redis.call('HDEL', members, ARGV[3]))
+redis.call('SREM', mine, ARGV[2])
+if redis.call('EXISTS', mine) == 0 then redis.call('HDEL', 'chat:user-ips', ARGV[3]) end
+if redis.call('HLEN', members) == 0 then forget_room(ARGV[2]) end
 return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-*', 'f', ARGV[4])
 "#,
     )
@@ -511,17 +626,25 @@ return out
     )
 }
 
-/// `enroll(epoch, rooms; epoch, room, spelled, key, name, …) -> 1 | -1`:
-/// after Redis lost its data, puts this node's users back in their rooms.
-/// No frames, as for names; topics and history were lost with the data.
+/// `enroll(epoch, rooms; epoch, room, spelled, key, name, address, …) ->
+/// 1 | -1`: after Redis lost its data, puts this node's users back in their
+/// rooms, each membership counted again under its address (empty when it
+/// does not count), beyond `--max-rooms-per-ip` if need be: the users are
+/// in those rooms already. No frames, as for names; topics and history
+/// were lost with the data. A membership put back twice counts once.
 pub fn enroll() -> Script {
     Script::new(
         r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-for i = 2, #ARGV, 4 do
+for i = 2, #ARGV, 5 do
   redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('HSET', 'chat:room:' .. ARGV[i] .. ':members', ARGV[i + 2], ARGV[i + 3])
+  local added = redis.call('HSET', 'chat:room:' .. ARGV[i] .. ':members', ARGV[i + 2], ARGV[i + 3])
   redis.call('SADD', 'chat:user-rooms:' .. ARGV[i + 2], ARGV[i])
+  local ip = ARGV[i + 4]
+  if added == 1 and ip ~= '' then
+    redis.call('HINCRBY', 'chat:ip-rooms', ip, 1)
+    redis.call('HSET', 'chat:user-ips', ARGV[i + 2], ip)
+  end
 end
 return 1
 "#,

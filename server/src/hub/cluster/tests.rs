@@ -14,7 +14,7 @@ use super::driver::Command;
 use super::node::{RoomEntering, SyncRequest, Waiter};
 use super::scripts::{self, Scripts, STREAM_MAXLEN};
 use super::{Bus, Reply};
-use crate::hub::{Done, Hub, Limits, Outcome, Outgoing, Receipt, Update, User, Welcome};
+use crate::hub::{lock, Done, Hub, Limits, Outcome, Outgoing, Receipt, Update, User, Welcome};
 
 const BACKLOG: usize = 64;
 
@@ -203,7 +203,8 @@ async fn msg_is_the_say_script_on_the_lobby_history_and_returns_its_receipt() {
     );
     assert_eq!(
         call.args[2..],
-        strings(&[&STREAM_MAXLEN.to_string(), "100", ""])
+        strings(&[&STREAM_MAXLEN.to_string(), "100", "", "67108864"]),
+        "maxlen, --history, no room, --history-memory"
     );
     answer.send(Ok(entry(42))).expect("waiting");
     assert!(matches!(
@@ -486,6 +487,17 @@ async fn a_server_that_keeps_no_history_answers_without_a_call() {
     assert!(matches!(hub.history(&mut alice, None, 50), Outcome::Done));
     assert_eq!(text(&alice), "HISTORY 0\n");
     assert!(ends.no_call());
+}
+
+/// History lives in Redis, bounded there: a node's lobby keeps none of
+/// its own, whatever it is given.
+#[tokio::test]
+async fn a_node_keeps_no_history_of_its_own() {
+    let (hub, _ends) = cluster_hub(LIMITS);
+    let mut lobby = lock(hub.lobby());
+    lobby.record(&"alice".into(), "hi");
+    assert_eq!(lobby.history_bytes(), 0);
+    assert_eq!(hub.rooms().memory().used(), 0);
 }
 
 // The bus refusing
