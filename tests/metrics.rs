@@ -16,21 +16,36 @@ use tokio::net::TcpStream;
 
 /// One HTTP/1.1 GET: the status code, the headers and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    try_get(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// One HTTP/1.1 GET, or why it got no answer (a full port closes new
+/// connections at once, unanswered).
+async fn try_get(addr: SocketAddr, path: &str) -> Result<(u16, String, String), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     let mut response = String::new();
     tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response))
         .await
-        .expect("response in time")
-        .expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+        .map_err(|_| "no response in time".to_owned())?
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no head and body in {response:?}"))?;
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    (status, head.to_owned(), body.to_owned())
+        .ok_or_else(|| format!("no status code in {head:?}"))?;
+    Ok((status, head.to_owned(), body.to_owned()))
 }
 
 /// The value of the sample `series` (name and labels) in the text.
@@ -42,10 +57,11 @@ fn sample(text: &str, series: &str) -> f64 {
         .expect("a number")
 }
 
-/// Polls `path` until it answers `status`.
+/// Polls `path` until it answers `status`; connections closed unanswered
+/// (the port still full) count as not yet.
 async fn until_status(addr: SocketAddr, path: &str, status: u16) {
     let deadline = Instant::now() + 3 * TIMEOUT;
-    while get(addr, path).await.0 != status {
+    while try_get(addr, path).await.map(|answer| answer.0) != Ok(status) {
         assert!(Instant::now() < deadline, "{path} never answered {status}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

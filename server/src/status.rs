@@ -24,7 +24,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,10 @@ use crate::metrics;
 const READY_LIMIT: Duration = Duration::from_secs(1);
 /// Longest one HTTP connection may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait, after an answer, for the client to close its side.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most a client may send after its request before it is closed anyway.
+const LINGER_BYTES: usize = 64 * 1024;
 /// Connections the endpoint serves at once; more are closed at once. A
 /// scraper, a supervisor and a load balancer need a few; without a bound,
 /// idle connections could take every file descriptor the chat needs.
@@ -104,20 +109,43 @@ pub fn serve(
             };
             let (hub, listening, shutdown) = (hub.clone(), listening.clone(), shutdown.clone());
             tokio::spawn(async move {
+                let mut stream = stream;
                 let service = service_fn(move |request| {
                     answer(request, hub.clone(), listening.clone(), shutdown.clone())
                 });
                 // No keep-alive: the connection closes after one answer.
                 let connection = http1::Builder::new()
                     .keep_alive(false)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Ok(Err(e)) = tokio::time::timeout(REQUEST_TIMEOUT, connection).await {
-                    debug!(error = %e, "metrics endpoint: connection failed");
+                    .serve_connection(TokioIo::new(&mut stream), service);
+                match tokio::time::timeout(REQUEST_TIMEOUT, connection).await {
+                    Ok(Ok(())) => linger(&mut stream).await,
+                    Ok(Err(e)) => debug!(error = %e, "metrics endpoint: connection failed"),
+                    Err(_) => {}
                 }
                 drop(permit);
             });
         }
     })
+}
+
+/// After the answer: half-closes and reads what the client sent beyond its
+/// one request (a pipelined second one), briefly, before the close. Closing
+/// with unread input would make the kernel send a reset, which can destroy
+/// the answer before the client reads it.
+async fn linger(stream: &mut TcpStream) {
+    let _ = tokio::time::timeout(LINGER, async {
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Whether the endpoint may listen on `addr`: loopback always, any other
