@@ -630,7 +630,9 @@ async fn room_flag_joins_before_the_first_prompt() {
 
     pane.type_text("/help");
     pane.press("Enter");
-    let screen = pane.wait_for_last_line_after("show this help", "alice #ops>");
+    // The help's last line: the lines before it may show before the whole
+    // help has been printed.
+    let screen = pane.wait_for_last_line_after("Up and Down browse earlier lines", "alice #ops>");
     for command in [
         "/join #room",
         "/part [#room] [text]",
