@@ -370,3 +370,111 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
         Pin::new(&mut wire.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::hub::{Hub, Limits};
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio::io::DuplexStream;
+    use tokio_util::sync::CancellationToken;
+
+    /// The server's side as a session sees it, and a client's WebSocket.
+    async fn pair(
+        max_line: usize,
+    ) -> (
+        Connection<Frames<DuplexStream>, Output<DuplexStream>>,
+        WebSocketStream<DuplexStream>,
+    ) {
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let connection = connection(server, -1, max_line).await;
+        let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        (connection, client)
+    }
+
+    async fn next_text(client: &mut WebSocketStream<DuplexStream>) -> String {
+        match client.next().await {
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_line_is_one_text_message_and_each_message_one_frame() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut connection, mut client) = pair(16).await;
+        let long = "x".repeat(70_000);
+        let lines = format!("WELCOME alice\nNAMES alice bob\n\nMSG bob {long}\n");
+        // Written while the client reads: more than the pipe holds.
+        let write = async {
+            connection.output.write_all(lines.as_bytes()).await.unwrap();
+            connection.output.flush().await.unwrap();
+        };
+        let read = async {
+            assert_eq!(next_text(&mut client).await, "WELCOME alice");
+            assert_eq!(next_text(&mut client).await, "NAMES alice bob");
+            assert_eq!(next_text(&mut client).await, "");
+            assert_eq!(next_text(&mut client).await, format!("MSG bob {long}"));
+        };
+        tokio::join!(write, read);
+
+        for (sent, wanted) in [
+            ("PING t", Ok(ClientFrame::Ping(Some("t".into())))),
+            ("MSG a\nMSG b", Err(ErrorCode::BadText)),
+            ("PING t\r", Err(ErrorCode::BadText)),
+            ("MSG 0123456789abc", Err(ErrorCode::LineTooLong)),
+        ] {
+            client.send(Message::text(sent)).await.unwrap();
+            let got = connection.frames.next().await.unwrap().unwrap();
+            assert_eq!(got.map_err(|r| r.code), wanted, "{sent:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_binary_message_ends_the_frames_and_the_close_says_1003() {
+        use tokio::io::AsyncWriteExt as _;
+        let (mut connection, mut client) = pair(4096).await;
+        client.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+        assert!(connection.frames.next().await.is_none());
+        connection.output.write_all(b"BYE\n").await.unwrap();
+        connection.output.shutdown().await.unwrap();
+        assert_eq!(next_text(&mut client).await, "BYE");
+        match client.next().await {
+            Some(Ok(Message::Close(Some(close)))) => assert_eq!(close.code, CloseCode::Unsupported),
+            other => panic!("expected a Close, got {other:?}"),
+        }
+        // The client's reply completes the close; the frames end there.
+        drop(client);
+        assert!(connection.frames.next().await.is_none());
+    }
+
+    /// What an idle WebSocket user's session costs in its task: the
+    /// connection's halves are a pointer each, so it is the TCP
+    /// session's size (`session::tests::the_session_future_stays_small`).
+    #[tokio::test]
+    async fn the_websocket_session_future_stays_small() {
+        let limits = Limits {
+            max_rooms: 10,
+            max_rooms_per_user: 10,
+            max_rooms_per_ip: 10,
+            limits_on_loopback: false,
+            history: 10,
+            history_memory: 1 << 20,
+        };
+        let (hub, _requests) = Hub::channels(16, limits, None);
+        let (connection, _client) = pair(4096).await;
+        let shared = std::mem::size_of::<Shared<tokio::io::DuplexStream>>();
+        println!("the WebSocket's shared state: {shared} bytes");
+        let session = crate::session::run(
+            connection,
+            "127.0.0.1:1".parse().unwrap(),
+            hub,
+            Arc::new(Config::default()),
+            CancellationToken::new(),
+        );
+        let size = std::mem::size_of_val(&session);
+        println!("WebSocket session future: {size} bytes");
+        assert!(size <= 2048, "the session future grew to {size} bytes");
+    }
+}
