@@ -43,8 +43,6 @@ const READ_BUFFER: usize = 512;
 /// Bytes of the session's lines framed in one write (at least one line);
 /// what [`Wire`] holds while the socket takes them.
 const WRITE_BATCH: usize = 16 * 1024;
-/// An empty frame buffer larger than this is released.
-const WRITE_KEEP: usize = 1024;
 
 /// The largest message tungstenite reads whole: twice `--max-line` (so a
 /// message a little too long is told `line-too-long` and the connection
@@ -330,7 +328,10 @@ impl<S: AsyncWrite + Unpin> Wire<S> {
             }
             self.framed.advance(n);
         }
-        if self.framed.capacity() > WRITE_KEEP {
+        // Let go of the buffer once it is written: after `advance` its
+        // capacity says nothing of the allocation behind it, which is as
+        // large as the largest batch, and an idle user should keep none.
+        if self.framed.capacity() != 0 {
             self.framed = BytesMut::new();
         }
         Poll::Ready(Ok(()))
