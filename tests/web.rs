@@ -706,6 +706,17 @@ async fn the_https_door_serves_the_page_and_the_chat_with_the_certificate() {
 }
 
 #[tokio::test]
+async fn a_stopping_server_tells_websocket_users_and_closes() {
+    let (mut server, web) = web_server(&[]);
+    let mut alice = ws(web).await;
+    alice.login("alice").await;
+    server.signal(libc::SIGTERM);
+    alice.expect_error("shutting-down").await;
+    alice.expect_close(CloseCode::Normal).await;
+    assert!(server.stop().success());
+}
+
+#[tokio::test]
 async fn the_web_doors_count_in_the_metrics_by_door() {
     let (server, web) = web_server(&["--metrics", "127.0.0.1:0"]);
     let mut alice = ws(web).await;

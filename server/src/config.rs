@@ -888,6 +888,53 @@ mod tests {
     }
 
     #[test]
+    fn the_web_door_comes_from_the_file_and_prints_back() {
+        let file = TempFile::new(
+            "web",
+            "web-addr = \"127.0.0.1:8080\"\nweb-origins = [\"HTTPS://Chat.Example.com:443\"]\n\
+             trusted-proxies = [\"10.1.0.0/16\", \"::1\"]\n",
+        );
+        let config = file.load(&[]).expect("valid file");
+        assert_eq!(config.web_addr.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(config.web_origins, ["https://chat.example.com"]);
+        let proxies: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(proxies, ["10.1.0.0/16", "::1"]);
+        let printed = TempFile::new("web-printed", &config.to_toml());
+        let again = printed.load(&[]).expect("the printed config loads");
+        assert_eq!(
+            format!("{:?}", again.trusted_proxies),
+            format!("{:?}", config.trusted_proxies)
+        );
+        assert_eq!(again.web_origins, config.web_origins);
+        for (name, text, key) in [
+            (
+                "web-bad-origin",
+                "web-origins = [\"chat.example.com\"]\n",
+                "web-origins",
+            ),
+            (
+                "web-bad-proxy",
+                "trusted-proxies = [\"10.0.0.0/99\"]\n",
+                "trusted-proxies",
+            ),
+            ("web-bad-addr", "web-addr = \"8080\"\n", "web-addr"),
+        ] {
+            let error = TempFile::new(name, text).load(&[]).expect_err(name);
+            assert!(error.contains(&format!(":1: {key}: ")), "{name}: {error}");
+        }
+        let tls = Config::try_parse_from(["chat-server", "--web-tls-addr", "127.0.0.1:0"])
+            .expect("valid flags");
+        assert!(tls
+            .tls_files()
+            .expect_err("no certificate")
+            .contains("--tls-cert"));
+    }
+
+    #[test]
     fn durations_and_switches_take_their_kinds() {
         let file = TempFile::new(
             "kinds",
