@@ -194,12 +194,20 @@ async fn request_over<S: AsyncRead + AsyncWrite + Unpin>(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
+    // A connection closed at once (refused) may reset the request: that
+    // and an empty answer are status 0.
+    let _ = stream.write_all(request.as_bytes()).await;
     let mut raw = Vec::new();
-    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw))
+    let read = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw))
         .await
-        .expect("the answer timed out")
-        .expect("read the answer");
+        .expect("the answer timed out");
+    if read.is_err() || raw.is_empty() {
+        return Answer {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+    }
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -703,6 +711,36 @@ async fn the_https_door_serves_the_page_and_the_chat_with_the_certificate() {
         Err(e) => panic!("expected 403, got {e}"),
         Ok(_) => panic!("an http origin opened the wss door"),
     }
+}
+
+/// A TCP connection to the web door from `source`, sending nothing.
+async fn idle_from(web: SocketAddr, source: Ipv4Addr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source.into(), 0))
+        .expect("bind the source address");
+    socket.connect(web).await.expect("connect")
+}
+
+#[tokio::test]
+async fn one_address_holds_at_most_16_http_connections_and_a_trusted_proxy_more() {
+    let (_server, web) = web_server(&["--limits-on-loopback", "--trusted-proxy", "127.0.0.6"]);
+    let greedy = Ipv4Addr::new(127, 0, 0, 4);
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(idle_from(web, greedy).await);
+    }
+    // Served in turn, so all 16 are counted before the 17th is accepted.
+    let page = request_over(idle_from(web, greedy).await, "GET", "/", &[]).await;
+    assert_eq!(page.status, 0, "the 17th was answered");
+    let other = idle_from(web, Ipv4Addr::new(127, 0, 0, 5)).await;
+    assert_eq!(request_over(other, "GET", "/", &[]).await.status, 200);
+    let proxy = Ipv4Addr::new(127, 0, 0, 6);
+    for _ in 0..16 {
+        held.push(idle_from(web, proxy).await);
+    }
+    let behind = idle_from(web, proxy).await;
+    assert_eq!(request_over(behind, "GET", "/", &[]).await.status, 200);
 }
 
 #[tokio::test]
