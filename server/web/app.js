@@ -322,7 +322,8 @@ function notice(text, conv = conversation(state.current)) {
 
 function problem(text, code, detail) {
   const parts = [textNode(text)];
-  if (code) parts.push(textNode(` [${code}${detail ? ": " + detail : ""}]`, "code"));
+  const repeats = detail && text.toLowerCase().includes(detail.toLowerCase());
+  if (code) parts.push(textNode(` [${code}${detail && !repeats ? ": " + detail : ""}]`, "code"));
   append(conversation(state.current), lineNode("error", parts));
 }
 
@@ -724,7 +725,9 @@ function finishHistory() {
   }
   const before = conv.messages.slice(0, conv.messages.length - since.length);
   const known = overlap(fresh, before);
-  const anchor = since.length ? since[0].el : null;
+  // A conversation just opened gets its past above everything; one that
+  // comes back after a drop, before what came live since.
+  const anchor = !before.length ? conv.log.firstChild : since.length ? since[0].el : null;
   const missed = fresh.slice(known);
   if (!missed.length) return;
   const label = before.length ? "while you were away" : "earlier messages";
