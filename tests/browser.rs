@@ -105,7 +105,10 @@ async fn browsers_and_a_tcp_user_chat_in_one_order() {
     // A room: joined from the page's field and with /join, and over TCP.
     alice.fill("join-room", "#ops").await;
     alice
-        .js("document.querySelector('#join-form button').click();", vec![])
+        .js(
+            "document.querySelector('#join-form button').click();",
+            vec![],
+        )
         .await;
     alice.wait_for_line("you joined #ops").await;
     bob.type_line("/join #ops").await;
@@ -178,7 +181,10 @@ async fn a_registered_name_logs_in_with_its_password() {
     assert!(error.contains("taken"), "{error}");
     page.try_login("reggie", "").await;
     let error = page.login_error().await;
-    assert!(error.contains("registered name: enter its password"), "{error}");
+    assert!(
+        error.contains("registered name: enter its password"),
+        "{error}"
+    );
     page.try_login("reggie", "wrong-password").await;
     let error = page.login_error().await;
     assert!(error.contains("Wrong password"), "{error}");
@@ -254,9 +260,14 @@ async fn markup_in_messages_stays_text() {
             vec![],
         )
         .await;
-    assert_eq!(made, serde_json::json!(0), "an element was made from a message");
+    assert_eq!(
+        made,
+        serde_json::json!(0),
+        "an element was made from a message"
+    );
     page.type_line("/join #x").await;
-    page.wait_for_line("topic: <img src=x onerror=alert(2)>").await;
+    page.wait_for_line("topic: <img src=x onerror=alert(2)>")
+        .await;
     assert_eq!(
         page.text_of("#conv-topic .text").await,
         "<img src=x onerror=alert(2)>"
@@ -350,14 +361,18 @@ async fn the_page_fits_a_phone() {
         "the login form is wider than the phone"
     );
     page.login("alice", "").await;
-    page.type_line("/join #a-room-with-a-rather-long-name").await;
+    page.type_line("/join #a-room-with-a-rather-long-name")
+        .await;
     page.wait_for_line("you joined").await;
     page.type_line(&"x".repeat(300)).await;
     page.wait_for_line("xxxxxxxxxx").await;
     let width = page
         .js("return document.documentElement.scrollWidth;", vec![])
         .await;
-    assert!(width.as_u64().is_some_and(|w| w <= 390), "scrollWidth {width}");
+    assert!(
+        width.as_u64().is_some_and(|w| w <= 390),
+        "scrollWidth {width}"
+    );
     page.close().await;
 }
 
@@ -375,10 +390,15 @@ async fn screenshots() {
     carol.send("MSG morning all").await;
     dave.send("MSG morning carol").await;
     carol.send("JOIN #rust").await;
-    carol.send("TOPIC #rust async book club, chapter 3 this week").await;
-    carol.send("SAY #rust has anyone got to the part on pinning?").await;
+    carol
+        .send("TOPIC #rust async book club, chapter 3 this week")
+        .await;
+    carol
+        .send("SAY #rust has anyone got to the part on pinning?")
+        .await;
     dave.send("JOIN #rust").await;
-    dave.send("SAY #rust yes: Pin<&mut Self> finally made sense").await;
+    dave.send("SAY #rust yes: Pin<&mut Self> finally made sense")
+        .await;
     dave.barrier().await;
     carol.barrier().await;
 

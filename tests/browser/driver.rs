@@ -133,8 +133,7 @@ impl WebServer {
     }
 
     /// Stops the server as an operator would (SIGTERM: `ERROR
-    /// shutting-down` to everyone), then starts it again at the same web
-    /// address once `ready` says so.
+    /// shutting-down` to everyone) and waits for it to exit.
     pub fn stop(&mut self) {
         self.server.signal(libc::SIGTERM);
         assert!(
@@ -143,6 +142,7 @@ impl WebServer {
         );
     }
 
+    /// Starts the server again, at the same web address.
     pub fn restart(&mut self) {
         self.server = Self::spawn(&self.args, self.web);
     }
@@ -382,7 +382,8 @@ impl Page {
 
     /// The text of the first element `selector` matches, or "".
     pub async fn text_of(&self, selector: &str) -> String {
-        let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';";
+        let script =
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';";
         self.js(script, vec![json!(selector)])
             .await
             .as_str()
