@@ -344,6 +344,31 @@ async fn an_error_is_shown() {
     page.close().await;
 }
 
+/// Keyboard first: Up recalls the previous line, Tab completes a name
+/// (as `name: ` at the start of a message, as chat-client does).
+#[tokio::test]
+async fn up_recalls_and_tab_completes() {
+    let _turn = one_at_a_time().await;
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let server = WebServer::start(&[]);
+    let _bart = tcp_user(&server, "bartholomew").await;
+    let page = desktop(&driver, &server).await;
+    page.login("alice", "").await;
+    page.type_line("first line").await;
+    page.wait_for_line("first line").await;
+    let value = "document.getElementById('input').value";
+    page.press("\u{e013}").await;
+    page.wait_for("Up to recall", &format!("{value} === 'first line'"))
+        .await;
+    page.fill("input", "bart").await;
+    page.press("\u{e004}").await;
+    page.wait_for("Tab to complete", &format!("{value} === 'bartholomew: '"))
+        .await;
+    page.close().await;
+}
+
 /// At a phone's width the page fits: no horizontal scroll, even with a long
 /// word in a message.
 #[tokio::test]

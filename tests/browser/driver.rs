@@ -380,6 +380,16 @@ impl Page {
             .expect("type a line");
     }
 
+    /// Presses `keys` (WebDriver key codes too) in the message field.
+    pub async fn press(&self, keys: &str) {
+        let input = self
+            .client
+            .find(Locator::Id("input"))
+            .await
+            .expect("the message field");
+        input.send_keys(keys).await.expect("press keys");
+    }
+
     /// The text of the first element `selector` matches, or "".
     pub async fn text_of(&self, selector: &str) -> String {
         let script =
