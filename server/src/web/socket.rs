@@ -9,7 +9,11 @@
 //!   told `line-too-long` and the WebSocket is closed with 1009, since the
 //!   rest of such a message cannot be skipped. Text that is not UTF-8 is
 //!   `invalid-utf8` and closes with 1007, as RFC 6455 says. A binary
-//!   message closes with 1003. Pings are answered by tungstenite.
+//!   message closes with 1003. Pings are answered by tungstenite; control
+//!   frames never reach the session's flood control, so they have an
+//!   allowance of their own ([`CONTROL_BURST`], then one every
+//!   [`CONTROL_EVERY`]): beyond it the socket is not read until the next
+//!   one is due, as flood control delays frames.
 //! - Out: every `\n`-ended line becomes one text message. The frames are
 //!   built here, straight from the session's queue, into a buffer that is
 //!   let go once written: tungstenite's own write buffer never gives its
@@ -24,11 +28,13 @@ use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use chat_protocol::{ClientFrame, ErrorCode, Rejection};
-use futures::{Sink, Stream};
+use futures::{Future, Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -43,6 +49,12 @@ const READ_BUFFER: usize = 512;
 /// Bytes of the session's lines framed in one write (at least one line);
 /// what [`Wire`] holds while the socket takes them.
 const WRITE_BATCH: usize = 16 * 1024;
+
+/// Control frames (pings, pongs) a client may send at once; a browser
+/// sends none, and the page keeps alive with the protocol's `PING`.
+const CONTROL_BURST: u32 = 8;
+/// Then one control frame per this long.
+const CONTROL_EVERY: Duration = Duration::from_millis(250);
 
 /// The largest message tungstenite reads whole: twice `--max-line` (so a
 /// message a little too long is told `line-too-long` and the connection
@@ -82,6 +94,7 @@ where
         close_code: CloseCode::Normal,
         peer_closed: false,
         close_sent: false,
+        controls: Controls::new(),
     }));
     Connection {
         frames: Frames(shared.clone()),
@@ -102,6 +115,58 @@ struct Shared<S> {
     peer_closed: bool,
     /// The server sent its Close: nothing more is sent.
     close_sent: bool,
+    controls: Controls,
+}
+
+/// The client's allowance of control frames.
+struct Controls {
+    left: u32,
+    /// When `left` was last brought up to date.
+    since: Instant,
+    /// While the allowance is spent: the wait until the next is due, which
+    /// reading waits for. Only a client that overspends ever has one.
+    pause: Option<Pin<Box<Sleep>>>,
+}
+
+impl Controls {
+    fn new() -> Self {
+        Controls {
+            left: CONTROL_BURST,
+            since: Instant::now(),
+            pause: None,
+        }
+    }
+
+    /// Spends one control frame; if none was left, reading pauses until
+    /// the next is due.
+    fn spend(&mut self) {
+        let now = Instant::now();
+        let earned = (now - self.since).as_millis() / CONTROL_EVERY.as_millis();
+        let earned = earned.min(u128::from(CONTROL_BURST)) as u32;
+        self.left = (self.left + earned).min(CONTROL_BURST);
+        self.since = match self.left {
+            CONTROL_BURST => now,
+            _ => self.since + CONTROL_EVERY * earned,
+        };
+        match self.left {
+            // This one takes the next that comes due, and reading waits
+            // for it.
+            0 => {
+                self.since += CONTROL_EVERY;
+                self.pause = Some(Box::pin(tokio::time::sleep_until(self.since)));
+            }
+            _ => self.left -= 1,
+        }
+    }
+
+    /// Ready when reading may go on.
+    fn poll_pause(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(pause) = &mut self.pause {
+            ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+        }
+        Poll::Ready(())
+    }
 }
 
 enum Reading {
@@ -155,6 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Frames<S> {
                 }
                 Reading::Draining => return shared.poll_drain(cx),
             }
+            ready!(shared.controls.poll_pause(cx));
             let message = match ready!(Pin::new(&mut shared.ws).poll_next(cx)) {
                 None => return Poll::Ready(None),
                 Some(Ok(message)) => message,
@@ -176,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for Frames<S> {
                 }
                 // tungstenite has queued the pong; it goes out before its
                 // next read, or with the session's next write.
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => shared.controls.spend(),
             }
         }
     }
@@ -430,6 +496,27 @@ mod tests {
             let got = connection.frames.next().await.unwrap().unwrap();
             assert_eq!(got.map_err(|r| r.code), wanted, "{sent:?}");
         }
+    }
+
+    /// Pings beyond the allowance are not read until they are due, so a
+    /// ping flood costs what flood control lets a frame flood cost.
+    #[tokio::test(start_paused = true)]
+    async fn control_frames_past_their_allowance_wait() {
+        let (mut connection, mut client) = pair(4096).await;
+        let extra = 4;
+        for _ in 0..CONTROL_BURST + extra {
+            client.send(Message::Ping(vec![1].into())).await.unwrap();
+        }
+        client.send(Message::text("PING after")).await.unwrap();
+        let started = Instant::now();
+        let got = connection.frames.next().await.unwrap().unwrap();
+        assert_eq!(got, Ok(ClientFrame::Ping(Some("after".into()))));
+        let waited = started.elapsed();
+        assert!(
+            waited >= CONTROL_EVERY * extra && waited < CONTROL_EVERY * (extra + 2),
+            "{} pings past the allowance waited {waited:?}",
+            extra
+        );
     }
 
     #[tokio::test]
