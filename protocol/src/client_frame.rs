@@ -200,6 +200,27 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// A frame over `max_line` bytes, skipped: the same words whatever
+    /// carried it (a line, a WebSocket message).
+    pub fn line_too_long(max_line: usize) -> Rejection {
+        Rejection::new(
+            ErrorCode::LineTooLong,
+            None,
+            format!("frames are at most {max_line} bytes; the line was skipped"),
+        )
+    }
+
+    /// A frame that is not UTF-8, skipped.
+    pub fn invalid_utf8() -> Rejection {
+        Rejection::new(
+            ErrorCode::InvalidUtf8,
+            None,
+            "frames must be UTF-8; the line was skipped",
+        )
+    }
+}
+
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.detail)

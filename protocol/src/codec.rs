@@ -11,7 +11,6 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::client_frame::{ClientFrame, Rejection};
-use crate::error::ErrorCode;
 use crate::server_frame::{MalformedFrame, ServerFrame};
 
 /// Longest frame a client may send, in bytes without the line ending.
@@ -158,19 +157,8 @@ impl ServerCodec {
     fn frame(&self, line: Result<String, LineError>) -> Result<ClientFrame, Rejection> {
         match line {
             Ok(line) => ClientFrame::parse(&line),
-            Err(LineError::TooLong) => Err(Rejection::new(
-                ErrorCode::LineTooLong,
-                None,
-                format!(
-                    "frames are at most {} bytes; the line was skipped",
-                    self.lines.max_length()
-                ),
-            )),
-            Err(LineError::InvalidUtf8) => Err(Rejection::new(
-                ErrorCode::InvalidUtf8,
-                None,
-                "frames must be UTF-8; the line was skipped",
-            )),
+            Err(LineError::TooLong) => Err(Rejection::line_too_long(self.lines.max_length())),
+            Err(LineError::InvalidUtf8) => Err(Rejection::invalid_utf8()),
         }
     }
 }
@@ -300,6 +288,7 @@ impl Encoder<&ClientFrame> for ClientCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     fn decode_all(codec: &mut LineCodec, input: &[u8]) -> Vec<Result<String, LineError>> {
         let mut buf = BytesMut::from(input);

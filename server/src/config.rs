@@ -258,6 +258,37 @@ pub struct Config {
           value_name = "NAME", value_delimiter = ',', value_parser = parse_operator)]
     pub operators: Vec<String>,
 
+    /// Serve the browser client over HTTP on this address (host:port): the
+    /// page at /, the chat as a WebSocket at /ws. Off unless given; port 0
+    /// picks a free port, named on stdout as `listening for HTTP on
+    /// <address>`.
+    #[arg(long, env = "CHAT_WEB_ADDR", hide_env_values = true, value_name = "HOST:PORT",
+          value_parser = parse_web_addr)]
+    pub web_addr: Option<String>,
+
+    /// Serve the browser client over HTTPS (and the chat over WSS) on this
+    /// address, with the certificate of --tls-cert and --tls-key. Off
+    /// unless given; named on stdout as `listening for HTTPS on <address>`.
+    #[arg(long, env = "CHAT_WEB_TLS_ADDR", hide_env_values = true, value_name = "HOST:PORT",
+          value_parser = parse_web_tls_addr)]
+    pub web_tls_addr: Option<String>,
+
+    /// A page origin (scheme://host[:port]) whose scripts may open the chat's
+    /// WebSocket besides the server's own; repeat for more. Others get 403.
+    #[arg(long = "web-origin", id = "web_origins", env = "CHAT_WEB_ORIGINS",
+          hide_env_values = true, value_name = "ORIGIN", value_delimiter = ',',
+          value_parser = crate::web::origin::parse)]
+    pub web_origins: Vec<String>,
+
+    /// A reverse proxy (an IP address or a CIDR block) whose
+    /// X-Forwarded-For the web doors believe: the last address in it that
+    /// is not a trusted proxy is the client's, for limits and bans. Repeat
+    /// for more.
+    #[arg(long = "trusted-proxy", id = "trusted_proxies", env = "CHAT_TRUSTED_PROXIES",
+          hide_env_values = true, value_name = "ADDR[/BITS]", value_delimiter = ',',
+          value_parser = crate::web::proxy::Net::parse)]
+    pub trusted_proxies: Vec<crate::web::proxy::Net>,
+
     /// Read settings from this TOML file: each flag is a key (`max-clients
     /// = 500`, `idle-timeout = "10m"`); flags and CHAT_ variables override it.
     #[arg(long, env = "CHAT_CONFIG", hide_env_values = true, value_name = "FILE")]
@@ -379,10 +410,15 @@ impl Config {
     }
 
     /// The TLS certificate and key files, if TLS is asked for; giving only
-    /// one of them is an error.
+    /// one of them is an error, and so is `--web-tls-addr` without them.
     pub fn tls_files(&self) -> Result<Option<(&std::path::Path, &std::path::Path)>, String> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) if self.web_tls_addr.is_some() => Err(
+                "--web-tls-addr serves HTTPS with the certificate of --tls-cert and --tls-key; \
+                 give both, or leave --web-tls-addr out"
+                    .into(),
+            ),
             (None, None) => Ok(None),
             (Some(_), None) => Err("--tls-cert needs --tls-key too".into()),
             (None, Some(_)) => Err("--tls-key needs --tls-cert too".into()),
@@ -451,6 +487,22 @@ fn parse_tls_addr(text: &str) -> Result<String, String> {
     parse_host_port(
         text,
         "--tls-addr needs host:port, e.g. 0.0.0.0:8443 (port 0 picks a free one)",
+    )
+}
+
+/// What `--web-addr` needs, as `--addr`.
+fn parse_web_addr(text: &str) -> Result<String, String> {
+    parse_host_port(
+        text,
+        "--web-addr needs host:port, e.g. 127.0.0.1:8080 (port 0 picks a free one)",
+    )
+}
+
+/// What `--web-tls-addr` needs, as `--addr`.
+fn parse_web_tls_addr(text: &str) -> Result<String, String> {
+    parse_host_port(
+        text,
+        "--web-tls-addr needs host:port, e.g. 0.0.0.0:8444 (port 0 picks a free one)",
     )
 }
 

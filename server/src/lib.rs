@@ -1,9 +1,13 @@
 //! `chat-server`: a line-protocol chat server.
 //!
 //! The shape is the gopl chat server's, made robust:
-//! - [`server`]: the accept loops, which enforce `--max-clients` and drain
-//!   connections on shutdown;
-//! - [`limits`]: `--max-per-ip`, counted across both listeners;
+//! - [`server`]: the accept loops, which drain connections on shutdown,
+//!   and `gate`, the one place every door's connections are let in or
+//!   refused (`--max-clients`, `--max-per-ip`, the connect rate, bans);
+//! - [`web`]: the third door, HTTP(S) with the browser client's page and
+//!   the chat as a WebSocket;
+//! - [`limits`]: `--max-per-ip` and the connect rate, counted across
+//!   every door;
 //! - [`hub`]: the broadcaster, the one task that owns the set of users,
 //!   in one process or, with [`hub::cluster`], across several over Redis
 //!   (`--cluster`);
@@ -22,6 +26,7 @@
 
 pub mod config;
 pub mod essential;
+pub(crate) mod gate;
 pub mod hub;
 pub mod limits;
 pub mod logging;
@@ -33,5 +38,6 @@ pub mod shutdown;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod web;
 
 pub use config::Config;

@@ -195,12 +195,31 @@ async fn run() -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(format_args!("cannot listen on {}: {e}", config.addr)),
     };
-    let tls = match acceptor {
+    let tls = match &acceptor {
         None => None,
         Some(acceptor) => match server::bind(&config.tls_addr).await {
-            Ok(listener) => Some((listener, acceptor)),
+            Ok(listener) => Some((listener, acceptor.clone())),
             Err(e) => return fail(format_args!("cannot listen on {}: {e}", config.tls_addr)),
         },
+    };
+    let web = match &config.web_addr {
+        None => None,
+        Some(addr) => match server::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => return fail(format_args!("cannot listen on {addr} (--web-addr): {e}")),
+        },
+    };
+    // `tls_files` has refused --web-tls-addr without a certificate.
+    let web_tls = match (&config.web_tls_addr, acceptor) {
+        (Some(addr), Some(acceptor)) => match server::bind(addr).await {
+            Ok(listener) => Some((listener, acceptor)),
+            Err(e) => {
+                return fail(format_args!(
+                    "cannot listen on {addr} (--web-tls-addr): {e}"
+                ))
+            }
+        },
+        _ => None,
     };
     let local = |listener: &tokio::net::TcpListener| {
         listener
@@ -220,12 +239,27 @@ async fn run() -> ExitCode {
         let _ = writeln!(stdout, "listening for TLS on {addr}");
         info!(%addr, "listening for TLS");
     }
+    if let Some(listener) = &web {
+        let addr = local(listener);
+        let _ = writeln!(stdout, "listening for HTTP on {addr}");
+        info!(%addr, "serving the browser client and its WebSocket over HTTP");
+    }
+    if let Some((listener, _)) = &web_tls {
+        let addr = local(listener);
+        let _ = writeln!(stdout, "listening for HTTPS on {addr}");
+        info!(%addr, "serving the browser client and its WebSocket over HTTPS");
+    }
     if let Some(addr) = &status {
         let _ = writeln!(stdout, "metrics on {addr}");
         info!(%addr, "serving metrics, /healthz and /readyz");
     }
     let _ = stdout.flush();
-    let listeners = Listeners { plain, tls };
+    let listeners = Listeners {
+        plain,
+        tls,
+        web,
+        web_tls,
+    };
     match server::run(listeners, hub, config, shutdown, essentials).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => fail(format_args!("{failure}; exiting")),

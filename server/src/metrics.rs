@@ -87,7 +87,18 @@ const LEAVE_CAUSES: [&str; 13] = [
     "stalled",
     "other",
 ];
-const LISTENERS: [&str; 2] = ["plain", "tls"];
+const LISTENERS: [&str; 4] = ["plain", "tls", "web", "web-tls"];
+
+/// Which door a connection came through, for the per-listener counts:
+/// the plaintext and TLS listeners, and a WebSocket on `--web-addr` or
+/// `--web-tls-addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Plain,
+    Tls,
+    Web,
+    WebTls,
+}
 
 /// Which limit refused a connection at accept: finer than the error it is
 /// sent (`too-many-connections` is both `--max-per-ip` and
@@ -107,25 +118,30 @@ pub enum Limit {
     TlsHandshakes,
     /// Too many refusals in progress server-wide: closed without a word.
     Refusals,
+    /// The web door's bound on HTTP connections (page loads and upgrades
+    /// not yet made), per address or in all: closed without a word.
+    HttpConnections,
 }
 
-const LIMITS: [&str; 6] = [
+const LIMITS: [&str; 7] = [
     "max-clients",
     "max-per-ip",
     "connect-rate",
     "banned",
     "tls-handshakes-waiting",
     "refusals-in-progress",
+    "http-connections",
 ];
 const VERBS: usize = Verb::ALL.len();
 const CODES: usize = ErrorCode::ALL.len();
 
-static ACCEPTED: [Count; 2] = counts();
-static OPEN: [AtomicI64; 2] = [const { AtomicI64::new(0) }; 2];
+static ACCEPTED: [Count; LISTENERS.len()] = counts();
+static OPEN: [AtomicI64; LISTENERS.len()] = [const { AtomicI64::new(0) }; LISTENERS.len()];
 static REFUSED: [Count; CODES] = counts();
 static REFUSED_BY_LIMIT: [Count; LIMITS.len()] = counts();
 static METRICS_REFUSED: Count = AtomicU64::new(0);
 static TLS_HANDSHAKES_FAILED: Count = AtomicU64::new(0);
+static WEB_ORIGINS_REFUSED: Count = AtomicU64::new(0);
 static LOGGED_IN: AtomicI64 = AtomicI64::new(0);
 static LOGINS: Count = AtomicU64::new(0);
 static LOGINS_FAILED: Count = AtomicU64::new(0);
@@ -167,10 +183,10 @@ static BUS_READ: Count = AtomicU64::new(0);
 static BUS_SETTLING_UNTIL: Count = AtomicU64::new(0);
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
-/// A connection was accepted on the plaintext (`tls` false) or TLS
-/// listener and admitted; it counts as open until the guard is dropped.
-pub fn connection_opened(tls: bool) -> OpenConnection {
-    let listener = usize::from(tls);
+/// A chat connection came through `door` and was admitted; it counts as
+/// open until the guard is dropped.
+pub fn connection_opened(door: Door) -> OpenConnection {
+    let listener = door as usize;
     ACCEPTED[listener].fetch_add(1, Relaxed);
     OPEN[listener].fetch_add(1, Relaxed);
     OpenConnection { listener }
@@ -192,6 +208,12 @@ impl Drop for OpenConnection {
 pub fn refused(code: ErrorCode, limit: Limit) {
     REFUSED[code as usize].fetch_add(1, Relaxed);
     REFUSED_BY_LIMIT[limit as usize].fetch_add(1, Relaxed);
+}
+
+/// A WebSocket upgrade was refused with 403: its page's origin is
+/// neither the server's own nor a `--web-origin`.
+pub fn web_origin_refused() {
+    WEB_ORIGINS_REFUSED.fetch_add(1, Relaxed);
 }
 
 /// A connection to the metrics port was closed at once: it serves
@@ -348,7 +370,7 @@ impl Collector for Statics {
         let mut out = Out(&mut encoder);
         out.counters(
             "chat_connections_accepted",
-            "Connections admitted, by listener.",
+            "Chat connections admitted, by listener (web and web-tls: WebSockets).",
             "listener",
             LISTENERS.iter().zip(&ACCEPTED).map(|(l, c)| (*l, load(c))),
         )?;
@@ -375,8 +397,8 @@ impl Collector for Statics {
         )?;
         out.counters(
             "chat_connections_refused_by_limit",
-            "Connections refused at accept, by the limit that refused them (tls-handshakes-waiting \
-             and refusals-in-progress: closed without a word).",
+            "Connections refused at accept, by the limit that refused them (tls-handshakes-waiting, \
+             refusals-in-progress and http-connections: closed without a word).",
             "limit",
             LIMITS
                 .iter()
@@ -387,6 +409,11 @@ impl Collector for Statics {
             "chat_metrics_connections_refused",
             "Connections to the metrics port closed at once: it serves 64 at a time.",
             load(&METRICS_REFUSED),
+        )?;
+        out.counter(
+            "chat_web_origins_refused",
+            "WebSocket upgrades refused with 403 for their page's origin.",
+            load(&WEB_ORIGINS_REFUSED),
         )?;
         out.counter(
             "chat_tls_handshakes_failed",

@@ -137,6 +137,7 @@ pub async fn run<I, W>(
         frames: connection.frames,
         output: connection.output,
         out: Outgoing::default(),
+        unflushed: false,
         inbox,
         peer: peer.ip(),
         allowance: Allowance::for_peer(&config, peer),
@@ -165,6 +166,8 @@ struct Session<I, W> {
     output: W,
     /// Encoded frames waiting for the socket.
     out: Outgoing,
+    /// Bytes were written since the writer was last flushed.
+    unflushed: bool,
     /// Everything for this connection: replies from the first frame on,
     /// broadcasts once logged in.
     inbox: Arc<Inbox>,
@@ -228,7 +231,7 @@ where
                 biased;
                 () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown.into()),
                 () = evicted(self.user.as_ref()) => return End::Evicted,
-                written = write(&mut self.output, &mut self.out, &self.inbox), if !self.out.is_empty() => {
+                written = write(&mut self.output, &mut self.out, &self.inbox), if !self.out.is_empty() || self.unflushed => {
                     match written {
                         Err(e) => return End::Failed(e),
                         // The socket has just stopped taking bytes: the
@@ -236,7 +239,11 @@ where
                         Ok(Written::Stalling) => {
                             self.rearm(timer.as_mut(), config, connected, last_frame);
                         }
-                        Ok(Written::Some) => self.out.shrink(OUTPUT_KEEP),
+                        Ok(Written::Some) => {
+                            self.unflushed = true;
+                            self.out.shrink(OUTPUT_KEEP);
+                        }
+                        Ok(Written::Flushed) => self.unflushed = false,
                     }
                 }
                 done = pending(&mut self.pending), if self.pending.is_some() => {
@@ -635,17 +642,27 @@ enum Written {
     /// The socket has just stopped taking bytes (it took none this time,
     /// and did before): the session starts watching for the stall timeout.
     Stalling,
+    /// Nothing was queued, and what the writer held is out.
+    Flushed,
 }
 
 /// Writes what is queued, telling the inbox whether the client's socket
 /// takes bytes: publishers skip a reader only once its socket has taken
 /// nothing for a while, and the session drops it after the stall timeout.
+/// With nothing queued, flushes: a writer that frames what it is given (a
+/// WebSocket's) may hold the tail of it until then; a socket's flush is
+/// done at once.
 async fn write<W: AsyncWrite + Unpin>(
     output: &mut W,
     out: &mut Outgoing,
     inbox: &Inbox,
 ) -> io::Result<Written> {
     std::future::poll_fn(|cx| {
+        if out.is_empty() {
+            return Pin::new(&mut *output)
+                .poll_flush(cx)
+                .map_ok(|()| Written::Flushed);
+        }
         let polled = Pin::new(&mut *output).poll_write(cx, &out.bytes);
         let stalling = inbox.socket_flowing(polled.is_ready());
         match polled {
@@ -724,6 +741,7 @@ mod tests {
             frames: connection.frames,
             output: connection.output,
             out: Outgoing::default(),
+            unflushed: false,
             inbox: hub.inbox(),
             peer: addr.ip(),
             allowance: None,

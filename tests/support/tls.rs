@@ -79,6 +79,9 @@ pub struct Running {
     pub addr: SocketAddr,
     pub tls_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    /// The web doors (`--web-addr`, `--web-tls-addr`), when asked for.
+    pub web_addr: Option<SocketAddr>,
+    pub web_tls_addr: Option<SocketAddr>,
     /// Its log lines, as they come, when started with [`Running::logged`].
     log: Option<mpsc::Receiver<String>>,
 }
@@ -99,6 +102,8 @@ impl Running {
     fn spawn(args: &[&str], logged: bool) -> Running {
         let tls = args.contains(&"--tls-cert");
         let metrics = args.contains(&"--metrics");
+        let web = args.contains(&"--web-addr");
+        let web_tls = args.contains(&"--web-tls-addr");
         let mut command = Command::new(binary("chat-server"));
         command.args(["--addr", "127.0.0.1:0"]);
         if tls {
@@ -148,12 +153,16 @@ impl Running {
         };
         let addr = line("listening on ");
         let tls_addr = tls.then(|| line("listening for TLS on "));
+        let web_addr = web.then(|| line("listening for HTTP on "));
+        let web_tls_addr = web_tls.then(|| line("listening for HTTPS on "));
         let metrics_addr = metrics.then(|| line("metrics on "));
         Running {
             child,
             addr,
             tls_addr,
             metrics_addr,
+            web_addr,
+            web_tls_addr,
             log,
         }
     }

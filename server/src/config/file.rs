@@ -206,6 +206,10 @@ keys! {
     data_dir: String,
     ephemeral: bool,
     operators: Vec<String>,
+    web_addr: String,
+    web_tls_addr: String,
+    web_origins: Vec<String>,
+    trusted_proxies: Vec<String>,
 }
 
 /// What each key takes, in words, and a value it would take: an error
@@ -346,6 +350,26 @@ pub(super) const WANTS: &[(&str, &str, &str)] = &[
         "operators",
         "a list of registered names, in quotes",
         "[\"alice\", \"bob\"]",
+    ),
+    (
+        "web-addr",
+        "a host:port to serve the browser client on",
+        "\"127.0.0.1:8080\"",
+    ),
+    (
+        "web-tls-addr",
+        "a host:port to serve the browser client on over HTTPS",
+        "\"0.0.0.0:8444\"",
+    ),
+    (
+        "web-origins",
+        "a list of origins (scheme://host[:port]), in quotes",
+        "[\"https://chat.example.com\"]",
+    ),
+    (
+        "trusted-proxies",
+        "a list of IP addresses or CIDR blocks, in quotes",
+        "[\"127.0.0.1\", \"10.0.0.0/8\"]",
     ),
 ];
 
@@ -612,10 +636,28 @@ pub(super) fn render(config: &super::Config) -> String {
                 .collect(),
         )),
     );
+    put("web-addr", config.web_addr.clone().map(Value::String));
+    put(
+        "web-tls-addr",
+        config.web_tls_addr.clone().map(Value::String),
+    );
+    let strings =
+        |values: Vec<String>| Value::Array(values.into_iter().map(Value::String).collect());
+    put("web-origins", Some(strings(config.web_origins.clone())));
+    put(
+        "trusted-proxies",
+        Some(strings(
+            config
+                .trusted_proxies
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+        )),
+    );
     let mut out = String::from(
         "# chat-server's effective settings (chat-server --print-config);\n\
          # load them with --config. Unset options (cluster, node-id, tls-cert,\n\
-         # tls-key, metrics) are left out.\n",
+         # tls-key, metrics, web-addr, web-tls-addr) are left out.\n",
     );
     if hidden {
         out.push_str(
