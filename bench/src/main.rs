@@ -19,6 +19,7 @@ mod raw;
 mod report;
 mod scenario;
 mod server;
+mod transport;
 mod worker;
 
 use std::io;
@@ -35,6 +36,7 @@ use crate::scenario::{
     throughput, Options,
 };
 use crate::server::{Launch, Target};
+use crate::transport::Transport;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,6 +92,17 @@ struct Servers {
     /// How to talk to the server.
     #[arg(long, global = true, value_enum, default_value = "chat")]
     proto: Dialect,
+    /// How the bench's users reach our server: TCP, or a WebSocket on its
+    /// web door (`ws://<web-addr>/ws`; a server the bench starts gets
+    /// `--web-addr 127.0.0.1:0`). The users' own connections only: the
+    /// floor, a --compare server and the side connections of hostile,
+    /// accounts and flood speak TCP.
+    #[arg(long, global = true, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// The web door of the server at --addr (its --web-addr), for
+    /// --transport ws.
+    #[arg(long, global = true, requires = "addr")]
+    web_addr: Option<String>,
     /// Address of a second server to measure alternately, for ratios.
     #[arg(long, global = true, conflicts_with = "compare_cmd")]
     compare: Option<String>,
@@ -205,6 +218,8 @@ enum Scenario {
         addr: String,
         #[arg(long, value_enum)]
         proto: Dialect,
+        #[arg(long, value_enum, default_value = "tcp")]
+        transport: Transport,
         #[arg(long)]
         first: u32,
         #[arg(long)]
@@ -608,6 +623,10 @@ impl Job {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let strict = matches!(cli.scenario, Scenario::Smoke);
+    if cli.servers.transport == Transport::Ws && cli.servers.proto != Dialect::Chat {
+        eprintln!("chat-bench: --transport ws speaks our protocol: no --proto raw");
+        return ExitCode::from(2);
+    }
     let shape = match &cli.scenario {
         Scenario::Fanout(_) | Scenario::Latency(_) | Scenario::Capacity(_) => Shape::Plain,
         Scenario::Floor(s) => Shape::Floor { alone: s.alone },
@@ -634,6 +653,7 @@ fn main() -> ExitCode {
         Scenario::Worker {
             addr,
             proto,
+            transport,
             first,
             count,
             prefix,
@@ -642,6 +662,7 @@ fn main() -> ExitCode {
             let assignment = worker::Assignment {
                 addr,
                 dialect: proto,
+                transport,
                 first,
                 count,
                 prefix,
@@ -860,6 +881,7 @@ fn cluster_targets(servers: &Servers) -> io::Result<Vec<Target>> {
         Target {
             label: "1 node".into(),
             dialect: servers.proto,
+            transport: servers.transport,
             launch: Launch::Binary {
                 path: path.clone(),
                 args: servers.server_args.clone(),
@@ -868,6 +890,7 @@ fn cluster_targets(servers: &Servers) -> io::Result<Vec<Target>> {
         Target {
             label: format!("{nodes} nodes"),
             dialect: servers.proto,
+            transport: servers.transport,
             launch: cluster_launch(servers, path, nodes),
         },
     ])
@@ -894,6 +917,7 @@ fn budgets_targets(servers: &Servers) -> io::Result<Vec<Target>> {
     let ours = |label: &str, args: Vec<String>| Target {
         label: label.into(),
         dialect: Dialect::Chat,
+        transport: servers.transport,
         launch: Launch::Binary {
             path: path.clone(),
             args,
@@ -911,6 +935,7 @@ fn floor_target(servers: &Servers) -> Target {
     Target {
         label: "floor".into(),
         dialect: Dialect::Chat,
+        transport: Transport::Tcp,
         launch: Launch::Floor {
             threads: servers.floor_threads,
         },
@@ -928,6 +953,7 @@ fn targets(servers: &Servers, floor: bool) -> io::Result<Vec<Target>> {
         Some(addr) => Launch::Attach {
             addr: addr.clone(),
             pid: servers.server_pid,
+            web: servers.web_addr.clone(),
         },
         None if servers.nodes > 0 => cluster_launch(servers, server_bin(servers)?, servers.nodes),
         None => Launch::Binary {
@@ -938,12 +964,14 @@ fn targets(servers: &Servers, floor: bool) -> io::Result<Vec<Target>> {
     let mut targets = vec![Target {
         label: "ours".into(),
         dialect: servers.proto,
+        transport: servers.transport,
         launch: ours,
     }];
     let peer = match (&servers.compare, &servers.compare_cmd) {
         (Some(addr), _) => Some(Launch::Attach {
             addr: addr.clone(),
             pid: servers.compare_pid,
+            web: None,
         }),
         (None, Some(line)) => Some(Launch::Command { line: line.clone() }),
         (None, None) => None,
@@ -952,6 +980,7 @@ fn targets(servers: &Servers, floor: bool) -> io::Result<Vec<Target>> {
         targets.push(Target {
             label: servers.compare_label.clone(),
             dialect: servers.compare_proto,
+            transport: Transport::Tcp,
             launch,
         });
     }

@@ -95,8 +95,9 @@ pub async fn populate(
         per => users.div_ceil(per),
     };
     let mut fleet = Fleet::start(
-        &server.addr,
+        server.users_addr(),
         dialect,
+        server.transport,
         users,
         options.workers,
         &prefix,
