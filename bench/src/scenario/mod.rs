@@ -14,6 +14,7 @@ pub mod metrics_siege;
 pub mod open_loop;
 pub mod rooms;
 pub mod throughput;
+pub mod web;
 
 use std::io;
 use std::time::Duration;
