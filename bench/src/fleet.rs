@@ -15,6 +15,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command as Process};
 use crate::clock::now_ns;
 use crate::control::{Command, Tally};
 use crate::dialect::Dialect;
+use crate::transport::Transport;
 
 /// Users a worker holds at most by default: well under the per-process
 /// descriptor limit.
@@ -33,12 +34,13 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts `workers` workers (0: one per [`USERS_PER_WORKER`]) sharing
-    /// `users` users named `<prefix><id>`, connecting from `addresses`
-    /// loopback addresses (0: from the system's choice; see
-    /// [`crate::worker::source`]).
+    /// `users` users named `<prefix><id>`, connecting over `transport` to
+    /// `addr` from `addresses` loopback addresses (0: from the system's
+    /// choice; see [`crate::worker::source`]).
     pub fn start(
         addr: &str,
         dialect: Dialect,
+        transport: Transport,
         users: u32,
         workers: u32,
         prefix: &str,
@@ -60,6 +62,7 @@ impl Fleet {
                 .arg("worker")
                 .args(["--addr", addr])
                 .args(["--proto", dialect_name(dialect)])
+                .args(["--transport", transport.name()])
                 .args(["--first", &first.to_string()])
                 .args(["--count", &count.to_string()])
                 .args(["--prefix", prefix])

@@ -19,6 +19,7 @@ mod raw;
 mod report;
 mod scenario;
 mod server;
+mod transport;
 mod worker;
 
 use std::io;
@@ -32,16 +33,18 @@ use crate::dialect::Dialect;
 use crate::report::{Comparison, Outcome};
 use crate::scenario::{
     accounts, budgets, capacity, fanout, flood, hostile, latency, login_storm, open_loop, rooms,
-    throughput, Options,
+    throughput, web, Options,
 };
 use crate::server::{Launch, Target};
+use crate::transport::Transport;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "chat-bench",
     version,
     about = "Load generator for chat servers: throughput, open-loop overload, latency, login storms, \
-             fan-out, capacity, and the machine's floor for fan-out and latency.",
+             fan-out, capacity, and the machine's floor for fan-out and latency; users over TCP \
+             or WebSockets.",
     after_help = "Examples:\n  \
         chat-bench smoke                                   # tiny sizes, our server, fails on any fault\n  \
         chat-bench throughput --server-bin target/release/chat-server \\\n      \
@@ -53,7 +56,9 @@ use crate::server::{Launch, Target};
         chat-bench login-storm --users 5000                 # the storm at default server flags\n  \
         chat-bench floor                                    # fanout + latency: ours, the floor, ratios\n  \
         chat-bench rooms                                    # 1 000 rooms of 10 vs the lobby; isolation\n  \
-        chat-bench fanout --users 2000 --floor              # any fanout/latency size against the floor"
+        chat-bench fanout --users 2000 --floor              # any fanout/latency size against the floor\n  \
+        chat-bench latency --transport ws                   # any scenario's users over WebSockets\n  \
+        chat-bench web                                      # WebSocket vs TCP vs floor: issue 19's targets"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -90,6 +95,17 @@ struct Servers {
     /// How to talk to the server.
     #[arg(long, global = true, value_enum, default_value = "chat")]
     proto: Dialect,
+    /// How the bench's users reach our server: TCP, or a WebSocket on its
+    /// web door (`ws://<web-addr>/ws`; a server the bench starts gets
+    /// `--web-addr 127.0.0.1:0`). The users' own connections only: the
+    /// floor, a --compare server and the side connections of hostile,
+    /// accounts and flood speak TCP.
+    #[arg(long, global = true, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// The web door of the server at --addr (its --web-addr), for
+    /// --transport ws.
+    #[arg(long, global = true, requires = "addr")]
+    web_addr: Option<String>,
     /// Address of a second server to measure alternately, for ratios.
     #[arg(long, global = true, conflicts_with = "compare_cmd")]
     compare: Option<String>,
@@ -185,6 +201,14 @@ enum Scenario {
     /// with few and with many users logged in ("x <few> users": server CPU
     /// per SAY should not grow). --alone: the rooms run only.
     Rooms(RoomsSizes),
+    /// The web door against TCP on the same server build, in one
+    /// invocation (issue 19): throughput with the users over WebSockets and
+    /// over TCP (server CPU per delivery, target: WebSocket at most 1.5x
+    /// TCP's), and one message to --fanout-users idle users over
+    /// WebSockets, over TCP and on the floor (p99, "x floor"; server RSS
+    /// per idle user, target: at most 8 KiB over WebSockets); then one
+    /// table of the targets and whether each is met.
+    Web(web::Sizes),
     /// Every scenario at its default size.
     All,
     /// Every scenario at tiny sizes; fails on any lost, duplicated,
@@ -205,6 +229,8 @@ enum Scenario {
         addr: String,
         #[arg(long, value_enum)]
         proto: Dialect,
+        #[arg(long, value_enum, default_value = "tcp")]
+        transport: Transport,
         #[arg(long)]
         first: u32,
         #[arg(long)]
@@ -608,6 +634,10 @@ impl Job {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let strict = matches!(cli.scenario, Scenario::Smoke);
+    if cli.servers.transport == Transport::Ws && cli.servers.proto != Dialect::Chat {
+        eprintln!("chat-bench: --transport ws speaks our protocol: no --proto raw");
+        return ExitCode::from(2);
+    }
     let shape = match &cli.scenario {
         Scenario::Fanout(_) | Scenario::Latency(_) | Scenario::Capacity(_) => Shape::Plain,
         Scenario::Floor(s) => Shape::Floor { alone: s.alone },
@@ -624,6 +654,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Scenario::Rooms(s) => Shape::Rooms(s.clone()),
+        Scenario::Web(_)
+            if cli.servers.compare.is_some()
+                || cli.servers.compare_cmd.is_some()
+                || cli.servers.proto != Dialect::Chat =>
+        {
+            eprintln!(
+                "chat-bench: web runs on our server only (its WebSocket and TCP users), \
+                 and the floor: no --compare, no --proto raw"
+            );
+            return ExitCode::from(2);
+        }
+        Scenario::Web(s) => Shape::Web(s.clone()),
         Scenario::Cluster(_) => Shape::Cluster,
         Scenario::Budgets(_) => Shape::Budgets,
         Scenario::All => Shape::All,
@@ -634,6 +676,7 @@ fn main() -> ExitCode {
         Scenario::Worker {
             addr,
             proto,
+            transport,
             first,
             count,
             prefix,
@@ -642,6 +685,7 @@ fn main() -> ExitCode {
             let assignment = worker::Assignment {
                 addr,
                 dialect: proto,
+                transport,
                 first,
                 count,
                 prefix,
@@ -676,7 +720,7 @@ fn main() -> ExitCode {
         Scenario::Budgets(s) => vec![Job::Budgets(s)],
         Scenario::Cluster(s) => s.jobs(),
         Scenario::Floor(s) => s.jobs(),
-        Scenario::Rooms(_) => Vec::new(),
+        Scenario::Rooms(_) | Scenario::Web(_) => Vec::new(),
         Scenario::All => Job::all(),
         Scenario::Smoke => Job::smoke(),
     };
@@ -703,13 +747,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(&matches, cli.servers.runs.max(1), &options)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("chat-bench: {e}");
-            ExitCode::FAILURE
-        }
+    let (passed, comparisons) =
+        match runtime.block_on(bench(&matches, cli.servers.runs.max(1), &options)) {
+            Ok(done) => done,
+            Err(e) => {
+                eprintln!("chat-bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let verdict = web::verdict(&comparisons);
+    if let Some((table, _)) = &verdict {
+        print!("{table}");
+    }
+    println!();
+    for comparison in &comparisons {
+        println!("{}", comparison.json());
+    }
+    if let Some((_, json)) = &verdict {
+        println!("{json}");
+    }
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -726,6 +786,8 @@ enum Shape {
     Rooms(RoomsSizes),
     /// Ours with the budgets on loopback, ours without, the floor.
     Budgets,
+    /// Ours with WebSocket users and with TCP users, and the floor.
+    Web(web::Sizes),
     /// Ours (and the peer): every scenario; then the rooms on ours.
     All,
     /// Ours (and the peer): every scenario; then ours and the floor, and
@@ -746,6 +808,7 @@ fn matches(servers: &Servers, shape: Shape, jobs: Vec<Job>) -> io::Result<Vec<Ma
         Shape::Floor { alone: true } => across(jobs, &[floor_target(servers)]),
         Shape::Floor { alone: false } => across(jobs, &targets(servers, true)?),
         Shape::Rooms(sizes) => sizes.matches(&targets(servers, false)?[0]),
+        Shape::Web(sizes) => web_matches(servers, &sizes)?,
         Shape::Budgets => {
             let targets = budgets_targets(servers)?;
             jobs.into_iter()
@@ -767,13 +830,47 @@ fn matches(servers: &Servers, shape: Shape, jobs: Vec<Job>) -> io::Result<Vec<Ma
             let mut matches = across(jobs, &all);
             matches.extend(across(Job::smoke_floor(), &floor));
             if servers.nodes > 0 || servers.proto != Dialect::Chat {
-                eprintln!("chat-bench: smoke without rooms (not served in cluster mode or raw)");
+                eprintln!(
+                    "chat-bench: smoke without rooms and the web door \
+                     (not served in cluster mode or raw)"
+                );
             } else {
                 matches.extend(RoomsSizes::smoke().matches(&all[0]));
+                matches.extend(web_matches(servers, &web::Sizes::smoke())?);
             }
             matches
         }
     })
+}
+
+/// The `web` comparisons: throughput on our server with WebSocket users
+/// and with TCP users, fan-out on both and on the floor; WebSocket's
+/// figures as multiples of the others' ("x tcp", "x floor").
+fn web_matches(servers: &Servers, sizes: &web::Sizes) -> io::Result<Vec<Match>> {
+    let ours = targets(servers, false)?.swap_remove(0);
+    let side = |label: &str, transport| Target {
+        label: label.into(),
+        transport,
+        ..ours.clone()
+    };
+    let (ws, tcp) = (side("ws", Transport::Ws), side("tcp", Transport::Tcp));
+    let table = |scenario: &str, job: Job, targets: &[Target]| Match {
+        scenario: scenario.into(),
+        baseline: Some("tcp".into()),
+        ..Match::across(job, targets)
+    };
+    Ok(vec![
+        table(
+            web::THROUGHPUT,
+            Job::Throughput(sizes.throughput()),
+            &[ws.clone(), tcp.clone()],
+        ),
+        table(
+            web::FANOUT,
+            Job::Fanout(sizes.fanout()),
+            &[ws, tcp, floor_target(servers)],
+        ),
+    ])
 }
 
 /// The `rooms` comparisons at their default sizes.
@@ -784,10 +881,15 @@ fn rooms_defaults() -> RoomsSizes {
     }
 }
 
-/// Runs the sides of every match alternately; returns whether all passed.
-async fn bench(matches: &[Match], runs: u32, options: &Options) -> io::Result<bool> {
+/// Runs the sides of every match alternately, printing each table as it is
+/// done; returns whether all passed, and the comparisons.
+async fn bench<'a>(
+    matches: &'a [Match],
+    runs: u32,
+    options: &Options,
+) -> io::Result<(bool, Vec<Comparison<'a>>)> {
     let mut passed = true;
-    let mut lines = Vec::new();
+    let mut comparisons = Vec::new();
     for m in matches {
         let mut sides: Vec<(String, Vec<Outcome>)> = m
             .sides
@@ -813,13 +915,9 @@ async fn bench(matches: &[Match], runs: u32, options: &Options) -> io::Result<bo
         };
         print!("{}", comparison.table());
         passed &= !comparison.failed();
-        lines.push(comparison.json());
+        comparisons.push(comparison);
     }
-    println!();
-    for line in lines {
-        println!("{line}");
-    }
-    Ok(passed)
+    Ok((passed, comparisons))
 }
 
 /// The `chat-server` binary to start: `--server-bin`, or the one next to
@@ -860,6 +958,7 @@ fn cluster_targets(servers: &Servers) -> io::Result<Vec<Target>> {
         Target {
             label: "1 node".into(),
             dialect: servers.proto,
+            transport: servers.transport,
             launch: Launch::Binary {
                 path: path.clone(),
                 args: servers.server_args.clone(),
@@ -868,6 +967,7 @@ fn cluster_targets(servers: &Servers) -> io::Result<Vec<Target>> {
         Target {
             label: format!("{nodes} nodes"),
             dialect: servers.proto,
+            transport: servers.transport,
             launch: cluster_launch(servers, path, nodes),
         },
     ])
@@ -894,6 +994,7 @@ fn budgets_targets(servers: &Servers) -> io::Result<Vec<Target>> {
     let ours = |label: &str, args: Vec<String>| Target {
         label: label.into(),
         dialect: Dialect::Chat,
+        transport: servers.transport,
         launch: Launch::Binary {
             path: path.clone(),
             args,
@@ -911,6 +1012,7 @@ fn floor_target(servers: &Servers) -> Target {
     Target {
         label: "floor".into(),
         dialect: Dialect::Chat,
+        transport: Transport::Tcp,
         launch: Launch::Floor {
             threads: servers.floor_threads,
         },
@@ -928,6 +1030,7 @@ fn targets(servers: &Servers, floor: bool) -> io::Result<Vec<Target>> {
         Some(addr) => Launch::Attach {
             addr: addr.clone(),
             pid: servers.server_pid,
+            web: servers.web_addr.clone(),
         },
         None if servers.nodes > 0 => cluster_launch(servers, server_bin(servers)?, servers.nodes),
         None => Launch::Binary {
@@ -938,12 +1041,14 @@ fn targets(servers: &Servers, floor: bool) -> io::Result<Vec<Target>> {
     let mut targets = vec![Target {
         label: "ours".into(),
         dialect: servers.proto,
+        transport: servers.transport,
         launch: ours,
     }];
     let peer = match (&servers.compare, &servers.compare_cmd) {
         (Some(addr), _) => Some(Launch::Attach {
             addr: addr.clone(),
             pid: servers.compare_pid,
+            web: None,
         }),
         (None, Some(line)) => Some(Launch::Command { line: line.clone() }),
         (None, None) => None,
@@ -952,6 +1057,7 @@ fn targets(servers: &Servers, floor: bool) -> io::Result<Vec<Target>> {
         targets.push(Target {
             label: servers.compare_label.clone(),
             dialect: servers.compare_proto,
+            transport: Transport::Tcp,
             launch,
         });
     }

@@ -201,6 +201,14 @@ impl Comparison<'_> {
             .collect()
     }
 
+    /// The median of metric `key` on the side labelled `side`, if that
+    /// side measured it.
+    pub fn median(&self, side: &str, key: &str) -> Option<f64> {
+        let index = self.sides.iter().position(|s| s.0 == side)?;
+        let value = self.medians(key)[index];
+        value.is_finite().then_some(value)
+    }
+
     /// The human table (medians over runs) and what went wrong, if anything.
     pub fn table(&self) -> String {
         let runs = self.sides.first().map_or(0, |s| s.1.len());

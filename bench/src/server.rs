@@ -12,6 +12,7 @@ use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::dialect::Dialect;
+use crate::transport::Transport;
 
 /// Time a freshly started server has to start listening (the gopl peer's
 /// script may compile it first).
@@ -20,9 +21,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// How to get a server to measure.
 #[derive(Debug, Clone)]
 pub enum Launch {
-    /// Already running at this address; its pid, if given, is read for RSS.
-    Attach { addr: String, pid: Option<u32> },
-    /// `chat-server`, started on a free port; it prints `listening on <addr>`.
+    /// Already running at this address; its pid, if given, is read for RSS;
+    /// its web door's address, if given, is where WebSocket users go.
+    Attach {
+        addr: String,
+        pid: Option<u32>,
+        web: Option<String>,
+    },
+    /// `chat-server`, started on a free port; it prints `listening on <addr>`
+    /// (and, for WebSocket users, started with `--web-addr 127.0.0.1:0`,
+    /// `listening for HTTP on <addr>`).
     Binary { path: PathBuf, args: Vec<String> },
     /// A command line whose `{addr}` is replaced by a free loopback address;
     /// ready once that address accepts connections.
@@ -46,6 +54,8 @@ pub enum Launch {
 pub struct Target {
     pub label: String,
     pub dialect: Dialect,
+    /// How the bench's users (the workers') reach it.
+    pub transport: Transport,
     pub launch: Launch,
 }
 
@@ -60,40 +70,64 @@ pub struct Running {
     /// Where a server started with `--metrics` serves them (`metrics on
     /// <addr>` on its stdout).
     pub metrics: Option<String>,
+    /// Its web door (`listening for HTTP on <addr>`), if it has one; a
+    /// cluster's nodes' separated by commas, in the order of `addr`'s.
+    pub web: Option<String>,
+    /// How the bench's users reach it: at `addr` or at `web`.
+    pub transport: Transport,
     children: Vec<Child>,
 }
 
 impl Target {
     /// Makes the server ready for a run of `users` users.
     pub async fn start(&self, users: u32) -> io::Result<Running> {
-        match &self.launch {
-            Launch::Attach { addr, pid } => Ok(Running {
+        let web = self.transport == Transport::Ws;
+        let mut running = match &self.launch {
+            Launch::Attach { addr, pid, web } => Running {
                 addr: addr.clone(),
                 pids: pid.iter().copied().collect(),
                 redis_pid: None,
                 metrics: None,
+                web: web.clone(),
+                transport: Transport::Tcp,
                 children: Vec::new(),
-            }),
-            Launch::Binary { path, args } => start_binary(path, args, users).await,
-            Launch::Command { line } => start_command(line).await,
+            },
+            Launch::Binary { path, args } => start_binary(path, args, users, web).await?,
+            Launch::Command { line } => start_command(line).await?,
             Launch::Cluster {
                 path,
                 args,
                 nodes,
                 redis,
-            } => start_cluster(path, args, *nodes, redis, users).await,
+            } => start_cluster(path, args, *nodes, redis, users, web).await?,
             Launch::Floor { threads } => {
                 let mut command = Command::new(std::env::current_exe()?);
                 command
                     .args(["floor-writer", "--addr", "127.0.0.1:0"])
                     .args(["--threads", &threads.to_string()]);
-                listening(command, "chat-bench floor-writer", false).await
+                listening(command, "chat-bench floor-writer", false, false).await?
             }
+        };
+        if web && running.web.is_none() {
+            running.stop().await;
+            return Err(io::Error::other(format!(
+                "{}: WebSocket users need a web door: the bench starts chat-server with \
+                 --web-addr itself; for a running one, give --web-addr (the floor and \
+                 --compare servers speak TCP only)",
+                self.label
+            )));
         }
+        running.transport = self.transport;
+        Ok(running)
     }
 }
 
-async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result<Running> {
+async fn start_binary(
+    path: &PathBuf,
+    args: &[String],
+    users: u32,
+    web: bool,
+) -> io::Result<Running> {
     let max_clients = (users + 64).max(10_000);
     let mut command = Command::new(path);
     command
@@ -107,16 +141,29 @@ async fn start_binary(path: &PathBuf, args: &[String], users: u32) -> io::Result
     {
         command.arg("--ephemeral");
     }
+    let given = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    // The web door on a free port, unless the flags already name one.
+    let web = web || given("--web-addr");
+    if web && !given("--web-addr") {
+        command.args(["--web-addr", "127.0.0.1:0"]);
+    }
     command.args(args);
-    let metrics = args
-        .iter()
-        .any(|a| a == "--metrics" || a.starts_with("--metrics="));
-    listening(command, &path.display().to_string(), metrics).await
+    let metrics = given("--metrics");
+    listening(command, &path.display().to_string(), metrics, web).await
 }
 
 /// Starts `command`, a server that says `listening on <addr>` first, and
-/// then, with `metrics`, `metrics on <addr>`.
-async fn listening(mut command: Command, what: &str, metrics: bool) -> io::Result<Running> {
+/// then, with `metrics`, `metrics on <addr>`, and with `web`, `listening
+/// for HTTP on <addr>` (in either order, among other lines).
+async fn listening(
+    mut command: Command,
+    what: &str,
+    metrics: bool,
+    web: bool,
+) -> io::Result<Running> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -139,19 +186,31 @@ async fn listening(mut command: Command, what: &str, metrics: bool) -> io::Resul
             ))
         })?
         .to_owned();
-    let mut metrics_addr = None;
-    while metrics && metrics_addr.is_none() {
+    let (mut metrics_addr, mut web_addr) = (None, None);
+    while (metrics && metrics_addr.is_none()) || (web && web_addr.is_none()) {
+        let wanted = match (metrics && metrics_addr.is_none(), web && web_addr.is_none()) {
+            (true, true) => "`metrics on` and `listening for HTTP on`",
+            (true, false) => "`metrics on`",
+            _ => "`listening for HTTP on`",
+        };
         let line = timeout(START_TIMEOUT, lines.next_line())
             .await
-            .map_err(|_| io::Error::other("the server did not say where its metrics are"))??
-            .ok_or_else(|| io::Error::other(format!("{what} never said `metrics on`")))?;
-        metrics_addr = line.strip_prefix("metrics on ").map(str::to_owned);
+            .map_err(|_| io::Error::other(format!("{what} did not say {wanted} in time")))??
+            .ok_or_else(|| io::Error::other(format!("{what} never said {wanted}")))?;
+        if let Some(found) = line.strip_prefix("metrics on ") {
+            metrics_addr = Some(found.to_owned());
+        }
+        if let Some(found) = line.strip_prefix("listening for HTTP on ") {
+            web_addr = Some(found.to_owned());
+        }
     }
     Ok(Running {
         addr,
         pids: child.id().into_iter().collect(),
         redis_pid: None,
         metrics: metrics_addr,
+        web: web_addr,
+        transport: Transport::Tcp,
         children: vec![child],
     })
 }
@@ -165,6 +224,7 @@ async fn start_cluster(
     nodes: u32,
     redis: &PathBuf,
     users: u32,
+    web: bool,
 ) -> io::Result<Running> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -194,9 +254,11 @@ async fn start_cluster(
         pids: Vec::new(),
         redis_pid: redis_child.id(),
         metrics: None,
+        web: None,
+        transport: Transport::Tcp,
         children: vec![redis_child],
     };
-    let mut addrs = Vec::new();
+    let (mut addrs, mut webs) = (Vec::new(), Vec::new());
     for n in 1..=nodes.max(1) {
         let mut node_args = vec![
             "--cluster".to_owned(),
@@ -205,8 +267,9 @@ async fn start_cluster(
             format!("n{n}"),
         ];
         node_args.extend(args.iter().cloned());
-        let node = start_binary(path, &node_args, users).await?;
+        let node = start_binary(path, &node_args, users, web).await?;
         addrs.push(node.addr.clone());
+        webs.extend(node.web.clone());
         running.pids.extend(node.pids.iter().copied());
         running.children.extend(node.children);
     }
@@ -214,6 +277,7 @@ async fn start_cluster(
         wait_joined(addr).await?;
     }
     running.addr = addrs.join(",");
+    running.web = (web && webs.len() == addrs.len()).then(|| webs.join(","));
     Ok(running)
 }
 
@@ -291,11 +355,22 @@ async fn start_command(line: &str) -> io::Result<Running> {
         pids: child.id().into_iter().collect(),
         redis_pid: None,
         metrics: None,
+        web: None,
+        transport: Transport::Tcp,
         children: vec![child],
     })
 }
 
 impl Running {
+    /// Where the bench's users connect: `addr`, or the web door's with
+    /// WebSockets (a cluster's, comma-separated).
+    pub fn users_addr(&self) -> &str {
+        match (self.transport, &self.web) {
+            (Transport::Ws, Some(web)) => web,
+            _ => &self.addr,
+        }
+    }
+
     /// The server's resident memory (`VmRSS`), KiB; summed over a
     /// cluster's nodes.
     pub fn rss_kib(&self) -> Option<u64> {

@@ -7,6 +7,11 @@
 //! for a line cut in two), each read takes the clock once for all the lines
 //! it brought, and no delivery allocates.
 //!
+//! Users connect over TCP or, with `--transport ws`, over WebSockets to the
+//! server's web door ([`crate::transport`]): the worker reads and writes
+//! lines either way, a WebSocket's messages gathered into one batch of
+//! lines per wake-up as a TCP read brings them.
+//!
 //! A run is the lobby's (senders `MSG`, everyone checks everything) or, once
 //! the users joined rooms ([`Command::Join`]), the rooms' (the first senders
 //! of each room `SAY`, each member checks its own room's messages, and
@@ -21,7 +26,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
@@ -31,6 +36,7 @@ use crate::clock::now_ns;
 use crate::control::{histogram, Command, Tally, MAX_ERRORS};
 use crate::dialect::{self, number, Dialect, Event, Payload};
 use crate::proto;
+use crate::transport::{self, Batch, Reader, Transport, Writer};
 
 /// One read's worth of bytes; shared by every connection of the worker.
 const SCRATCH: usize = 256 * 1024;
@@ -57,8 +63,11 @@ fn widen(cell: &Cell<(u64, u64)>, now: u64) {
 /// Who this worker is: its users are `first..first + count`.
 #[derive(Debug, Clone)]
 pub struct Assignment {
+    /// The server's address (its web door's with WebSockets); a
+    /// cluster's, separated by commas.
     pub addr: String,
     pub dialect: Dialect,
+    pub transport: Transport,
     pub first: u32,
     pub count: u32,
     /// Names are `<prefix><id>`; only those count as this run's users.
@@ -265,8 +274,11 @@ struct Shared {
     assignment: Assignment,
     prefix: Vec<u8>,
     scratch: RefCell<Vec<u8>>,
+    /// The lines of a WebSocket's messages at hand (see
+    /// [`transport::poll_lines`]); shared by every connection too.
+    batch: RefCell<Vec<u8>>,
     inboxes: RefCell<Vec<Inbox>>,
-    writers: RefCell<Vec<Option<OwnedWriteHalf>>>,
+    writers: RefCell<Vec<Option<Writer>>>,
     latency: RefCell<Histogram<u64>>,
     first_ns: Cell<u64>,
     last_ns: Cell<u64>,
@@ -307,6 +319,7 @@ impl Shared {
             prefix: assignment.prefix.clone().into_bytes(),
             assignment,
             scratch: RefCell::new(vec![0; SCRATCH]),
+            batch: RefCell::new(Vec::new()),
             inboxes: RefCell::new(
                 (0..count)
                     .map(|_| Inbox {
@@ -416,7 +429,20 @@ impl Shared {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (read, mut write) = stream.into_split();
+        let (mut write, read) = match self.assignment.transport {
+            Transport::Tcp => {
+                let (read, write) = stream.into_split();
+                (Writer::Tcp(write), Reader::Tcp(read))
+            }
+            Transport::Ws => match transport::handshake(stream, &addr).await {
+                Ok(halves) => halves,
+                Err(e) => {
+                    self.error(format!("connect: {e}"));
+                    self.set_login(index, Login::Failed);
+                    return;
+                }
+            },
+        };
         let name = format!("{}{id}", self.assignment.prefix);
         if let Some(login) = self.assignment.dialect.login(&name) {
             if let Err(e) = write.write_all(login.as_bytes()).await {
@@ -445,7 +471,21 @@ impl Shared {
         self.progress.notify_waiters();
     }
 
-    async fn read(&self, index: usize, stream: OwnedReadHalf) {
+    async fn read(&self, index: usize, reader: Reader) {
+        match reader {
+            Reader::Tcp(stream) => self.read_tcp(index, stream).await,
+            Reader::Ws(stream) => self.read_ws(index, stream).await,
+        }
+        if self.inboxes.borrow()[index].login == Login::In {
+            let id = self.assignment.first as usize + index;
+            self.error(format!("user {id}: the server closed the connection"));
+        }
+        // A connection that ends before it is in was not let in.
+        self.set_login(index, Login::Failed);
+    }
+
+    /// Reads a TCP connection's lines until it closes.
+    async fn read_tcp(&self, index: usize, stream: OwnedReadHalf) {
         // The start of a line that the last read cut in two.
         let mut tail = Vec::new();
         loop {
@@ -478,12 +518,32 @@ impl Shared {
                 }
             }
         }
-        if self.inboxes.borrow()[index].login == Login::In {
-            let id = self.assignment.first as usize + index;
-            self.error(format!("user {id}: the server closed the connection"));
+    }
+
+    /// Reads a WebSocket's messages until it closes: all those at hand at
+    /// each wake-up as one batch of lines, handled at once. A message is
+    /// a whole line, so nothing is ever left over for the next batch.
+    async fn read_ws(&self, index: usize, mut stream: transport::WsReader) {
+        loop {
+            let batch = std::future::poll_fn(|cx| {
+                let mut lines = self.batch.borrow_mut();
+                lines.clear();
+                transport::poll_lines(&mut stream, cx, &mut lines)
+            })
+            .await;
+            let lines = self.batch.borrow();
+            if !lines.is_empty() {
+                self.lines(index, &lines, now_ns());
+            }
+            match batch {
+                Batch::More => {}
+                Batch::End(None) => break,
+                Batch::End(Some(e)) => {
+                    self.error(format!("read: {e}"));
+                    break;
+                }
+            }
         }
-        // A connection that ends before it is in was not let in.
-        self.set_login(index, Login::Failed);
     }
 
     /// Handles the complete lines at the start of `data`; returns how many
@@ -887,10 +947,10 @@ impl Shared {
     async fn send(
         &self,
         id: u32,
-        mut writer: OwnedWriteHalf,
+        mut writer: Writer,
         plan: Plan,
         start: Instant,
-    ) -> Option<OwnedWriteHalf> {
+    ) -> Option<Writer> {
         let dialect = self.assignment.dialect;
         let layout = self.layout.get();
         let room = layout.room(id).map(|room| self.room_name(room));
@@ -1022,6 +1082,7 @@ mod tests {
         let shared = Shared::new(Assignment {
             addr: "127.0.0.1:1".into(),
             dialect: Dialect::Chat,
+            transport: Transport::Tcp,
             first,
             count,
             prefix: "b7_".into(),

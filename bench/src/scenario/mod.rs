@@ -14,6 +14,7 @@ pub mod metrics_siege;
 pub mod open_loop;
 pub mod rooms;
 pub mod throughput;
+pub mod web;
 
 use std::io;
 use std::time::Duration;
@@ -95,8 +96,9 @@ pub async fn populate(
         per => users.div_ceil(per),
     };
     let mut fleet = Fleet::start(
-        &server.addr,
+        server.users_addr(),
         dialect,
+        server.transport,
         users,
         options.workers,
         &prefix,
