@@ -593,6 +593,7 @@ impl Job {
             Job::Fanout(fanout::Sizes { users: 200 }),
             // The five attacks at once, small: about 3.5 s.
             Job::Hostile(hostile::Sizes {
+                witnesses: 2,
                 quiet: Duration::from_secs(1),
                 hostile: Duration::from_secs(2),
                 ping_every: Duration::from_millis(250),

@@ -1,9 +1,10 @@
 //! `hostile`: the budgets of PROTOCOL.md ("what one address or one client
 //! can cost") under attack. Our server is started with
 //! `--limits-on-loopback`, so that each loopback address (127.0.0.N) counts
-//! as one address. Two witnesses on 127.0.0.1 time `PING` round trips, at a
-//! pace within their flood allowance, first alone (quiet), then while five
-//! attacks run at once, each from its own addresses:
+//! as one address. Witnesses (`--witnesses`, each on an address of its
+//! own, 127.0.1.N) time `PING` round trips, at a pace within their flood
+//! allowance, first alone (quiet), then while the attacks run at once, each
+//! from its own addresses:
 //!
 //! - history fill: users in many rooms `SAY`ing 4 KiB texts and setting
 //!   4 KiB topics;
@@ -74,8 +75,13 @@ const MEMORY_BACK_WITHIN: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Args)]
 pub struct Sizes {
     /// How long the witnesses ping alone.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub quiet: Duration,
+    /// Users timing PINGs, each from an address of its own. Their pace is
+    /// bounded by flood control, so it takes several for a p99 that is not
+    /// just the slowest ping: 8 take 32 samples a second.
+    #[arg(long, default_value_t = 8)]
+    pub witnesses: u32,
     /// How long the attacks last.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub hostile: Duration,
@@ -116,8 +122,9 @@ pub struct Sizes {
 impl Sizes {
     pub fn params(&self) -> String {
         format!(
-            "quiet={} hostile={} fillers={}x{}x{} squatters=2x{} spammers={} flooders={} \
-             metrics={} history={}MiB",
+            "witnesses={} quiet={} hostile={} fillers={}x{}x{} squatters=2x{} spammers={} \
+             flooders={} metrics={} history={}MiB",
+            self.witnesses,
             humantime::format_duration(self.quiet),
             humantime::format_duration(self.hostile),
             self.fillers,
@@ -242,7 +249,8 @@ async fn attack(
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let witnesses = {
         let (stop, every, limit) = (stop.clone(), sizes.ping_every, options.timeout);
-        std::thread::spawn(move || witness_thread(addr, stop, every, limit, ready_tx))
+        let count = sizes.witnesses;
+        std::thread::spawn(move || witness_thread(addr, count, stop, every, limit, ready_tx))
     };
     ready_rx
         .await
@@ -772,10 +780,11 @@ async fn reconnects(addr: SocketAddr, ip: Ipv4Addr, tally: Tally) {
 /// and the error that stopped it early, if one did.
 type Witnessed = (Vec<(Instant, Duration)>, Option<io::Error>);
 
-/// Logs two witnesses in from 127.0.0.1 on a runtime of this thread's own,
-/// says so on `ready`, and pings until `stop`.
+/// Logs `count` witnesses in, from 127.0.1.1 on, on a runtime of this
+/// thread's own, says so on `ready`, and pings until `stop`.
 fn witness_thread(
     addr: SocketAddr,
+    count: u32,
     stop: Arc<AtomicBool>,
     every: Duration,
     limit: Duration,
@@ -793,10 +802,10 @@ fn witness_thread(
     };
     runtime.block_on(async move {
         let mut lines = Vec::new();
-        for n in 0..2 {
+        for n in 0..count {
             let logged_in = async {
-                let mut line =
-                    login(addr, Ipv4Addr::new(127, 0, 0, 1), &format!("witness{n}")).await?;
+                let ip = Ipv4Addr::new(127, 0, 1, (n % 250 + 1) as u8);
+                let mut line = login(addr, ip, &format!("witness{n}")).await?;
                 expect(&mut line.0, "WELCOME ", limit).await?;
                 Ok::<_, io::Error>(line)
             };
@@ -810,9 +819,16 @@ fn witness_thread(
         }
         let _ = ready.send(Ok(()));
         let mut set = JoinSet::new();
-        for (mut reader, mut writer) in lines {
+        let witnesses = lines.len() as u32;
+        for (n, (mut reader, mut writer)) in lines.into_iter().enumerate() {
             let stop = stop.clone();
-            set.spawn(async move { ping(&mut reader, &mut writer, &stop, every).await });
+            // Spread over the pause, so that one moment's delay is one
+            // sample, not one from each witness at once.
+            let offset = every * n as u32 / witnesses.max(1);
+            set.spawn(async move {
+                sleep(offset).await;
+                ping(&mut reader, &mut writer, &stop, every).await
+            });
         }
         let mut all = Vec::new();
         while let Some(joined) = set.join_next().await {
