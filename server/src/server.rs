@@ -275,15 +275,31 @@ async fn accept(
     gate: &Arc<Gate>,
     tls_refusals: &Arc<PerAddress>,
 ) {
+    while let Some((stream, peer)) =
+        next_connection(&listener, &gate.shutdown, &ACCEPT_FAILED).await
+    {
+        admit(stream, peer, &door, gate, tls_refusals, Instant::now());
+    }
+}
+
+/// The next connection `listener` accepts, or `None` once `shutdown` is
+/// cancelled. A failed accept (out of file descriptors, say) is warned of
+/// with `failed` and followed by a pause, so that no accept loop spins or
+/// gives up.
+pub async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    failed: &'static Repeating,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
-            _ = gate.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return None,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, peer)) => admit(stream, peer, &door, gate, tls_refusals, Instant::now()),
+            Ok(accepted) => return Some(accepted),
             Err(e) => {
-                ACCEPT_FAILED.warn(e);
+                failed.warn(e);
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }

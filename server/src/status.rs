@@ -34,6 +34,7 @@ use tracing::debug;
 use crate::hub::Hub;
 use crate::logging::Repeating;
 use crate::metrics;
+use crate::server::next_connection;
 
 /// Longest a readiness check waits for the hub's answer: a hub that
 /// cannot answer this fast is not ready to log anyone in.
@@ -48,8 +49,6 @@ const LINGER_BYTES: usize = 64 * 1024;
 /// scraper, a supervisor and a load balancer need a few; without a bound,
 /// idle connections could take every file descriptor the chat needs.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Pause after a failed accept, so the loop neither spins nor gives up.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The endpoint's repeating warnings ([`Repeating`]).
 static REFUSED: Repeating = Repeating::new(
@@ -89,18 +88,8 @@ pub fn serve(
 ) -> JoinHandle<()> {
     let serving = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        ACCEPT_FAILED.warn(e);
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((stream, peer)) = next_connection(&listener, &shutdown, &ACCEPT_FAILED).await
+        {
             let Ok(permit) = serving.clone().try_acquire_owned() else {
                 metrics::metrics_refused();
                 REFUSED.warn(peer.ip());

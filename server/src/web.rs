@@ -47,6 +47,7 @@ use crate::hub::Refusal;
 use crate::limits::{PerAddress, Slot};
 use crate::logging::Repeating;
 use crate::metrics::{self, Door, Limit};
+use crate::server::next_connection;
 use crate::session;
 
 /// HTTP connections (page loads, upgrades not yet made) open at once on
@@ -71,8 +72,6 @@ const HTTP_CLOSE_GRACE: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers a request may have.
 const MAX_HEADERS: usize = 64;
-/// Pause after a failed accept, so the loop neither spins nor gives up.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The web doors' state: the gate, and the bounds on HTTP connections.
 pub(crate) struct Web {
@@ -122,18 +121,9 @@ impl Web {
 
     /// One web door's accept loop (HTTPS with `tls`), until shutdown.
     pub async fn accept(self: &Arc<Self>, listener: TcpListener, tls: Option<TlsAcceptor>) {
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = self.gate.shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        ACCEPT_FAILED.warn(e);
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((stream, peer)) =
+            next_connection(&listener, &self.gate.shutdown, &ACCEPT_FAILED).await
+        {
             let accepted = Instant::now();
             let Some(places) = self.places(peer) else {
                 gate::warn_refused(
