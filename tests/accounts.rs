@@ -288,6 +288,8 @@ async fn a_muted_user_may_do_everything_but_send() {
     carol.recv_until("JOIN bob").await;
     carol.send("MUTE nobody 1m").await;
     carol.expect_error("no-such-user").await;
+    carol.send("UNMUTE nobody").await;
+    carol.expect_error("no-such-user").await;
     assert_eq!(carol.request("MUTE bob 5m").await, ["OK MUTE bob"]);
 
     bob.request("JOIN #r").await;
