@@ -141,13 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Ws<S> {
     async fn login(&mut self, name: &str) -> Vec<String> {
         self.send(&format!("NAME {name}")).await;
         self.expect(&format!("WELCOME {name}")).await;
-        let names = self.recv().await;
-        names
-            .strip_prefix("NAMES ")
-            .unwrap_or_else(|| panic!("expected NAMES, got {names:?}"))
-            .split(' ')
-            .map(str::to_owned)
-            .collect()
+        chat_tests::names_listed(&self.recv().await)
     }
 
     /// Every frame before the answer to a fresh `PING`.

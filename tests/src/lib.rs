@@ -280,13 +280,7 @@ impl Client {
     pub async fn login(&mut self, name: &str) -> Vec<String> {
         self.send(&format!("NAME {name}")).await;
         self.expect(&format!("WELCOME {name}")).await;
-        let names = self.recv().await;
-        names
-            .strip_prefix("NAMES ")
-            .unwrap_or_else(|| panic!("expected NAMES, got {names:?}"))
-            .split(' ')
-            .map(str::to_owned)
-            .collect()
+        names_listed(&self.recv().await)
     }
 
     /// Sends one line; the `\n` is added.
@@ -444,4 +438,14 @@ impl Client {
     pub async fn shutdown_write(&mut self) {
         let _ = self.writer.shutdown().await;
     }
+}
+
+/// The names a lobby `NAMES` line lists, for every client's login (TCP,
+/// TLS, WebSocket).
+pub fn names_listed(line: &str) -> Vec<String> {
+    line.strip_prefix("NAMES ")
+        .unwrap_or_else(|| panic!("expected NAMES, got {line:?}"))
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
 }
