@@ -595,6 +595,8 @@ impl Job {
             Job::Hostile(hostile::Sizes {
                 witnesses: 2,
                 quiet: Duration::from_secs(1),
+                busy: Duration::from_secs(1),
+                busy_members: 8,
                 hostile: Duration::from_secs(2),
                 ping_every: Duration::from_millis(250),
                 fillers: 1,

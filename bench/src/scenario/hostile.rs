@@ -2,30 +2,40 @@
 //! can cost") under attack. Our server is started with
 //! `--limits-on-loopback`, so that each loopback address (127.0.0.N) counts
 //! as one address. Witnesses (`--witnesses`, each on an address of its
-//! own, 127.0.1.N) time `PING` round trips, at a pace within their flood
-//! allowance, first alone (quiet), then while the attacks run at once, each
-//! from its own addresses:
+//! own, 127.0.1.N, and a thread of its own) time `PING` round trips, at a
+//! pace within their flood allowance, in three phases:
 //!
-//! - history fill: users in many rooms `SAY`ing 4 KiB texts and setting
-//!   4 KiB topics;
-//! - room squatting: two addresses `JOIN`ing as many rooms as they can;
-//! - `ROOMS` / `WHO` / `HISTORY` spam from several connections of one
-//!   address;
-//! - a reconnect loop from one address (connect, `NAME`, a few `MSG`,
-//!   `LEAVE`);
-//! - a flood of `MSG`s from many connections of one address;
-//! - idle and slowloris HTTP connections to the `--metrics` port from
-//!   three addresses (see [`metrics_siege`]).
+//! 1. quiet: the witnesses alone;
+//! 2. busy, the control: as much lobby traffic as the attacks get through,
+//!    from users who keep every rule (see [`busy_plans`]);
+//! 3. under attack, all at once, each attack from its own addresses:
+//!    - history fill: users in many rooms `SAY`ing 4 KiB texts and setting
+//!      4 KiB topics;
+//!    - room squatting: two addresses `JOIN`ing as many rooms as they can;
+//!    - `ROOMS` / `WHO` / `HISTORY` spam from several connections of one
+//!      address;
+//!    - a reconnect loop from one address (connect, `NAME`, a few `MSG`,
+//!      `LEAVE`);
+//!    - a flood of `MSG`s from many connections of one address;
+//!    - idle and slowloris HTTP connections to the `--metrics` port from
+//!      three addresses (see [`metrics_siege`]).
 //!
-//! Reported: the witnesses' p99 quiet and under attack and their ratio
-//! (target: within 2x), the server's RSS before and at its peak, and what
-//! each attack got through. Checked (the run fails otherwise): the metrics
-//! port served at most 64 at once; the peak RSS stayed within the bound
-//! the budgets set ([`rss_bound_kib`]); and once the attackers are gone
-//! and their rooms forgotten, the RSS came back to within
-//! [`RSS_MARGIN_KIB`] of the quiet baseline within a minute (sampled every
-//! second; the time it took is reported). Like `accounts`, this talks to
-//! the server directly, without the worker fleet.
+//! The bench shares the server's cores, so it keeps out of the way of what
+//! it measures: the attacks' frames are formatted before they start and
+//! written many to a `write`, the attackers (and the busy users) run at the
+//! lowest CPU priority ([`attacker_thread`]), and a witness sleeping
+//! between pings is not woken by the lobby's traffic ([`witness_thread`]).
+//!
+//! Reported: the witnesses' p99 in each phase, under attack against quiet
+//! (target: within 2x) and against busy (what the attacks cost beyond the
+//! traffic they are allowed), the server's RSS before and at its peak, and
+//! what each attack got through. Checked (the run fails otherwise): the
+//! metrics port served at most 64 at once; the peak RSS stayed within the
+//! bound the budgets set ([`rss_bound_kib`]); and once the attackers are
+//! gone and their rooms forgotten, the RSS came back to within
+//! [`RSS_MARGIN_KIB`] of the baseline before the attacks within a minute
+//! (sampled every second; the time it took is reported). Like `accounts`,
+//! this talks to the server directly, without the worker fleet.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -39,7 +49,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
-use tokio::time::{sleep, timeout, timeout_at, Instant};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
 
 use super::metrics_siege::{self, Siege, SERVED_AT_ONCE};
 use super::{expect, Options};
@@ -75,15 +85,26 @@ const MEMORY_BACK_WITHIN: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Args)]
 pub struct Sizes {
     /// How long the witnesses ping alone.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub quiet: Duration,
     /// Users timing PINGs, each from an address of its own. Their pace is
-    /// bounded by flood control, so it takes several for a p99 that is not
-    /// just the slowest ping: 8 take 32 samples a second.
-    #[arg(long, default_value_t = 8)]
+    /// bounded by flood control, so it takes many for a p99 that is not
+    /// just the slowest pings: 16 take 64 samples a second, 640 in 10 s,
+    /// and the p99 is then the 7th slowest.
+    #[arg(long, default_value_t = 16)]
     pub witnesses: u32,
+    /// How long the control lasts, between the quiet and the attacks: as
+    /// much lobby traffic as the attacks get through (`--busy-members`
+    /// idle users, `MSG`s at the flood's allowance, a login a second),
+    /// from users who keep every rule. 0 leaves it out.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub busy: Duration,
+    /// Idle lobby users in the control: as many as the attacks' chat
+    /// connections.
+    #[arg(long, default_value_t = 60)]
+    pub busy_members: u32,
     /// How long the attacks last.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub hostile: Duration,
     /// A witness's pause between two pings: within the default allowance
     /// of 5 frames a second per connection, or the witness measures its
@@ -122,10 +143,12 @@ pub struct Sizes {
 impl Sizes {
     pub fn params(&self) -> String {
         format!(
-            "witnesses={} quiet={} hostile={} fillers={}x{}x{} squatters=2x{} spammers={} \
-             flooders={} metrics={} history={}MiB",
+            "witnesses={} quiet={} busy={}x{} hostile={} fillers={}x{}x{} squatters=2x{} \
+             spammers={} flooders={} metrics={} history={}MiB",
             self.witnesses,
             humantime::format_duration(self.quiet),
+            humantime::format_duration(self.busy),
+            self.busy_members,
             humantime::format_duration(self.hostile),
             self.fillers,
             self.fill_users,
@@ -250,70 +273,77 @@ async fn attack(
     let witnesses = {
         let (stop, every, limit) = (stop.clone(), sizes.ping_every, options.timeout);
         let count = sizes.witnesses;
-        std::thread::spawn(move || witness_thread(addr, count, stop, every, limit, ready_tx))
+        std::thread::Builder::new()
+            .name("witnesses".into())
+            .spawn(move || witness_thread(addr, count, stop, every, limit, ready_tx))?
     };
     ready_rx
         .await
         .map_err(|_| io::Error::other("the witnesses did not start"))??;
-    sleep(sizes.quiet).await;
-    let rss_before = server.rss_kib();
-
-    let started = Instant::now();
-    let end = started + sizes.hostile;
     let fill = Tally::default();
     let squat = [Tally::default(), Tally::default()];
     let spam = Tally::default();
     let reconnect = Tally::default();
     let flood = Tally::default();
     let siege = Siege::default();
-    let mut attacks = JoinSet::new();
-    // Addresses: fillers from 127.0.0.10, squatters .2 and .3, spam .4,
-    // reconnects .5, flood .6.
+    // Every attack is made ready (its frames formatted) before it starts,
+    // so that the bench's own work at the start does not take a core from
+    // the server and the witnesses. Addresses: fillers from 127.0.0.10,
+    // squatters .2 and .3, spam .4, reconnects .5, flood .6.
+    let mut plans: Vec<Attack> = Vec::new();
     for a in 0..sizes.fillers {
         let ip = Ipv4Addr::new(127, 0, 0, 10 + a as u8);
         for u in 0..sizes.fill_users {
             let user = a * 1000 + u;
-            let filling = filler(addr, ip, user, sizes.fill_rooms, fill.clone());
-            attacks.spawn(timeout_at(end, filling));
+            plans.push(Box::pin(filler(
+                addr,
+                ip,
+                user,
+                sizes.fill_rooms,
+                fill.clone(),
+            )));
         }
     }
     for (a, tally) in squat.iter().enumerate() {
         let ip = Ipv4Addr::new(127, 0, 0, 2 + a as u8);
         for c in 0..sizes.squatters {
             let name = format!("sq{a}c{c}");
-            let frames = (0..ROOMS_PER_USER)
-                .map(|r| format!("JOIN #s{a}c{c}r{r}"))
-                .collect();
-            attacks.spawn(timeout_at(
-                end,
-                pipeline(addr, ip, name, frames, tally.clone()),
-            ));
+            let frames = batches((0..ROOMS_PER_USER).map(|r| format!("JOIN #s{a}c{c}r{r}")));
+            plans.push(Box::pin(pipeline(addr, ip, name, frames, tally.clone())));
         }
     }
     for c in 0..sizes.spammers {
         let ip = Ipv4Addr::new(127, 0, 0, 4);
-        let frames = ["ROOMS", "WHO", "HISTORY 100"]
-            .into_iter()
-            .cycle()
-            .take(3000)
-            .map(String::from)
-            .collect();
-        attacks.spawn(timeout_at(
-            end,
-            pipeline(addr, ip, format!("spam{c}"), frames, spam.clone()),
-        ));
+        let frames = batches(
+            ["ROOMS", "WHO", "HISTORY 100"]
+                .into_iter()
+                .cycle()
+                .take(3000)
+                .map(String::from),
+        );
+        plans.push(Box::pin(pipeline(
+            addr,
+            ip,
+            format!("spam{c}"),
+            frames,
+            spam.clone(),
+        )));
     }
-    attacks.spawn(timeout_at(
-        end,
-        reconnects(addr, Ipv4Addr::new(127, 0, 0, 5), reconnect.clone()),
-    ));
+    plans.push(Box::pin(reconnects(
+        addr,
+        Ipv4Addr::new(127, 0, 0, 5),
+        reconnect.clone(),
+    )));
     for c in 0..sizes.flooders {
         let ip = Ipv4Addr::new(127, 0, 0, 6);
-        let frames = (0..20_000).map(|m| format!("MSG flood {c} {m}")).collect();
-        attacks.spawn(timeout_at(
-            end,
-            pipeline(addr, ip, format!("fl{c}"), frames, flood.clone()),
-        ));
+        let frames = batches((0..20_000).map(|m| format!("MSG flood {c} {m}")));
+        plans.push(Box::pin(pipeline(
+            addr,
+            ip,
+            format!("fl{c}"),
+            frames,
+            flood.clone(),
+        )));
     }
     let metrics_addr = match &server.metrics {
         Some(metrics) => Some(
@@ -331,17 +361,54 @@ async fn attack(
     if let Some(metrics) = metrics_addr {
         for c in 0..sizes.metrics_conns {
             let ip = Ipv4Addr::new(127, 0, 0, 7 + (c % 3) as u8);
-            let besieging = siege.clone().besiege(metrics, ip, c % 2 == 1);
-            attacks.spawn(timeout_at(end, besieging));
+            plans.push(Box::pin(siege.clone().besiege(metrics, ip, c % 2 == 1)));
         }
     }
+
+    sleep(sizes.quiet).await;
+    // The control: as much lobby traffic as the attacks get through, from
+    // users who keep every rule, to tell what the attacks cost the
+    // witnesses from what the chat they are allowed costs.
+    let busy_started = Instant::now();
+    let busy_end = busy_started + sizes.busy;
+    let busy = Tally::default();
+    if !sizes.busy.is_zero() {
+        let plans = busy_plans(addr, sizes, &busy);
+        let chatting = std::thread::Builder::new()
+            .name("busy".into())
+            .spawn(move || attacker_thread(plans, busy_end))?;
+        let not_lowered = tokio::task::spawn_blocking(move || chatting.join())
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|_| io::Error::other("a busy user panicked"))??;
+        if let Some(e) = not_lowered {
+            outcome
+                .notes
+                .push(format!("busy users at normal priority: {e}"));
+        }
+        // Their LEAVEs reach everyone before the attacks start.
+        sleep(Duration::from_secs(1)).await;
+    }
+    let rss_before = server.rss_kib();
+    let started = Instant::now();
+    let end = started + sizes.hostile;
+    let attackers = std::thread::Builder::new()
+        .name("attackers".into())
+        .spawn(move || attacker_thread(plans, end))?;
     let mut rss_peak = rss_before.unwrap_or(0);
     while Instant::now() < end {
         sleep(Duration::from_millis(100)).await;
         rss_peak = rss_peak.max(server.rss_kib().unwrap_or(0));
     }
-    attacks.abort_all();
-    while attacks.join_next().await.is_some() {}
+    let not_lowered = tokio::task::spawn_blocking(move || attackers.join())
+        .await
+        .map_err(io::Error::other)?
+        .map_err(|_| io::Error::other("an attacker panicked"))??;
+    if let Some(e) = not_lowered {
+        outcome
+            .notes
+            .push(format!("attackers at normal priority: {e}"));
+    }
     let rss_after = server.rss_kib();
     let refused_by_server = match &server.metrics {
         Some(metrics) => Some(metrics_siege::refused_by_server(metrics).await),
@@ -355,7 +422,7 @@ async fn attack(
     };
 
     stop.store(true, Ordering::Relaxed);
-    let (mut quiet, mut hostile) = (Vec::new(), Vec::new());
+    let (mut quiet, mut chat, mut hostile) = (Vec::new(), Vec::new(), Vec::new());
     let mut slowest = Vec::new();
     let joined = tokio::task::spawn_blocking(move || witnesses.join())
         .await
@@ -366,8 +433,12 @@ async fn attack(
             outcome.problems.push(format!("a witness failed: {e}"));
         }
         for (at, rtt) in times {
-            if at < started {
+            if at < busy_started {
                 quiet.push(rtt);
+            } else if at < busy_end {
+                chat.push(rtt);
+            } else if at < started {
+                // The busy users leaving.
             } else if at < end {
                 hostile.push(rtt);
                 slowest.push((rtt, at - started));
@@ -390,8 +461,16 @@ async fn attack(
         "slowest witness pings under attack (and when, into the attacks): {}",
         worst.join(", ")
     ));
-    let (quiet_n, hostile_n) = (quiet.len(), hostile.len());
-    let (quiet_p99, hostile_p99) = (p99_ms(&mut quiet), p99_ms(&mut hostile));
+    let (quiet_n, chat_n, hostile_n) = (quiet.len(), chat.len(), hostile.len());
+    let quiet_p99 = p99_ms(&mut quiet);
+    let chat_p99 = p99_ms(&mut chat);
+    let hostile_p99 = p99_ms(&mut hostile);
+    outcome.notes.push(format!(
+        "witness round trips (ms), quiet: {}; busy: {}; under attack: {}",
+        spread(&quiet),
+        spread(&chat),
+        spread(&hostile)
+    ));
     let ratio = hostile_p99 / quiet_p99.max(1e-3);
     outcome.metric(
         "ping_quiet_p99_ms",
@@ -399,6 +478,14 @@ async fn attack(
         quiet_p99,
         Better::Lower,
     );
+    if chat_n > 0 {
+        outcome.metric(
+            "ping_busy_p99_ms",
+            "witness PING p99, busy: the attacks' traffic, allowed (ms)",
+            chat_p99,
+            Better::Lower,
+        );
+    }
     outcome.metric(
         "ping_hostile_p99_ms",
         "witness PING p99, under attack (ms)",
@@ -411,8 +498,28 @@ async fn attack(
         ratio,
         Better::Lower,
     );
+    if chat_n > 0 {
+        outcome.metric(
+            "ping_ratio_busy",
+            "witness PING p99, attack / busy",
+            hostile_p99 / chat_p99.max(1e-3),
+            Better::Lower,
+        );
+        outcome.metric(
+            "busy_sent",
+            "busy: MSGs the busy users sent",
+            busy.get("sent") as f64,
+            Better::Neither,
+        );
+        outcome.metric(
+            "busy_logins",
+            "busy: logins and LEAVEs",
+            busy.get("visit") as f64,
+            Better::Neither,
+        );
+    }
     outcome.notes.push(format!(
-        "witness samples: {quiet_n} quiet, {hostile_n} under attack"
+        "witness samples: {quiet_n} quiet, {chat_n} busy, {hostile_n} under attack"
     ));
     if ratio > 2.0 {
         outcome
@@ -678,25 +785,138 @@ impl Drop for Reading {
     }
 }
 
-/// Logs in as `name` from `ip` and writes `frames` one after another, as
-/// fast as the server reads them, while another task reads everything.
-/// Returns when the frames are written or the connection fails (a refusal
-/// is counted, not an error); the reader goes on until the attack ends.
-async fn pipeline(addr: SocketAddr, ip: Ipv4Addr, name: String, frames: Vec<String>, tally: Tally) {
+/// The control's users (see [`Sizes::busy`]): idle members 8 to an
+/// address from 127.0.2.N; senders from 127.0.3.N, one an address, whose
+/// `MSG`s together come at `--flood-rate-per-ip` (20 a second), what the
+/// flood gets through; and a login a second from 127.0.4.N, as the
+/// reconnect loop gets, each user leaving once welcomed.
+fn busy_plans(addr: SocketAddr, sizes: &Sizes, tally: &Tally) -> Vec<Attack> {
+    const SENDERS: u32 = 5;
+    const EACH_EVERY: Duration = Duration::from_millis(250);
+    let mut plans: Vec<Attack> = Vec::new();
+    for m in 0..sizes.busy_members {
+        let ip = Ipv4Addr::new(127, 0, 2, (m / 8 + 1) as u8);
+        plans.push(Box::pin(pipeline(
+            addr,
+            ip,
+            format!("member{m}"),
+            Vec::new(),
+            tally.clone(),
+        )));
+    }
+    for c in 0..SENDERS {
+        let ip = Ipv4Addr::new(127, 0, 3, (c + 1) as u8);
+        // Spread over the pause, as the flood's admitted frames are.
+        let offset = EACH_EVERY * c / SENDERS;
+        plans.push(Box::pin(chatter(
+            addr,
+            ip,
+            c,
+            offset,
+            EACH_EVERY,
+            tally.clone(),
+        )));
+    }
+    plans.push(Box::pin(churn(addr, Duration::from_secs(1), tally.clone())));
+    plans
+}
+
+/// A well-behaved user who says something every `every`.
+async fn chatter(
+    addr: SocketAddr,
+    ip: Ipv4Addr,
+    n: u32,
+    offset: Duration,
+    every: Duration,
+    tally: Tally,
+) {
+    let Ok((reader, mut writer)) = login(addr, ip, &format!("talker{n}")).await else {
+        tally.add("connect-failed", 1);
+        return;
+    };
+    let _reading = Reading(tokio::spawn(drain(reader, tally.clone())));
+    sleep(offset).await;
+    for m in 0u64.. {
+        let frame = format!("MSG talk {n} {m}\n");
+        if writer.write_all(frame.as_bytes()).await.is_err() {
+            return;
+        }
+        tally.add("sent", 1);
+        sleep(every).await;
+    }
+}
+
+/// A user logs in and leaves every `every`, each from an address of its
+/// own.
+async fn churn(addr: SocketAddr, every: Duration, tally: Tally) {
+    for n in 0u32.. {
+        let next = Instant::now() + every;
+        let ip = Ipv4Addr::new(127, 0, 4, (n % 250 + 1) as u8);
+        let visit = async {
+            let (mut reader, mut writer) = login(addr, ip, &format!("visitor{n}")).await?;
+            expect(&mut reader, "WELCOME ", Duration::from_secs(5)).await?;
+            tally.add("visit", 1);
+            writer.write_all(b"LEAVE\n").await
+        };
+        if visit.await.is_err() {
+            tally.add("connect-failed", 1);
+        }
+        sleep_until(next).await;
+    }
+}
+
+/// An attack, made ready: its frames are formatted before it starts.
+type Attack = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Frames written with one `write`: an attacker who wants the most of each
+/// system call sends many frames at once, and a frame per `write` would
+/// have the bench, not the server, take a core.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Frames, each with its line ending, in batches of at most
+/// [`BATCH_BYTES`] (or one frame): the bytes and how many frames they hold.
+fn batches(frames: impl Iterator<Item = String>) -> Vec<(Vec<u8>, u64)> {
+    let mut batches: Vec<(Vec<u8>, u64)> = Vec::new();
+    for frame in frames {
+        match batches.last_mut() {
+            Some((bytes, n)) if bytes.len() + frame.len() < BATCH_BYTES => {
+                bytes.extend_from_slice(frame.as_bytes());
+                bytes.push(b'\n');
+                *n += 1;
+            }
+            _ => {
+                let mut bytes = Vec::with_capacity(BATCH_BYTES);
+                bytes.extend_from_slice(frame.as_bytes());
+                bytes.push(b'\n');
+                batches.push((bytes, 1));
+            }
+        }
+    }
+    batches
+}
+
+/// Logs in as `name` from `ip` and writes `batches` (see [`batches`]) one
+/// after another, as fast as the server reads them, while another task
+/// reads everything. Returns when the frames are written or the connection
+/// fails (a refusal is counted, not an error); the reader goes on until the
+/// attack ends.
+async fn pipeline(
+    addr: SocketAddr,
+    ip: Ipv4Addr,
+    name: String,
+    batches: Vec<(Vec<u8>, u64)>,
+    tally: Tally,
+) {
     let Ok((reader, mut writer)) = login(addr, ip, &name).await else {
         tally.add("connect-failed", 1);
         return;
     };
     let reading = Reading(tokio::spawn(drain(reader, tally.clone())));
-    for frame in frames {
-        if writer
-            .write_all(format!("{frame}\n").as_bytes())
-            .await
-            .is_err()
-        {
+    for (bytes, frames) in batches {
+        if writer.write_all(&bytes).await.is_err() {
             break;
         }
-        tally.add("sent", 1);
+        tally.add("sent", frames);
     }
     reading.finish().await;
 }
@@ -780,8 +1000,51 @@ async fn reconnects(addr: SocketAddr, ip: Ipv4Addr, tally: Tally) {
 /// and the error that stopped it early, if one did.
 type Witnessed = (Vec<(Instant, Duration)>, Option<io::Error>);
 
-/// Logs `count` witnesses in, from 127.0.1.1 on, on a runtime of this
-/// thread's own, says so on `ready`, and pings until `stop`.
+/// Runs the attacks until `end`, on a thread of their own at the lowest
+/// CPU priority (`SCHED_IDLE`). Attackers elsewhere would not take this
+/// machine's CPU; here, on the server's own cores, their reading and
+/// writing would otherwise stand in the server's and the witnesses' way,
+/// and the witnesses would time the bench. They still get every cycle the
+/// server and the witnesses leave idle, and the counts in the report show
+/// what they got through.
+///
+/// Returns why the priority could not be lowered, if it could not: the
+/// attacks then run all the same, and the report says so.
+fn attacker_thread(plans: Vec<Attack>, end: Instant) -> io::Result<Option<io::Error>> {
+    let lowered = lowest_priority();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut attacks = JoinSet::new();
+        for plan in plans {
+            attacks.spawn(timeout_at(end, plan));
+        }
+        while attacks.join_next().await.is_some() {}
+    });
+    Ok(lowered.err())
+}
+
+/// Puts the calling thread under `SCHED_IDLE`: it runs only when no other
+/// thread wants the CPU. Lowering one's own priority needs no privilege.
+fn lowest_priority() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    let done = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Logs `count` witnesses in, from 127.0.1.1 on, says so on `ready`, and
+/// has each ping until `stop` on a thread of its own, with a blocking
+/// socket. Everyone is in the lobby, so every witness receives all its
+/// traffic; a witness sleeping between two pings must not be woken by it,
+/// or the witnesses' own reading, many sockets at each broadcast, would
+/// be what they time. A blocking socket that is not being read wakes
+/// nobody: the lines wait in it and are read, quickly, at the next ping.
 fn witness_thread(
     addr: SocketAddr,
     count: u32,
@@ -790,80 +1053,126 @@ fn witness_thread(
     limit: Duration,
     ready: tokio::sync::oneshot::Sender<io::Result<()>>,
 ) -> Vec<Witnessed> {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let logged_in = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
+        .and_then(|runtime| {
+            runtime.block_on(async move {
+                let mut streams = Vec::new();
+                for n in 0..count {
+                    let ip = Ipv4Addr::new(127, 0, 1, (n % 250 + 1) as u8);
+                    let (mut reader, writer) = login(addr, ip, &format!("witness{n}")).await?;
+                    expect(&mut reader, "WELCOME ", limit).await?;
+                    let stream = reader
+                        .into_inner()
+                        .reunite(writer)
+                        .map_err(io::Error::other)?
+                        .into_std()?;
+                    stream.set_nonblocking(false)?;
+                    streams.push(stream);
+                }
+                Ok(streams)
+            })
+        });
+    let streams = match logged_in {
+        Ok(streams) => streams,
         Err(e) => {
             let _ = ready.send(Err(e));
             return Vec::new();
         }
     };
-    runtime.block_on(async move {
-        let mut lines = Vec::new();
-        for n in 0..count {
-            let logged_in = async {
-                let ip = Ipv4Addr::new(127, 0, 1, (n % 250 + 1) as u8);
-                let mut line = login(addr, ip, &format!("witness{n}")).await?;
-                expect(&mut line.0, "WELCOME ", limit).await?;
-                Ok::<_, io::Error>(line)
-            };
-            match logged_in.await {
-                Ok(line) => lines.push(line),
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return Vec::new();
-                }
-            }
-        }
-        let _ = ready.send(Ok(()));
-        let mut set = JoinSet::new();
-        let witnesses = lines.len() as u32;
-        for (n, (mut reader, mut writer)) in lines.into_iter().enumerate() {
+    let _ = ready.send(Ok(()));
+    let witnesses = streams.len() as u32;
+    let pinging: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(n, stream)| {
             let stop = stop.clone();
             // Spread over the pause, so that one moment's delay is one
             // sample, not one from each witness at once.
             let offset = every * n as u32 / witnesses.max(1);
-            set.spawn(async move {
-                sleep(offset).await;
-                ping(&mut reader, &mut writer, &stop, every).await
-            });
-        }
-        let mut all = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            if let Ok(witnessed) = joined {
-                all.push(witnessed);
-            }
-        }
-        all
-    })
+            std::thread::Builder::new()
+                .name(format!("witness{n}"))
+                .spawn(move || ping(stream, offset, every, &stop))
+        })
+        .collect();
+    pinging
+        .into_iter()
+        .map(|spawned| match spawned {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|_| (Vec::new(), Some(io::Error::other("a witness panicked")))),
+            Err(e) => (Vec::new(), Some(e)),
+        })
+        .collect()
 }
 
-/// Pings until told to stop: when each ping was sent and its round trip,
-/// and the error that stopped it early, if one did.
-async fn ping(
-    reader: &mut BufReader<OwnedReadHalf>,
-    writer: &mut OwnedWriteHalf,
-    stop: &AtomicBool,
+/// Pings every `every`, after `offset`, until told to stop: when each ping
+/// was sent and its round trip, and the error that stopped it early, if one
+/// did.
+fn ping(
+    stream: std::net::TcpStream,
+    offset: Duration,
     every: Duration,
+    stop: &AtomicBool,
 ) -> Witnessed {
+    use std::io::{BufRead as _, Write as _};
     let mut times = Vec::new();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let sent = Instant::now();
-        let round = async {
-            writer.write_all(format!("PING w{n}\n").as_bytes()).await?;
-            expect(reader, &format!("PONG w{n}"), Duration::from_secs(30)).await
-        };
-        if let Err(e) = round.await {
+    let setup = stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .and_then(|()| stream.try_clone());
+    let mut writer = match setup {
+        Ok(writer) => writer,
+        Err(e) => return (times, Some(e)),
+    };
+    let mut reader = std::io::BufReader::new(stream);
+    std::thread::sleep(offset);
+    let mut line = String::new();
+    for n in 0u64.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let sent = std::time::Instant::now();
+        let pong = format!("PONG w{n}");
+        let round = (|| {
+            writer.write_all(format!("PING w{n}\n").as_bytes())?;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    return Err(io::Error::other(format!("closed before {pong}")));
+                }
+                if line.starts_with(&pong) {
+                    return Ok(());
+                }
+                if line.starts_with("ERROR ") {
+                    return Err(io::Error::other(line.trim_end().to_owned()));
+                }
+            }
+        })();
+        if let Err(e) = round {
             return (times, Some(e));
         }
-        times.push((sent, sent.elapsed()));
-        n += 1;
-        sleep(every).await;
+        times.push((Instant::from_std(sent), sent.elapsed()));
+        std::thread::sleep(every);
     }
     (times, None)
+}
+
+/// The p50, p90, p99 and max of sorted `times`, in ms.
+fn spread(sorted: &[Duration]) -> String {
+    let at = |q: f64| {
+        let i = ((sorted.len() as f64) * q).ceil() as usize;
+        sorted
+            .get(i.clamp(1, sorted.len().max(1)) - 1)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    format!(
+        "p50 {:.3}, p90 {:.3}, p99 {:.3}, max {:.3}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
+    )
 }
 
 fn p99_ms(times: &mut [Duration]) -> f64 {
