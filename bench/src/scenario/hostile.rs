@@ -374,41 +374,22 @@ async fn attack(
     let busy = Tally::default();
     if !sizes.busy.is_zero() {
         let plans = busy_plans(addr, sizes, &busy);
-        let chatting = std::thread::Builder::new()
-            .name("busy".into())
-            .spawn(move || attacker_thread(plans, busy_end))?;
-        let not_lowered = tokio::task::spawn_blocking(move || chatting.join())
-            .await
-            .map_err(io::Error::other)?
-            .map_err(|_| io::Error::other("a busy user panicked"))??;
-        if let Some(e) = not_lowered {
-            outcome
-                .notes
-                .push(format!("busy users at normal priority: {e}"));
-        }
+        Crowd::start("busy", plans, busy_end)?
+            .finish(outcome)
+            .await?;
         // Their LEAVEs reach everyone before the attacks start.
         sleep(Duration::from_secs(1)).await;
     }
     let rss_before = server.rss_kib();
     let started = Instant::now();
     let end = started + sizes.hostile;
-    let attackers = std::thread::Builder::new()
-        .name("attackers".into())
-        .spawn(move || attacker_thread(plans, end))?;
+    let attackers = Crowd::start("attackers", plans, end)?;
     let mut rss_peak = rss_before.unwrap_or(0);
     while Instant::now() < end {
         sleep(Duration::from_millis(100)).await;
         rss_peak = rss_peak.max(server.rss_kib().unwrap_or(0));
     }
-    let not_lowered = tokio::task::spawn_blocking(move || attackers.join())
-        .await
-        .map_err(io::Error::other)?
-        .map_err(|_| io::Error::other("an attacker panicked"))??;
-    if let Some(e) = not_lowered {
-        outcome
-            .notes
-            .push(format!("attackers at normal priority: {e}"));
-    }
+    attackers.finish(outcome).await?;
     let rss_after = server.rss_kib();
     let refused_by_server = match &server.metrics {
         Some(metrics) => Some(metrics_siege::refused_by_server(metrics).await),
@@ -999,6 +980,38 @@ async fn reconnects(addr: SocketAddr, ip: Ipv4Addr, tally: Tally) {
 /// What one witness measured: when each ping was sent and its round trip,
 /// and the error that stopped it early, if one did.
 type Witnessed = (Vec<(Instant, Duration)>, Option<io::Error>);
+
+/// Attackers, or the control's busy users, running on a thread of their
+/// own (see [`attacker_thread`]).
+struct Crowd {
+    name: &'static str,
+    thread: std::thread::JoinHandle<io::Result<Option<io::Error>>>,
+}
+
+impl Crowd {
+    fn start(name: &'static str, plans: Vec<Attack>, end: Instant) -> io::Result<Crowd> {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || attacker_thread(plans, end))?;
+        Ok(Crowd { name, thread })
+    }
+
+    /// Waits for the crowd's thread to end (at its `end`), noting if it
+    /// could not run at the lowest priority.
+    async fn finish(self, outcome: &mut Outcome) -> io::Result<()> {
+        let Crowd { name, thread } = self;
+        let not_lowered = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|_| io::Error::other(format!("one of the {name} panicked")))??;
+        if let Some(e) = not_lowered {
+            outcome
+                .notes
+                .push(format!("{name} at normal priority: {e}"));
+        }
+        Ok(())
+    }
+}
 
 /// Runs the attacks until `end`, on a thread of their own at the lowest
 /// CPU priority (`SCHED_IDLE`). Attackers elsewhere would not take this
