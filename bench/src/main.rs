@@ -113,7 +113,8 @@ struct Servers {
     /// process that only writes each message to every socket (one thread
     /// per core, one write per socket for what it has pending), read by the
     /// same workers. The ratio column is then ours as a multiple of the
-    /// floor ("x floor"). For fanout, latency and capacity.
+    /// floor ("x floor"). For fanout, latency and capacity; for hostile,
+    /// the floor's witnesses quiet and busy (it has no budgets to attack).
     #[arg(long, global = true, conflicts_with_all = ["compare", "compare_cmd"])]
     floor: bool,
     /// Threads of the floor's writer (0: one per core, as a server would
@@ -642,11 +643,15 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let shape = match &cli.scenario {
-        Scenario::Fanout(_) | Scenario::Latency(_) | Scenario::Capacity(_) => Shape::Plain,
+        Scenario::Fanout(_)
+        | Scenario::Latency(_)
+        | Scenario::Capacity(_)
+        | Scenario::Hostile(_) => Shape::Plain,
         Scenario::Floor(s) => Shape::Floor { alone: s.alone },
         _ if cli.servers.floor => {
             eprintln!(
-                "chat-bench: --floor goes with fanout, latency and capacity (or use `floor`)"
+                "chat-bench: --floor goes with fanout, latency, capacity and hostile (or use \
+                 `floor`)"
             );
             return ExitCode::from(2);
         }

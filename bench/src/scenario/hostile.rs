@@ -234,6 +234,14 @@ pub async fn run(target: &Target, sizes: &Sizes, options: &Options) -> io::Resul
                 ]);
             }
         }
+        // The machine's floor: what the witnesses get, quiet and busy, from
+        // a process that only relays. It has no budgets, so no attacks.
+        Launch::Floor { .. } => {
+            let server = target.start(200).await?;
+            let result = control(&server.addr, sizes, options, &mut outcome).await;
+            server.stop().await;
+            return result.map(|()| outcome);
+        }
         Launch::Cluster { .. } => {
             outcome
                 .notes
@@ -266,20 +274,7 @@ async fn attack(
     options: &Options,
     outcome: &mut Outcome,
 ) -> io::Result<()> {
-    // The witnesses run on a thread of their own, so that the attackers'
-    // work in this process does not delay their round trips.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let witnesses = {
-        let (stop, every, limit) = (stop.clone(), sizes.ping_every, options.timeout);
-        let count = sizes.witnesses;
-        std::thread::Builder::new()
-            .name("witnesses".into())
-            .spawn(move || witness_thread(addr, count, stop, every, limit, ready_tx))?
-    };
-    ready_rx
-        .await
-        .map_err(|_| io::Error::other("the witnesses did not start"))??;
+    let witnesses = Witnesses::start(addr, sizes, options).await?;
     let fill = Tally::default();
     let squat = [Tally::default(), Tally::default()];
     let spam = Tally::default();
@@ -366,20 +361,7 @@ async fn attack(
     }
 
     sleep(sizes.quiet).await;
-    // The control: as much lobby traffic as the attacks get through, from
-    // users who keep every rule, to tell what the attacks cost the
-    // witnesses from what the chat they are allowed costs.
-    let busy_started = Instant::now();
-    let busy_end = busy_started + sizes.busy;
-    let busy = Tally::default();
-    if !sizes.busy.is_zero() {
-        let plans = busy_plans(addr, sizes, &busy);
-        Crowd::start("busy", plans, busy_end)?
-            .finish(outcome)
-            .await?;
-        // Their LEAVEs reach everyone before the attacks start.
-        sleep(Duration::from_secs(1)).await;
-    }
+    let busy = busy_phase(addr, sizes, outcome).await?;
     let rss_before = server.rss_kib();
     let started = Instant::now();
     let end = started + sizes.hostile;
@@ -402,28 +384,18 @@ async fn attack(
         None => None,
     };
 
-    stop.store(true, Ordering::Relaxed);
     let (mut quiet, mut chat, mut hostile) = (Vec::new(), Vec::new(), Vec::new());
     let mut slowest = Vec::new();
-    let joined = tokio::task::spawn_blocking(move || witnesses.join())
-        .await
-        .map_err(io::Error::other)?
-        .map_err(|_| io::Error::other("a witness panicked"))?;
-    for (times, error) in joined {
-        if let Some(e) = error {
-            outcome.problems.push(format!("a witness failed: {e}"));
-        }
-        for (at, rtt) in times {
-            if at < busy_started {
-                quiet.push(rtt);
-            } else if at < busy_end {
-                chat.push(rtt);
-            } else if at < started {
-                // The busy users leaving.
-            } else if at < end {
-                hostile.push(rtt);
-                slowest.push((rtt, at - started));
-            }
+    for (at, rtt) in witnesses.stop(outcome).await? {
+        if at < busy.started {
+            quiet.push(rtt);
+        } else if at < busy.end {
+            chat.push(rtt);
+        } else if at < started {
+            // The busy users leaving.
+        } else if at < end {
+            hostile.push(rtt);
+            slowest.push((rtt, at - started));
         }
     }
     slowest.sort_unstable_by(|a, b| b.cmp(a));
@@ -442,31 +414,14 @@ async fn attack(
         "slowest witness pings under attack (and when, into the attacks): {}",
         worst.join(", ")
     ));
-    let (quiet_n, chat_n, hostile_n) = (quiet.len(), chat.len(), hostile.len());
-    let quiet_p99 = p99_ms(&mut quiet);
-    let chat_p99 = p99_ms(&mut chat);
+    let hostile_n = hostile.len();
+    let (quiet_p99, chat_p99) = report_control(outcome, &mut quiet, &mut chat, &busy.tally);
     let hostile_p99 = p99_ms(&mut hostile);
     outcome.notes.push(format!(
-        "witness round trips (ms), quiet: {}; busy: {}; under attack: {}",
-        spread(&quiet),
-        spread(&chat),
+        "witness round trips under attack (ms): {} ({hostile_n} samples)",
         spread(&hostile)
     ));
     let ratio = hostile_p99 / quiet_p99.max(1e-3);
-    outcome.metric(
-        "ping_quiet_p99_ms",
-        "witness PING p99, quiet (ms)",
-        quiet_p99,
-        Better::Lower,
-    );
-    if chat_n > 0 {
-        outcome.metric(
-            "ping_busy_p99_ms",
-            "witness PING p99, busy: the attacks' traffic, allowed (ms)",
-            chat_p99,
-            Better::Lower,
-        );
-    }
     outcome.metric(
         "ping_hostile_p99_ms",
         "witness PING p99, under attack (ms)",
@@ -479,29 +434,14 @@ async fn attack(
         ratio,
         Better::Lower,
     );
-    if chat_n > 0 {
+    if let Some(chat_p99) = chat_p99 {
         outcome.metric(
             "ping_ratio_busy",
             "witness PING p99, attack / busy",
             hostile_p99 / chat_p99.max(1e-3),
             Better::Lower,
         );
-        outcome.metric(
-            "busy_sent",
-            "busy: MSGs the busy users sent",
-            busy.get("sent") as f64,
-            Better::Neither,
-        );
-        outcome.metric(
-            "busy_logins",
-            "busy: logins and LEAVEs",
-            busy.get("visit") as f64,
-            Better::Neither,
-        );
     }
-    outcome.notes.push(format!(
-        "witness samples: {quiet_n} quiet, {chat_n} busy, {hostile_n} under attack"
-    ));
     if ratio > 2.0 {
         outcome
             .notes
@@ -690,6 +630,159 @@ async fn attack(
         }
     }
     Ok(())
+}
+
+/// The floor's run: the witnesses quiet, then busy; no attacks.
+async fn control(
+    addr: &str,
+    sizes: &Sizes,
+    options: &Options,
+    outcome: &mut Outcome,
+) -> io::Result<()> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| io::Error::other(format!("server address {addr}: {e}")))?;
+    let witnesses = Witnesses::start(addr, sizes, options).await?;
+    sleep(sizes.quiet).await;
+    let busy = busy_phase(addr, sizes, outcome).await?;
+    let (mut quiet, mut chat) = (Vec::new(), Vec::new());
+    for (at, rtt) in witnesses.stop(outcome).await? {
+        if at < busy.started {
+            quiet.push(rtt);
+        } else if at < busy.end {
+            chat.push(rtt);
+        }
+    }
+    report_control(outcome, &mut quiet, &mut chat, &busy.tally);
+    Ok(())
+}
+
+/// The control phase, when it ran (see [`Sizes::busy`]).
+struct Busy {
+    started: Instant,
+    end: Instant,
+    tally: Tally,
+}
+
+/// Runs the control: as much lobby traffic as the attacks get through,
+/// from users who keep every rule, to tell what the attacks cost the
+/// witnesses from what the chat they are allowed costs; then a second for
+/// their `LEAVE`s to reach everyone.
+async fn busy_phase(addr: SocketAddr, sizes: &Sizes, outcome: &mut Outcome) -> io::Result<Busy> {
+    let started = Instant::now();
+    let busy = Busy {
+        started,
+        end: started + sizes.busy,
+        tally: Tally::default(),
+    };
+    if !sizes.busy.is_zero() {
+        let plans = busy_plans(addr, sizes, &busy.tally);
+        Crowd::start("busy", plans, busy.end)?
+            .finish(outcome)
+            .await?;
+        sleep(Duration::from_secs(1)).await;
+    }
+    Ok(busy)
+}
+
+/// Reports the witnesses' quiet and busy round trips, and returns their
+/// p99s (busy's if it ran).
+fn report_control(
+    outcome: &mut Outcome,
+    quiet: &mut [Duration],
+    chat: &mut [Duration],
+    busy: &Tally,
+) -> (f64, Option<f64>) {
+    let quiet_p99 = p99_ms(quiet);
+    outcome.metric(
+        "ping_quiet_p99_ms",
+        "witness PING p99, quiet (ms)",
+        quiet_p99,
+        Better::Lower,
+    );
+    outcome.notes.push(format!(
+        "witness round trips (ms), quiet: {} ({} samples)",
+        spread(quiet),
+        quiet.len()
+    ));
+    if chat.is_empty() {
+        return (quiet_p99, None);
+    }
+    let chat_p99 = p99_ms(chat);
+    outcome.notes.push(format!(
+        "witness round trips (ms), busy: {} ({} samples)",
+        spread(chat),
+        chat.len()
+    ));
+    outcome.metric(
+        "ping_busy_p99_ms",
+        "witness PING p99, busy: the attacks' traffic, allowed (ms)",
+        chat_p99,
+        Better::Lower,
+    );
+    outcome.metric(
+        "ping_busy_ratio",
+        "witness PING p99, busy / quiet",
+        chat_p99 / quiet_p99.max(1e-3),
+        Better::Lower,
+    );
+    outcome.metric(
+        "busy_sent",
+        "busy: MSGs the busy users sent",
+        busy.get("sent") as f64,
+        Better::Neither,
+    );
+    outcome.metric(
+        "busy_logins",
+        "busy: logins and LEAVEs",
+        busy.get("visit") as f64,
+        Better::Neither,
+    );
+    (quiet_p99, Some(chat_p99))
+}
+
+/// The witnesses, pinging on threads of their own (see [`witness_thread`]).
+struct Witnesses {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Witnessed>>,
+}
+
+impl Witnesses {
+    /// Logs the witnesses in and starts their pings.
+    async fn start(addr: SocketAddr, sizes: &Sizes, options: &Options) -> io::Result<Witnesses> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let thread = {
+            let (stop, every, limit) = (stop.clone(), sizes.ping_every, options.timeout);
+            let count = sizes.witnesses;
+            std::thread::Builder::new()
+                .name("witnesses".into())
+                .spawn(move || witness_thread(addr, count, stop, every, limit, ready_tx))?
+        };
+        ready_rx
+            .await
+            .map_err(|_| io::Error::other("the witnesses did not start"))??;
+        Ok(Witnesses { stop, thread })
+    }
+
+    /// Stops the pings: every witness's samples (when sent, round trip);
+    /// a witness that failed is a problem in `outcome`.
+    async fn stop(self, outcome: &mut Outcome) -> io::Result<Vec<(Instant, Duration)>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(io::Error::other)?
+            .map_err(|_| io::Error::other("a witness panicked"))?;
+        let mut all = Vec::new();
+        for (times, error) in joined {
+            if let Some(e) = error {
+                outcome.problems.push(format!("a witness failed: {e}"));
+            }
+            all.extend(times);
+        }
+        Ok(all)
+    }
 }
 
 /// The most RSS the server may take under the attacks, by its budgets:
