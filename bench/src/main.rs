@@ -173,10 +173,12 @@ enum Scenario {
     /// The budgets under attack (--limits-on-loopback, each attack from
     /// its own 127.0.0.N): history fill, room squatting, ROOMS/WHO/HISTORY
     /// spam, a reconnect loop, a MSG flood and a metrics-port siege at
-    /// once, while two witnesses time PING round trips: their p99 against
-    /// a quiet phase (target: 2x), the server's RSS against the bound the
-    /// budgets set and how soon it is back after, the metrics port's 64,
-    /// and what each attack got through.
+    /// once, while witnesses time PING round trips: their p99 against a
+    /// quiet phase (target: 2x) and against a busy one (the traffic the
+    /// attacks get through, from users who keep the rules), the server's
+    /// RSS against the bound the budgets set and how soon it is back after,
+    /// the metrics port's 64, and what each attack got through. --floor:
+    /// the floor's witnesses quiet and busy beside ours.
     Hostile(hostile::Sizes),
     /// What the budgets cost at a normal load: throughput, latency and
     /// fan-out, the users spread over loopback addresses and within every
