@@ -133,7 +133,8 @@ fn ratio(better: Better, ours: f64, peer: f64) -> Option<f64> {
     r.is_finite().then_some(r)
 }
 
-fn show(value: f64) -> String {
+/// A figure for a table: fewer decimals the larger it is, `-` if none.
+pub(crate) fn show(value: f64) -> String {
     if !value.is_finite() {
         "-".to_owned()
     } else if value.abs() >= 1000.0 {

@@ -709,16 +709,13 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hub::Limits;
 
-    /// What one idle user's session costs in its task, before anything it
-    /// allocates: `docs/PERFORMANCE.md` keeps the breakdown. Not a target
-    /// to assert, since the compiler decides it; printed for the record,
-    /// and bounded so that a change that doubles it is noticed.
-    #[tokio::test]
-    async fn the_session_future_stays_small() {
+    /// A hub with small room limits, and the end its requests arrive at
+    /// (keep it, or the hub is gone): enough to size a session.
+    pub(crate) fn small_hub() -> (Hub, impl Sized) {
         let limits = Limits {
             max_rooms: 10,
             max_rooms_per_user: 10,
@@ -727,7 +724,16 @@ mod tests {
             history: 10,
             history_memory: 1 << 20,
         };
-        let (hub, _requests) = Hub::channels(16, limits, None);
+        Hub::channels(16, limits, None)
+    }
+
+    /// What one idle user's session costs in its task, before anything it
+    /// allocates: `docs/PERFORMANCE.md` keeps the breakdown. Not a target
+    /// to assert, since the compiler decides it; printed for the record,
+    /// and bounded so that a change that doubles it is noticed.
+    #[tokio::test]
+    async fn the_session_future_stays_small() {
+        let (hub, _requests) = small_hub();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

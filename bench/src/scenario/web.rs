@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use clap::Args;
 
 use super::{fanout, throughput};
-use crate::report::Comparison;
+use crate::report::{show, Comparison};
 
 /// The table of the throughput runs (`ws`, `tcp`).
 pub const THROUGHPUT: &str = "web-throughput";
@@ -197,18 +197,6 @@ pub fn verdict(comparisons: &[Comparison<'_>]) -> Option<(String, String)> {
     }
     json.push('}');
     Some((table, json))
-}
-
-fn show(value: f64) -> String {
-    if !value.is_finite() {
-        "-".into()
-    } else if value.abs() >= 1000.0 {
-        format!("{value:.0}")
-    } else if value.abs() >= 10.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.3}")
-    }
 }
 
 fn times(ratio: f64) -> String {

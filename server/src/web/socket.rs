@@ -442,7 +442,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Wire<S> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::hub::{Hub, Limits};
+
     use futures::{SinkExt as _, StreamExt as _};
     use tokio::io::DuplexStream;
     use tokio_util::sync::CancellationToken;
@@ -542,15 +542,7 @@ mod tests {
     /// session's size (`session::tests::the_session_future_stays_small`).
     #[tokio::test]
     async fn the_websocket_session_future_stays_small() {
-        let limits = Limits {
-            max_rooms: 10,
-            max_rooms_per_user: 10,
-            max_rooms_per_ip: 10,
-            limits_on_loopback: false,
-            history: 10,
-            history_memory: 1 << 20,
-        };
-        let (hub, _requests) = Hub::channels(16, limits, None);
+        let (hub, _requests) = crate::session::tests::small_hub();
         let (connection, _client) = pair(4096).await;
         let shared = std::mem::size_of::<Shared<tokio::io::DuplexStream>>();
         println!("the WebSocket's shared state: {shared} bytes");
