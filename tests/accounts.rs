@@ -355,6 +355,29 @@ async fn a_registration_survives_kill_9_right_after_its_answer() {
     probe.expect_error("name-registered").await;
 }
 
+/// The contract: a kill -9 loses at most the last second of lobby history.
+/// Nothing but the lines themselves reaches the store here, so only its
+/// own batching can have committed them.
+#[tokio::test]
+async fn lobby_lines_a_second_old_survive_kill_9() {
+    let dir = DataDir::new("kill9-lobby");
+    let mut server = Server::start(&["--data-dir", dir.arg()]);
+    let mut dave = server.user("dave").await;
+    for n in 0..3 {
+        dave.send(&format!("MSG line {n}")).await;
+        dave.expect(&format!("MSG dave line {n}")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.kill();
+    let server = Server::start(&["--data-dir", dir.arg()]);
+    let mut erin = server.user("erin").await;
+    let history = erin.request("HISTORY").await;
+    assert_eq!(history[0], "HISTORY 3", "{history:?}");
+    for (n, line) in history[1..].iter().enumerate() {
+        assert!(line.ends_with(&format!(" dave line {n}")), "{history:?}");
+    }
+}
+
 #[tokio::test]
 async fn an_ephemeral_server_keeps_nothing() {
     let mut server = Server::start(&["--ephemeral"]);

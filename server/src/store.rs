@@ -7,9 +7,9 @@
 //! worker ever waits for the disk. Accounts, bans and mutes are committed
 //! (and synced) before their call returns: a kill -9, even a power cut,
 //! never loses one that was answered. The lobby's history goes through
-//! [`Store::record_lobby`], which never waits: the thread commits whatever
-//! is queued in one transaction as soon as it gets to it, so a kill -9
-//! loses at most what was still queued (well under the contract's second).
+//! [`Store::record_lobby`], which never waits: the thread commits the lines
+//! of each quarter second together ([`writer::LOBBY_WINDOW`]), so a kill -9
+//! loses at most that (well under the contract's second).
 //!
 //! - [`schema`]: the tables, and the migrations that bring an older data
 //!   directory up to date;
@@ -231,9 +231,14 @@ impl Store {
         let (commands, queue) = mpsc::channel(QUEUE);
         let lobby_lost = Arc::new(AtomicU64::new(0));
         let writer = writer::Writer::new(connection, path, lock, keep_history, &lobby_lost);
+        // The thread's own runtime only keeps time, for the lobby's batches.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime with only a clock builds");
         thread::Builder::new()
             .name("store".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer.run(runtime, queue))
             .expect("spawn the store's thread");
         Store {
             commands,

@@ -4,12 +4,12 @@
 //! Accounts, bans and mutes are each committed in a transaction with
 //! `synchronous=FULL` (the WAL is fsynced before the caller hears back), so
 //! an answered change outlives a kill -9 and a power cut alike. Lobby lines
-//! are batched: whatever is queued when the thread gets to them goes into
-//! one transaction with `synchronous=NORMAL` (no fsync: a killed process
-//! loses nothing committed; a power cut may lose the lines since the last
-//! fsync, which the next account, ban or mute, or checkpoint, provides).
-//! The thread commits a batch as soon as the queue is empty, so history
-//! never waits a second to reach the database.
+//! are batched: the lines of each [`LOBBY_WINDOW`] go into one transaction
+//! with `synchronous=NORMAL` (no fsync: a killed process loses nothing
+//! committed; a power cut may lose the lines since the last fsync, which
+//! the next account, ban or mute, or checkpoint, provides). So history
+//! never waits a second to reach the database, and a command that needs
+//! the lines (the history at start, a close) commits them first.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Duration, Instant};
 
 use super::lock::DirLock;
 use super::{Account, Ban, LobbyLine, Mute, StoreError, QUEUE};
@@ -93,6 +95,15 @@ pub(super) enum Request {
 /// cannot keep a command waiting behind one endless batch.
 const MAX_BATCH: usize = QUEUE;
 
+/// How long a lobby line waits for others to share its transaction. A
+/// commit for each line would wake this thread for every lobby message, on
+/// the cores that are delivering that message at that moment: at 20
+/// messages a second that alone doubled a pinging user's p99 (see
+/// `docs/PERFORMANCE.md`). A quarter second keeps it to four commits a
+/// second, well inside the contract's "a kill -9 loses at most the last
+/// second of lobby history".
+pub const LOBBY_WINDOW: Duration = Duration::from_millis(250);
+
 /// The connection and what the thread needs beside it.
 pub(super) struct Writer {
     connection: Connection,
@@ -122,37 +133,57 @@ impl Writer {
     }
 
     /// Applies commands until [`Command::Close`] or until every `Store` is
-    /// gone, batching the lobby lines in between.
-    pub(super) fn run(mut self, mut queue: mpsc::Receiver<Command>) {
+    /// gone, gathering the lobby lines in between into one transaction per
+    /// [`LOBBY_WINDOW`]. `runtime` only keeps the window's time.
+    pub(super) fn run(self, runtime: Runtime, queue: mpsc::Receiver<Command>) {
+        runtime.block_on(self.serve(queue));
+    }
+
+    async fn serve(mut self, mut queue: mpsc::Receiver<Command>) {
         let mut lines = Vec::new();
-        while let Some(first) = queue.blocking_recv() {
-            let mut next = Some(first);
-            while let Some(command) = next {
-                match command {
-                    Command::Lobby(line) => lines.push(line),
-                    Command::Close { reply } => {
+        // When the oldest line not yet committed must be.
+        let mut due: Option<Instant> = None;
+        loop {
+            let next = match due {
+                None => queue.recv().await,
+                Some(at) => match tokio::time::timeout_at(at, queue.recv()).await {
+                    Ok(next) => next,
+                    Err(_elapsed) => {
                         self.commit_lobby(&mut lines);
-                        // Closes the database and releases the directory
-                        // before the caller hears that it is done.
-                        drop(self);
-                        let _ = reply.send(());
-                        return;
+                        due = None;
+                        continue;
                     }
-                    Command::Ask(request) => {
-                        // Lines recorded before a request are in the
-                        // database when it runs.
+                },
+            };
+            let Some(command) = next else { break };
+            match command {
+                Command::Lobby(line) => {
+                    lines.push(line);
+                    if lines.len() >= MAX_BATCH {
                         self.commit_lobby(&mut lines);
-                        self.apply(request);
+                        due = None;
+                    } else if due.is_none() {
+                        due = Some(Instant::now() + LOBBY_WINDOW);
                     }
                 }
-                next = if lines.len() < MAX_BATCH {
-                    queue.try_recv().ok()
-                } else {
-                    None
-                };
+                Command::Close { reply } => {
+                    self.commit_lobby(&mut lines);
+                    // Closes the database and releases the directory
+                    // before the caller hears that it is done.
+                    drop(self);
+                    let _ = reply.send(());
+                    return;
+                }
+                Command::Ask(request) => {
+                    // Lines recorded before a request are in the database
+                    // when it runs.
+                    self.commit_lobby(&mut lines);
+                    due = None;
+                    self.apply(request);
+                }
             }
-            self.commit_lobby(&mut lines);
         }
+        self.commit_lobby(&mut lines);
     }
 
     fn apply(&mut self, request: Request) {
