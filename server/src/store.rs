@@ -23,7 +23,6 @@ mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -36,9 +35,9 @@ use writer::{Command, Request};
 /// The database's file name inside the data directory.
 pub const DATABASE_FILE: &str = "chat.sqlite3";
 
-/// Commands and lobby lines that may wait for the store's thread. Past
-/// this, async calls wait for room and lobby lines are lost (counted by
-/// [`Store::lobby_lost`]).
+/// Commands that may wait for the store's thread, and lobby lines that
+/// may wait for their transaction: past this, async calls wait for room,
+/// and the lines are committed at once.
 pub const QUEUE: usize = 4096;
 
 /// A registered name.
@@ -189,7 +188,7 @@ impl std::error::Error for StoreError {
 #[derive(Clone)]
 pub struct Store {
     commands: mpsc::Sender<Command>,
-    lobby_lost: Arc<AtomicU64>,
+    lobby: Arc<writer::Lobby>,
 }
 
 impl Store {
@@ -229,8 +228,8 @@ impl Store {
         keep_history: usize,
     ) -> Store {
         let (commands, queue) = mpsc::channel(QUEUE);
-        let lobby_lost = Arc::new(AtomicU64::new(0));
-        let writer = writer::Writer::new(connection, path, lock, keep_history, &lobby_lost);
+        let lobby = Arc::new(writer::Lobby::default());
+        let writer = writer::Writer::new(connection, path, lock, keep_history, &lobby);
         // The thread's own runtime only keeps time, for the lobby's batches.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -240,10 +239,7 @@ impl Store {
             .name("store".into())
             .spawn(move || writer.run(runtime, queue))
             .expect("spawn the store's thread");
-        Store {
-            commands,
-            lobby_lost,
-        }
+        Store { commands, lobby }
     }
 
     /// Sends a request and waits for its answer.
@@ -332,17 +328,14 @@ impl Store {
     }
 
     /// Keeps a lobby line for the history of a restarted server. Never
-    /// waits: if the queue is full the line is dropped and counted
+    /// waits: if too many wait already the line is dropped and counted
     /// ([`Store::lobby_lost`]), the newest lost rather than the caller held.
     pub fn record_lobby(&self, time_ms: i64, from: &str, text: &str) {
-        let line = LobbyLine {
+        self.lobby.record(LobbyLine {
             time_ms,
             from: from.to_owned(),
             text: text.to_owned(),
-        };
-        if self.commands.try_send(Command::Lobby(line)).is_err() {
-            self.lobby_lost.fetch_add(1, Ordering::Relaxed);
-        }
+        });
     }
 
     /// The last `limit` lobby lines (at most the `keep_history` given at
@@ -361,7 +354,7 @@ impl Store {
     /// Lobby lines lost so far: dropped because the queue was full, or in
     /// a batch that failed to commit. For the metrics.
     pub fn lobby_lost(&self) -> u64 {
-        self.lobby_lost.load(Ordering::Relaxed)
+        self.lobby.lost()
     }
 
     /// Commits what is queued, closes the database and releases the data

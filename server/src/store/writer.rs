@@ -13,13 +13,13 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::{sleep_until, Duration, Instant};
 
 use super::lock::DirLock;
 use super::{Account, Ban, LobbyLine, Mute, StoreError, QUEUE};
@@ -31,8 +31,6 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(super) enum Command {
     /// A call that waits for its answer.
     Ask(Request),
-    /// A lobby line to keep; no answer.
-    Lobby(LobbyLine),
     /// Commit, close, release the directory, then answer.
     Close { reply: oneshot::Sender<()> },
 }
@@ -91,8 +89,9 @@ pub(super) enum Request {
     },
 }
 
-/// The most lobby lines committed in one transaction, so a flood of them
-/// cannot keep a command waiting behind one endless batch.
+/// Lobby lines that may wait for their transaction. Past this, the thread
+/// commits at once; and while that commit runs, lines beyond twice this are
+/// lost (counted by [`Store::lobby_lost`](super::Store::lobby_lost)).
 const MAX_BATCH: usize = QUEUE;
 
 /// How long a lobby line waits for others to share its transaction. A
@@ -104,6 +103,54 @@ const MAX_BATCH: usize = QUEUE;
 /// second of lobby history".
 pub const LOBBY_WINDOW: Duration = Duration::from_millis(250);
 
+/// The lobby lines waiting for the thread. Recording one takes a lock and
+/// wakes the thread only for the first line of a window, so a lobby message
+/// costs the store no wake-up of its own.
+#[derive(Default)]
+pub(super) struct Lobby {
+    lines: Mutex<Vec<LobbyLine>>,
+    /// The first line of a window arrived, or the lines reached
+    /// [`MAX_BATCH`].
+    waiting: Notify,
+    lost: AtomicU64,
+}
+
+impl Lobby {
+    /// Queues a line; never waits.
+    pub(super) fn record(&self, line: LobbyLine) {
+        let mut lines = self.lock();
+        if lines.len() >= 2 * MAX_BATCH {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        lines.push(line);
+        let len = lines.len();
+        drop(lines);
+        if len == 1 || len == MAX_BATCH {
+            self.waiting.notify_one();
+        }
+    }
+
+    /// Lines lost so far: over the bound, or in a batch that failed.
+    pub(super) fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn take(&self) -> Vec<LobbyLine> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<LobbyLine>> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The connection and what the thread needs beside it.
 pub(super) struct Writer {
     connection: Connection,
@@ -112,7 +159,7 @@ pub(super) struct Writer {
     /// Held until the thread ends, with the connection.
     _lock: Option<DirLock>,
     keep_history: usize,
-    lobby_lost: Arc<AtomicU64>,
+    lobby: Arc<Lobby>,
 }
 
 impl Writer {
@@ -121,69 +168,64 @@ impl Writer {
         path: PathBuf,
         lock: Option<DirLock>,
         keep_history: usize,
-        lobby_lost: &Arc<AtomicU64>,
+        lobby: &Arc<Lobby>,
     ) -> Writer {
         Writer {
             connection,
             path,
             _lock: lock,
             keep_history,
-            lobby_lost: Arc::clone(lobby_lost),
+            lobby: Arc::clone(lobby),
         }
     }
 
     /// Applies commands until [`Command::Close`] or until every `Store` is
-    /// gone, gathering the lobby lines in between into one transaction per
-    /// [`LOBBY_WINDOW`]. `runtime` only keeps the window's time.
+    /// gone, committing the lobby's lines once a [`LOBBY_WINDOW`] in
+    /// between. `runtime` only keeps the window's time.
     pub(super) fn run(self, runtime: Runtime, queue: mpsc::Receiver<Command>) {
         runtime.block_on(self.serve(queue));
     }
 
     async fn serve(mut self, mut queue: mpsc::Receiver<Command>) {
-        let mut lines = Vec::new();
-        // When the oldest line not yet committed must be.
+        // When the lines waiting must be committed.
         let mut due: Option<Instant> = None;
+        let lobby = Arc::clone(&self.lobby);
         loop {
-            let next = match due {
-                None => queue.recv().await,
-                Some(at) => match tokio::time::timeout_at(at, queue.recv()).await {
-                    Ok(next) => next,
-                    Err(_elapsed) => {
-                        self.commit_lobby(&mut lines);
+            tokio::select! {
+                biased;
+                command = queue.recv() => match command {
+                    None => break,
+                    Some(Command::Close { reply }) => {
+                        self.commit_lobby();
+                        // Closes the database and releases the directory
+                        // before the caller hears that it is done.
+                        drop(self);
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(Command::Ask(request)) => {
+                        // Lines recorded before a request are in the
+                        // database when it runs.
+                        self.commit_lobby();
                         due = None;
-                        continue;
+                        self.apply(request);
                     }
                 },
-            };
-            let Some(command) = next else { break };
-            match command {
-                Command::Lobby(line) => {
-                    lines.push(line);
-                    if lines.len() >= MAX_BATCH {
-                        self.commit_lobby(&mut lines);
+                () = lobby.waiting.notified() => {
+                    if lobby.len() >= MAX_BATCH {
+                        self.commit_lobby();
                         due = None;
-                    } else if due.is_none() {
+                    } else if due.is_none() && lobby.len() > 0 {
                         due = Some(Instant::now() + LOBBY_WINDOW);
                     }
                 }
-                Command::Close { reply } => {
-                    self.commit_lobby(&mut lines);
-                    // Closes the database and releases the directory
-                    // before the caller hears that it is done.
-                    drop(self);
-                    let _ = reply.send(());
-                    return;
-                }
-                Command::Ask(request) => {
-                    // Lines recorded before a request are in the database
-                    // when it runs.
-                    self.commit_lobby(&mut lines);
+                () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    self.commit_lobby();
                     due = None;
-                    self.apply(request);
                 }
             }
         }
-        self.commit_lobby(&mut lines);
+        self.commit_lobby();
     }
 
     fn apply(&mut self, request: Request) {
@@ -380,9 +422,11 @@ impl Writer {
         lines.collect()
     }
 
-    /// Commits `lines` in one transaction and forgets all but the last
-    /// `keep_history` lines. A batch that fails is counted as lost.
-    fn commit_lobby(&mut self, lines: &mut Vec<LobbyLine>) {
+    /// Commits the lobby's waiting lines in one transaction and forgets
+    /// all but the last `keep_history`. A batch that fails is counted as
+    /// lost.
+    fn commit_lobby(&mut self) {
+        let lines = self.lobby.take();
         if lines.is_empty() {
             return;
         }
@@ -405,10 +449,9 @@ impl Writer {
         })();
         if let Err(error) = committed {
             let lost = u64::try_from(lines.len()).unwrap_or(u64::MAX);
-            self.lobby_lost.fetch_add(lost, Ordering::Relaxed);
+            self.lobby.lost.fetch_add(lost, Ordering::Relaxed);
             tracing::warn!(%error, lines = lost, path = %self.path.display(), "lobby history not saved");
         }
-        lines.clear();
     }
 }
 
