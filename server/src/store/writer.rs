@@ -441,10 +441,9 @@ impl Writer {
                     insert.execute(params![line.time_ms, line.from, line.text])?;
                 }
             }
-            transaction.execute(
-                "DELETE FROM lobby WHERE id <= (SELECT max(id) FROM lobby) - ?1",
-                [keep],
-            )?;
+            transaction
+                .prepare_cached("DELETE FROM lobby WHERE id <= (SELECT max(id) FROM lobby) - ?1")?
+                .execute([keep])?;
             transaction.commit()
         })();
         if let Err(error) = committed {
