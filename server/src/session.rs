@@ -53,7 +53,7 @@ pub use connection::{Connection, Incoming, Lines};
 pub(crate) use verbs::explain;
 
 use crate::config::Config;
-use crate::hub::{Done, Hub, Inbox, Outcome, Outgoing, Pending, Refusal, User};
+use crate::hub::{reading, Done, Hub, Inbox, Outcome, Outgoing, Pending, Refusal, User};
 use crate::metrics;
 use flood::Allowance;
 
@@ -149,7 +149,8 @@ pub async fn run<I, W>(
         in_flight: None,
         hub,
     };
-    let end = session.serve(&config, &shutdown).await;
+    let inbox = Arc::clone(&session.inbox);
+    let end = reading(&inbox, session.serve(&config, &shutdown)).await;
     debug!(
         ?peer,
         user = session.user.as_ref().map(User::name),
@@ -227,6 +228,9 @@ where
                     .in_flight
                     .as_ref()
                     .is_none_or(|f| f.waiting.is_none() && f.publishes.len() < MAX_IN_FLIGHT);
+            // `ready` is polled after `pending` and `published`: what they
+            // push to this session's own inbox wakes nobody (see
+            // `hub::reading`), so it must be seen in the same turn.
             tokio::select! {
                 biased;
                 () = &mut stopping => return End::Closed(ErrorCode::ShuttingDown.into()),

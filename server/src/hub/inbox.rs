@@ -32,7 +32,9 @@
 //! [`MAX_UNREAD`] however large the frames: room for the lobby's `NAMES`
 //! at `--max-clients`, plus what the replies' gate lets wait.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -247,7 +249,7 @@ impl Inbox {
         self.publish_counts(&queue);
         drop(queue);
         if len == 1 {
-            self.reader.wake();
+            self.wake_reader();
         }
         if attached && over {
             Pushed::Full
@@ -305,7 +307,7 @@ impl Inbox {
         let len = queue.frames.len();
         drop(queue);
         if len == 1 {
-            self.reader.wake();
+            self.wake_reader();
         }
     }
 
@@ -507,6 +509,18 @@ impl Inbox {
         }
     }
 
+    /// Wakes the session for its first frame, unless the session is the
+    /// one pushing it (its own reply, its own broadcast's echo): it looks
+    /// at its inbox again before it waits (see [`reading`]), and a task
+    /// that wakes itself is rescheduled as if it yielded, which also wakes
+    /// an idle worker thread for nothing: twice the wake-ups for every
+    /// `PING`.
+    fn wake_reader(&self) {
+        if !RUNNING.with(|running| std::ptr::eq(running.get(), self)) {
+            self.reader.wake();
+        }
+    }
+
     fn wake_publishers(&self) {
         if self.publisher_waits.swap(false, Ordering::SeqCst) {
             self.space.notify_waiters();
@@ -613,6 +627,32 @@ impl Outgoing {
     }
 }
 
+thread_local! {
+    /// The inbox whose session this thread is polling now, if any.
+    static RUNNING: Cell<*const Inbox> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Polls `session`, a loop that reads `inbox`, with the frames pushed to
+/// `inbox` meanwhile waking nobody. The loop must look at the inbox after
+/// anything it polls may have pushed to it, before it waits: the session's
+/// `select!` polls its inbox after its requests and publishes, and goes
+/// round again after handling a frame.
+pub async fn reading<F: Future>(inbox: &Inbox, session: F) -> F::Output {
+    /// Puts back what was running before, even if the poll panics.
+    struct Restore(*const Inbox);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RUNNING.with(|running| running.set(self.0));
+        }
+    }
+    let mut session = std::pin::pin!(session);
+    std::future::poll_fn(|cx| {
+        let _restore = Restore(RUNNING.with(|running| running.replace(inbox)));
+        session.as_mut().poll(cx)
+    })
+    .await
+}
+
 /// Pushes `frame` to every inbox of `to`, collecting the ones left over
 /// their capacity in `full`.
 pub fn fan_out<'a>(
@@ -668,6 +708,36 @@ mod tests {
         let mut out = Outgoing::default();
         inbox.take(&mut out, usize::MAX);
         String::from_utf8(out.bytes.to_vec()).expect("UTF-8")
+    }
+
+    #[test]
+    fn a_session_pushing_to_its_own_inbox_does_not_wake_itself() {
+        struct Wakes(AtomicUsize);
+        impl futures::task::ArcWake for Wakes {
+            fn wake_by_ref(wakes: &Arc<Self>) {
+                wakes.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = futures::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let inbox = Inbox::new(8);
+        assert!(inbox.poll_ready(&mut cx).is_pending(), "waiting for frames");
+
+        // Its own reply and its own broadcast, pushed while it runs.
+        let session = reading(&inbox, async {
+            inbox.push_reply(Bytes::from_static(b"PONG 1\n"));
+            let _ = inbox.push(&frame(0));
+        });
+        let mut session = std::pin::pin!(session);
+        assert!(session.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        assert_eq!(take_all(&inbox), "PONG 1\nMSG a 0\n");
+
+        // Anyone else's push wakes it.
+        assert!(inbox.poll_ready(&mut cx).is_pending());
+        let _ = inbox.push(&frame(1));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use cluster::Bus;
-pub use inbox::{drained, Inbox, Outgoing, STALL_LIMIT};
+pub use inbox::{drained, reading, Inbox, Outgoing, STALL_LIMIT};
 pub use room::{lock, Member, Room, SharedRoom};
 pub use rooms::{Full, Joined, Limits, Membership, Rooms};
 pub use user::{Update, User};
