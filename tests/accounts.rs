@@ -313,7 +313,8 @@ async fn accounts_bans_mutes_and_lobby_history_survive_a_restart() {
     let mut server = Server::start(&args);
     {
         let mut carol = operator(&server).await;
-        registered(&server, "alice").await;
+        // Kept until the end: a LEAVE of hers could reach dave first.
+        let _alice = registered(&server, "alice").await;
         let mut dave = server.user("dave").await;
         dave.send("MSG remember me").await;
         dave.expect("MSG dave remember me").await;
