@@ -351,8 +351,8 @@ impl Store {
         self.ask(|reply| Request::CountAccounts { reply }).await
     }
 
-    /// Lobby lines lost so far: dropped because the queue was full, or in
-    /// a batch that failed to commit. For the metrics.
+    /// Lobby lines lost so far: dropped because too many waited, or in a
+    /// batch that failed to commit. For the metrics.
     pub fn lobby_lost(&self) -> u64 {
         self.lobby.lost()
     }

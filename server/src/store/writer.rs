@@ -211,14 +211,17 @@ impl Writer {
                         self.apply(request);
                     }
                 },
-                () = lobby.waiting.notified() => {
-                    if lobby.len() >= MAX_BATCH {
+                () = lobby.waiting.notified() => match lobby.len() {
+                    // Taken already, by a request's commit.
+                    0 => {}
+                    full if full >= MAX_BATCH => {
                         self.commit_lobby();
                         due = None;
-                    } else if due.is_none() && lobby.len() > 0 {
-                        due = Some(Instant::now() + LOBBY_WINDOW);
                     }
-                }
+                    _ => {
+                        due.get_or_insert_with(|| Instant::now() + LOBBY_WINDOW);
+                    }
+                },
                 () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     self.commit_lobby();
                     due = None;
